@@ -1,0 +1,1 @@
+"""Shared runtime of the Bildungsraum services: what two or more of them need, nothing else."""

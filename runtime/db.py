@@ -1,0 +1,139 @@
+"""PostgreSQL access: the pool, tenant-scoped transactions (row-level security) and migrations."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+
+from runtime.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+# Every tenant-owned table's policy reads this setting; it is set per transaction (SET LOCAL).
+TENANT_SETTING = "app.tenant_id"
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    for typename in ("json", "jsonb"):
+        await conn.set_type_codec(typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(settings: ServiceSettings, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        settings.database_url, min_size=min_size, max_size=max_size, init=init_connection
+    )
+
+
+@asynccontextmanager
+async def tenant_transaction(pool: asyncpg.Pool, tenant_id: str) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction that row-level security confines to one tenant's rows."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT set_config($1, $2, true)", TENANT_SETTING, tenant_id)
+        yield conn
+
+
+@asynccontextmanager
+async def system_transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction with no acting tenant: tenant-owned tables show it nothing."""
+    async with pool.acquire() as conn, conn.transaction():
+        yield conn
+
+
+async def set_tenant(conn: asyncpg.Connection, tenant_id: str) -> None:
+    """Switch the acting tenant inside the current transaction (consumers fanning out over tenants)."""
+    await conn.execute("SELECT set_config($1, $2, true)", TENANT_SETTING, tenant_id)
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def provision_database(settings: ServiceSettings, extensions: tuple[str, ...] = ()) -> None:
+    """Create the service's roles, database and extensions if missing (idempotent; needs the admin
+    DSN: some extensions, earthdistance among them, only a superuser may create)."""
+    owner, app, dbname = settings.owner_role, settings.app_role, settings.database_name
+    conn = await asyncpg.connect(settings.postgres_admin_url)
+    try:
+        # Roles are cluster-wide: serialise concurrent service starts.
+        await conn.execute("SELECT pg_advisory_lock(hashtext('bildungsraum-provision'))")
+        for role, login in ((owner, False), (app, True)):
+            exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
+            if not exists:
+                await conn.execute(
+                    f"CREATE ROLE {_quote_ident(role)} {'LOGIN' if login else 'NOLOGIN'} "
+                    "NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"
+                )
+        if settings.database_password:
+            await conn.execute(
+                f"ALTER ROLE {_quote_ident(app)} PASSWORD {_literal(settings.database_password)}"
+            )
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", dbname):
+            await conn.execute(f"CREATE DATABASE {_quote_ident(dbname)} OWNER {_quote_ident(owner)}")
+        await conn.execute(f"GRANT CONNECT ON DATABASE {_quote_ident(dbname)} TO {_quote_ident(app)}")
+        await conn.execute("SELECT pg_advisory_unlock(hashtext('bildungsraum-provision'))")
+    finally:
+        await conn.close()
+    if extensions:
+        conn = await asyncpg.connect(settings.admin_database_url)
+        try:
+            for extension in extensions:
+                await conn.execute(f"CREATE EXTENSION IF NOT EXISTS {_quote_ident(extension)} CASCADE")
+        finally:
+            await conn.close()
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+RUNTIME_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+async def migrate(settings: ServiceSettings, migrations_dir: Path, extensions: tuple[str, ...] = ()) -> list[str]:
+    """Apply the runtime's and then the service's numbered ``*.sql`` files not yet applied,
+    in order, each in its own transaction.
+
+    Objects are created as the owner role; the app role gets data rights only, so row-level
+    security (enabled and forced in each migration) binds it.
+    """
+    await provision_database(settings, extensions)
+    owner, app = _quote_ident(settings.owner_role), _quote_ident(settings.app_role)
+    conn = await asyncpg.connect(settings.admin_database_url)
+    applied: list[str] = []
+    try:
+        await conn.execute("SELECT pg_advisory_lock(hashtext('bildungsraum-migrate'))")
+        await conn.execute(f"SET ROLE {owner}")
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        await conn.execute(f"GRANT USAGE ON SCHEMA public TO {app}")
+        await conn.execute(
+            f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app}"
+        )
+        await conn.execute(
+            f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {app}"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        pending = [("runtime", p) for p in sorted(RUNTIME_MIGRATIONS.glob("*.sql"))]
+        pending += [(settings.service, p) for p in sorted(migrations_dir.glob("*.sql"))]
+        for prefix, path in pending:
+            version = f"{prefix}/{path.stem}"
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(path.read_text(encoding="utf-8"))
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+            applied.append(version)
+            log.info("migration applied", extra={"migration": version})
+        await conn.execute("RESET ROLE")
+        await conn.execute("SELECT pg_advisory_unlock(hashtext('bildungsraum-migrate'))")
+    finally:
+        await conn.close()
+    return applied

@@ -1,0 +1,103 @@
+"""CloudEvents 1.0 envelope (Kafka protocol binding, binary content mode) and schema validation
+against the JSON Schemas kept once in ``contracts/events/``."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+from referencing import Registry, Resource
+
+from runtime.tracing import current_traceparent, new_traceparent
+
+CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "contracts" / "events"
+SPECVERSION = "1.0"
+
+
+class InvalidEvent(ValueError):
+    """An event that cannot be read or does not match its contract: never retried."""
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    source: str
+    tenant: str
+    key: str  # the aggregate id: one aggregate's events stay in order on one partition
+    data: dict[str, Any]
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    time: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    traceparent: str = field(default_factory=lambda: current_traceparent.get() or new_traceparent())
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [
+            ("ce_specversion", SPECVERSION.encode()),
+            ("ce_id", self.id.encode()),
+            ("ce_source", self.source.encode()),
+            ("ce_type", self.type.encode()),
+            ("ce_time", self.time.encode()),
+            ("ce_tenant", self.tenant.encode()),
+            ("traceparent", self.traceparent.encode()),
+            ("content-type", b"application/json"),
+        ]
+
+    def value(self) -> bytes:
+        return json.dumps(self.data, ensure_ascii=False, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_record(cls, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> Event:
+        h = {k: v.decode("utf-8", "replace") for k, v in headers or []}
+        missing = [n for n in ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_tenant") if not h.get(n)]
+        if missing:
+            raise InvalidEvent(f"missing CloudEvents headers: {', '.join(missing)}")
+        if h["ce_specversion"] != SPECVERSION:
+            raise InvalidEvent(f"unsupported ce_specversion {h['ce_specversion']!r}")
+        try:
+            data = json.loads(value or b"")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidEvent(f"payload is not JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise InvalidEvent("payload must be a JSON object")
+        return cls(
+            type=h["ce_type"], source=h["ce_source"], tenant=h["ce_tenant"], key=(key or b"").decode(),
+            data=data, id=h["ce_id"], time=h.get("ce_time", ""),
+            traceparent=h.get("traceparent") or new_traceparent(),
+        )
+
+
+@cache
+def _registry(contracts_dir: Path) -> tuple[Registry, dict[str, Any]]:
+    schemas = {}
+    resources = []
+    for path in sorted(contracts_dir.glob("*.json")):
+        schema = json.loads(path.read_text(encoding="utf-8"))
+        resources.append((schema["$id"], Resource.from_contents(schema)))
+        schemas[path.stem] = schema
+    return Registry().with_resources(resources), schemas
+
+
+@cache
+def _validator(contracts_dir: Path, event_type: str) -> Draft202012Validator:
+    registry, schemas = _registry(contracts_dir)
+    if event_type not in schemas:
+        raise InvalidEvent(f"unknown event type {event_type!r}")
+    return Draft202012Validator(schemas[event_type], registry=registry, format_checker=FormatChecker())
+
+
+def validate(event: Event, contracts_dir: Path = CONTRACTS_DIR) -> None:
+    """Raise InvalidEvent naming every place where the payload breaks its type's schema."""
+    validator = _validator(contracts_dir, event.type)
+    errors = sorted(validator.iter_errors(event.data), key=lambda e: list(e.absolute_path))
+    if errors:
+        detail = "; ".join(f"/{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:10])
+        raise InvalidEvent(f"{event.type} payload invalid: {detail}")
+
+
+def known_event_types(contracts_dir: Path = CONTRACTS_DIR) -> set[str]:
+    return {name for name in _registry(contracts_dir)[1] if name.startswith("de.bildungsraum.")}

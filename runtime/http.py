@@ -1,0 +1,184 @@
+"""FastAPI plumbing shared by the services: RFC 9457 problem details, bearer auth and the acting
+tenant as ``Annotated`` dependencies, trace and metrics middleware, health and metrics routes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from runtime import metrics
+from runtime.auth import InvalidToken, Principal
+from runtime.service import ServiceRuntime
+from runtime.tracing import continue_trace, current_traceparent
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class Problem(Exception):
+    """Raised by handlers and routes; rendered as application/problem+json."""
+
+    def __init__(self, status: int, title: str, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or title)
+        self.status, self.title, self.detail, self.extra = status, title, detail, extra
+
+
+def problem_response(status: int, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body.update(extra)
+    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {"field": ".".join(str(p) for p in err.get("loc", ())), "message": err.get("msg"), "type": err.get("type")}
+        for err in exc.errors()
+    ]
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem_response(422, "Invalid request", "The request has invalid fields.", errors=_field_errors(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem_response(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Problem)
+    async def _problem(_: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc.status, exc.title, exc.detail, **exc.extra)
+
+    @app.exception_handler(InvalidToken)
+    async def _token(_: Request, exc: InvalidToken) -> JSONResponse:
+        return problem_response(401, "Unauthorized", str(exc))
+
+
+def get_runtime(request: Request) -> ServiceRuntime:
+    return request.app.state.runtime
+
+
+RuntimeDep = Annotated[ServiceRuntime, Depends(get_runtime)]
+_bearer = HTTPBearer(auto_error=False, description="Access token of the realm `bildungsraum`")
+
+
+async def get_principal(
+    runtime: RuntimeDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise InvalidToken("bearer token required")
+    return await runtime.verifier.verify(credentials.credentials)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+class Actor:
+    """Who acts, and in which tenant: the token's network, or for an operator the ``X-Tenant`` header."""
+
+    def __init__(self, principal: Principal, tenant: str) -> None:
+        self.principal = principal
+        self.tenant = tenant
+
+    def has_any(self, *roles: str) -> bool:
+        return bool(self.principal.roles & set(roles))
+
+
+async def get_actor(
+    principal: CurrentPrincipal,
+    runtime: RuntimeDep,
+    x_tenant: Annotated[str | None, Header(description="Tenant an operator acts in")] = None,
+) -> Actor:
+    if principal.is_operator:
+        if not x_tenant:
+            raise Problem(400, "Tenant required", "An operator names the tenant it acts in with X-Tenant.")
+        tenant = x_tenant
+    else:
+        if principal.tenant is None:
+            raise Problem(403, "Forbidden", "The token names no tenant.")
+        if x_tenant and x_tenant != principal.tenant:
+            raise Problem(403, "Forbidden", "A network user acts only in its own network.")
+        tenant = principal.tenant
+    if not await runtime.tenant_exists(tenant):
+        raise Problem(403, "Unknown tenant", f"Tenant {tenant!r} does not exist.")
+    return Actor(principal, tenant)
+
+
+def require_roles(*roles: str):
+    async def dependency(actor: Annotated[Actor, Depends(get_actor)]) -> Actor:
+        if not actor.has_any(*roles):
+            raise Problem(403, "Forbidden", f"This needs one of the roles: {', '.join(roles)}.")
+        return actor
+
+    return Depends(dependency)
+
+
+def health_router() -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz", summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", summary="Readiness: database, broker and issuer reachable")
+    async def readyz(runtime: RuntimeDep) -> JSONResponse:
+        checks = await runtime.readiness()
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ready" if ready else "unready", "checks": checks},
+                            status_code=200 if ready else 503)
+
+    @router.get("/metrics", summary="Prometheus metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def create_app(
+    runtime: ServiceRuntime,
+    title: str,
+    routers: Iterable[APIRouter],
+    description: str = "",
+    on_start: Callable[[ServiceRuntime], Awaitable[None]] | None = None,
+) -> FastAPI:
+    """The service's FastAPI app; its lifespan starts the runtime (migrations, relay, consumers)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await runtime.start()
+        app.state.runtime = runtime
+        if on_start is not None:
+            await on_start(runtime)
+        yield
+        await runtime.stop()
+
+    app = FastAPI(title=title, description=description, lifespan=lifespan, version="1.0.0")
+    install_problem_handlers(app)
+
+    @app.middleware("http")
+    async def trace_and_measure(request: Request, call_next):
+        continue_trace(request.headers.get("traceparent"))
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.HTTP_REQUESTS.labels(request.method, path, response.status_code).inc()
+        metrics.HTTP_LATENCY.labels(request.method, path).observe(time.perf_counter() - started)
+        response.headers["traceparent"] = current_traceparent.get() or ""
+        return response
+
+    app.include_router(health_router())
+    for router in routers:
+        app.include_router(router)
+    return app

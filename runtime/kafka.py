@@ -1,0 +1,69 @@
+"""kafka-python clients, tuned as DESIGN.md says for the local broker (all values from settings)."""
+
+from __future__ import annotations
+
+import logging
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from runtime.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+TOPICS = (
+    "identity.tenants.v1",
+    "catalog.offers.v1",
+    "catalog.providers.v1",
+    "matching.demands.v1",
+    "matching.matches.v1",
+    "notifications.deliveries.v1",
+)
+
+
+def dead_letter_topic(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+def create_producer(settings: ServiceSettings) -> KafkaProducer:
+    # One request in flight keeps an aggregate's events in order when the client retries.
+    return KafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id=f"{settings.service}-producer",
+        acks="all",
+        retries=5,
+        max_in_flight_requests_per_connection=1,
+        linger_ms=2,
+        request_timeout_ms=10_000,
+    )
+
+
+def create_consumer(settings: ServiceSettings, group_id: str, topics: list[str]) -> KafkaConsumer:
+    return KafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id=f"{group_id}-consumer",
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        max_poll_records=100,
+    )
+
+
+def ensure_topics(bootstrap: str, partitions: int = 3, topics: tuple[str, ...] = TOPICS) -> None:
+    """Create every topic and its dead-letter twin; the local broker keeps nothing across restarts."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="bildungsraum-admin")
+    try:
+        existing = set(admin.list_topics())
+        wanted = [t for name in topics for t in (name, dead_letter_topic(name)) if t not in existing]
+        for name in wanted:
+            try:
+                admin.create_topics([NewTopic(name, partitions, 1)])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()

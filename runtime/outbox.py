@@ -1,0 +1,141 @@
+"""Transactional outbox: the business change and its event row commit together; a relay,
+woken by LISTEN/NOTIFY, publishes rows in order and re-sends whatever is still unsent."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import asyncpg
+from kafka import KafkaProducer
+
+from runtime import metrics
+from runtime.db import init_connection
+from runtime.events import Event, validate
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "outbox"
+
+
+
+async def add_to_outbox(conn: asyncpg.Connection, topic: str, event: Event) -> None:
+    """Validate against the contract and stage the event in the caller's transaction."""
+    validate(event)
+    await conn.execute(
+        "INSERT INTO outbox (topic, event_id, event_type, tenant_id, aggregate_key, headers, payload)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        topic, event.id, event.type, event.tenant, event.key,
+        [[k, v.decode()] for k, v in event.headers()], event.value(),
+    )
+    # Delivered at commit, and only if the transaction commits.
+    await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+
+
+class OutboxRelay:
+    """Publishes unsent outbox rows in id order. One relay per service database holds an
+    advisory lock, so rows of one aggregate are never published out of order by two relays."""
+
+    def __init__(
+        self,
+        dsn: str,
+        producer_factory: Callable[[], KafkaProducer],
+        *,
+        sweep_seconds: float = 2.0,
+        batch_size: int = 500,
+    ) -> None:
+        self._dsn = dsn
+        self._producer_factory = producer_factory
+        self._producer: KafkaProducer | None = None
+        self._sweep_seconds = sweep_seconds
+        self._batch_size = batch_size
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        backoff = 0.2
+        while not self._stopping.is_set():
+            try:
+                await self._run_once_connected()
+                backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay failed; restarting")
+                self._drop_producer()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def _run_once_connected(self) -> None:
+        conn = await asyncpg.connect(self._dsn)
+        await init_connection(conn)
+        try:
+            while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext('outbox-relay'))"):
+                if await self._sleep(self._sweep_seconds):
+                    return
+            await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+            while not self._stopping.is_set():
+                self._wake.clear()
+                sent = await self._publish_batch(conn)
+                if sent < self._batch_size and await self._sleep(self._sweep_seconds):
+                    return
+        finally:
+            await conn.close()
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Wait for a NOTIFY or the sweep interval; True when stopping."""
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            pass
+        return self._stopping.is_set()
+
+    async def _publish_batch(self, conn: asyncpg.Connection) -> int:
+        rows = await conn.fetch(
+            "SELECT id, topic, aggregate_key, headers, payload FROM outbox"
+            " WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+            self._batch_size,
+        )
+        if not rows:
+            return 0
+        try:
+            await asyncio.to_thread(self._send_all, rows)
+        except Exception as exc:
+            await conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1)",
+                [r["id"] for r in rows], repr(exc)[:2000],
+            )
+            raise
+        await conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY($1)", [r["id"] for r in rows])
+        metrics.OUTBOX_PUBLISHED.inc(len(rows))
+        return len(rows)
+
+    def _send_all(self, rows: list[asyncpg.Record]) -> None:
+        if self._producer is None:
+            self._producer = self._producer_factory()
+        futures = [
+            self._producer.send(
+                r["topic"],
+                key=r["aggregate_key"].encode(),
+                value=bytes(r["payload"]),
+                headers=[(k, v.encode()) for k, v in r["headers"]],
+            )
+            for r in rows
+        ]
+        self._producer.flush(timeout=15)
+        for future in futures:
+            future.get(timeout=15)
+
+    def _drop_producer(self) -> None:
+        # After a broker restart an old producer keeps failing (UnknownProducerIdError): recreate it.
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=1)
+            except Exception:
+                log.debug("closing producer failed", exc_info=True)
+            self._producer = None

@@ -1,0 +1,113 @@
+"""One service process: its pool, token verifier, outbox relay and consumers, started and stopped
+together (from a FastAPI lifespan), so that tests can build the same thing with other settings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from runtime.auth import TokenVerifier
+from runtime.db import create_pool, migrate
+from runtime.inbox import EventConsumer, EventHandler
+from runtime.kafka import create_consumer, create_producer
+from runtime.outbox import OutboxRelay
+from runtime.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ConsumerSpec:
+    group: str
+    topics: list[str]
+    handlers: dict[str, EventHandler]
+
+
+@dataclass
+class ServiceRuntime:
+    settings: ServiceSettings
+    migrations_dir: Path
+    consumer_specs: list[ConsumerSpec] = field(default_factory=list)
+    run_relay: bool = True
+    extensions: tuple[str, ...] = ()
+    pool: asyncpg.Pool = field(init=False)
+    http: httpx.AsyncClient = field(init=False)
+    verifier: TokenVerifier = field(init=False)
+    consumers: list[EventConsumer] = field(init=False, default_factory=list)
+    relay: OutboxRelay | None = field(init=False, default=None)
+    tenant_lookup: Callable[[asyncpg.Pool, str], Awaitable[bool]] | None = None
+    _tasks: list[asyncio.Task] = field(init=False, default_factory=list)
+    _tenants_seen: dict[str, float] = field(init=False, default_factory=dict)
+
+    async def start(self) -> None:
+        s = self.settings
+        await migrate(s, self.migrations_dir, self.extensions)
+        self.pool = await create_pool(s)
+        self.http = httpx.AsyncClient()
+        self.verifier = TokenVerifier(s.issuer_url, s.token_audience, self.http,
+                                      min_refresh_seconds=s.jwks_min_refresh_seconds)
+        if self.run_relay:
+            self.relay = OutboxRelay(s.database_url, lambda: create_producer(s), sweep_seconds=s.outbox_sweep_seconds)
+            self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+        for spec in self.consumer_specs:
+            consumer = EventConsumer(
+                name=spec.group, pool=self.pool, handlers=spec.handlers,
+                consumer_factory=lambda spec=spec: create_consumer(s, spec.group, spec.topics),
+                producer_factory=lambda: create_producer(s), max_attempts=s.consumer_max_attempts,
+            )
+            self.consumers.append(consumer)
+            self._tasks.append(asyncio.create_task(consumer.run(), name=f"consumer-{spec.group}"))
+
+    async def stop(self) -> None:
+        if self.relay:
+            self.relay.stop()
+        for consumer in self.consumers:
+            consumer.stop()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=10)
+            for task in pending:
+                task.cancel()
+        await self.http.aclose()
+        await self.pool.close()
+
+    async def tenant_exists(self, tenant_id: str) -> bool:
+        """Known tenants are cached briefly: tenants are added at run time, never removed."""
+        if time.monotonic() - self._tenants_seen.get(tenant_id, -1e9) < 30:
+            return True
+        if self.tenant_lookup is not None:
+            found = await self.tenant_lookup(self.pool, tenant_id)
+        else:
+            found = bool(await self.pool.fetchval(
+                "SELECT 1 FROM known_tenants WHERE id = $1 AND status = 'active'", tenant_id))
+        if found:
+            self._tenants_seen[tenant_id] = time.monotonic()
+        return found
+
+    async def readiness(self) -> dict[str, str]:
+        checks: dict[str, str] = {}
+        try:
+            await self.pool.fetchval("SELECT 1")
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"error: {exc}"
+        host, _, port = self.settings.kafka_bootstrap.split(",")[0].rpartition(":")
+        try:
+            await asyncio.to_thread(socket.create_connection((host, int(port)), 2).close)
+            checks["broker"] = "ok"
+        except OSError as exc:
+            checks["broker"] = f"error: {exc}"
+        try:
+            response = await self.http.get(
+                f"{self.settings.issuer_url}/.well-known/openid-configuration", timeout=2)
+            checks["issuer"] = "ok" if response.status_code == 200 else f"error: HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            checks["issuer"] = f"error: {exc}"
+        return checks

@@ -1,0 +1,69 @@
+"""Typed settings, read from the environment (prefix ``BR_``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TENANT_SEEDS = ("hellweg-hochsauerland", "westfaelisches-ruhrgebiet", "lueneburg")
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service shares; a service subclasses it to add its own."""
+
+    model_config = SettingsConfigDict(env_prefix="BR_", extra="ignore")
+
+    env: Literal["dev", "test", "production"] = "dev"
+    service: str = "unnamed"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+
+    # The app connects as a role that owns nothing and cannot bypass row-level security;
+    # migrations run with the admin DSN and create objects owned by the service's owner role.
+    postgres_admin_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    postgres_host: str = "127.0.0.1"
+    postgres_port: int = 5432
+    database_prefix: str = "bildungsraum"
+    database_password: str | None = None
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_session_timeout_ms: int = 6000
+    kafka_heartbeat_interval_ms: int = 1000
+    kafka_fetch_max_wait_ms: int = 10
+    kafka_topic_partitions: int = 3
+    consumer_max_attempts: int = 5
+
+    issuer_url: str = "http://127.0.0.1:8080/realms/bildungsraum"
+    token_audience: str = "bildungsraum-api"
+    jwks_min_refresh_seconds: float = 5.0
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    outbox_sweep_seconds: float = 2.0
+    log_level: str = "INFO"
+
+    contracts_dir: str = Field(default="", description="defaults to the repository's contracts/")
+
+    @property
+    def database_name(self) -> str:
+        return f"{self.database_prefix}_{self.service}"
+
+    @property
+    def owner_role(self) -> str:
+        return f"br_{self.service}_owner"
+
+    @property
+    def app_role(self) -> str:
+        return f"br_{self.service}_app"
+
+    @property
+    def database_url(self) -> str:
+        auth = self.app_role if not self.database_password else f"{self.app_role}:{self.database_password}"
+        return f"postgresql://{auth}@{self.postgres_host}:{self.postgres_port}/{self.database_name}"
+
+    @property
+    def admin_database_url(self) -> str:
+        """The admin DSN pointed at this service's database."""
+        base, _, _ = self.postgres_admin_url.rpartition("/")
+        return f"{base}/{self.database_name}"

@@ -1,0 +1,5 @@
+from runtime.entrypoint import serve
+from services.identity.bootstrap import IdentitySettings, create_app
+
+settings = IdentitySettings()
+serve(create_app(settings), settings)

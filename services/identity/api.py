@@ -1,0 +1,37 @@
+"""Identity HTTP routes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from runtime.http import CurrentPrincipal, Problem, RuntimeDep
+from services.identity import handlers
+from services.identity.domain import CreateTenant
+
+router = APIRouter(prefix="/v1", tags=["identity"])
+
+
+@router.get("/me", summary="Who the token says I am")
+async def me(principal: CurrentPrincipal) -> dict:
+    return {"sub": principal.subject, "username": principal.username, "email": principal.email,
+            "roles": sorted(principal.roles), "tenant": principal.tenant}
+
+
+@router.get("/tenants", summary="Tenants: all for an operator, one's own network otherwise")
+async def list_tenants(principal: CurrentPrincipal, runtime: RuntimeDep) -> dict:
+    if not principal.is_operator and principal.tenant is None:
+        raise Problem(403, "Forbidden", "The token names no tenant.")
+    async with runtime.pool.acquire() as conn:
+        items = await handlers.list_tenants(conn, None if principal.is_operator else principal.tenant)
+    return {"items": items}
+
+
+@router.post("/tenants", status_code=201, summary="Add a regional network (operator)")
+async def create_tenant(body: CreateTenant, principal: CurrentPrincipal, runtime: RuntimeDep) -> dict:
+    if not principal.is_operator:
+        raise Problem(403, "Forbidden", "Only an operator adds tenants.")
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        try:
+            return await handlers.create_tenant(conn, body)
+        except handlers.TenantExists:
+            raise Problem(409, "Conflict", f"Tenant {body.id!r} exists.") from None

@@ -1,0 +1,52 @@
+"""Identity use cases."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from contracts import TENANT_CREATED, TENANTS_TOPIC
+from runtime.events import Event
+from runtime.outbox import add_to_outbox
+from services.identity.domain import SEED_TENANTS, CreateTenant
+
+SOURCE = "identity"
+
+
+class TenantExists(Exception):
+    pass
+
+
+def _tenant_state(row: asyncpg.Record) -> dict:
+    return {"id": row["id"], "name": row["name"], "status": row["status"],
+            "created_at": row["created_at"].isoformat()}
+
+
+async def create_tenant(conn: asyncpg.Connection, command: CreateTenant) -> dict:
+    row = await conn.fetchrow(
+        "INSERT INTO tenants (id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING *",
+        command.id, command.name,
+    )
+    if row is None:
+        raise TenantExists(command.id)
+    state = _tenant_state(row)
+    await add_to_outbox(conn, TENANTS_TOPIC, Event(TENANT_CREATED, SOURCE, command.id, command.id, state))
+    return state
+
+
+async def seed_tenants(pool: asyncpg.Pool) -> None:
+    for tenant_id, name in SEED_TENANTS.items():
+        async with pool.acquire() as conn, conn.transaction():
+            try:
+                await create_tenant(conn, CreateTenant(id=tenant_id, name=name))
+            except TenantExists:
+                pass
+
+
+async def list_tenants(conn: asyncpg.Connection, only: str | None = None) -> list[dict]:
+    rows = await conn.fetch(
+        "SELECT * FROM tenants WHERE $1::text IS NULL OR id = $1 ORDER BY id", only)
+    return [_tenant_state(r) for r in rows]
+
+
+async def tenant_exists(pool: asyncpg.Pool, tenant_id: str) -> bool:
+    return bool(await pool.fetchval("SELECT 1 FROM tenants WHERE id = $1 AND status = 'active'", tenant_id))
