@@ -95,7 +95,7 @@ def validate(event: Event, contracts_dir: Path = CONTRACTS_DIR) -> None:
     validator = _validator(contracts_dir, event.type)
     errors = sorted(validator.iter_errors(event.data), key=lambda e: list(e.absolute_path))
     if errors:
-        detail = "; ".join(f"/{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:10])
+        detail = "; ".join(f"/{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:25])
         raise InvalidEvent(f"{event.type} payload invalid: {detail}")
 
 

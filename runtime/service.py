@@ -96,6 +96,10 @@ class ServiceRuntime:
         try:
             await self.pool.fetchval("SELECT 1")
             checks["database"] = "ok"
+            # Until it has learned of a tenant from identity.tenants.v1, a service can serve nobody.
+            table = "tenants" if self.tenant_lookup is not None else "known_tenants"
+            known = await self.pool.fetchval(f"SELECT count(*) FROM {table}")
+            checks["tenants"] = "ok" if known else "error: no tenant known yet"
         except Exception as exc:
             checks["database"] = f"error: {exc}"
         host, _, port = self.settings.kafka_bootstrap.split(",")[0].rpartition(":")

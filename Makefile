@@ -1,0 +1,44 @@
+# Bildungsraum: `make up` runs the platform locally, `make test` runs every test against it.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install up test test-unit test-integration test-e2e bench lint clean
+
+install: $(STAMP) deploy/local/dev-issuer/node_modules/.package-lock.json
+
+$(STAMP): pyproject.toml
+	./scripts/install-system-deps.sh
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+deploy/local/dev-issuer/node_modules/.package-lock.json: deploy/local/dev-issuer/package-lock.json
+	npm ci --prefix deploy/local/dev-issuer --no-audit --no-fund --loglevel=error
+
+up: install
+	$(PY) -m deploy.local.stack up
+
+test: install
+	$(PY) -m pytest tests -q
+
+test-unit: install
+	$(PY) -m pytest tests/unit -q
+
+test-integration: install
+	$(PY) -m pytest tests/integration -q
+
+test-e2e: install
+	$(PY) -m pytest tests/e2e -q
+
+bench: install
+	$(PY) -m tests.bench.flow
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check runtime contracts deploy/local
+
+clean:
+	rm -rf var .pytest_cache

