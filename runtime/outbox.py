@@ -11,13 +11,12 @@ import asyncpg
 from kafka import KafkaProducer
 
 from runtime import metrics
-from runtime.db import init_connection
 from runtime.events import Event, validate
+from runtime.loops import ListeningLoop
 
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "outbox"
-
 
 
 async def add_to_outbox(conn: asyncpg.Connection, topic: str, event: Event) -> None:
@@ -33,9 +32,11 @@ async def add_to_outbox(conn: asyncpg.Connection, topic: str, event: Event) -> N
     await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
 
 
-class OutboxRelay:
+class OutboxRelay(ListeningLoop):
     """Publishes unsent outbox rows in id order. One relay per service database holds an
     advisory lock, so rows of one aggregate are never published out of order by two relays."""
+
+    channel = NOTIFY_CHANNEL
 
     def __init__(
         self,
@@ -45,75 +46,36 @@ class OutboxRelay:
         sweep_seconds: float = 2.0,
         batch_size: int = 500,
     ) -> None:
-        self._dsn = dsn
+        super().__init__(dsn, interval=sweep_seconds)
         self._producer_factory = producer_factory
         self._producer: KafkaProducer | None = None
-        self._sweep_seconds = sweep_seconds
         self._batch_size = batch_size
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
 
-    async def run(self) -> None:
-        backoff = 0.2
-        while not self._stopping.is_set():
-            try:
-                await self._run_once_connected()
-                backoff = 0.2
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("outbox relay failed; restarting")
-                self._drop_producer()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10)
+    async def acquire(self, conn: asyncpg.Connection) -> bool:
+        while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext('outbox-relay'))"):
+            if await self.sleep():
+                return False
+        return True
 
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-
-    async def _run_once_connected(self) -> None:
-        conn = await asyncpg.connect(self._dsn)
-        await init_connection(conn)
-        try:
-            while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext('outbox-relay'))"):
-                if await self._sleep(self._sweep_seconds):
-                    return
-            await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
-            while not self._stopping.is_set():
-                self._wake.clear()
-                sent = await self._publish_batch(conn)
-                if sent < self._batch_size and await self._sleep(self._sweep_seconds):
-                    return
-        finally:
-            await conn.close()
-
-    async def _sleep(self, seconds: float) -> bool:
-        """Wait for a NOTIFY or the sweep interval; True when stopping."""
-        try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        except TimeoutError:
-            pass
-        return self._stopping.is_set()
-
-    async def _publish_batch(self, conn: asyncpg.Connection) -> int:
+    async def work(self, conn: asyncpg.Connection) -> bool:
         rows = await conn.fetch(
             "SELECT id, topic, aggregate_key, headers, payload FROM outbox"
             " WHERE sent_at IS NULL ORDER BY id LIMIT $1",
             self._batch_size,
         )
         if not rows:
-            return 0
+            return False
+        ids = [r["id"] for r in rows]
         try:
             await asyncio.to_thread(self._send_all, rows)
         except Exception as exc:
             await conn.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1)",
-                [r["id"] for r in rows], repr(exc)[:2000],
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1)", ids, repr(exc)[:2000]
             )
             raise
-        await conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY($1)", [r["id"] for r in rows])
+        await conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY($1)", ids)
         metrics.OUTBOX_PUBLISHED.inc(len(rows))
-        return len(rows)
+        return len(rows) == self._batch_size
 
     def _send_all(self, rows: list[asyncpg.Record]) -> None:
         if self._producer is None:
@@ -131,7 +93,7 @@ class OutboxRelay:
         for future in futures:
             future.get(timeout=15)
 
-    def _drop_producer(self) -> None:
+    def on_failure(self) -> None:
         # After a broker restart an old producer keeps failing (UnknownProducerIdError): recreate it.
         if self._producer is not None:
             try:

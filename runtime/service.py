@@ -18,6 +18,7 @@ from runtime.auth import TokenVerifier
 from runtime.db import create_pool, migrate
 from runtime.inbox import EventConsumer, EventHandler
 from runtime.kafka import create_consumer, create_producer
+from runtime.loops import ListeningLoop
 from runtime.outbox import OutboxRelay
 from runtime.settings import ServiceSettings
 
@@ -44,6 +45,8 @@ class ServiceRuntime:
     consumers: list[EventConsumer] = field(init=False, default_factory=list)
     relay: OutboxRelay | None = field(init=False, default=None)
     tenant_lookup: Callable[[asyncpg.Pool, str], Awaitable[bool]] | None = None
+    # More background loops of the service (anything with run() and stop()), started after migrations.
+    workers: list[ListeningLoop] = field(default_factory=list)
     _tasks: list[asyncio.Task] = field(init=False, default_factory=list)
     _tenants_seen: dict[str, float] = field(init=False, default_factory=dict)
 
@@ -57,6 +60,8 @@ class ServiceRuntime:
         if self.run_relay:
             self.relay = OutboxRelay(s.database_url, lambda: create_producer(s), sweep_seconds=s.outbox_sweep_seconds)
             self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+        for worker in self.workers:
+            self._tasks.append(asyncio.create_task(worker.run(), name=type(worker).__name__))
         for spec in self.consumer_specs:
             consumer = EventConsumer(
                 name=spec.group, pool=self.pool, handlers=spec.handlers,
@@ -69,8 +74,8 @@ class ServiceRuntime:
     async def stop(self) -> None:
         if self.relay:
             self.relay.stop()
-        for consumer in self.consumers:
-            consumer.stop()
+        for loop in [*self.consumers, *self.workers]:
+            loop.stop()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=10)
             for task in pending:

@@ -81,7 +81,7 @@ def main() -> None:
 def run(platform: Platform, offers: int, rate: float) -> None:
     with platform.client("catalog", "hellweg-hochsauerland-provider") as api:
         provider = api.post("/v1/providers", json={"name": "Bench-Akademie",
-                                                   "emails": ["bench@example.test"]}).json()
+                                                   "emails": ["bench@bildungsraum.example"]}).json()
     demands = []
     for user in ("lueneburg-employer", "westfaelisches-ruhrgebiet-employer"):
         with platform.client("matching", user) as api:

@@ -29,7 +29,7 @@ def _matches(platform: Platform, username: str, demand_id: str) -> list[dict]:
 def hellweg_provider(platform: Platform) -> dict:
     with platform.client("catalog", HELLWEG_PROVIDER) as api:
         response = api.post("/v1/providers", json={
-            "name": "Bildungswerk Hellweg gGmbH", "emails": [f"{HELLWEG_PROVIDER}@example.test"],
+            "name": "Bildungswerk Hellweg gGmbH", "emails": [f"{HELLWEG_PROVIDER}@bildungsraum.example"],
             "external_id": "bw-hellweg"})
     assert response.status_code == 201, response.text
     return response.json()
@@ -63,7 +63,7 @@ def test_shared_offer_is_matched_and_provider_mailed_once(platform: Platform, sh
     mails = wait_until("the provider's mail", lambda: platform.mails_for_offer(offer["id"]))
     assert len(mails) == 1
     mail = mails[0]
-    assert f"{HELLWEG_PROVIDER}@example.test" in mail["To"]
+    assert f"{HELLWEG_PROVIDER}@bildungsraum.example" in mail["To"]
     assert demand["title"] in body_text(mail)
 
 

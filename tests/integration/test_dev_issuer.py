@@ -197,7 +197,7 @@ def test_password_grant_gives_keycloak_shaped_rs256_jwt(issuer: Issuer, employer
     assert claims["typ"] == "Bearer"
     assert claims["sub"] == _expected_sub("lueneburg-employer")
     assert claims["preferred_username"] == "lueneburg-employer"
-    assert claims["email"] == "lueneburg-employer@example.test"
+    assert claims["email"] == "lueneburg-employer@bildungsraum.example"
     assert "employer" in claims["realm_access"]["roles"]
     assert not {"operator", "network_admin", "provider", "counselor"} & set(claims["realm_access"]["roles"])
     assert claims["organization"] == ["lueneburg"]
@@ -270,7 +270,7 @@ def test_userinfo(issuer: Issuer, employer_token: dict) -> None:
     info = issuer.openid().userinfo(employer_token["access_token"])
     assert info["sub"] == _expected_sub("lueneburg-employer")
     assert info["preferred_username"] == "lueneburg-employer"
-    assert info["email"] == "lueneburg-employer@example.test"
+    assert info["email"] == "lueneburg-employer@bildungsraum.example"
     assert info["tenant"] == "lueneburg"
 
 

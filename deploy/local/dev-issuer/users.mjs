@@ -25,7 +25,7 @@ function user(username, role, tenant) {
   return {
     username,
     sub: subFor(username),
-    email: `${username}@example.test`,
+    email: `${username}@bildungsraum.example`,
     role,
     tenant,
   };

@@ -1,0 +1,40 @@
+"""Wires the notifications service: settings, runtime (consumers, outbox relay), the delivery
+dispatcher and the app. The Celery worker is a process of its own (``worker.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from contracts import MATCHES_TOPIC, PROVIDERS_TOPIC, TENANTS_TOPIC
+from runtime.http import create_app as create_http_app
+from runtime.service import ConsumerSpec, ServiceRuntime
+from services.notifications import api
+from services.notifications.consumers import create_handlers
+from services.notifications.dispatcher import DeliveryDispatcher, celery_enqueue
+from services.notifications.settings import NotificationsSettings
+from services.notifications.worker import create_celery
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+__all__ = ["MIGRATIONS", "NotificationsSettings", "create_app", "create_runtime"]
+
+
+def create_runtime(settings: NotificationsSettings, dispatcher: DeliveryDispatcher) -> ServiceRuntime:
+    return ServiceRuntime(
+        settings,
+        MIGRATIONS,
+        consumer_specs=[ConsumerSpec(group="notifications", topics=[MATCHES_TOPIC, PROVIDERS_TOPIC, TENANTS_TOPIC],
+                                     handlers=create_handlers(settings))],
+        workers=[dispatcher],
+    )
+
+
+def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
+    settings = settings or NotificationsSettings()
+    dispatcher = DeliveryDispatcher(settings, celery_enqueue(create_celery(settings), settings))
+    app = create_http_app(create_runtime(settings, dispatcher), "Bildungsraum notifications", [api.router],
+                          "E-mail notifications: preferences, delivery log, one-click unsubscribe.")
+    app.state.dispatcher = dispatcher
+    return app

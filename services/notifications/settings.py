@@ -1,0 +1,45 @@
+"""Settings of the notifications service (environment prefix ``BR_``), shared by its HTTP process
+and its Celery workers."""
+
+from __future__ import annotations
+
+from email.utils import parseaddr
+
+from runtime.settings import ServiceSettings
+
+
+class NotificationsSettings(ServiceSettings):
+    service: str = "notifications"
+    http_port: int = 8003
+
+    # Outgoing mail.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    smtp_timeout_seconds: float = 20.0
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    mail_from: str = "Bildungsraum <noreply@bildungsraum.example>"
+    message_id_domain: str = "bildungsraum.example"
+    public_base_url: str = "http://127.0.0.1:8003"  # where recipients reach /v1/unsubscribe
+
+    # Celery on Redis (the broker is ``redis_url``).
+    celery_queue: str = "notifications"
+    celery_visibility_timeout: int = 30  # a killed worker's task comes back after this many seconds
+    celery_restore_interval: int = 5  # how often a worker looks for such tasks
+
+    # Retries of temporary failures: base * 2^(attempt-1), capped; then the delivery fails.
+    retry_base_seconds: float = 5.0
+    retry_max_seconds: float = 1800.0
+    max_attempts: int = 12
+
+    # The dispatcher in the service process: it enqueues due deliveries when woken by NOTIFY
+    # and every ``sweep_interval_seconds``; a delivery enqueued but not done for
+    # ``sweep_grace_seconds`` is enqueued again (the task is idempotent).
+    sweep_interval_seconds: float = 1.0
+    sweep_grace_seconds: float = 60.0
+    sweep_batch_size: int = 200
+
+    @property
+    def envelope_from(self) -> str:
+        return parseaddr(self.mail_from)[1]

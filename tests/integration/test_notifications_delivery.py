@@ -1,0 +1,556 @@
+"""Notifications below Kafka, against the real things: PostgreSQL (row-level security), Redis, Celery
+worker processes, and SMTP (the local sink). Events go straight into the consumer handlers inside an
+inbox-like transaction; the dispatcher runs in this process, the worker in subprocesses.
+
+Exactly one mail per (match, provider) when the event is replayed, the task enqueued twice, a pool
+process or the whole worker killed mid-send; temporary SMTP failures retry, permanent ones fail;
+the delivery log and preferences are tenant-scoped; the unsubscribe link works without login.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+from types import SimpleNamespace
+
+import asyncpg
+import httpx
+import pytest
+import redis
+from aiosmtpd.controller import Controller
+
+from contracts import MATCH_FOUND, PROVIDER_REGISTERED, PROVIDER_UPDATED, TENANT_CREATED
+from deploy.local.smtp_sink import SmtpSink
+from runtime.auth import Principal
+from runtime.db import create_pool, migrate, set_tenant, system_transaction, tenant_transaction
+from runtime.events import Event, validate
+from runtime.http import create_app as create_http_app
+from runtime.http import get_principal
+from runtime.service import ServiceRuntime
+from services.notifications import api, domain
+from services.notifications.bootstrap import MIGRATIONS, NotificationsSettings
+from services.notifications.consumers import create_handlers
+from services.notifications.dispatcher import DeliveryDispatcher, celery_enqueue
+from services.notifications.worker import create_celery
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFIX = "brnotif_test"
+REDIS_URL = "redis://127.0.0.1:6379/13"
+QUEUE = "notifications-brnotif-test"
+T_A, T_B = "hellweg-hochsauerland", "lueneburg"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- the components --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def settings() -> NotificationsSettings:
+    return NotificationsSettings(
+        env="test", database_prefix=PREFIX, redis_url=REDIS_URL, celery_queue=QUEUE, smtp_port=_free_port(),
+        public_base_url="http://notifications.test", retry_base_seconds=0.5, retry_max_seconds=4,
+        max_attempts=8, celery_visibility_timeout=4, celery_restore_interval=1,
+        sweep_interval_seconds=0.2, sweep_grace_seconds=60,
+    )
+
+
+def _env(settings: NotificationsSettings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "BR_ENV": "test", "BR_DATABASE_PREFIX": PREFIX, "BR_POSTGRES_ADMIN_URL": settings.postgres_admin_url,
+        "BR_POSTGRES_HOST": settings.postgres_host, "BR_POSTGRES_PORT": str(settings.postgres_port),
+        "BR_REDIS_URL": REDIS_URL, "BR_CELERY_QUEUE": QUEUE,
+        "BR_SMTP_HOST": settings.smtp_host, "BR_SMTP_PORT": str(settings.smtp_port),
+        "BR_PUBLIC_BASE_URL": settings.public_base_url,
+        "BR_RETRY_BASE_SECONDS": str(settings.retry_base_seconds),
+        "BR_RETRY_MAX_SECONDS": str(settings.retry_max_seconds), "BR_MAX_ATTEMPTS": str(settings.max_attempts),
+        "BR_CELERY_VISIBILITY_TIMEOUT": str(settings.celery_visibility_timeout),
+        "BR_CELERY_RESTORE_INTERVAL": str(settings.celery_restore_interval),
+    }
+
+
+class Worker:
+    """``celery -A services.notifications.worker:celery_app worker`` in its own process group."""
+
+    def __init__(self, settings: NotificationsSettings, log_dir: Path) -> None:
+        self.settings = settings
+        self.log_dir = log_dir
+        self.process: subprocess.Popen | None = None
+        self.generation = 0
+
+    def start(self) -> None:
+        self.generation += 1
+        log_path = self.log_dir / f"celery-worker-{self.generation}.log"
+        with open(log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "services.notifications.worker:celery_app", "worker",
+                 "-Q", QUEUE, "-c", "2", "--without-mingle", "--without-gossip",
+                 "-n", f"brnotif-test-{self.generation}@%h", "--loglevel", "INFO"],
+                cwd=ROOT, env=_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        deadline = time.monotonic() + 30
+        while b" ready." not in log_path.read_bytes():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Celery worker did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.05)
+
+    def pool_processes(self) -> list[int]:
+        assert self.process is not None
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        return [int(pid) for pid in children]
+
+    def kill(self) -> None:
+        """SIGKILL to the worker and its pool processes: a machine dying mid-send."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+
+
+@pytest.fixture(scope="module")
+async def database(settings):
+    admin = await asyncpg.connect(settings.postgres_admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{settings.database_name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+    await migrate(settings, MIGRATIONS)
+    pool = await create_pool(settings)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="module")
+def sink(settings, tmp_path_factory):
+    sink = SmtpSink(tmp_path_factory.mktemp("mail"), settings.smtp_host, settings.smtp_port).start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture(scope="module")
+def worker(settings, database, sink, tmp_path_factory):
+    redis.Redis.from_url(REDIS_URL).flushdb()  # this test's Redis database only
+    worker = Worker(settings, tmp_path_factory.mktemp("log"))
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="module")
+async def dispatch(settings, database):
+    celery_app = create_celery(settings)
+    enqueue = celery_enqueue(celery_app, settings)
+    dispatcher = DeliveryDispatcher(settings, enqueue)
+    task = asyncio.create_task(dispatcher.run())
+    yield SimpleNamespace(dispatcher=dispatcher, enqueue=enqueue)
+    dispatcher.stop()
+    await asyncio.wait_for(task, 10)
+    celery_app.close()
+
+
+@pytest.fixture(scope="module")
+async def system(settings, database, sink, worker, dispatch):
+    """Everything running, the two tenants known."""
+    handlers = create_handlers(settings)
+    for tenant, name in ((T_A, "Bildungsraum Hellweg-Hochsauerland"), (T_B, "Bildungsraum Lüneburg")):
+        await handle(database, handlers, Event(TENANT_CREATED, "identity", tenant, tenant,
+                                               {"id": tenant, "name": name, "status": "active"}))
+    return SimpleNamespace(pool=database, handlers=handlers, sink=sink, worker=worker, settings=settings,
+                           enqueue=dispatch.enqueue)
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+async def handle(pool: asyncpg.Pool, handlers: dict, event: Event) -> None:
+    """What runtime.inbox.EventConsumer does per event: validate, inbox row, tenant, handler, commit."""
+    validate(event)
+    async with pool.acquire() as conn, conn.transaction():
+        fresh = await conn.fetchval(
+            "INSERT INTO inbox (consumer, event_id, event_type) VALUES ('notifications', $1, $2)"
+            " ON CONFLICT DO NOTHING RETURNING true", event.id, event.type)
+        if not fresh:
+            return
+        await set_tenant(conn, event.tenant)
+        await handlers[event.type](conn, event)
+
+
+def provider_event(tenant: str, provider_id: str, emails: list[str], name: str = "Technikum Sauerland",
+                   version: int = 1, event_type: str = PROVIDER_REGISTERED) -> Event:
+    return Event(event_type, "catalog", tenant, provider_id,
+                 {"id": provider_id, "tenant": tenant, "name": name, "emails": emails, "version": version})
+
+
+def match_event(provider_id: str, *, demand_tenant: str = T_A, offer_tenant: str = T_A,
+                title: str = "SPS-Programmierung für Instandhalter") -> Event:
+    match_id = str(uuid.uuid4())
+    return Event(MATCH_FOUND, "matching", demand_tenant, match_id, {
+        "id": match_id, "tenant": demand_tenant, "score": 0.82, "status": "active",
+        "reasons": {"skills": ["SPS", "TIA Portal"], "distance_km": 18.5, "start": "2026-04-13"},
+        "demand": {
+            "id": str(uuid.uuid4()), "title": title,
+            "description": "Zwei Instandhalter sollen S7-Steuerungen programmieren lernen.",
+            "skills": ["SPS", "TIA Portal"], "participants": 2,
+            "start_from": "2026-04-01", "start_to": "2026-06-30",
+            "employer": {"name": "Müller Metallbau GmbH", "city": "Arnsberg", "employees": 35, "contact": None},
+        },
+        "offer": {"id": str(uuid.uuid4()), "tenant": offer_tenant, "provider_id": provider_id,
+                  "external_id": "SPS-101", "title": "SPS-Techniker/in Siemens S7 (TIA Portal)"},
+    })
+
+
+def delivery_id_of(event: Event) -> uuid.UUID:
+    return domain.delivery_id_for(domain.match_key(event.data["id"], event.data["offer"]["provider_id"]))
+
+
+def mails_for(sink: SmtpSink, match_id: str) -> list[EmailMessage]:
+    found = []
+    for path in sorted(sink.directory.glob("*.eml")):
+        msg = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+        if msg["X-Bildungsraum-Match"] == match_id:
+            found.append(msg)
+    return found
+
+
+async def eventually(check: Callable, within: float = 15.0, what: str = "condition"):
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def delivery(pool: asyncpg.Pool, tenant: str, delivery_id: uuid.UUID) -> asyncpg.Record | None:
+    async with tenant_transaction(pool, tenant) as conn:
+        return await conn.fetchrow("SELECT * FROM deliveries WHERE id = $1", delivery_id)
+
+
+async def attempt_log(pool: asyncpg.Pool, tenant: str, delivery_id: uuid.UUID) -> list[asyncpg.Record]:
+    async with tenant_transaction(pool, tenant) as conn:
+        return await conn.fetch(
+            "SELECT attempt, outcome, smtp_code, error FROM delivery_attempts WHERE delivery_id = $1 ORDER BY attempt",
+            delivery_id)
+
+
+async def status_becomes(pool, tenant, delivery_id, status: str, within: float = 15.0) -> asyncpg.Record:
+    async def check():
+        row = await delivery(pool, tenant, delivery_id)
+        return row if row is not None and row["status"] == status else None
+    return await eventually(check, within, f"delivery {delivery_id} to become {status}")
+
+
+async def new_provider(system, tenant: str = T_A) -> str:
+    provider_id = str(uuid.uuid4())
+    await handle(system.pool, system.handlers,
+                 provider_event(tenant, provider_id, [f"kurse-{provider_id[:8]}@technikum.example"]))
+    return provider_id
+
+
+# ---- tests -------------------------------------------------------------------------------------
+
+async def test_match_found_sends_exactly_one_mail(system):
+    provider_id = await new_provider(system)
+    event = match_event(provider_id)
+    await handle(system.pool, system.handlers, event)
+
+    mails = await eventually(lambda: mails_for(system.sink, event.data["id"]), what="the mail")
+    row = await status_becomes(system.pool, T_A, delivery_id_of(event), "sent")
+    await asyncio.sleep(0.5)
+    assert len(mails_for(system.sink, event.data["id"])) == 1
+    mail = mails[0]
+    key = domain.match_key(event.data["id"], provider_id)
+    assert mail["X-Envelope-To"] == f"kurse-{provider_id[:8]}@technikum.example"
+    assert mail["To"] == f"kurse-{provider_id[:8]}@technikum.example"
+    assert mail["Subject"] == "Neue passende Nachfrage: SPS-Programmierung für Instandhalter"
+    assert mail["Message-ID"] == domain.message_id_for(key, "bildungsraum.example") == row["message_id"]
+    assert mail["X-Bildungsraum-Offer"] == event.data["offer"]["id"]
+    assert mail["X-Bildungsraum-Delivery"] == str(row["id"])
+    assert mail["List-Unsubscribe"].startswith("<http://notifications.test/v1/unsubscribe?token=")
+    text = mail.get_body(("plain",)).get_content()
+    html = mail.get_body(("html",)).get_content()
+    assert "SPS-Programmierung für Instandhalter" in text and "SPS-Programmierung für Instandhalter" in html
+    assert "Müller Metallbau GmbH, Arnsberg" in text and "Bildungsraum Hellweg-Hochsauerland" in text
+    assert row["tenant_id"] == T_A and row["recipient"] == mail["To"] and row["attempts"] == 1
+    assert [r["outcome"] for r in await attempt_log(system.pool, T_A, row["id"])] == ["sent"]
+    # DeliverySent is in the outbox, committed with the status.
+    event_types = await system.pool.fetch(
+        "SELECT event_type, tenant_id FROM outbox WHERE aggregate_key = $1", str(row["id"]))
+    assert [(r["event_type"], r["tenant_id"]) for r in event_types] == [
+        ("de.bildungsraum.notifications.delivery.sent.v1", T_A)]
+
+
+async def test_replay_and_double_enqueue_still_send_one_mail(system):
+    provider_id = await new_provider(system)
+    event = match_event(provider_id)
+    await handle(system.pool, system.handlers, event)
+    # The same match announced again under a new event id (a replay from offset 0, a re-publish) ...
+    replay = Event(event.type, event.source, event.tenant, event.key, event.data)
+    await handle(system.pool, system.handlers, replay)
+    await handle(system.pool, system.handlers, event)  # ... and the same event id (inbox drops it)
+    # ... and the task enqueued twice more, besides the dispatcher's own.
+    for _ in range(2):
+        await asyncio.to_thread(system.enqueue, str(delivery_id_of(event)), T_A)
+
+    await eventually(lambda: mails_for(system.sink, event.data["id"]), what="the mail")
+    await status_becomes(system.pool, T_A, delivery_id_of(event), "sent")
+    for _ in range(2):  # late duplicates still find it sent
+        await asyncio.to_thread(system.enqueue, str(delivery_id_of(event)), T_A)
+    await asyncio.sleep(1.5)
+    assert len(mails_for(system.sink, event.data["id"])) == 1
+    async with tenant_transaction(system.pool, T_A) as conn:
+        assert await conn.fetchval("SELECT count(*) FROM deliveries WHERE match_id = $1",
+                                   uuid.UUID(event.data["id"])) == 1
+
+
+async def test_pool_process_killed_mid_send_sends_once(system):
+    provider_id = await new_provider(system)
+    event = match_event(provider_id)
+    system.sink.handler.accept_delay = 3.0
+    try:
+        await handle(system.pool, system.handlers, event)
+        await eventually(lambda: system.sink.handler.in_progress == 1, what="the send to begin")
+        for pid in system.worker.pool_processes():  # the worker's main process lives on
+            os.kill(pid, signal.SIGKILL)
+        await eventually(lambda: system.sink.handler.in_progress == 0, 5, "the sink to drop the half-sent mail")
+    finally:
+        system.sink.handler.accept_delay = 0.0
+    assert mails_for(system.sink, event.data["id"]) == []
+
+    # task_reject_on_worker_lost: the task goes back to the queue at once, a new pool process sends it.
+    await eventually(lambda: mails_for(system.sink, event.data["id"]), 15, "the mail after the kill")
+    await status_becomes(system.pool, T_A, delivery_id_of(event), "sent")
+    await asyncio.sleep(1.0)
+    assert len(mails_for(system.sink, event.data["id"])) == 1
+    outcomes = [r["outcome"] for r in await attempt_log(system.pool, T_A, delivery_id_of(event))]
+    assert outcomes == ["interrupted", "sent"]
+
+
+async def test_worker_killed_mid_send_and_replaced_sends_once(system):
+    provider_id = await new_provider(system)
+    event = match_event(provider_id)
+    system.sink.handler.accept_delay = 3.0
+    try:
+        await handle(system.pool, system.handlers, event)
+        await eventually(lambda: system.sink.handler.in_progress == 1, what="the send to begin")
+        system.worker.kill()  # the whole worker: nobody is left to hand the task back
+        await eventually(lambda: system.sink.handler.in_progress == 0, 5, "the sink to drop the half-sent mail")
+    finally:
+        system.sink.handler.accept_delay = 0.0
+    assert mails_for(system.sink, event.data["id"]) == []
+
+    # A new worker: Redis hands the unacknowledged task out again after the visibility timeout.
+    system.worker.start()
+    await eventually(lambda: mails_for(system.sink, event.data["id"]), 20, "the mail from the new worker")
+    await status_becomes(system.pool, T_A, delivery_id_of(event), "sent")
+    await asyncio.sleep(1.0)
+    assert len(mails_for(system.sink, event.data["id"])) == 1
+    outcomes = [r["outcome"] for r in await attempt_log(system.pool, T_A, delivery_id_of(event))]
+    assert outcomes == ["interrupted", "sent"]
+
+
+async def test_temporary_failure_retries_with_backoff_and_delivers_once(system):
+    provider_id = await new_provider(system)
+    event = match_event(provider_id)
+    system.sink.stop()  # SMTP server down: connection refused
+    try:
+        await handle(system.pool, system.handlers, event)
+
+        async def failed_twice():
+            log = await attempt_log(system.pool, T_A, delivery_id_of(event))
+            return len([r for r in log if r["outcome"] == "temporary_failure"]) >= 2
+        await eventually(failed_twice, 15, "two temporary failures")
+        row = await delivery(system.pool, T_A, delivery_id_of(event))
+        assert row["status"] == "pending" and row["next_attempt_at"] > row["created_at"]
+    finally:
+        system.sink.start()
+
+    await eventually(lambda: mails_for(system.sink, event.data["id"]), 20, "the mail after the sink is back")
+    row = await status_becomes(system.pool, T_A, delivery_id_of(event), "sent")
+    await asyncio.sleep(1.0)
+    assert len(mails_for(system.sink, event.data["id"])) == 1
+    log = await attempt_log(system.pool, T_A, delivery_id_of(event))
+    assert [r["outcome"] for r in log][-1] == "sent"
+    assert {r["outcome"] for r in log[:-1]} == {"temporary_failure"} and len(log) >= 3
+    assert all("Connection" in r["error"] for r in log[:-1])
+    assert row["attempts"] == len(log)
+
+
+class _Rejecting:
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        return "550 5.1.1 Postfach unbekannt"
+
+
+async def test_permanent_failure_is_recorded_and_reported(system):
+    provider_id = await new_provider(system)
+    event = match_event(provider_id)
+    system.sink.stop()
+    rejecting = Controller(_Rejecting(), hostname=system.settings.smtp_host, port=system.settings.smtp_port)
+    rejecting.start()
+    try:
+        await handle(system.pool, system.handlers, event)
+        row = await status_becomes(system.pool, T_A, delivery_id_of(event), "failed")
+    finally:
+        rejecting.stop()
+        system.sink.start()
+    log = await attempt_log(system.pool, T_A, delivery_id_of(event))
+    assert [(r["outcome"], r["smtp_code"]) for r in log] == [("permanent_failure", 550)]
+    assert "Postfach unbekannt" in row["last_error"]
+    types = await system.pool.fetch("SELECT event_type FROM outbox WHERE aggregate_key = $1", str(row["id"]))
+    assert [r["event_type"] for r in types] == ["de.bildungsraum.notifications.delivery.failed.v1"]
+
+
+async def test_match_before_provider_is_sent_when_the_provider_arrives(system):
+    provider_id = str(uuid.uuid4())
+    event = match_event(provider_id)
+    await handle(system.pool, system.handlers, event)
+
+    async def waited():
+        log = await attempt_log(system.pool, T_A, delivery_id_of(event))
+        return log and log[0]["outcome"] == "temporary_failure" and "Anbieter" in log[0]["error"]
+    await eventually(waited, 10, "the delivery to wait for its provider")
+    assert mails_for(system.sink, event.data["id"]) == []
+
+    await handle(system.pool, system.handlers, provider_event(T_A, provider_id, ["spaet@anbieter.example"]))
+    mails = await eventually(lambda: mails_for(system.sink, event.data["id"]), 10, "the mail")
+    assert mails[0]["To"] == "spaet@anbieter.example"
+    await status_becomes(system.pool, T_A, delivery_id_of(event), "sent")
+
+
+async def test_older_provider_version_does_not_overwrite(system):
+    provider_id = str(uuid.uuid4())
+    await handle(system.pool, system.handlers, provider_event(
+        T_A, provider_id, ["neu@anbieter.example"], "Neuer Name", version=3, event_type=PROVIDER_UPDATED))
+    await handle(system.pool, system.handlers, provider_event(T_A, provider_id, ["alt@anbieter.example"], "Alt", 2))
+    async with tenant_transaction(system.pool, T_A) as conn:
+        row = await conn.fetchrow("SELECT name, emails, version FROM providers WHERE id = $1", uuid.UUID(provider_id))
+    assert (row["name"], row["emails"], row["version"]) == ("Neuer Name", ["neu@anbieter.example"], 3)
+
+
+async def test_delivery_log_is_tenant_scoped(system):
+    provider_id = await new_provider(system, T_A)
+    event = match_event(provider_id, demand_tenant=T_B, offer_tenant=T_A)  # demand in B, provider in A
+    await handle(system.pool, system.handlers, event)
+    await status_becomes(system.pool, T_A, delivery_id_of(event), "sent")
+
+    # Row-level security: the delivery belongs to the provider's tenant; another tenant's transaction,
+    # and one with no tenant at all, see none of its rows, even unfiltered.
+    async with tenant_transaction(system.pool, T_B) as conn:
+        assert await conn.fetchval("SELECT count(*) FROM deliveries") == 0
+        assert await conn.fetchval("SELECT count(*) FROM delivery_attempts") == 0
+        assert await conn.fetchval("SELECT count(*) FROM providers") == 0
+        assert await conn.fetchval("SELECT count(*) FROM deliveries WHERE id = $1", delivery_id_of(event)) == 0
+    async with system_transaction(system.pool) as conn:
+        assert await conn.fetchval("SELECT count(*) FROM deliveries") == 0
+    async with tenant_transaction(system.pool, T_A) as conn:
+        assert await conn.fetchval("SELECT count(*) FROM deliveries WHERE id = $1", delivery_id_of(event)) == 1
+        # and cannot write rows into another tenant
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("UPDATE deliveries SET tenant_id = $1 WHERE id = $2", T_B, delivery_id_of(event))
+
+    async with _api(system) as (client, act_as):
+        act_as(T_A, "network_admin")
+        body = (await client.get("/v1/deliveries")).json()
+        mine = [d for d in body["items"] if d["id"] == str(delivery_id_of(event))]
+        assert len(mine) == 1 and mine[0]["status"] == "sent" and mine[0]["tenant"] == T_A
+        assert [a["outcome"] for a in mine[0]["attempt_log"]] == ["sent"]
+        created = [d["created_at"] for d in body["items"]]
+        assert created == sorted(created, reverse=True)
+
+        act_as(T_B, "network_admin")
+        assert (await client.get("/v1/deliveries")).json()["items"] == []
+        act_as(None, "operator")
+        response = await client.get("/v1/deliveries", headers={"X-Tenant": T_B})
+        assert response.status_code == 200 and response.json()["items"] == []
+        assert len((await client.get("/v1/deliveries", headers={"X-Tenant": T_A})).json()["items"]) >= 1
+        act_as(T_A, "employer")
+        response = await client.get("/v1/deliveries")
+        assert response.status_code == 403
+        assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_unsubscribe_link_turns_notifications_off_without_login(system):
+    provider_id = await new_provider(system)
+    first = match_event(provider_id)
+    await handle(system.pool, system.handlers, first)
+    mail = (await eventually(lambda: mails_for(system.sink, first.data["id"]), what="the first mail"))[0]
+    link = mail["List-Unsubscribe"].strip("<>")
+    path = link.removeprefix("http://notifications.test")
+
+    async with _api(system) as (client, act_as):
+        response = await client.get(path)  # no token: nobody logged in
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+        assert "abbestellt" in response.text and "Technikum Sauerland" in response.text
+        bad = await client.get("/v1/unsubscribe", params={"token": "x" * 32})
+        assert bad.status_code == 404 and bad.headers["content-type"].startswith("application/problem+json")
+
+        act_as(T_A, "provider")
+        assert (await client.get(f"/v1/preferences/{provider_id}")).json()["mode"] == "off"
+        act_as(T_B, "network_admin")  # another network does not see this provider
+        assert (await client.get(f"/v1/preferences/{provider_id}")).status_code == 404
+
+        second = match_event(provider_id)
+        await handle(system.pool, system.handlers, second)
+        await status_becomes(system.pool, T_A, delivery_id_of(second), "suppressed")
+        assert mails_for(system.sink, second.data["id"]) == []
+
+        act_as(T_A, "network_admin")
+        response = await client.put(f"/v1/preferences/{provider_id}", json={"mode": "instant"})
+        assert response.status_code == 200 and response.json()["mode"] == "instant"
+        invalid = await client.put(f"/v1/preferences/{provider_id}", json={"mode": "weekly"})
+        assert invalid.status_code == 422 and invalid.json()["errors"]
+
+        third = match_event(provider_id)
+        await handle(system.pool, system.handlers, third)
+        await eventually(lambda: mails_for(system.sink, third.data["id"]), what="the mail after opting in again")
+
+
+class _api:
+    """The HTTP app on the test database, tokens replaced by a chosen principal."""
+
+    def __init__(self, system) -> None:
+        runtime = ServiceRuntime(system.settings, MIGRATIONS)
+        runtime.pool = system.pool
+        self.app = create_http_app(runtime, "notifications (test)", [api.router])
+        self.app.state.runtime = runtime
+        self.principal: Principal | None = None
+        self.app.dependency_overrides[get_principal] = lambda: self.principal
+
+    def act_as(self, tenant: str | None, role: str) -> None:
+        self.principal = Principal(subject=f"{role}-{tenant}", username=f"{tenant}-{role}", email=None,
+                                   roles=frozenset({role}), tenant=tenant, claims={})
+
+    async def __aenter__(self):
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://notifications.test")
+        return self.client, self.act_as
+
+    async def __aexit__(self, *exc) -> None:
+        await self.client.aclose()
