@@ -20,7 +20,7 @@ from email.message import EmailMessage
 import asyncpg
 
 from contracts import DELIVERIES_TOPIC, DELIVERY_FAILED, DELIVERY_SENT
-from runtime.db import init_connection, set_tenant
+from runtime.db import set_tenant
 from runtime.events import Event
 from runtime.outbox import add_to_outbox
 from runtime.tracing import continue_trace
@@ -91,21 +91,16 @@ async def _publish(conn: asyncpg.Connection, row: asyncpg.Record) -> None:
 
 
 async def deliver(
-    settings: NotificationsSettings, delivery_id: uuid.UUID, tenant_id: str | None = None,
+    settings: NotificationsSettings, pool: asyncpg.Pool, delivery_id: uuid.UUID, tenant_id: str | None = None,
     *, now: datetime | None = None,
 ) -> Result:
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        await init_connection(conn)
-        async with conn.transaction():
-            return await _deliver_locked(conn, settings, delivery_id, tenant_id, now)
-    finally:
-        await conn.close()
+    async with pool.acquire() as conn, conn.transaction():
+        return await _deliver_locked(conn, pool, settings, delivery_id, tenant_id, now)
 
 
 async def _deliver_locked(
-    conn: asyncpg.Connection, settings: NotificationsSettings, delivery_id: uuid.UUID, tenant_id: str | None,
-    now: datetime | None,
+    conn: asyncpg.Connection, pool: asyncpg.Pool, settings: NotificationsSettings, delivery_id: uuid.UUID,
+    tenant_id: str | None, now: datetime | None,
 ) -> Result:
     tenant = tenant_id or await store.delivery_tenant(conn, delivery_id)
     if tenant is None:
@@ -149,7 +144,7 @@ async def _deliver_locked(
         settings.mail_from,
         now or datetime.now(UTC),
     )
-    await _log_start(settings, d, attempt)
+    await _log_start(pool, d, attempt)
     try:
         refused = await asyncio.to_thread(send_mail, settings, message, recipients)
     except Exception as exc:  # noqa: BLE001 - every failure is classified and logged
@@ -169,15 +164,12 @@ async def _deliver_locked(
     return Result("sent")
 
 
-async def _log_start(settings: NotificationsSettings, d: asyncpg.Record, attempt: int) -> None:
-    """The attempt is in the log before the mail goes out, even if this worker dies mid-send."""
-    side = await asyncpg.connect(settings.database_url)
-    try:
-        async with side.transaction():
-            await set_tenant(side, d["tenant_id"])
-            await store.start_attempt(side, d, attempt)
-    finally:
-        await side.close()
+async def _log_start(pool: asyncpg.Pool, d: asyncpg.Record, attempt: int) -> None:
+    """The attempt is in the log before the mail goes out, even if this worker dies mid-send:
+    committed on a second connection, outside the delivery's transaction."""
+    async with pool.acquire() as side, side.transaction():
+        await set_tenant(side, d["tenant_id"])
+        await store.start_attempt(side, d, attempt)
 
 
 async def _temporary(

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 
 import asyncpg
 from celery import Celery, signals
 
+from runtime.db import create_pool
 from runtime.logs import configure_logging
 from services.notifications.delivery import deliver
 from services.notifications.settings import NotificationsSettings
@@ -54,7 +56,8 @@ def create_celery(settings: NotificationsSettings) -> Celery:
     @app.task(bind=True, name=SEND_DELIVERY, max_retries=None)
     def send_delivery(self, delivery_id: str, tenant_id: str | None = None) -> str:
         try:
-            result = asyncio.run(deliver(settings, uuid.UUID(delivery_id), tenant_id))
+            loop, pool = _process_resources(settings)
+            result = loop.run_until_complete(deliver(settings, pool, uuid.UUID(delivery_id), tenant_id))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             if self.request.retries >= INFRA_MAX_RETRIES:
                 raise
@@ -65,6 +68,21 @@ def create_celery(settings: NotificationsSettings) -> Celery:
         return result.status
 
     return app
+
+
+_resources: dict[int, tuple[asyncio.AbstractEventLoop, asyncpg.Pool]] = {}
+
+
+def _process_resources(settings: NotificationsSettings) -> tuple[asyncio.AbstractEventLoop, asyncpg.Pool]:
+    """One event loop and one small pool per worker process, made on its first task: a fresh
+    loop and two new PostgreSQL connections per mail cost more than sending the mail."""
+    pid = os.getpid()  # a forked pool process must not use its parent's connections
+    if pid not in _resources:
+        loop = asyncio.new_event_loop()
+        pool = loop.run_until_complete(create_pool(settings, min_size=1, max_size=2))
+        _resources.clear()
+        _resources[pid] = (loop, pool)
+    return _resources[pid]
 
 
 @signals.setup_logging.connect

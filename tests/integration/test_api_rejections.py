@@ -88,7 +88,8 @@ def test_missing_expired_forged_and_unsigned_tokens_are_401(platform: Platform, 
         "forged signature": jwt.encode(claims, forged_key, algorithm="RS256", headers={"kid": kid}),
         "unknown key": jwt.encode(claims, forged_key, algorithm="RS256", headers={"kid": "rotated-away"}),
         "alg none": jwt.encode(claims, None, algorithm="none", headers={"kid": kid}),
-        "hs256 with the public key": jwt.encode(claims, "a-guessed-shared-secret-of-32-bytes!", algorithm="HS256", headers={"kid": kid}),
+        "hs256 with a guessed secret": jwt.encode(claims, "a-guessed-shared-secret-of-32-bytes!", algorithm="HS256",
+                                                  headers={"kid": kid}),
     }
     for name, token in bad_tokens.items():
         response = _post_offer_with(platform, provider, token)
