@@ -38,7 +38,6 @@ bench: install
 
 lint: install
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check runtime contracts deploy/local
 
 clean:
 	rm -rf var .pytest_cache

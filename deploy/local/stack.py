@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -116,6 +117,7 @@ class Stack:
         process = subprocess.Popen(
             argv, cwd=cwd, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,  # its own group: stopping it stops its children
+            preexec_fn=_terminate_with_parent,
         )
         log.close()
         self.processes[name] = process
@@ -266,6 +268,16 @@ class Stack:
         return "\n".join(f"  {n.ljust(width)}  {v}" for n, v in rows)
 
 
+def _terminate_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the launcher dies, however it dies (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def _postgres_bindir() -> Path:
     candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
     if not candidates:
@@ -284,8 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal closed
+        signal.signal(signum, on_signal)
     try:
         print("Starting Bildungsraum …", flush=True)
         stack.start()
@@ -302,8 +314,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"make up failed: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
-        print("Stopping …", flush=True)
         stack.stop_all()
+        with contextlib.suppress(OSError):  # the terminal may be gone
+            print("Stopped everything.", flush=True)
     return 0
 
 

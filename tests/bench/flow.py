@@ -63,7 +63,7 @@ def broker_round_trip(bootstrap: str, count: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--offers", type=int, default=500)
-    parser.add_argument("--rate", type=float, default=20.0, help="offers per second")
+    parser.add_argument("--rate", type=float, default=10.0, help="offers per second")
     args = parser.parse_args()
 
     stack = Stack(bench_config())

@@ -75,14 +75,8 @@ CREATE POLICY providers_own ON providers
 
 ALTER TABLE offers ENABLE ROW LEVEL SECURITY;
 ALTER TABLE offers FORCE ROW LEVEL SECURITY;
--- Visible: one's own offers in any status; other networks' offers once published and shared.
-CREATE POLICY offers_visible ON offers FOR SELECT USING (
-    tenant_id = current_setting('app.tenant_id', true)
-    OR (status = 'published' AND (
-        visibility_scope = 'all'
-        OR (visibility_scope = 'networks' AND current_setting('app.tenant_id', true) = ANY (visibility_networks))
-    ))
-);
+CREATE POLICY offers_visible ON offers FOR SELECT
+    USING (offer_visible(tenant_id, status, visibility_scope, visibility_networks));
 CREATE POLICY offers_insert ON offers FOR INSERT WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
 CREATE POLICY offers_update ON offers FOR UPDATE
     USING (tenant_id = current_setting('app.tenant_id', true))

@@ -49,13 +49,8 @@ CREATE INDEX matches_offer ON matches (offer_id);
 
 ALTER TABLE offers ENABLE ROW LEVEL SECURITY;
 ALTER TABLE offers FORCE ROW LEVEL SECURITY;
-CREATE POLICY offers_visible ON offers FOR SELECT USING (
-    tenant_id = current_setting('app.tenant_id', true)
-    OR (status = 'published' AND (
-        visibility_scope = 'all'
-        OR (visibility_scope = 'networks' AND current_setting('app.tenant_id', true) = ANY (visibility_networks))
-    ))
-);
+CREATE POLICY offers_visible ON offers FOR SELECT
+    USING (offer_visible(tenant_id, status, visibility_scope, visibility_networks));
 -- The consumer writes an offer acting as the offer's home tenant.
 CREATE POLICY offers_write ON offers FOR INSERT WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
 CREATE POLICY offers_update ON offers FOR UPDATE
