@@ -20,6 +20,16 @@ from runtime.tracing import continue_trace
 
 log = logging.getLogger(__name__)
 
+# Failures of the ground under a handler, not of the event: retried without limit, never dead-lettered.
+INFRASTRUCTURE_ERRORS = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+)
+
 EventHandler = Callable[[asyncpg.Connection, Event], Awaitable[None]]
 
 
@@ -93,12 +103,22 @@ class EventConsumer:
         except InvalidEvent as exc:
             await self._dead_letter(record, str(exc))
             return
-        error = ""
-        for attempt in range(1, self._max_attempts + 1):
+        error, attempt, outage = "", 0, 0
+        while attempt < self._max_attempts:
             try:
                 await self._handle_once(event, handler)
                 return
+            except INFRASTRUCTURE_ERRORS as exc:
+                # The database or network is away: not the event's fault. Hold the partition and
+                # wait for it to come back; the offset is not committed meanwhile.
+                outage += 1
+                log.warning("handling %s waits for infrastructure: %s", event.type, exc,
+                            extra={"consumer": self.name, "event_id": event.id})
+                if self._stopping.is_set():
+                    raise
+                await asyncio.sleep(min(self._retry_delay * 2 ** min(outage, 6), 10))
             except Exception as exc:
+                attempt += 1
                 error = f"{type(exc).__name__}: {exc}"
                 log.warning(
                     "handling %s failed (attempt %d/%d): %s", event.type, attempt, self._max_attempts, error,

@@ -1,6 +1,7 @@
 """The outbox relay and the idempotent inbox, against a broker and a database of their own:
 events written while the broker is down are published once it is up, in order per aggregate;
-a redelivered event has its effect once; a failing one is retried, then dead-lettered."""
+a redelivered event has its effect once; a failing one is retried, then dead-lettered; an outage
+of what the handler stands on is waited out, never dead-lettered."""
 
 from __future__ import annotations
 
@@ -133,21 +134,24 @@ async def test_inbox_has_each_effect_once_retries_and_dead_letters(broker, setti
         calls[event.data["id"]] = calls.get(event.data["id"], 0) + 1
         await conn.execute("INSERT INTO effects (event_id, tenant) VALUES ($1, $2)", event.id, event.data["id"])
         if event.data["id"] == "flaky" and calls["flaky"] < 3:
-            raise ConnectionError("database hiccup")
+            raise RuntimeError("a bug that goes away")
+        if event.data["id"] == "outage" and calls["outage"] < 8:
+            raise ConnectionRefusedError("database unreachable")  # longer than max_attempts: still no DLQ
         if event.data["id"] == "doomed":
             raise ValueError("this one never works")
 
     once = _tenant_event(1, "k")
     flaky = Event(TENANT_CREATED, "test", "flaky", "k", {"id": "flaky", "name": "f", "status": "active"})
     doomed = Event(TENANT_CREATED, "test", "doomed", "k", {"id": "doomed", "name": "d", "status": "active"})
+    outage = Event(TENANT_CREATED, "test", "outage", "k", {"id": "outage", "name": "o", "status": "active"})
     after = _tenant_event(2, "k")
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
-    for event in (once, once, flaky, doomed, once, after):  # `once` redelivered twice
+    for event in (once, once, flaky, doomed, outage, once, after):  # `once` redelivered twice
         producer.send(TENANTS_TOPIC, key=b"k", value=event.value(), headers=event.headers()).get(10)
     producer.close()
 
     consumer = EventConsumer(
-        name="rt-test", pool=pool, handlers={TENANT_CREATED: handler}, max_attempts=3, retry_delay=0.05,
+        name="rt-test", pool=pool, handlers={TENANT_CREATED: handler}, max_attempts=3, retry_delay=0.01,
         consumer_factory=lambda: create_consumer(settings, "rt-test", [TENANTS_TOPIC]),
         producer_factory=lambda: create_producer(settings),
     )
@@ -161,8 +165,8 @@ async def test_inbox_has_each_effect_once_retries_and_dead_letters(broker, setti
 
     effects = {r["tenant"]: r["n"] for r in await pool.fetch(
         "SELECT tenant, count(*) AS n FROM effects GROUP BY tenant")}
-    assert effects == {"t-1": 1, "flaky": 1, "t-2": 1}  # failed attempts rolled back with their inbox row
-    assert calls["t-1"] == 1 and calls["flaky"] == 3 and calls["doomed"] == 3
+    assert effects == {"t-1": 1, "flaky": 1, "outage": 1, "t-2": 1}  # failures rolled back with their inbox row
+    assert calls["t-1"] == 1 and calls["flaky"] == 3 and calls["doomed"] == 3 and calls["outage"] == 8
     dead = await asyncio.to_thread(_read_all, broker.bootstrap, dead_letter_topic(TENANTS_TOPIC), 1)
     assert [dict(r.headers)["ce_id"].decode() for r in dead] == [doomed.id]
     assert b"this one never works" in dict(dead[0].headers)["dlq_error"]
