@@ -58,7 +58,7 @@ class TokenVerifier:
         self.audience = audience
         self._http = http
         self._keys: dict[str, PyJWK] = {}
-        self._fetched_at = 0.0
+        self._fetched_at: float | None = None  # never fetched: the first unknown kid always fetches
         self._min_refresh = min_refresh_seconds
         self._lock = asyncio.Lock()
 
@@ -80,7 +80,8 @@ class TokenVerifier:
         if kid not in self._keys:
             async with self._lock:
                 # A new kid means rotation; refetch, but not more often than min_refresh (forged kids).
-                if kid not in self._keys and time.monotonic() - self._fetched_at >= self._min_refresh:
+                due = self._fetched_at is None or time.monotonic() - self._fetched_at >= self._min_refresh
+                if kid not in self._keys and due:
                     try:
                         await self.refresh_keys()
                     except httpx.HTTPError as exc:

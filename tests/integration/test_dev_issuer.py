@@ -17,10 +17,13 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import httpx
 import jwt
 import pytest
 from keycloak import KeycloakOpenID
 from keycloak.exceptions import KeycloakAuthenticationError
+
+from runtime.auth import InvalidToken, TokenVerifier
 
 ROOT = Path(__file__).resolve().parents[2]
 ISSUER_DIR = ROOT / "deploy" / "local" / "dev-issuer"
@@ -352,3 +355,42 @@ def test_keys_file_is_reused_across_restarts(tmp_dir: Path) -> None:
         assert second.services().introspect(token)["active"] is True
     finally:
         second.stop()
+
+
+async def test_service_verifier_caches_jwks_and_refreshes_on_key_rotation(tmp_dir: Path) -> None:
+    """The services' own TokenVerifier: keys fetched once and cached; a token with a new kid after
+    rotation triggers one refetch; a refetch is not repeated faster than min_refresh_seconds."""
+    port = _free_port()
+    first = Issuer(port, tmp_dir / "rotation-a.json", tmp_dir / "rotation-a.log")
+    first.wait_ready()
+    fetches: list[str] = []
+
+    async def count(request: httpx.Request) -> None:
+        fetches.append(str(request.url))
+
+    async with httpx.AsyncClient(event_hooks={"request": [count]}) as http:
+        verifier = TokenVerifier(first.issuer, "bildungsraum-api", http, min_refresh_seconds=0)
+        old_token = first.openid().token("lueneburg-provider", "dev")["access_token"]
+        assert (await verifier.verify(old_token)).tenant == "lueneburg"
+        assert (await verifier.verify(old_token)).roles == {"provider"}
+        assert len(fetches) == 1  # cached
+
+        first.stop()
+        rotated = Issuer(port, tmp_dir / "rotation-b.json", tmp_dir / "rotation-b.log")  # a new key, a new kid
+        rotated.wait_ready()
+        try:
+            new_token = rotated.openid().token("lueneburg-provider", "dev")["access_token"]
+            assert jwt.get_unverified_header(new_token)["kid"] != jwt.get_unverified_header(old_token)["kid"]
+            assert (await verifier.verify(new_token)).username == "lueneburg-provider"
+            assert len(fetches) == 2  # refreshed once for the unknown kid
+
+            # A stream of unknown kids must not hammer the issuer: at most one fetch per interval.
+            patient = TokenVerifier(rotated.issuer, "bildungsraum-api", http, min_refresh_seconds=3600)
+            assert (await patient.verify(new_token)).username == "lueneburg-provider"
+            assert len(fetches) == 3
+            for _ in range(3):
+                with pytest.raises(InvalidToken, match="unknown key"):
+                    await patient.verify(old_token)  # its key was rotated away
+            assert len(fetches) == 3
+        finally:
+            rotated.stop()
