@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import secrets
 import time
 
 import asyncpg
@@ -11,6 +13,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from contracts import MATCH_FOUND, MATCHES_TOPIC
+from runtime.tracing import parse_trace_id
 from tests.platform import Platform, body_text, demand_body, offer_body, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -148,3 +151,32 @@ def test_other_network_never_sees_a_home_offer(platform: Platform, hellweg_provi
     assert home_offer["id"] not in asyncio.run(unfiltered("catalog", "SELECT id FROM offers"))
     assert own["id"] not in asyncio.run(unfiltered("matching", "SELECT id FROM demands"))
     assert not asyncio.run(unfiltered("matching", "SELECT demand_id FROM matches")) & {own["id"]}
+
+
+def test_trace_context_travels_from_the_request_to_the_mail(platform: Platform, shared_flow: dict,
+                                                            hellweg_provider: dict) -> None:
+    trace_id = secrets.token_hex(16)
+    with platform.client("catalog", HELLWEG_PROVIDER, traceparent=f"00-{trace_id}-{secrets.token_hex(8)}-01") as api:
+        response = api.post("/v1/offers", json=offer_body(hellweg_provider["id"]))
+    assert response.status_code == 201 and parse_trace_id(response.headers["traceparent"]) == trace_id
+    offer_id = response.json()["id"]
+
+    # two hops later: matching's MatchFound for this offer (the Lüneburg demand of shared_flow fits it)
+    matches = KafkaConsumer(MATCHES_TOPIC, bootstrap_servers=platform.config.bootstrap, group_id=None,
+                            auto_offset_reset="earliest", consumer_timeout_ms=500)
+
+    def found() -> dict | None:
+        for record in matches:
+            if json.loads(record.value)["offer"]["id"] == offer_id:
+                return {k: v.decode() for k, v in record.headers}
+        return None
+
+    headers = wait_until("the MatchFound of the traced offer", found)
+    matches.close()
+    assert headers["ce_type"] == MATCH_FOUND and parse_trace_id(headers["traceparent"]) == trace_id
+
+    # and the worker that sent the mail logged under the same trace
+    wait_until("the traced offer's mail", lambda: platform.mails_for_offer(offer_id))
+    worker_log = (platform.stack.log_dir / "celery-worker.log").read_text()
+    assert any(json.loads(line).get("trace_id") == trace_id and "sent" in json.loads(line)["message"]
+               for line in worker_log.splitlines() if line.startswith("{"))
