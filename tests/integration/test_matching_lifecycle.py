@@ -1,0 +1,89 @@
+"""Matches follow their offers and demands: a change that breaks a hard constraint retracts the
+match (MatchRetracted), a change that mends it restores it without a second MatchFound, a
+withdrawn or no longer shared offer is retracted, a closed demand takes no new matches."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kafka import KafkaConsumer
+
+from contracts import MATCH_FOUND, MATCH_RETRACTED, MATCHES_TOPIC
+from tests.platform import Platform, demand_body, offer_body, wait_until
+
+PROVIDER = "hellweg-hochsauerland-provider"
+EMPLOYER = "lueneburg-employer"
+
+
+def _match_ids(platform: Platform, demand_id: str) -> set[str]:
+    with platform.client("matching", EMPLOYER) as api:
+        return {m["offer_id"] for m in api.get(f"/v1/demands/{demand_id}/matches").json()["items"]}
+
+
+def _events(platform: Platform, demand_id: str) -> list[tuple[str, str]]:
+    """(event type, offer id) of every match event of the demand, in topic order."""
+    consumer = KafkaConsumer(MATCHES_TOPIC, bootstrap_servers=platform.config.bootstrap, group_id=None,
+                             auto_offset_reset="earliest", consumer_timeout_ms=700)
+    events = []
+    for record in consumer:  # the demand id is the key: one partition, in order
+        if record.key.decode() == demand_id:
+            events.append((dict(record.headers)["ce_type"].decode(), json.loads(record.value)["offer"]["id"]))
+    consumer.close()
+    return events
+
+
+@pytest.fixture
+def pair(platform: Platform) -> dict:
+    with platform.client("catalog", PROVIDER) as api:
+        provider = api.post("/v1/providers", json={"name": "Lifecycle", "emails": ["l@c.example"]}).json()
+        offer = api.post("/v1/offers", json=offer_body(provider["id"])).json()
+    with platform.client("matching", EMPLOYER) as api:
+        demand = api.post("/v1/demands", json=demand_body(max_price_eur=500)).json()
+    wait_until("the first match", lambda: offer["id"] in _match_ids(platform, demand["id"]))
+    return {"provider": provider, "offer": offer, "demand": demand}
+
+
+def _put(platform: Platform, pair: dict, **changes) -> None:
+    body = offer_body(pair["provider"]["id"], external_id=pair["offer"]["external_id"], **changes)
+    with platform.client("catalog", PROVIDER) as api:
+        assert api.put(f"/v1/offers/{pair['offer']['id']}", json=body).status_code == 200
+
+
+def test_breaking_and_mending_a_constraint_retracts_and_restores(platform: Platform, pair: dict) -> None:
+    offer_id, demand_id = pair["offer"]["id"], pair["demand"]["id"]
+    _put(platform, pair, price_eur=900)  # above the demand's ceiling of 500
+    wait_until("the match retracted", lambda: offer_id not in _match_ids(platform, demand_id))
+    _put(platform, pair, price_eur=450)
+    wait_until("the match restored", lambda: offer_id in _match_ids(platform, demand_id))
+    events = wait_until("both events", lambda: (e := _events(platform, demand_id)) and len(e) >= 2 and e)
+    assert events == [(MATCH_FOUND, offer_id), (MATCH_RETRACTED, offer_id)]  # announced once, never twice
+
+
+def test_withdrawn_offer_is_retracted(platform: Platform, pair: dict) -> None:
+    with platform.client("catalog", PROVIDER) as api:
+        assert api.post(f"/v1/offers/{pair['offer']['id']}/withdraw").status_code == 200
+    wait_until("the match retracted", lambda: pair["offer"]["id"] not in _match_ids(platform, pair["demand"]["id"]))
+
+
+def test_offer_no_longer_shared_is_retracted(platform: Platform, pair: dict) -> None:
+    _put(platform, pair, visibility={"scope": "home", "networks": []})
+    wait_until("the match retracted", lambda: pair["offer"]["id"] not in _match_ids(platform, pair["demand"]["id"]))
+    assert (MATCH_RETRACTED, pair["offer"]["id"]) in _events(platform, pair["demand"]["id"])
+
+
+def test_closed_demand_takes_no_new_matches_and_is_private(platform: Platform, pair: dict) -> None:
+    demand_id = pair["demand"]["id"]
+    with platform.client("matching", EMPLOYER) as api:
+        closed = api.post(f"/v1/demands/{demand_id}/close").json()
+        assert closed["status"] == "closed" and api.get(f"/v1/demands/{demand_id}").json()["status"] == "closed"
+    with platform.client("catalog", PROVIDER) as api:
+        later = api.post("/v1/offers", json=offer_body(pair["provider"]["id"])).json()
+    with platform.client("matching", "lueneburg-counselor") as api:  # a probe demand shows the offer was consumed
+        probe = api.post("/v1/demands", json=demand_body()).json()
+        wait_until("the later offer consumed", lambda: later["id"] in {
+            m["offer_id"] for m in api.get(f"/v1/demands/{probe['id']}/matches").json()["items"]})
+    assert later["id"] not in _match_ids(platform, demand_id)
+    with platform.client("matching", "hellweg-hochsauerland-employer") as api:
+        assert api.get(f"/v1/demands/{demand_id}").status_code == 404
+        assert api.get(f"/v1/demands/{demand_id}/matches").status_code == 404
