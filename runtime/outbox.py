@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 import asyncpg
@@ -45,11 +46,14 @@ class OutboxRelay(ListeningLoop):
         *,
         sweep_seconds: float = 2.0,
         batch_size: int = 500,
+        retention_hours: float = 24.0,
     ) -> None:
         super().__init__(dsn, interval=sweep_seconds)
         self._producer_factory = producer_factory
         self._producer: KafkaProducer | None = None
         self._batch_size = batch_size
+        self._retention_hours = retention_hours
+        self._purged_at = 0.0
 
     async def acquire(self, conn: asyncpg.Connection) -> bool:
         while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext('outbox-relay'))"):
@@ -58,6 +62,11 @@ class OutboxRelay(ListeningLoop):
         return True
 
     async def work(self, conn: asyncpg.Connection) -> bool:
+        if time.monotonic() - self._purged_at > 60:
+            # Sent rows stay a while for inspection, then go: the topic is the record.
+            await conn.execute("DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)",
+                               self._retention_hours * 3600)
+            self._purged_at = time.monotonic()
         rows = await conn.fetch(
             "SELECT id, topic, aggregate_key, headers, payload FROM outbox"
             " WHERE sent_at IS NULL ORDER BY id LIMIT $1",

@@ -47,6 +47,8 @@ class ServiceRuntime:
     tenant_lookup: Callable[[asyncpg.Pool, str], Awaitable[bool]] | None = None
     # More background loops of the service (anything with run() and stop()), started after migrations.
     workers: list[ListeningLoop] = field(default_factory=list)
+    # More readiness checks of the service: name -> coroutine answering "ok" or "error: ...".
+    readiness_checks: dict[str, Callable[[], Awaitable[str]]] = field(default_factory=dict)
     _tasks: list[asyncio.Task] = field(init=False, default_factory=list)
     _tenants_seen: dict[str, float] = field(init=False, default_factory=dict)
 
@@ -58,7 +60,8 @@ class ServiceRuntime:
         self.verifier = TokenVerifier(s.issuer_url, s.token_audience, self.http,
                                       min_refresh_seconds=s.jwks_min_refresh_seconds)
         if self.run_relay:
-            self.relay = OutboxRelay(s.database_url, lambda: create_producer(s), sweep_seconds=s.outbox_sweep_seconds)
+            self.relay = OutboxRelay(s.database_url, lambda: create_producer(s), sweep_seconds=s.outbox_sweep_seconds,
+                                     retention_hours=s.outbox_retention_hours)
             self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         for worker in self.workers:
             self._tasks.append(asyncio.create_task(worker.run(), name=type(worker).__name__))
@@ -119,4 +122,9 @@ class ServiceRuntime:
             checks["issuer"] = "ok" if response.status_code == 200 else f"error: HTTP {response.status_code}"
         except httpx.HTTPError as exc:
             checks["issuer"] = f"error: {exc}"
+        for name, check in self.readiness_checks.items():
+            try:
+                checks[name] = await check()
+            except Exception as exc:
+                checks[name] = f"error: {exc}"
         return checks

@@ -41,6 +41,7 @@ class ServiceSettings(BaseSettings):
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     outbox_sweep_seconds: float = 2.0
+    outbox_retention_hours: float = 24.0
     log_level: str = "INFO"
 
     contracts_dir: str = Field(default="", description="defaults to the repository's contracts/")

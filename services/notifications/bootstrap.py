@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
+from redis.asyncio import Redis
 
 from contracts import MATCHES_TOPIC, PROVIDERS_TOPIC, TENANTS_TOPIC
 from runtime.http import create_app as create_http_app
@@ -28,7 +29,17 @@ def create_runtime(settings: NotificationsSettings, dispatcher: DeliveryDispatch
         consumer_specs=[ConsumerSpec(group="notifications", topics=[MATCHES_TOPIC, PROVIDERS_TOPIC, TENANTS_TOPIC],
                                      handlers=create_handlers(settings))],
         workers=[dispatcher],
+        readiness_checks={"redis": lambda: redis_ready(settings.redis_url)},
     )
+
+
+async def redis_ready(url: str) -> str:
+    """The dispatcher hands deliveries to Celery through Redis."""
+    client = Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        return "ok" if await client.ping() else "error: no PONG"
+    finally:
+        await client.aclose()
 
 
 def create_app(settings: NotificationsSettings | None = None) -> FastAPI:

@@ -97,10 +97,15 @@ async def test_events_written_while_the_broker_is_down_are_published_in_order(br
     async with pool.acquire() as conn, conn.transaction():
         for n in range(20):
             await add_to_outbox(conn, TENANTS_TOPIC, _tenant_event(n, "ab"[n % 2]))
-    relay = OutboxRelay(settings.database_url, lambda: create_producer(settings), sweep_seconds=0.3)
+    async with pool.acquire() as conn, conn.transaction():  # sent two days ago: past the retention
+        await add_to_outbox(conn, TENANTS_TOPIC, _tenant_event(99, "old"))
+        await conn.execute("UPDATE outbox SET sent_at = now() - interval '2 days' WHERE aggregate_key = 'old'")
+    relay = OutboxRelay(settings.database_url, lambda: create_producer(settings), sweep_seconds=0.3,
+                        retention_hours=24)
     task = asyncio.create_task(relay.run())
     await asyncio.sleep(1.5)  # the relay tries, fails, keeps the rows
     assert await pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL") == 20
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE aggregate_key = 'old'") == 0  # purged
 
     await asyncio.to_thread(broker.start)
     for _ in range(200):
