@@ -74,7 +74,15 @@ async def _reconcile(conn: asyncpg.Connection, demand: dict, offer: dict, existi
         await _announce(conn, MATCH_RETRACTED, _match_state(existing, demand, offer, "retracted"))
 
 
+async def _lock_tenant_matching(conn: asyncpg.Connection, tenant: str) -> None:
+    """Serialise a tenant's demand openings with offer re-evaluations in that tenant. Without it a
+    demand opened while an offer event is handled sees neither the other's uncommitted row, and
+    that pair is never matched. Held to commit; taken in tenant order, so no deadlock."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"matching:{tenant}")
+
+
 async def open_demand(conn: asyncpg.Connection, tenant: str, body: DemandIn, created_by: str) -> dict:
+    await _lock_tenant_matching(conn, tenant)
     demand = {"id": str(uuid.uuid4()), "tenant": tenant, "status": "open", "updated_at": _now(),
               **body.model_dump(mode="json")}
     await store.insert_demand(conn, demand, created_by)
@@ -106,6 +114,7 @@ async def offer_changed(conn: asyncpg.Connection, event: Event) -> None:
         return  # an older version arrived late: the newer one was evaluated already
     tenants = [r["id"] for r in await conn.fetch("SELECT id FROM known_tenants WHERE status = 'active'")]
     for tenant in sorted(set(tenants) | {offer["tenant"]}):
+        await _lock_tenant_matching(conn, tenant)
         await set_tenant(conn, tenant)
         existing = await store.matches_of_offer(conn, tenant, uuid.UUID(offer["id"]))
         for demand in await store.open_demands(conn, tenant):
