@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from runtime import metrics
 from runtime.auth import InvalidToken, Principal
+from runtime.errors import Conflict, NotFound
 from runtime.service import ServiceRuntime
 from runtime.tracing import continue_trace, current_traceparent
 
@@ -59,6 +60,14 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
         return problem_response(exc.status, exc.title, exc.detail, **exc.extra)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return problem_response(404, "Not found", f"No {exc} in this network.")
+
+    @app.exception_handler(Conflict)
+    async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
+        return problem_response(409, "Conflict", str(exc))
 
     @app.exception_handler(InvalidToken)
     async def _token(_: Request, exc: InvalidToken) -> JSONResponse:

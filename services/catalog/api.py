@@ -19,19 +19,10 @@ Publisher = Annotated[Actor, require_roles("provider", "network_admin", "operato
 Reader = Annotated[Actor, require_roles("provider", "network_admin", "operator", "counselor", "employer")]
 
 
-def _problem(exc: Exception) -> Problem:
-    if isinstance(exc, handlers.NotFound):
-        return Problem(404, "Not found", f"No {exc} in this network.")
-    return Problem(409, "Conflict", str(exc))
-
-
 @router.post("/providers", status_code=201, summary="Register an education provider")
 async def register_provider(body: ProviderIn, actor: Publisher, runtime: RuntimeDep) -> dict:
     async with tenant_transaction(runtime.pool, actor.tenant) as conn:
-        try:
-            return await handlers.register_provider(conn, actor.tenant, body)
-        except handlers.Conflict as exc:
-            raise _problem(exc) from None
+        return await handlers.register_provider(conn, actor.tenant, body)
 
 
 @router.get("/providers/{provider_id}", summary="A provider of this network")
@@ -46,19 +37,13 @@ async def get_provider(provider_id: UUID, actor: Reader, runtime: RuntimeDep) ->
 @router.put("/providers/{provider_id}", summary="Change a provider")
 async def change_provider(provider_id: UUID, body: ProviderIn, actor: Publisher, runtime: RuntimeDep) -> dict:
     async with tenant_transaction(runtime.pool, actor.tenant) as conn:
-        try:
-            return await handlers.change_provider(conn, actor.tenant, provider_id, body)
-        except (handlers.NotFound, handlers.Conflict) as exc:
-            raise _problem(exc) from None
+        return await handlers.change_provider(conn, actor.tenant, provider_id, body)
 
 
 @router.post("/offers", status_code=201, summary="Publish an offer (or save a draft)")
 async def publish_offer(body: OfferIn, actor: Publisher, runtime: RuntimeDep) -> dict:
     async with tenant_transaction(runtime.pool, actor.tenant) as conn:
-        try:
-            return await handlers.publish_offer(conn, actor.tenant, body)
-        except (handlers.NotFound, handlers.Conflict) as exc:
-            raise _problem(exc) from None
+        return await handlers.publish_offer(conn, actor.tenant, body)
 
 
 @router.get("/offers/{offer_id}", summary="An offer this network may see")
@@ -73,19 +58,13 @@ async def get_offer(offer_id: UUID, actor: Reader, runtime: RuntimeDep) -> dict:
 @router.put("/offers/{offer_id}", summary="Replace an offer of this network")
 async def change_offer(offer_id: UUID, body: OfferIn, actor: Publisher, runtime: RuntimeDep) -> dict:
     async with tenant_transaction(runtime.pool, actor.tenant) as conn:
-        try:
-            return await handlers.change_offer(conn, actor.tenant, offer_id, body)
-        except (handlers.NotFound, handlers.Conflict) as exc:
-            raise _problem(exc) from None
+        return await handlers.change_offer(conn, actor.tenant, offer_id, body)
 
 
 @router.post("/offers/{offer_id}/withdraw", summary="Withdraw an offer")
 async def withdraw_offer(offer_id: UUID, actor: Publisher, runtime: RuntimeDep) -> dict:
     async with tenant_transaction(runtime.pool, actor.tenant) as conn:
-        try:
-            return await handlers.withdraw_offer(conn, actor.tenant, offer_id)
-        except handlers.NotFound as exc:
-            raise _problem(exc) from None
+        return await handlers.withdraw_offer(conn, actor.tenant, offer_id)
 
 
 @router.get("/offers", summary="Search the offers this network may see")

@@ -7,20 +7,13 @@ import uuid
 import asyncpg
 
 from contracts import OFFERS_TOPIC, PROVIDER_REGISTERED, PROVIDER_UPDATED, PROVIDERS_TOPIC
+from runtime.errors import Conflict, NotFound
 from runtime.events import Event
 from runtime.outbox import add_to_outbox
 from services.catalog import store
 from services.catalog.domain import OfferIn, ProviderIn, offer_event_type_for
 
 SOURCE = "catalog"
-
-
-class NotFound(Exception):
-    pass
-
-
-class Conflict(Exception):
-    pass
 
 
 async def register_provider(conn: asyncpg.Connection, tenant: str, body: ProviderIn) -> dict:

@@ -31,7 +31,4 @@ async def create_tenant(body: CreateTenant, principal: CurrentPrincipal, runtime
     if not principal.is_operator:
         raise Problem(403, "Forbidden", "Only an operator adds tenants.")
     async with runtime.pool.acquire() as conn, conn.transaction():
-        try:
-            return await handlers.create_tenant(conn, body)
-        except handlers.TenantExists:
-            raise Problem(409, "Conflict", f"Tenant {body.id!r} exists.") from None
+        return await handlers.create_tenant(conn, body)

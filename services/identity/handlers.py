@@ -5,15 +5,12 @@ from __future__ import annotations
 import asyncpg
 
 from contracts import TENANT_CREATED, TENANTS_TOPIC
+from runtime.errors import Conflict
 from runtime.events import Event
 from runtime.outbox import add_to_outbox
 from services.identity.domain import SEED_TENANTS, CreateTenant
 
 SOURCE = "identity"
-
-
-class TenantExists(Exception):
-    pass
 
 
 def _tenant_state(row: asyncpg.Record) -> dict:
@@ -27,7 +24,7 @@ async def create_tenant(conn: asyncpg.Connection, command: CreateTenant) -> dict
         command.id, command.name,
     )
     if row is None:
-        raise TenantExists(command.id)
+        raise Conflict(f"tenant {command.id!r} exists")
     state = _tenant_state(row)
     await add_to_outbox(conn, TENANTS_TOPIC, Event(TENANT_CREATED, SOURCE, command.id, command.id, state))
     return state
@@ -38,7 +35,7 @@ async def seed_tenants(pool: asyncpg.Pool) -> None:
         async with pool.acquire() as conn, conn.transaction():
             try:
                 await create_tenant(conn, CreateTenant(id=tenant_id, name=name))
-            except TenantExists:
+            except Conflict:
                 pass
 
 

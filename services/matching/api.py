@@ -35,10 +35,7 @@ async def get_demand(demand_id: UUID, actor: DemandOwner, runtime: RuntimeDep) -
 @router.post("/demands/{demand_id}/close", summary="Close a demand")
 async def close_demand(demand_id: UUID, actor: DemandOwner, runtime: RuntimeDep) -> dict:
     async with tenant_transaction(runtime.pool, actor.tenant) as conn:
-        try:
-            return await handlers.close_demand(conn, actor.tenant, demand_id)
-        except handlers.NotFound:
-            raise Problem(404, "Not found", f"No demand {demand_id} in this network.") from None
+        return await handlers.close_demand(conn, actor.tenant, demand_id)
 
 
 @router.get("/demands/{demand_id}/matches", summary="Offers that fit the demand, best first")

@@ -17,16 +17,13 @@ from contracts import (
     MATCHES_TOPIC,
 )
 from runtime.db import set_tenant
+from runtime.errors import NotFound
 from runtime.events import Event
 from runtime.outbox import add_to_outbox
 from services.matching import store
 from services.matching.domain import DemandIn, evaluate
 
 SOURCE = "matching"
-
-
-class NotFound(Exception):
-    pass
 
 
 def _now() -> str:
