@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 
 from runtime.db import tenant_transaction
 from runtime.http import Actor, Problem, RuntimeDep, require_roles
+from runtime.models import Text
 from services.catalog import handlers, store
 from services.catalog.domain import Format, OfferIn, ProviderIn, Qualification, Schedule
 
@@ -71,7 +72,7 @@ async def withdraw_offer(offer_id: UUID, actor: Publisher, runtime: RuntimeDep) 
 async def search_offers(
     actor: Reader,
     runtime: RuntimeDep,
-    q: Annotated[str | None, Query(max_length=500, description="German full text")] = None,
+    q: Annotated[Text | None, Query(max_length=500, description="German full text")] = None,
     lat: Annotated[float | None, Query(ge=-90, le=90)] = None,
     lon: Annotated[float | None, Query(ge=-180, le=180)] = None,
     radius_km: Annotated[float | None, Query(ge=25, le=200, description="as the national search: 25–200")] = None,
@@ -81,7 +82,7 @@ async def search_offers(
     start_from: date | None = None,
     start_to: date | None = None,
     max_price_eur: Annotated[float | None, Query(ge=0)] = None,
-    funding: Annotated[list[str] | None, Query(description="bildungsgutschein, qcg, aufstiegsbafoeg")] = None,
+    funding: Annotated[list[Text] | None, Query(description="bildungsgutschein, qcg, aufstiegsbafoeg")] = None,
     provider_id: UUID | None = None,
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,

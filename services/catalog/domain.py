@@ -7,9 +7,10 @@ from enum import StrEnum
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import EmailStr, Field, model_validator
 
 from contracts import OFFER_PUBLISHED, OFFER_UPDATED, OFFER_WITHDRAWN
+from runtime.models import StrictModel
 
 TENANT_SLUG = r"^[a-z0-9][a-z0-9-]{1,62}$"
 
@@ -42,18 +43,14 @@ class Schedule(StrEnum):
 LOCATED_FORMATS = frozenset({Format.presence, Format.hybrid, Format.blended})
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-
-class Location(Strict):
+class Location(StrictModel):
     zip: str = Field(min_length=1, max_length=10)
     city: str = Field(min_length=1, max_length=200)
     lat: float = Field(ge=-90, le=90)
     lon: float = Field(ge=-180, le=180)
 
 
-class Session(Strict):
+class Session(StrictModel):
     start: date
     end: date | None = None
     location: Location | None = None
@@ -65,13 +62,13 @@ class Session(Strict):
         return self
 
 
-class Funding(Strict):
+class Funding(StrictModel):
     bildungsgutschein: bool = False
     qcg: bool = False
     aufstiegsbafoeg: bool = False
 
 
-class Visibility(Strict):
+class Visibility(StrictModel):
     scope: Literal["home", "networks", "all"] = "home"
     networks: list[str] = Field(default_factory=list)
 
@@ -84,7 +81,7 @@ class Visibility(Strict):
         return self
 
 
-class OfferIn(Strict):
+class OfferIn(StrictModel):
     """The offer body of ``POST /v1/offers`` and ``PUT /v1/offers/{id}``."""
 
     provider_id: UUID
@@ -110,7 +107,7 @@ class OfferIn(Strict):
         return self
 
 
-class ProviderIn(Strict):
+class ProviderIn(StrictModel):
     external_id: str | None = Field(default=None, max_length=200)
     name: str = Field(min_length=1, max_length=300)
     emails: list[EmailStr] = Field(min_length=1, max_length=20)

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import EmailStr, Field, model_validator
+
+from runtime.models import StrictModel
 
 LOCATED_FORMATS = frozenset({"presence", "hybrid", "blended"})
 EARTH_RADIUS_KM = 6371.0088
@@ -19,17 +21,13 @@ FormatName = Literal["presence", "online", "hybrid", "blended", "distance"]
 ScheduleName = Literal["full_time", "part_time", "evening", "weekend", "flexible"]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-
-class Contact(Strict):
+class Contact(StrictModel):
     name: str | None = Field(default=None, max_length=200)
     email: EmailStr | None = None
     phone: str | None = Field(default=None, max_length=50)
 
 
-class Employer(Strict):
+class Employer(StrictModel):
     name: str = Field(min_length=1, max_length=300)
     employees: int | None = Field(default=None, ge=1, le=1_000_000)
     zip: str | None = Field(default=None, max_length=10)
@@ -40,7 +38,7 @@ class Employer(Strict):
     share_contact: bool = Field(default=False, description="consent to show the contact to matched providers")
 
 
-class DemandIn(Strict):
+class DemandIn(StrictModel):
     """The body of ``POST /v1/demands``."""
 
     employer: Employer

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse
 
 from runtime.db import system_transaction, tenant_transaction
 from runtime.http import Actor, Problem, RuntimeDep, require_roles
+from runtime.models import Text
 from services.notifications import store
 from services.notifications.domain import Preference
 
@@ -96,13 +97,15 @@ async def _unsubscribe(runtime, token: str) -> HTMLResponse:
 
 @router.get("/unsubscribe", response_class=HTMLResponse,
             summary="Unsubscribe by the link in a mail (no login): notifications off")
-async def unsubscribe(token: Annotated[str, Query(min_length=16, max_length=200)], runtime: RuntimeDep) -> HTMLResponse:
+async def unsubscribe(
+    token: Annotated[Text, Query(min_length=16, max_length=200)], runtime: RuntimeDep,
+) -> HTMLResponse:
     return await _unsubscribe(runtime, token)
 
 
 @router.post("/unsubscribe", response_class=HTMLResponse,
              summary="One-click unsubscribe (RFC 8058, List-Unsubscribe-Post)")
 async def unsubscribe_one_click(
-    token: Annotated[str, Query(min_length=16, max_length=200)], runtime: RuntimeDep,
+    token: Annotated[Text, Query(min_length=16, max_length=200)], runtime: RuntimeDep,
 ) -> HTMLResponse:
     return await _unsubscribe(runtime, token)

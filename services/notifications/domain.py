@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel
+from runtime.models import StrictModel
 
 # Deliveries are named by their idempotency key; the id is derived from it, so the same
 # (match, recipient) can never become two rows, whichever event announced it.
@@ -76,5 +76,5 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-class Preference(BaseModel):
+class Preference(StrictModel):
     mode: Literal["instant", "off"]

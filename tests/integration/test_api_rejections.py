@@ -142,3 +142,16 @@ def test_health_readiness_and_metrics(platform: Platform) -> None:
             assert set(ready["checks"]) == {"database", "tenants", "broker", "issuer"} | extra
             assert "http_requests_total" in api.get("/metrics").text
             assert api.get("/openapi.json").status_code == 200
+
+
+def test_nul_characters_are_refused_not_stored(platform: Platform, provider: dict) -> None:
+    with platform.client("catalog", PROVIDER) as api:
+        body = offer_body(provider["id"], skills=["Schwei\u0000ßen"])
+        problem = _assert_problem(api.post("/v1/offers", json=body), 422)
+        assert problem["errors"][0]["field"] == "body.skills"
+        problem = _assert_problem(api.get("/v1/offers", params={"q": "a\u0000b"}), 422)
+        assert problem["errors"][0]["field"] == "query.q"
+    with platform.client("identity", "operator") as api:
+        _assert_problem(api.post("/v1/tenants", json={"id": "nul-tenant", "name": "N\u0000"}), 422)
+    with platform.client("notifications") as api:
+        _assert_problem(api.get("/v1/unsubscribe", params={"token": "x" * 20 + "\u0000"}), 422)
