@@ -22,6 +22,7 @@ from runtime.service import ServiceRuntime
 from runtime.tracing import continue_trace, current_traceparent
 
 PROBLEM_JSON = "application/problem+json"
+_UNPARSABLE_BODY = "There was an error parsing the body"  # FastAPI's own detail for such a body
 
 
 class Problem(Exception):
@@ -55,6 +56,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+            # Undecodable bytes or nesting too deep: malformed JSON like any other.
+            return problem_response(422, "Invalid request", "The body is not valid JSON.", errors=[
+                {"field": "body", "message": "not valid JSON (encoding or nesting)", "type": "json_invalid"}])
         return problem_response(exc.status_code, str(exc.detail))
 
     @app.exception_handler(Problem)

@@ -41,6 +41,10 @@ def test_malformed_json_is_422_and_changes_nothing(platform: Platform, provider:
         response = api.post("/v1/offers", content=b'{"title": "Schwei', headers={"Content-Type": "application/json"})
     problem = _assert_problem(response, 422)
     assert problem["errors"] and problem["errors"][0]["type"] == "json_invalid"
+    with platform.client("catalog", PROVIDER, **{"Content-Type": "application/json"}) as api:
+        for body in (b'{"title": "\xff\xfe"}', b"[" * 100_000 + b"]" * 100_000):  # bad UTF-8; nesting too deep
+            problem = _assert_problem(api.post("/v1/offers", content=body), 422)
+            assert problem["errors"][0]["type"] == "json_invalid"
     assert _offer_count(platform) == before
 
 
