@@ -158,8 +158,10 @@ class Stack:
             data.mkdir(parents=True, exist_ok=True)
             if run_as:
                 shutil.chown(data, "postgres", "postgres")
-            subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
-                            "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"], check=True, capture_output=True)
+            init = subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
+                                   "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"], capture_output=True, text=True)
+            if init.returncode != 0:
+                raise RuntimeError(f"initdb failed in {data}: {init.stderr.strip()}")
         self._spawn("postgres", [*run_as, str(bindir / "postgres"), "-D", str(data), "-p", str(c.ports["postgres"]),
                                  "-k", "/tmp", "-c", f"listen_addresses={c.host}"])
         wait_for("PostgreSQL", lambda: port_open(c.host, c.ports["postgres"]), process=self.processes["postgres"])
