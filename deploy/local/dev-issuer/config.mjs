@@ -1,5 +1,7 @@
 // Environment configuration of the dev issuer. No third-party imports here, so the
 // environment guard in server.mjs can run before oidc-provider is loaded.
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 export const REALM = 'bildungsraum';
@@ -25,6 +27,17 @@ function positiveInt(name, raw, fallback, { max = Number.MAX_SAFE_INTEGER } = {}
   return n;
 }
 
+// No secret in the repository: without DEV_ISSUER_SERVICES_SECRET the confidential client's secret
+// is made on first start and kept beside the key file (mode 0600), like the keys themselves.
+function servicesSecretBeside(keysFile) {
+  const file = path.join(path.dirname(keysFile), 'services-client-secret');
+  if (!fs.existsSync(file)) {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, randomBytes(24).toString('base64url'), { mode: 0o600 });
+  }
+  return fs.readFileSync(file, 'utf8').trim();
+}
+
 export function loadConfig(env = process.env, cwd = process.cwd()) {
   const host = env.DEV_ISSUER_HOST || '127.0.0.1';
   const port = positiveInt('DEV_ISSUER_PORT', env.DEV_ISSUER_PORT, 8080, { max: 65535 });
@@ -38,7 +51,7 @@ export function loadConfig(env = process.env, cwd = process.cwd()) {
   }
   if (new Set(tenants).size !== tenants.length) throw new ConfigError('DEV_ISSUER_TENANTS: duplicate tenant');
   const accessTokenTTL = positiveInt('DEV_ISSUER_ACCESS_TOKEN_TTL', env.DEV_ISSUER_ACCESS_TOKEN_TTL, 300);
-  const servicesSecret = env.DEV_ISSUER_SERVICES_SECRET || 'dev-services-secret';
+  const servicesSecret = env.DEV_ISSUER_SERVICES_SECRET || servicesSecretBeside(keysFile);
 
   const hostForUrl = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
   const origin = `http://${hostForUrl}:${port}`;
