@@ -37,18 +37,21 @@ class ServiceRuntime:
     settings: ServiceSettings
     migrations_dir: Path
     consumer_specs: list[ConsumerSpec] = field(default_factory=list)
-    run_relay: bool = True
-    extensions: tuple[str, ...] = ()
-    pool: asyncpg.Pool = field(init=False)
-    http: httpx.AsyncClient = field(init=False)
-    verifier: TokenVerifier = field(init=False)
-    consumers: list[EventConsumer] = field(init=False, default_factory=list)
-    relay: OutboxRelay | None = field(init=False, default=None)
-    tenant_lookup: Callable[[asyncpg.Pool, str], Awaitable[bool]] | None = None
+    extensions: tuple[str, ...] = ()  # PostgreSQL extensions created at provisioning
+    # Where this service learns its tenants: known_tenants (from identity.tenants.v1), or for
+    # identity its own tenants table; both have id and status.
+    tenants_table: str = "known_tenants"
     # More background loops of the service (anything with run() and stop()), started after migrations.
     workers: list[ListeningLoop] = field(default_factory=list)
     # More readiness checks of the service: name -> coroutine answering "ok" or "error: ...".
     readiness_checks: dict[str, Callable[[], Awaitable[str]]] = field(default_factory=dict)
+
+    # built by start()
+    pool: asyncpg.Pool = field(init=False)
+    http: httpx.AsyncClient = field(init=False)
+    verifier: TokenVerifier = field(init=False)
+    relay: OutboxRelay = field(init=False)
+    consumers: list[EventConsumer] = field(init=False, default_factory=list)
     _tasks: list[asyncio.Task] = field(init=False, default_factory=list)
     _tenants_seen: dict[str, float] = field(init=False, default_factory=dict)
 
@@ -59,12 +62,10 @@ class ServiceRuntime:
         self.http = httpx.AsyncClient()
         self.verifier = TokenVerifier(s.issuer_url, s.token_audience, self.http,
                                       min_refresh_seconds=s.jwks_min_refresh_seconds)
-        if self.run_relay:
-            self.relay = OutboxRelay(s.database_url, lambda: create_producer(s), sweep_seconds=s.outbox_sweep_seconds,
-                                     retention_hours=s.outbox_retention_hours)
-            self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
-        for worker in self.workers:
-            self._tasks.append(asyncio.create_task(worker.run(), name=type(worker).__name__))
+        self.relay = OutboxRelay(s.database_url, lambda: create_producer(s), sweep_seconds=s.outbox_sweep_seconds,
+                                 retention_hours=s.outbox_retention_hours)
+        for loop in (self.relay, *self.workers):
+            self._tasks.append(asyncio.create_task(loop.run(), name=type(loop).__name__))
         for spec in self.consumer_specs:
             consumer = EventConsumer(
                 name=spec.group, pool=self.pool, handlers=spec.handlers,
@@ -75,9 +76,7 @@ class ServiceRuntime:
             self._tasks.append(asyncio.create_task(consumer.run(), name=f"consumer-{spec.group}"))
 
     async def stop(self) -> None:
-        if self.relay:
-            self.relay.stop()
-        for loop in [*self.consumers, *self.workers]:
+        for loop in (self.relay, *self.workers, *self.consumers):
             loop.stop()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=10)
@@ -90,11 +89,8 @@ class ServiceRuntime:
         """Known tenants are cached briefly: tenants are added at run time, never removed."""
         if time.monotonic() - self._tenants_seen.get(tenant_id, -1e9) < 30:
             return True
-        if self.tenant_lookup is not None:
-            found = await self.tenant_lookup(self.pool, tenant_id)
-        else:
-            found = bool(await self.pool.fetchval(
-                "SELECT 1 FROM known_tenants WHERE id = $1 AND status = 'active'", tenant_id))
+        found = bool(await self.pool.fetchval(
+            f"SELECT 1 FROM {self.tenants_table} WHERE id = $1 AND status = 'active'", tenant_id))
         if found:
             self._tenants_seen[tenant_id] = time.monotonic()
         return found
@@ -105,8 +101,7 @@ class ServiceRuntime:
             await self.pool.fetchval("SELECT 1")
             checks["database"] = "ok"
             # Until it has learned of a tenant from identity.tenants.v1, a service can serve nobody.
-            table = "tenants" if self.tenant_lookup is not None else "known_tenants"
-            known = await self.pool.fetchval(f"SELECT count(*) FROM {table}")
+            known = await self.pool.fetchval(f"SELECT count(*) FROM {self.tenants_table}")
             checks["tenants"] = "ok" if known else "error: no tenant known yet"
         except Exception as exc:
             checks["database"] = f"error: {exc}"

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-TENANT_SEEDS = ("hellweg-hochsauerland", "westfaelisches-ruhrgebiet", "lueneburg")
 
 
 class ServiceSettings(BaseSettings):
@@ -32,7 +29,6 @@ class ServiceSettings(BaseSettings):
     kafka_session_timeout_ms: int = 6000
     kafka_heartbeat_interval_ms: int = 1000
     kafka_fetch_max_wait_ms: int = 10
-    kafka_topic_partitions: int = 3
     consumer_max_attempts: int = 5
 
     issuer_url: str = "http://127.0.0.1:8080/realms/bildungsraum"
@@ -43,8 +39,6 @@ class ServiceSettings(BaseSettings):
     outbox_sweep_seconds: float = 2.0
     outbox_retention_hours: float = 24.0
     log_level: str = "INFO"
-
-    contracts_dir: str = Field(default="", description="defaults to the repository's contracts/")
 
     @property
     def database_name(self) -> str:

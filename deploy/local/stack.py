@@ -208,7 +208,7 @@ class Stack:
             "BR_ENV": c.env, "BR_HTTP_HOST": c.host, "BR_HTTP_PORT": str(c.ports.get(service, 0)),
             "BR_POSTGRES_ADMIN_URL": c.postgres_admin_url, "BR_POSTGRES_HOST": c.host,
             "BR_POSTGRES_PORT": str(c.ports["postgres"]), "BR_DATABASE_PREFIX": c.database_prefix,
-            "BR_KAFKA_BOOTSTRAP": c.bootstrap, "BR_KAFKA_TOPIC_PARTITIONS": str(c.topic_partitions),
+            "BR_KAFKA_BOOTSTRAP": c.bootstrap,
             "BR_ISSUER_URL": c.issuer_url, "BR_REDIS_URL": c.redis_url, "BR_CELERY_QUEUE": c.celery_queue,
             "BR_SMTP_HOST": c.host, "BR_SMTP_PORT": str(c.ports["smtp"]),
             "BR_PUBLIC_BASE_URL": c.url("notifications"),

@@ -19,7 +19,7 @@ class IdentitySettings(ServiceSettings):
 
 def create_app(settings: IdentitySettings | None = None) -> FastAPI:
     settings = settings or IdentitySettings()
-    runtime = ServiceRuntime(settings, Path(__file__).parent / "migrations", tenant_lookup=handlers.tenant_exists)
+    runtime = ServiceRuntime(settings, Path(__file__).parent / "migrations", tenants_table="tenants")
 
     return create_http_app(runtime, "Bildungsraum identity", [api.router],
                            "Tenants (regional networks), members and roles.",

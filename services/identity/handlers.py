@@ -44,6 +44,3 @@ async def list_tenants(conn: asyncpg.Connection, only: str | None = None) -> lis
         "SELECT * FROM tenants WHERE $1::text IS NULL OR id = $1 ORDER BY id", only)
     return [_tenant_state(r) for r in rows]
 
-
-async def tenant_exists(pool: asyncpg.Pool, tenant_id: str) -> bool:
-    return bool(await pool.fetchval("SELECT 1 FROM tenants WHERE id = $1 AND status = 'active'", tenant_id))

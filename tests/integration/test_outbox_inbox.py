@@ -64,7 +64,7 @@ def broker():
 @pytest.fixture
 async def settings(broker: Broker, tmp_path: Path):
     settings = ServiceSettings(service=f"rt{uuid.uuid4().hex[:8]}", database_prefix="bildungsraum_test",
-                               kafka_bootstrap=broker.bootstrap, kafka_topic_partitions=2, outbox_sweep_seconds=0.5)
+                               kafka_bootstrap=broker.bootstrap, outbox_sweep_seconds=0.5)
     (tmp_path / "0001_effects.sql").write_text(
         "CREATE TABLE effects (event_id text NOT NULL, tenant text NOT NULL);")
     await migrate(settings, tmp_path)
