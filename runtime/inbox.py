@@ -54,7 +54,6 @@ class EventConsumer:
         self._max_attempts = max_attempts
         self._retry_delay = retry_delay
         self._stopping = asyncio.Event()
-        self.assigned = asyncio.Event()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -80,8 +79,6 @@ class EventConsumer:
     async def _consume(self, consumer: KafkaConsumer) -> None:
         while not self._stopping.is_set():
             batch = await asyncio.to_thread(consumer.poll, 200)
-            if consumer.assignment():
-                self.assigned.set()
             for tp, records in batch.items():
                 for record in records:
                     await self.process(record)
