@@ -95,17 +95,9 @@ async def _unsubscribe(runtime, token: str) -> HTMLResponse:
     ))
 
 
-@router.get("/unsubscribe", response_class=HTMLResponse,
-            summary="Unsubscribe by the link in a mail (no login): notifications off")
+@router.api_route("/unsubscribe", methods=["GET", "POST"], response_class=HTMLResponse,
+                  summary="Unsubscribe without login: the link in a mail (GET) or one-click (POST, RFC 8058)")
 async def unsubscribe(
-    token: Annotated[Text, Query(min_length=16, max_length=200)], runtime: RuntimeDep,
-) -> HTMLResponse:
-    return await _unsubscribe(runtime, token)
-
-
-@router.post("/unsubscribe", response_class=HTMLResponse,
-             summary="One-click unsubscribe (RFC 8058, List-Unsubscribe-Post)")
-async def unsubscribe_one_click(
     token: Annotated[Text, Query(min_length=16, max_length=200)], runtime: RuntimeDep,
 ) -> HTMLResponse:
     return await _unsubscribe(runtime, token)

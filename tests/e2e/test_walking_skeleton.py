@@ -69,6 +69,22 @@ def test_shared_offer_is_matched_and_provider_mailed_once(platform: Platform, sh
     assert f"{HELLWEG_PROVIDER}@bildungsraum.example" in mail["To"]
     assert demand["title"] in body_text(mail)
 
+    # The delivery log: the provider's network sees the sent mail and its attempt; other networks
+    # (the demand's own included) and employers do not.
+    def logged(username: str) -> list[dict]:
+        with platform.client("notifications", username) as api:
+            response = api.get("/v1/deliveries", params={"provider_id": offer["provider_id"]})
+            assert response.status_code == 200, response.text
+            return [d for d in response.json()["items"] if d["offer_id"] == offer["id"]]
+
+    delivery = wait_until("the delivery logged as sent", lambda: [
+        d for d in logged(HELLWEG_PROVIDER) if d["status"] == "sent"])[0]
+    assert delivery["demand_title"] == demand["title"] and delivery["message_id"] in mail["Message-ID"]
+    assert [a["outcome"] for a in delivery["attempt_log"]] == ["sent"]
+    assert logged("lueneburg-admin") == []
+    with platform.client("notifications", "lueneburg-employer") as api:
+        assert api.get("/v1/deliveries").status_code == 403
+
 
 def test_replay_and_worker_restart_send_no_second_mail(platform: Platform, shared_flow: dict) -> None:
     offer = shared_flow["offer"]
