@@ -67,11 +67,7 @@ CREATE INDEX offer_sessions_start ON offer_sessions (start_date);
 CREATE INDEX offer_sessions_place ON offer_sessions USING gist (ll_to_earth(lat, lon)) WHERE lat IS NOT NULL;
 
 -- Row-level security: the app role is neither owner nor superuser, so these bind every query.
-ALTER TABLE providers ENABLE ROW LEVEL SECURITY;
-ALTER TABLE providers FORCE ROW LEVEL SECURITY;
-CREATE POLICY providers_own ON providers
-    USING (tenant_id = current_setting('app.tenant_id', true))
-    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
+SELECT enable_tenant_isolation('providers');
 
 ALTER TABLE offers ENABLE ROW LEVEL SECURITY;
 ALTER TABLE offers FORCE ROW LEVEL SECURITY;

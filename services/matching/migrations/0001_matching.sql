@@ -57,14 +57,6 @@ CREATE POLICY offers_update ON offers FOR UPDATE
     USING (tenant_id = current_setting('app.tenant_id', true))
     WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
 
-ALTER TABLE demands ENABLE ROW LEVEL SECURITY;
-ALTER TABLE demands FORCE ROW LEVEL SECURITY;
-CREATE POLICY demands_own ON demands
-    USING (tenant_id = current_setting('app.tenant_id', true))
-    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
+SELECT enable_tenant_isolation('demands');
 
-ALTER TABLE matches ENABLE ROW LEVEL SECURITY;
-ALTER TABLE matches FORCE ROW LEVEL SECURITY;
-CREATE POLICY matches_own ON matches
-    USING (tenant_id = current_setting('app.tenant_id', true))
-    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
+SELECT enable_tenant_isolation('matches');

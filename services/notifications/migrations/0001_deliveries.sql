@@ -66,25 +66,10 @@ CREATE TABLE delivery_attempts (
 );
 
 -- Row-level security: the app role sees the acting tenant's rows only.
-ALTER TABLE providers ENABLE ROW LEVEL SECURITY; ALTER TABLE providers FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON providers
-    USING (tenant_id = current_setting('app.tenant_id', true))
-    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
-
-ALTER TABLE preferences ENABLE ROW LEVEL SECURITY; ALTER TABLE preferences FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON preferences
-    USING (tenant_id = current_setting('app.tenant_id', true))
-    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
-
-ALTER TABLE deliveries ENABLE ROW LEVEL SECURITY; ALTER TABLE deliveries FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON deliveries
-    USING (tenant_id = current_setting('app.tenant_id', true))
-    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
-
-ALTER TABLE delivery_attempts ENABLE ROW LEVEL SECURITY; ALTER TABLE delivery_attempts FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON delivery_attempts
-    USING (tenant_id = current_setting('app.tenant_id', true))
-    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
+SELECT enable_tenant_isolation('providers');
+SELECT enable_tenant_isolation('preferences');
+SELECT enable_tenant_isolation('deliveries');
+SELECT enable_tenant_isolation('delivery_attempts');
 
 -- Three narrow cross-tenant operations run as the owner role (SECURITY DEFINER functions below):
 -- finding a delivery's tenant, claiming due deliveries for the dispatcher, and unsubscribing by
