@@ -331,19 +331,29 @@ async def test_replay_and_double_enqueue_still_send_one_mail(system):
                                    uuid.UUID(event.data["id"])) == 1
 
 
-async def test_pool_process_killed_mid_send_sends_once(system):
-    provider_id = await new_provider(system)
-    event = match_event(provider_id)
+async def kill_mid_send(system, kill) -> Event:
+    """A MatchFound whose mail is being sent (the sink holds DATA) when `kill` strikes; the sink
+    drops the half-sent mail, so nothing has arrived yet."""
+    event = match_event(await new_provider(system))
     system.sink.handler.accept_delay = 3.0
     try:
         await handle(system.pool, system.handlers, event)
         await eventually(lambda: system.sink.handler.in_progress == 1, what="the send to begin")
-        for pid in system.worker.pool_processes():  # the worker's main process lives on
-            os.kill(pid, signal.SIGKILL)
+        kill()
         await eventually(lambda: system.sink.handler.in_progress == 0, 5, "the sink to drop the half-sent mail")
     finally:
         system.sink.handler.accept_delay = 0.0
     assert mails_for(system.sink, event.data["id"]) == []
+    return event
+
+
+def _kill_pool_processes(system) -> None:
+    for pid in system.worker.pool_processes():  # the worker's main process lives on
+        os.kill(pid, signal.SIGKILL)
+
+
+async def test_pool_process_killed_mid_send_sends_once(system):
+    event = await kill_mid_send(system, lambda: _kill_pool_processes(system))
 
     # task_reject_on_worker_lost: the task goes back to the queue at once, a new pool process sends it.
     await assert_sent_once_after_interruption(system, event, 15)
@@ -359,17 +369,8 @@ async def assert_sent_once_after_interruption(system, event, within: float) -> N
 
 
 async def test_worker_killed_mid_send_and_replaced_sends_once(system):
-    provider_id = await new_provider(system)
-    event = match_event(provider_id)
-    system.sink.handler.accept_delay = 3.0
-    try:
-        await handle(system.pool, system.handlers, event)
-        await eventually(lambda: system.sink.handler.in_progress == 1, what="the send to begin")
-        system.worker.kill()  # the whole worker: nobody is left to hand the task back
-        await eventually(lambda: system.sink.handler.in_progress == 0, 5, "the sink to drop the half-sent mail")
-    finally:
-        system.sink.handler.accept_delay = 0.0
-    assert mails_for(system.sink, event.data["id"]) == []
+    # the whole worker: nobody is left to hand the task back
+    event = await kill_mid_send(system, system.worker.kill)
 
     # A new worker: Redis hands the unacknowledged task out again after the visibility timeout.
     system.worker.start()
