@@ -40,11 +40,15 @@ class StackConfig:
 
     @classmethod
     def for_tests(cls, var_dir: Path) -> StackConfig:
-        """Ports, databases and Redis database apart from a running ``make up``."""
-        config = cls(env="test", var_dir=var_dir, database_prefix="bildungsraum_test", redis_db=15,
-                     celery_queue="notifications-test")
+        """Ports, databases and Redis database apart from a running ``make up``.
+
+        ``BR_TEST_SLOT=n`` (0–6) moves ports, databases and Redis databases once more, so several
+        checkouts can run their suites side by side on one machine."""
+        slot = stack_slot()
+        config = cls(env="test", var_dir=var_dir, database_prefix=f"bildungsraum_test{slot or ''}",
+                     redis_db=2 * slot - 1 if slot else 15, celery_queue=f"notifications-test{slot or ''}")
         for name in ("catalog", "matching", "notifications", "identity", "issuer", "broker", "smtp"):
-            config.ports[name] += 10_000
+            config.ports[name] += 10_000 + 100 * slot
         return config
 
     def url(self, name: str) -> str:
@@ -69,6 +73,14 @@ class StackConfig:
     @property
     def mail_dir(self) -> Path:
         return self.var_dir / "mail"
+
+
+def stack_slot() -> int:
+    """Which of the side-by-side test stacks this run is (``BR_TEST_SLOT``, default 0)."""
+    slot = int(os.environ.get("BR_TEST_SLOT", "0"))
+    if not 0 <= slot <= 6:
+        raise ValueError("BR_TEST_SLOT must be between 0 and 6")
+    return slot
 
 
 def port_open(host: str, port: int) -> bool:

@@ -32,6 +32,7 @@ from aiosmtpd.controller import Controller
 
 from contracts import MATCH_FOUND, PROVIDER_REGISTERED, PROVIDER_UPDATED, TENANT_CREATED
 from deploy.local.smtp_sink import SmtpSink
+from deploy.local.stack import stack_slot
 from runtime.auth import Principal
 from runtime.db import create_pool, migrate, set_tenant, system_transaction, tenant_transaction
 from runtime.events import Event, validate
@@ -45,9 +46,10 @@ from services.notifications.dispatcher import DeliveryDispatcher, celery_enqueue
 from services.notifications.worker import create_celery
 
 ROOT = Path(__file__).resolve().parents[2]
-PREFIX = "brnotif_test"
-REDIS_URL = "redis://127.0.0.1:6379/13"
-QUEUE = "notifications-brnotif-test"
+SLOT = stack_slot()
+PREFIX = f"brnotif_test{SLOT or ''}"
+REDIS_URL = f"redis://127.0.0.1:6379/{2 * SLOT if SLOT else 13}"
+QUEUE = f"notifications-brnotif-test{SLOT or ''}"
 T_A, T_B = "hellweg-hochsauerland", "lueneburg"
 
 
