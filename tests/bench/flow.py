@@ -17,13 +17,17 @@ import httpx
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from deploy.local.stack import ROOT, Stack, StackConfig
+from deploy.local.stack import ROOT, Stack, StackConfig, stack_slot
 from tests.platform import Platform, demand_body, offer_body
 
 
 def bench_config() -> StackConfig:
     config = StackConfig.for_tests(ROOT / "var" / "bench")
-    config.database_prefix, config.redis_db, config.celery_queue = "bildungsraum_bench", 14, "notifications-bench"
+    # Its own databases; with BR_TEST_SLOT set, the slot's Redis database (do not run it beside that slot's tests).
+    slot = stack_slot()
+    config.database_prefix = f"bildungsraum_bench{slot or ''}"
+    config.redis_db = config.redis_db if slot else 14
+    config.celery_queue = f"notifications-bench{slot or ''}"
     for name in ("catalog", "matching", "notifications", "identity", "issuer", "broker", "smtp"):
         config.ports[name] += 10_000
     return config
