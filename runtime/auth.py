@@ -1,5 +1,6 @@
-"""Bearer-token verification done by each service itself: RS256 against the realm's JWKS
-(cached, refreshed on an unknown ``kid``), ``iss``, ``aud``, ``exp``/``nbf``, roles and tenant."""
+"""Bearer-token verification done by each service itself: RS256 only, against the realm's JWKS
+(cached, refreshed by age and on an unknown ``kid``), ``iss``, ``aud``, ``azp``, ``exp``/``nbf``/``iat``
+within a bounded clock skew; then roles, tenant and the owners below it (providers, firm)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,15 @@ ROLES = frozenset({"operator", "network_admin", "counselor", "provider", "employ
 ALLOWED_ALGORITHMS = ["RS256"]
 
 
+MAX_LEEWAY_SECONDS = 60.0
+
+
 class InvalidToken(Exception):
     """The token cannot be trusted: answered with 401."""
+
+
+class IssuerUnavailable(Exception):
+    """The issuer's keys cannot be fetched: the token may be fine, so 503, not 401."""
 
 
 @dataclass(frozen=True)
@@ -65,8 +73,15 @@ def providers_from_claims(claims: dict[str, Any]) -> frozenset[str]:
 
 
 class TokenVerifier:
+    """Verifies the realm's access tokens. Keys are cached; they are refetched when older than
+    ``max_key_age`` (so a key the issuer revoked stops being trusted) and when a token names an
+    unknown ``kid`` (rotation), the latter at most once per ``min_refresh_seconds`` so forged kids
+    cannot make the service hammer the issuer."""
+
     def __init__(
-        self, issuer: str, audience: str, http: httpx.AsyncClient, *, min_refresh_seconds: float = 5.0
+        self, issuer: str, audience: str, http: httpx.AsyncClient, *, min_refresh_seconds: float = 5.0,
+        max_key_age_seconds: float = 600.0, leeway_seconds: float = 5.0,
+        clients: frozenset[str] | None = None,
     ) -> None:
         self.issuer = issuer.rstrip("/")
         self.audience = audience
@@ -74,6 +89,10 @@ class TokenVerifier:
         self._keys: dict[str, PyJWK] = {}
         self._fetched_at: float | None = None  # never fetched: the first unknown kid always fetches
         self._min_refresh = min_refresh_seconds
+        self._max_age = max_key_age_seconds
+        # A clock skew larger than a minute is a broken clock, not a reason to accept stale tokens.
+        self._leeway = min(max(leeway_seconds, 0.0), MAX_LEEWAY_SECONDS)
+        self._clients = clients  # the realm's clients whose tokens the services accept (azp); None: any
         self._lock = asyncio.Lock()
 
     @property
@@ -81,25 +100,36 @@ class TokenVerifier:
         return f"{self.issuer}/protocol/openid-connect/certs"
 
     async def refresh_keys(self) -> None:
-        response = await self._http.get(self.jwks_uri, timeout=5)
-        response.raise_for_status()
+        try:
+            response = await self._http.get(self.jwks_uri, timeout=5)
+            response.raise_for_status()
+            document = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise IssuerUnavailable(f"cannot fetch the issuer's signing keys: {exc}") from exc
         keys = {}
-        for jwk in response.json().get("keys", []):
-            if jwk.get("kty") == "RSA" and jwk.get("use", "sig") == "sig" and jwk.get("kid"):
+        for jwk in document.get("keys", []):
+            if jwk.get("kty") == "RSA" and jwk.get("use", "sig") == "sig" and jwk.get("kid") \
+                    and jwk.get("alg", "RS256") in ALLOWED_ALGORITHMS:
                 keys[jwk["kid"]] = PyJWK(jwk, algorithm="RS256")
         self._keys = keys
         self._fetched_at = time.monotonic()
 
+    def _age(self) -> float:
+        return float("inf") if self._fetched_at is None else time.monotonic() - self._fetched_at
+
     async def _key_for(self, kid: str) -> PyJWK:
-        if kid not in self._keys:
+        if kid not in self._keys or self._age() >= self._max_age:
             async with self._lock:
-                # A new kid means rotation; refetch, but not more often than min_refresh (forged kids).
-                due = self._fetched_at is None or time.monotonic() - self._fetched_at >= self._min_refresh
-                if kid not in self._keys and due:
+                if self._age() >= self._max_age:
                     try:
                         await self.refresh_keys()
-                    except httpx.HTTPError as exc:
-                        raise InvalidToken(f"cannot fetch signing keys: {exc}") from exc
+                    except IssuerUnavailable:
+                        if not self._keys:
+                            raise
+                        # Keep serving with the keys we have; try again at the next request.
+                        log.warning("issuer unreachable; verifying with cached keys")
+                elif kid not in self._keys and self._age() >= self._min_refresh:
+                    await self.refresh_keys()
         try:
             return self._keys[kid]
         except KeyError:
@@ -119,12 +149,20 @@ class TokenVerifier:
         try:
             claims = jwt.decode(
                 token, key.key, algorithms=ALLOWED_ALGORITHMS, audience=self.audience, issuer=self.issuer,
-                options={"require": ["exp", "iat", "iss", "sub", "aud"]}, leeway=5,
+                options={"require": ["exp", "iat", "iss", "sub", "aud"]}, leeway=self._leeway,
             )
         except jwt.ExpiredSignatureError as exc:
             raise InvalidToken("token expired") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise InvalidToken("token not yet valid") from exc
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"token rejected: {exc}") from exc
+        if not isinstance(claims.get("iat"), int | float) or claims["iat"] > time.time() + self._leeway:
+            raise InvalidToken("token issued in the future")
+        if claims.get("typ", "Bearer") != "Bearer":
+            raise InvalidToken(f"a {claims.get('typ')!r} token is not an access token")
+        if self._clients is not None and claims.get("azp") not in self._clients:
+            raise InvalidToken(f"token issued to client {claims.get('azp')!r}, which this platform does not accept")
         roles = frozenset(claims.get("realm_access", {}).get("roles", [])) & ROLES
         return Principal(
             subject=claims["sub"],

@@ -12,12 +12,14 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from limits import parse as parse_rate
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from runtime import metrics
-from runtime.auth import InvalidToken, Principal
+from runtime.auth import InvalidToken, IssuerUnavailable, Principal
 from runtime.errors import Conflict, NotFound
+from runtime.guards import RateLimits, RequestGuard, policy_of
 from runtime.service import ServiceRuntime
 from runtime.tracing import continue_trace, current_traceparent
 
@@ -64,7 +66,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
-        return problem_response(exc.status, exc.title, exc.detail, **exc.extra)
+        headers = exc.extra.pop("headers", None)
+        response = problem_response(exc.status, exc.title, exc.detail, **exc.extra)
+        response.headers.update(headers or {})
+        return response
 
     @app.exception_handler(NotFound)
     async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
@@ -78,6 +83,13 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _token(_: Request, exc: InvalidToken) -> JSONResponse:
         return problem_response(401, "Unauthorized", str(exc))
 
+    @app.exception_handler(IssuerUnavailable)
+    async def _issuer_down(_: Request, exc: IssuerUnavailable) -> JSONResponse:
+        # Not the client's fault: it may retry the same token once the issuer is back.
+        response = problem_response(503, "Service unavailable", str(exc))
+        response.headers["Retry-After"] = "5"
+        return response
+
 
 def get_runtime(request: Request) -> ServiceRuntime:
     return request.app.state.runtime
@@ -88,11 +100,32 @@ _bearer = HTTPBearer(auto_error=False, description="Access token of the realm `b
 
 
 async def get_principal(
-    runtime: RuntimeDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request,
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise InvalidToken("bearer token required")
-    return await runtime.verifier.verify(credentials.credentials)
+    principal = await runtime.verifier.verify(credentials.credentials)
+    await _rate_limit(request, principal)
+    return principal
+
+
+async def _rate_limit(request: Request, principal: Principal) -> None:
+    """Writes are counted per user (verified subject, so nobody can spend another's budget); a
+    route may add its own, stricter limit (imports)."""
+    limits: RateLimits | None = getattr(request.app.state, "rate_limits", None)
+    if limits is None or request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    checks = [(limits.writes, ("writes", principal.subject))]
+    policy = policy_of(request.scope)
+    if policy.rate:
+        route = getattr(request.scope.get("route"), "path", request.url.path)
+        checks.append((parse_rate(policy.rate), (request.method, route, principal.subject)))
+    for item, identifiers in checks:
+        if wait := await limits.retry_after(item, *identifiers):
+            raise Problem(429, "Too many requests", f"Too many changes in a short time; try again in {wait} s.",
+                          headers={"Retry-After": str(wait)})
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
@@ -172,6 +205,7 @@ def create_app(
     async def lifespan(app: FastAPI):
         await runtime.start()
         app.state.runtime = runtime
+        app.state.rate_limits = RateLimits(runtime.settings.redis_url, runtime.settings.rate_limit_writes)
         if on_start is not None:
             await on_start(runtime)
         yield
@@ -179,6 +213,9 @@ def create_app(
 
     app = FastAPI(title=title, description=description, lifespan=lifespan, version="1.0.0")
     install_problem_handlers(app)
+    # Outermost of ours, so a refused body is never read into memory by anything behind it.
+    app.add_middleware(RequestGuard, problem=problem_response,
+                       anonymous_writes=runtime.settings.rate_limit_anonymous_writes)
 
     @app.middleware("http")
     async def trace_and_measure(request: Request, call_next):

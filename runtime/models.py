@@ -1,41 +1,99 @@
-"""Request models and types every service's API shares: strict bodies, and no NUL characters
-anywhere (PostgreSQL text cannot hold them, so they are refused as bad input, not stored)."""
+"""Request models and bounded types every service's API shares. Every field of a request is typed
+and bounded: strings have a length and, on one line, no control characters (a line break in a mail
+subject or a header breaks what is built from it); lists have a length; booleans are strict; numbers
+are finite. No NUL characters and no lone surrogates anywhere (PostgreSQL text cannot hold either,
+so they are refused as bad input, not met as a 500 when stored)."""
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
+from annotated_types import Len
+from pydantic import AfterValidator, BaseModel, ConfigDict, StrictBool, StringConstraints, field_validator
+
+_LINE_BREAKS_ALLOWED = frozenset("\n\r\t")
 
 
-def _contains_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_contains_nul(v) for v in value)
-    return False
-
-
-def reject_nul(value: str) -> str:
+def _unstorable(value: str) -> str | None:
+    """Why PostgreSQL could not store this text, or None."""
     if "\x00" in value:
-        raise ValueError("NUL characters are not allowed")
+        return "NUL characters are not allowed"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "lone surrogates are not allowed (the text is not valid Unicode)"
+    return None
+
+
+def _find_unstorable(value: Any) -> str | None:
+    if isinstance(value, str):
+        return _unstorable(value)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if reason := _find_unstorable(k) or _find_unstorable(v):
+                return reason
+    elif isinstance(value, list | tuple):
+        for v in value:
+            if reason := _find_unstorable(v):
+                return reason
+    return None
+
+
+def _control_characters(value: str, allowed: frozenset[str]) -> bool:
+    # Cc: C0/C1 controls; Zl/Zp: the Unicode line and paragraph separators (a line break all the same).
+    return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") and c not in allowed for c in value)
+
+
+def single_line(value: str) -> str:
+    if reason := _unstorable(value):
+        raise ValueError(reason)
+    if _control_characters(value, frozenset()):
+        raise ValueError("line breaks and control characters are not allowed here")
     return value
 
 
-Text = Annotated[str, AfterValidator(reject_nul)]
-"""A string query parameter (bodies are covered by StrictModel)."""
+def multi_line(value: str) -> str:
+    if reason := _unstorable(value):
+        raise ValueError(reason)
+    if _control_characters(value, _LINE_BREAKS_ALLOWED):
+        raise ValueError("control characters other than line breaks and tabs are not allowed")
+    return value
+
+
+def Line(max_length: int = 200, *, min_length: int = 0) -> Any:  # noqa: N802 (a type factory)
+    """One line of text (a title, a name, a label): trimmed, bounded, no control characters."""
+    return Annotated[str, StringConstraints(strip_whitespace=True, min_length=min_length, max_length=max_length),
+                     AfterValidator(single_line)]
+
+
+def Paragraphs(max_length: int = 20_000, *, min_length: int = 0) -> Any:  # noqa: N802
+    """Multi-line text (a description): bounded; line breaks and tabs allowed, other controls not."""
+    return Annotated[str, StringConstraints(strip_whitespace=True, min_length=min_length, max_length=max_length),
+                     AfterValidator(multi_line)]
+
+
+def Items(item: Any, max_length: int = 100, *, min_length: int = 0) -> Any:  # noqa: N802
+    """A list with a bounded number of items."""
+    return Annotated[list[item], Len(min_length, max_length)]
+
+
+Flag = StrictBool
+"""A boolean that is `true` or `false` in JSON, never `"yes"`, `1` or `"off"`."""
+
+Text = Line(500)
+"""A string query parameter: one bounded line."""
 
 
 class StrictModel(BaseModel):
-    """A request body: unknown fields refused, strings trimmed, no NUL at any depth."""
+    """A request body: unknown fields refused, strings trimmed, numbers finite, and no NUL or lone
+    surrogate at any depth (also inside fields typed loosely)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        if _contains_nul(value):
-            raise ValueError("NUL characters are not allowed")
+    def _storable(cls, value: Any) -> Any:
+        if reason := _find_unstorable(value):
+            raise ValueError(reason)
         return value

@@ -61,7 +61,9 @@ class ServiceRuntime:
         self.pool = await create_pool(s)
         self.http = httpx.AsyncClient()
         self.verifier = TokenVerifier(s.issuer_url, s.token_audience, self.http,
-                                      min_refresh_seconds=s.jwks_min_refresh_seconds)
+                                      min_refresh_seconds=s.jwks_min_refresh_seconds,
+                                      max_key_age_seconds=s.jwks_max_age_seconds, leeway_seconds=s.token_leeway_seconds,
+                                      clients=frozenset(c.strip() for c in s.token_clients.split(",") if c.strip()))
         self.relay = OutboxRelay(s.database_url, lambda: create_producer(s), sweep_seconds=s.outbox_sweep_seconds,
                                  retention_hours=s.outbox_retention_hours)
         for loop in (self.relay, *self.workers):

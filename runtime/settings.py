@@ -33,9 +33,17 @@ class ServiceSettings(BaseSettings):
 
     issuer_url: str = "http://127.0.0.1:8080/realms/bildungsraum"
     token_audience: str = "bildungsraum-api"
-    jwks_min_refresh_seconds: float = 5.0
+    jwks_min_refresh_seconds: float = 5.0  # at most one fetch per interval for unknown kids
+    jwks_max_age_seconds: float = 600.0  # keys refetched after this, so a revoked key stops working
+    token_leeway_seconds: float = 5.0  # clock skew allowed on exp/nbf/iat (capped at 60 s)
+    # The realm's clients whose access tokens the services accept (`azp`); comma-separated.
+    token_clients: str = ("bildungsraum-cli,bildungsraum-portal,bildungsraum-services,bildungsraum-identity,"
+                          "bildungsraum-catalog,bildungsraum-matching,bildungsraum-notifications")
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Per client, shared by all processes of a service through Redis (`limits` notation).
+    rate_limit_writes: str = "300/minute"
+    rate_limit_anonymous_writes: str = "60/minute"
     outbox_sweep_seconds: float = 2.0
     outbox_retention_hours: float = 24.0
     log_level: str = "INFO"

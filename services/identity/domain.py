@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from runtime.models import StrictModel
+from runtime.models import Line, StrictModel
 
 SEED_TENANTS = {
     "hellweg-hochsauerland": "Bildungsraum Hellweg-Hochsauerland",
@@ -15,4 +15,4 @@ SEED_TENANTS = {
 
 class CreateTenant(StrictModel):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$", description="slug, e.g. `ostwestfalen-lippe`")
-    name: str = Field(min_length=1, max_length=200)
+    name: Line(200, min_length=1)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import EmailStr, Field, model_validator
 
-from runtime.models import StrictModel
+from runtime.models import Flag, Items, Line, Paragraphs, StrictModel
 
 LOCATED_FORMATS = frozenset({"presence", "hybrid", "blended"})
 EARTH_RADIUS_KM = 6371.0088
@@ -22,37 +22,37 @@ ScheduleName = Literal["full_time", "part_time", "evening", "weekend", "flexible
 
 
 class Contact(StrictModel):
-    name: str | None = Field(default=None, max_length=200)
+    name: Line(200) | None = None
     email: EmailStr | None = None
-    phone: str | None = Field(default=None, max_length=50)
+    phone: Line(50) | None = None
 
 
 class Employer(StrictModel):
-    name: str = Field(min_length=1, max_length=300)
+    name: Line(300, min_length=1)
     employees: int | None = Field(default=None, ge=1, le=1_000_000)
-    zip: str | None = Field(default=None, max_length=10)
-    city: str | None = Field(default=None, max_length=200)
+    zip: Line(10) | None = None
+    city: Line(200) | None = None
     lat: float = Field(ge=-90, le=90)
     lon: float = Field(ge=-180, le=180)
     contact: Contact | None = None
-    share_contact: bool = Field(default=False, description="consent to show the contact to matched providers")
+    share_contact: Flag = Field(default=False, description="consent to show the contact to matched providers")
 
 
 class DemandIn(StrictModel):
     """The body of ``POST /v1/demands``."""
 
     employer: Employer
-    title: str = Field(min_length=1, max_length=500)
-    description: str = Field(default="", max_length=20_000)
-    skills: list[str] = Field(default_factory=list, max_length=100)
+    title: Line(500, min_length=1)
+    description: Paragraphs(20_000) = ""
+    skills: Items(Line(200, min_length=1), 100) = Field(default_factory=list)
     participants: int = Field(ge=1, le=10_000)
     start_from: date
     start_to: date
-    formats: list[FormatName] = Field(min_length=1)
-    schedules: list[ScheduleName] = Field(default_factory=list)
+    formats: Items(FormatName, 5, min_length=1)
+    schedules: Items(ScheduleName, 5) = Field(default_factory=list)
     max_distance_km: float = Field(ge=0, le=1000)
-    max_price_eur: float | None = Field(default=None, ge=0)
-    funding_required: bool = False
+    max_price_eur: float | None = Field(default=None, ge=0, le=1_000_000)
+    funding_required: Flag = False
 
     @model_validator(mode="after")
     def _window(self) -> DemandIn:
