@@ -37,7 +37,7 @@ class ServiceSettings(BaseSettings):
     jwks_max_age_seconds: float = 600.0  # keys refetched after this, so a revoked key stops working
     token_leeway_seconds: float = 5.0  # clock skew allowed on exp/nbf/iat (capped at 60 s)
     # The realm's clients whose access tokens the services accept (`azp`); comma-separated.
-    token_clients: str = ("bildungsraum-cli,bildungsraum-portal,bildungsraum-services,bildungsraum-identity,"
+    token_clients: str = ("bildungsraum-cli,bildungsraum-portal,bildungsraum-identity,"
                           "bildungsraum-catalog,bildungsraum-matching,bildungsraum-notifications")
 
     redis_url: str = "redis://127.0.0.1:6379/0"

@@ -1,24 +1,43 @@
-"""Identity HTTP routes."""
+"""Identity HTTP routes: who I am, tenants (operators provision them), members (network admins
+invite and remove them), the audit log. Each route's rule is in services/identity/authz.py."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from runtime.http import CurrentPrincipal, Problem, RuntimeDep
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from runtime.auth import Principal
+from runtime.authz import Authorized
+from runtime.http import Problem, RuntimeDep
 from services.identity import handlers
-from services.identity.domain import CreateTenant
+from services.identity.authz import RULES
+from services.identity.directory import Directory, DirectoryError
+from services.identity.domain import CreateTenant, InviteMember, TenantSettings
 
 router = APIRouter(prefix="/v1", tags=["identity"])
 
+Caller = Annotated[Principal, Depends(RULES.principal)]
+Admin = Annotated[Authorized, Depends(RULES.actor)]
+
+
+def get_directory(request: Request) -> Directory:
+    return request.app.state.directory
+
+
+DirectoryDep = Annotated[Directory, Depends(get_directory)]
+
 
 @router.get("/me", summary="Who the token says I am")
-async def me(principal: CurrentPrincipal) -> dict:
+async def me(principal: Caller) -> dict:
     return {"sub": principal.subject, "username": principal.username, "email": principal.email,
-            "roles": sorted(principal.roles), "tenant": principal.tenant}
+            "roles": sorted(principal.roles), "tenant": principal.tenant,
+            "providers": sorted(principal.providers), "firm": principal.firm}
 
 
 @router.get("/tenants", summary="Tenants: all for an operator, one's own network otherwise")
-async def list_tenants(principal: CurrentPrincipal, runtime: RuntimeDep) -> dict:
+async def list_tenants(principal: Caller, runtime: RuntimeDep) -> dict:
     if not principal.is_operator and principal.tenant is None:
         raise Problem(403, "Forbidden", "The token names no tenant.")
     async with runtime.pool.acquire() as conn:
@@ -26,9 +45,52 @@ async def list_tenants(principal: CurrentPrincipal, runtime: RuntimeDep) -> dict
     return {"items": items}
 
 
-@router.post("/tenants", status_code=201, summary="Add a regional network (operator)")
-async def create_tenant(body: CreateTenant, principal: CurrentPrincipal, runtime: RuntimeDep) -> dict:
-    if not principal.is_operator:
-        raise Problem(403, "Forbidden", "Only an operator adds tenants.")
-    async with runtime.pool.acquire() as conn, conn.transaction():
-        return await handlers.create_tenant(conn, body)
+@router.post("/tenants", status_code=201, summary="Provision a regional network (operator)")
+async def create_tenant(body: CreateTenant, principal: Caller, runtime: RuntimeDep,
+                        directory: DirectoryDep) -> dict:
+    return await handlers.provision_tenant(runtime.pool, directory, body, principal)
+
+
+@router.put("/tenants/{tenant_id}", summary="Change a network's name, logo and legal pages")
+async def change_tenant(tenant_id: str, body: TenantSettings, actor: Admin, runtime: RuntimeDep,
+                        directory: DirectoryDep) -> dict:
+    if tenant_id != actor.tenant:
+        raise Problem(404, "Not found", "No such network here.")
+    return await handlers.change_tenant(runtime.pool, directory, tenant_id, body, actor.principal)
+
+
+@router.get("/members", summary="Members of the network with their roles and memberships")
+async def list_members(actor: Admin, runtime: RuntimeDep, directory: DirectoryDep) -> dict:
+    return {"items": await handlers.list_members(runtime.pool, directory, actor.tenant)}
+
+
+@router.post("/members", status_code=201, summary="Invite a member: account, role, providers or firm")
+async def invite_member(body: InviteMember, actor: Admin, runtime: RuntimeDep, directory: DirectoryDep) -> dict:
+    if body.role == "network_admin" and not (actor.principal.is_operator or "network_admin" in actor.principal.roles):
+        raise Problem(403, "Forbidden", "Only admins make admins.")
+    return await handlers.invite_member(runtime.pool, directory, actor.tenant, body, actor.principal)
+
+
+@router.delete("/members/{user_id}", status_code=204, summary="Remove a member from the network")
+async def remove_member(user_id: str, actor: Admin, runtime: RuntimeDep, directory: DirectoryDep) -> Response:
+    await handlers.remove_member(runtime.pool, directory, actor.tenant, user_id, actor.principal)
+    return Response(status_code=204)
+
+
+@router.get("/audit", summary="Administrative actions in the network, newest first")
+async def audit(actor: Admin, runtime: RuntimeDep,
+                page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+                page_size: Annotated[int, Query(ge=1, le=200)] = 50) -> dict:
+    items = await handlers.audit_log(runtime.pool, actor.tenant, page_size, (page - 1) * page_size)
+    return {"items": items, "page": page, "page_size": page_size}
+
+
+def install_directory_errors(app) -> None:
+    from runtime.http import problem_response
+
+    @app.exception_handler(DirectoryError)
+    async def _directory(_: Request, exc: DirectoryError):
+        if exc.status == 409:
+            return problem_response(409, "Conflict", "An account with this user name or e-mail exists already.")
+        # The directory (Keycloak) is down or refused: not the caller's fault.
+        return problem_response(503, "Service unavailable", "The identity provider cannot be reached; try again.")

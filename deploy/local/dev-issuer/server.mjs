@@ -7,6 +7,7 @@ import * as http from 'node:http';
 import {
   ALLOWED_ENVS, ConfigError, SERVICES_CLIENT_ID, loadConfig,
 } from './config.mjs';
+import { createAdmin } from './admin.mjs';
 import { loadOrCreateKeys, publicJwk } from './keys.mjs';
 import { DEFAULT_ROLES, buildDirectory, userClaims } from './users.mjs';
 
@@ -197,6 +198,8 @@ async function userinfo(req, res) {
   return sendJson(res, 200, { sub: u.sub, ...rest });
 }
 
+const admin = createAdmin({ cfg, directory, verifyJwt });
+
 const prefix = cfg.realmPath;
 const ownRoutes = new Map([
   [`POST ${prefix}${KEYCLOAK_ROUTES.introspection}`, introspect],
@@ -220,6 +223,13 @@ const server = http.createServer((req, res) => {
 
   if (path === '/healthz' && (req.method === 'GET' || req.method === 'HEAD')) {
     return sendJson(res, 200, { status: 'ok', issuer: cfg.issuer });
+  }
+  if (path.startsWith(`${admin.prefix}/`)) {
+    const query = new URL(req.url || '/', 'http://x').searchParams;
+    return admin.handle(req, res, path, query).catch((err) => {
+      log({ level: 'error', msg: 'admin handler failed', path, error: String(err?.stack || err) });
+      if (!res.headersSent) sendJson(res, 500, { error: 'unknown_error' });
+    });
   }
   const own = ownRoutes.get(`${req.method} ${path}`);
   if (own) {

@@ -28,7 +28,7 @@ function user(username, role, tenant, { providers = [], firm } = {}) {
     username,
     sub: subFor(username),
     email: `${username}@bildungsraum.example`,
-    role,
+    roles: [role],
     tenant,
     providers,
     firm,
@@ -58,6 +58,21 @@ export function buildDirectory(tenants) {
   return {
     users: list,
     bySub,
+    byName: (username) => byName.get(username),
+    rolesOf: (u) => u.roles ?? [],
+    /** A user made through the admin API (admin.mjs). */
+    add(u) {
+      list.push(u);
+      byName.set(u.username, u);
+      bySub.set(u.sub, u);
+    },
+    remove(sub) {
+      const u = bySub.get(sub);
+      if (!u) return;
+      list.splice(list.indexOf(u), 1);
+      byName.delete(u.username);
+      bySub.delete(sub);
+    },
     /** The user for these credentials, or undefined. */
     authenticate(username, password) {
       const u = typeof username === 'string' ? byName.get(username) : undefined;
@@ -71,7 +86,7 @@ export function buildDirectory(tenants) {
 /** Claims that describe a user in tokens, userinfo and introspection (Keycloak 26 shape). */
 export function userClaims(u) {
   return {
-    realm_access: { roles: [u.role, DEFAULT_ROLES] },
+    realm_access: { roles: [...(u.roles ?? []), DEFAULT_ROLES] },
     email_verified: true,
     ...(u.tenant ? { organization: [u.tenant] } : {}),
     preferred_username: u.username,

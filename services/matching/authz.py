@@ -1,0 +1,14 @@
+"""Who may call which matching route (runtime/authz.py): one row per route. An employer reaches only
+its firm's demands (OWN); counsellors, network admins and operators the whole network."""
+
+from runtime.authz import Reach, RuleTable, rule
+
+OWN, TENANT = Reach.OWN, Reach.TENANT
+DEMAND_SIDE = {"employer": OWN, "counselor": TENANT, "network_admin": TENANT, "operator": TENANT}
+
+RULES = RuleTable(
+    rule("POST /v1/demands", **DEMAND_SIDE),
+    rule("GET /v1/demands/{demand_id}", **DEMAND_SIDE),
+    rule("POST /v1/demands/{demand_id}/close", **DEMAND_SIDE),
+    rule("GET /v1/demands/{demand_id}/matches", **DEMAND_SIDE),
+)
