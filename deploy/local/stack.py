@@ -224,6 +224,9 @@ class Stack:
             "BR_ISSUER_URL": c.issuer_url, "BR_REDIS_URL": c.redis_url, "BR_CELERY_QUEUE": c.celery_queue,
             "BR_SMTP_HOST": c.host, "BR_SMTP_PORT": str(c.ports["smtp"]),
             "BR_PUBLIC_BASE_URL": c.url("notifications"),
+            # Local stacks seed demo data and run benches as a handful of users: production's write limit
+            # (300/minute per user) would throttle them. Tests check the limits with their own.
+            "BR_RATE_LIMIT_WRITES": "6000/minute",
             # identity reaches the dev issuer's admin API as its confidential services client
             "BR_KEYCLOAK_CLIENT_ID": "bildungsraum-services",
             "BR_KEYCLOAK_CLIENT_SECRET_FILE": str(c.var_dir / "dev-issuer" / "services-client-secret"),

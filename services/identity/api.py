@@ -10,6 +10,7 @@ from fastapi.responses import Response
 
 from runtime.auth import Principal
 from runtime.authz import Authorized
+from runtime.guards import route_policy
 from runtime.http import Problem, RuntimeDep
 from services.identity import handlers
 from services.identity.authz import RULES
@@ -46,6 +47,7 @@ async def list_tenants(principal: Caller, runtime: RuntimeDep) -> dict:
 
 
 @router.post("/tenants", status_code=201, summary="Provision a regional network (operator)")
+@route_policy(rate="10/minute")
 async def create_tenant(body: CreateTenant, principal: Caller, runtime: RuntimeDep,
                         directory: DirectoryDep) -> dict:
     return await handlers.provision_tenant(runtime.pool, directory, body, principal)
@@ -65,6 +67,7 @@ async def list_members(actor: Admin, runtime: RuntimeDep, directory: DirectoryDe
 
 
 @router.post("/members", status_code=201, summary="Invite a member: account, role, providers or firm")
+@route_policy(rate="30/minute")
 async def invite_member(body: InviteMember, actor: Admin, runtime: RuntimeDep, directory: DirectoryDep) -> dict:
     if body.role == "network_admin" and not (actor.principal.is_operator or "network_admin" in actor.principal.roles):
         raise Problem(403, "Forbidden", "Only admins make admins.")

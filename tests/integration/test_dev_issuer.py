@@ -422,3 +422,33 @@ async def test_service_verifier_caches_jwks_and_refreshes_on_key_rotation(tmp_di
             assert len(fetches) == 3
         finally:
             rotated.stop()
+
+
+def test_admin_api_only_for_the_services_account_and_invited_users_sign_in(issuer: Issuer,
+                                                                            employer_token: dict) -> None:
+    """The Admin REST subset (admin.mjs): refused without a token and to a user's token; with the
+    services client's token a user made there signs in with its role, tenant and attributes."""
+    users = f"{issuer.base}/admin/realms/{REALM}/users"
+    assert httpx.get(users).status_code == 401
+    assert httpx.get(users, headers={"Authorization": f"Bearer {employer_token['access_token']}"}).status_code == 403
+    admin = {"Authorization": f"Bearer {issuer.services().token(grant_type='client_credentials')['access_token']}"}
+    created = httpx.post(users, headers=admin, json={
+        "username": "lueneburg-neu", "email": "neu@lueneburg.example", "enabled": True,
+        "attributes": {"providers": ["p-9"]}, "requiredActions": ["UPDATE_PASSWORD"]})
+    assert created.status_code == 201, created.text
+    user_id = created.headers["Location"].rsplit("/", 1)[1]
+    orgs = httpx.get(f"{issuer.base}/admin/realms/{REALM}/organizations", headers=admin,
+                     params={"search": "lueneburg", "exact": "true"}).json()
+    assert [o["alias"] for o in orgs] == ["lueneburg"]
+    assert httpx.post(f"{issuer.base}/admin/realms/{REALM}/organizations/{orgs[0]['id']}/members", headers=admin,
+                      content=user_id).status_code == 201
+    role = httpx.get(f"{issuer.base}/admin/realms/{REALM}/roles/provider", headers=admin).json()
+    assert httpx.post(f"{users}/{user_id}/role-mappings/realm", headers=admin, json=[role]).status_code == 204
+    assert httpx.post(users, headers=admin, json={"username": "lueneburg-neu"}).status_code == 409
+
+    claims = _verify(issuer, issuer.openid().token("lueneburg-neu", "dev")["access_token"])
+    assert claims["tenant"] == "lueneburg" and claims["providers"] == ["p-9"]
+    assert "provider" in claims["realm_access"]["roles"]
+    assert httpx.delete(f"{users}/{user_id}", headers=admin).status_code == 204
+    with pytest.raises(KeycloakAuthenticationError):
+        issuer.openid().token("lueneburg-neu", "dev")

@@ -9,9 +9,8 @@ import uuid
 
 import httpx
 import pytest
-from limits import parse
 
-from runtime.settings import ServiceSettings
+from runtime.guards import RateLimits
 from tests.platform import Platform, demand_body, offer_body, wait_until
 
 # One write route per service, with a user allowed to call it.
@@ -113,25 +112,33 @@ def test_booleans_are_strict_and_lists_and_numbers_bounded(platform: Platform, f
     assert response.json()["errors"][0]["field"] == f"body.{field}"
 
 
-def test_writes_are_rate_limited_per_user_with_retry_after(platform: Platform) -> None:
-    """A fresh user (a new subject, a real signature) spends its own budget; the next write gets 429
-    with Retry-After, while another user still writes."""
-    limit = parse(ServiceSettings.model_fields["rate_limit_writes"].default).amount  # the stack keeps the default
-    token = platform.mint("lueneburg-employer", sub=str(uuid.uuid4()))
-    statuses = []
-    with httpx.Client(base_url=platform.config.url("matching"), headers={"Authorization": f"Bearer {token}"},
+def test_a_routes_own_rate_limit_is_per_user_with_retry_after(platform: Platform) -> None:
+    """Inviting members is limited to 30 a minute per admin. A fresh admin (a new subject, a real
+    signature) spends its own budget; the next invite gets 429 with Retry-After; another admin still
+    invites, and reading is not limited."""
+    token = platform.mint("lueneburg-admin", sub=str(uuid.uuid4()))
+    with httpx.Client(base_url=platform.config.url("identity"), headers={"Authorization": f"Bearer {token}"},
                       timeout=15) as api:
-        for _ in range(limit + 1):
-            statuses.append(api.post("/v1/demands", json={}).status_code)  # cheap: counted, then 422
-            if statuses[-1] == 429:
-                break
-        assert statuses[:limit] == [422] * limit
-        refused = api.post("/v1/demands", json=demand_body())
-        assert refused.status_code == 429
-        assert int(refused.headers["Retry-After"]) >= 1
-        assert api.get("/v1/demands/" + str(uuid.uuid4())).status_code == 404  # reading is not limited
-    with platform.client("matching", "lueneburg-counselor") as api:
-        assert api.post("/v1/demands", json={}).status_code == 422
+        statuses = [api.post("/v1/members", json={}).status_code for _ in range(30)]  # counted, then 422
+        assert statuses == [422] * 30
+        refused = api.post("/v1/members", json={"email": "neu@beratung.example", "role": "counselor"})
+        assert refused.status_code == 429, refused.text
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+        assert api.get("/v1/members").status_code == 200
+    with platform.client("identity", "lueneburg-admin") as api:
+        assert api.post("/v1/members", json={}).status_code == 422
+
+
+async def test_write_limits_are_kept_in_redis_for_all_processes(platform: Platform) -> None:
+    """The per-user write limit: two limiter instances (two processes of a service) share one budget."""
+    first = RateLimits(platform.config.redis_url, "5/minute")
+    second = RateLimits(platform.config.redis_url, "5/minute")
+    user = str(uuid.uuid4())
+    waits = [await (first if i % 2 else second).retry_after(first.writes, "writes", user) for i in range(5)]
+    assert waits == [None] * 5
+    assert 1 <= await first.retry_after(first.writes, "writes", user) <= 60
+    assert await second.retry_after(second.writes, "writes", user) is not None
+    assert await first.retry_after(first.writes, "writes", str(uuid.uuid4())) is None  # another user
 
 
 def test_security_headers(platform: Platform) -> None:

@@ -69,7 +69,7 @@ def _bad_tokens(platform: Platform) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def bad_tokens(platform: Platform) -> dict[str, str]:
     return _bad_tokens(platform)
 

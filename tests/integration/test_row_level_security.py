@@ -1,0 +1,70 @@
+"""A query that forgets its tenant filter still sees only the acting tenant's private rows: row-level
+security holds every service's tables, as the services' own database role (which owns nothing and
+cannot bypass RLS), whatever the SQL says."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from tests.platform import Platform, demand_body, offer_body, wait_until
+
+A, B = "lueneburg", "hellweg-hochsauerland"
+# service → queries without any tenant filter over its private rows
+FORGETFUL = {
+    "catalog": ["SELECT tenant_id FROM providers",
+                "SELECT tenant_id FROM offers WHERE visibility_scope = 'home'"],
+    "matching": ["SELECT tenant_id FROM demands"],
+    "identity": ["SELECT tenant_id FROM audit_log"],
+    "notifications": ["SELECT tenant_id FROM preferences"],
+}
+
+
+@pytest.fixture(scope="module")
+def private_rows_in_both_networks(platform: Platform) -> None:
+    """Each network has private rows in every service's tables."""
+    for tenant in (A, B):
+        with platform.client("catalog", f"{tenant}-provider") as api:
+            provider = api.post("/v1/providers", json={"name": "RLS-Akademie", "emails": ["rls@akademie.example"]})
+            assert provider.status_code == 201, provider.text
+            offer = api.post("/v1/offers", json=offer_body(provider.json()["id"], visibility={"scope": "home"}))
+            assert offer.status_code == 201, offer.text
+        with platform.client("matching", f"{tenant}-employer") as api:
+            assert api.post("/v1/demands", json=demand_body()).status_code == 201
+        with platform.client("identity", f"{tenant}-admin") as api:
+            invited = api.post("/v1/members", json={"email": f"rls@{tenant}.example", "role": "counselor"})
+            assert invited.status_code == 201, invited.text
+        with platform.client("notifications", "operator", **{"X-Tenant": tenant}) as api:
+            wait_until("notifications to know the provider", lambda pid=provider.json()["id"], api=api: api.put(
+                f"/v1/preferences/{pid}", json={"mode": "instant"}).status_code == 200)
+
+
+async def _app_connection(platform: Platform, service: str) -> asyncpg.Connection:
+    c = platform.config
+    return await asyncpg.connect(host=c.host, port=c.ports["postgres"], user=f"br_{service}_app",
+                                 database=f"{c.database_prefix}_{service}")
+
+
+@pytest.mark.parametrize("service", sorted(FORGETFUL))
+async def test_a_query_without_a_tenant_filter_sees_only_the_acting_tenant(
+        platform: Platform, private_rows_in_both_networks: None, service: str) -> None:
+    conn = await _app_connection(platform, service)
+    try:
+        assert await conn.fetchval("SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE rolname = current_user") \
+            is False
+        for sql in FORGETFUL[service]:
+            for acting in (A, B):
+                async with conn.transaction():
+                    await conn.execute("SELECT set_config('app.tenant_id', $1, true)", acting)
+                    tenants = {r["tenant_id"] for r in await conn.fetch(sql)}
+                assert tenants == {acting}, (sql, acting, tenants)
+            # No acting tenant: nothing at all.
+            async with conn.transaction():
+                assert await conn.fetch(sql) == [], sql
+        # Turning RLS off is refused to this role, not silently ignored.
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            async with conn.transaction():
+                await conn.execute("SET LOCAL row_security = off")
+                await conn.fetch(FORGETFUL[service][0])
+    finally:
+        await conn.close()
