@@ -21,8 +21,8 @@ SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 def test_generated_requests_never_get_a_server_error(platform: Platform, service: str, user: str) -> None:
     result = subprocess.run(
         [str(SCHEMATHESIS), "run", f"{platform.config.url(service)}/openapi.json",
-         "--checks", "not_a_server_error", "--mode", "all", "--max-examples", "30", "--seed", "20261121",
+         "--checks", "not_a_server_error", "--mode", "all", "--max-examples", "20", "--seed", "20261121",
          "--no-color", "-H", f"Authorization: Bearer {platform.token(user)}"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stdout[-6000:]
