@@ -108,7 +108,7 @@ def offer_body(provider_id: str, **overrides) -> dict:
         "skills": ["Gabelstapler", "Flurförderzeuge", "DGUV 308-001"],
         "qualification": "certificate", "format": "presence", "schedule": "full_time",
         "hours": 24, "price_eur": 390,
-        "funding": {"bildungsgutschein": True, "qcg": True, "aufstiegsbafoeg": False},
+        "funding": {"bildungsgutschein": True, "qcg": False, "aufstiegsbafoeg": False},
         "sessions": [{"start": future(40), "end": future(42),
                       "location": {"zip": "21335", "city": "Lüneburg", "lat": 53.25, "lon": 10.41}}],
         "visibility": {"scope": "networks", "networks": ["lueneburg"]},

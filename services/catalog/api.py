@@ -2,70 +2,151 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import date
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+import asyncpg
+from fastapi import APIRouter, Header, Query, Response
 
 from runtime.db import tenant_transaction
 from runtime.http import Actor, Problem, RuntimeDep, require_roles
 from runtime.models import Text
+from runtime.service import ServiceRuntime
 from services.catalog import handlers, store
-from services.catalog.domain import Format, OfferIn, ProviderIn, Qualification, Schedule
+from services.catalog.domain import (
+    Acting,
+    Format,
+    MembersIn,
+    OfferIn,
+    ProviderIn,
+    Qualification,
+    Schedule,
+    SharingIn,
+)
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 
-Publisher = Annotated[Actor, require_roles("provider", "network_admin", "operator")]
-Reader = Annotated[Actor, require_roles("provider", "network_admin", "operator", "counselor", "employer")]
+NETWORK_WIDE = ("network_admin", "operator")
+Publisher = Annotated[Actor, require_roles("provider", *NETWORK_WIDE)]
+Reader = Annotated[Actor, require_roles("provider", *NETWORK_WIDE, "counselor", "employer")]
+Admin = Annotated[Actor, require_roles(*NETWORK_WIDE)]
+IfMatch = Annotated[str | None, Header(description='the ETag last read, e.g. "3"; a stale one answers 412')]
 
 
-@router.post("/providers", status_code=201, summary="Register an education provider")
-async def register_provider(body: ProviderIn, actor: Publisher, runtime: RuntimeDep) -> dict:
+def claimed_providers(actor: Actor) -> frozenset[str]:
+    """The token's ``providers`` claim: providers identity granted the user at invite time."""
+    claimed = getattr(actor.principal, "providers", None)
+    if claimed is None:
+        claimed = actor.principal.claims.get("providers") or []
+    return frozenset(str(p) for p in claimed if isinstance(p, str)) if isinstance(claimed, list | tuple | set
+                                                                                   | frozenset) else frozenset()
+
+
+@asynccontextmanager
+async def acting_transaction(runtime: ServiceRuntime, actor: Actor) -> AsyncIterator[
+        tuple[asyncpg.Connection, Acting]]:
+    """The tenant's transaction, told (for row-level security too) which providers the actor acts
+    for: all of the network's for network_admin and operator; else its claim and its memberships."""
     async with tenant_transaction(runtime.pool, actor.tenant) as conn:
-        return await handlers.register_provider(conn, actor.tenant, body)
+        subject = actor.principal.subject
+        if actor.has_any(*NETWORK_WIDE):
+            acting = Acting(actor.tenant, subject, None)
+        else:
+            acting = Acting(actor.tenant, subject,
+                            claimed_providers(actor) | await store.member_provider_ids(conn, subject))
+        await store.set_acting(conn, acting)
+        yield conn, acting
+
+
+def etag(state: dict) -> str:
+    return f'"{state["version"]}"'
+
+
+def expected_version(if_match: str | None) -> int | None:
+    if if_match is None or if_match.strip() == "*":
+        return None
+    try:
+        return int(if_match.strip().removeprefix("W/").strip('"'))
+    except ValueError:
+        raise Problem(412, "Precondition failed", "If-Match must be an ETag of this offer, e.g. \"3\".") from None
+
+
+def _with_etag(response: Response, state: dict) -> dict:
+    response.headers["ETag"] = etag(state)
+    return state
+
+
+@router.post("/providers", status_code=201, summary="Register an education provider (its creator acts for it)")
+async def register_provider(body: ProviderIn, actor: Publisher, runtime: RuntimeDep) -> dict:
+    async with acting_transaction(runtime, actor) as (conn, acting):
+        return await handlers.register_provider(conn, acting, body, becomes_member=not actor.has_any(*NETWORK_WIDE))
+
+
+@router.get("/providers", summary="Providers of this network (mine=true: those the user acts for)")
+async def list_providers(actor: Reader, runtime: RuntimeDep, mine: bool = False) -> dict:
+    async with acting_transaction(runtime, actor) as (conn, acting):
+        return {"items": await handlers.list_providers(conn, acting, mine=mine)}
 
 
 @router.get("/providers/{provider_id}", summary="A provider of this network")
 async def get_provider(provider_id: UUID, actor: Reader, runtime: RuntimeDep) -> dict:
-    async with tenant_transaction(runtime.pool, actor.tenant) as conn:
-        row = await store.get_provider(conn, provider_id)
-    if row is None:
-        raise Problem(404, "Not found", f"No provider {provider_id} in this network.")
-    return store.provider_state(row)
+    async with acting_transaction(runtime, actor) as (conn, _):
+        return await handlers.get_provider(conn, provider_id)
 
 
-@router.put("/providers/{provider_id}", summary="Change a provider")
+@router.put("/providers/{provider_id}", summary="Change a provider (its members and network admins)")
 async def change_provider(provider_id: UUID, body: ProviderIn, actor: Publisher, runtime: RuntimeDep) -> dict:
-    async with tenant_transaction(runtime.pool, actor.tenant) as conn:
-        return await handlers.change_provider(conn, actor.tenant, provider_id, body)
+    async with acting_transaction(runtime, actor) as (conn, acting):
+        return await handlers.change_provider(conn, acting, provider_id, body)
+
+
+@router.put("/providers/{provider_id}/members", summary="Set who acts for a provider (network admins)")
+async def set_provider_members(provider_id: UUID, body: MembersIn, actor: Admin, runtime: RuntimeDep) -> dict:
+    async with acting_transaction(runtime, actor) as (conn, acting):
+        return await handlers.set_members(conn, acting, provider_id, body)
+
+
+@router.get("/sharing", summary="Networks all of this network's published offers are shared with")
+async def get_sharing(actor: Reader, runtime: RuntimeDep) -> dict:
+    async with acting_transaction(runtime, actor) as (conn, acting):
+        return await handlers.get_sharing(conn, acting)
+
+
+@router.put("/sharing", summary="Share all of this network's published offers with these networks (admins)")
+async def set_sharing(body: SharingIn, actor: Admin, runtime: RuntimeDep) -> dict:
+    async with acting_transaction(runtime, actor) as (conn, acting):
+        return await handlers.set_sharing(conn, acting, body)
 
 
 @router.post("/offers", status_code=201, summary="Publish an offer (or save a draft)")
-async def publish_offer(body: OfferIn, actor: Publisher, runtime: RuntimeDep) -> dict:
-    async with tenant_transaction(runtime.pool, actor.tenant) as conn:
-        return await handlers.publish_offer(conn, actor.tenant, body)
+async def publish_offer(body: OfferIn, actor: Publisher, runtime: RuntimeDep, response: Response) -> dict:
+    async with acting_transaction(runtime, actor) as (conn, acting):
+        return _with_etag(response, await handlers.publish_offer(conn, acting, body))
 
 
-@router.get("/offers/{offer_id}", summary="An offer this network may see")
-async def get_offer(offer_id: UUID, actor: Reader, runtime: RuntimeDep) -> dict:
-    async with tenant_transaction(runtime.pool, actor.tenant) as conn:
-        row = await store.get_offer(conn, offer_id)
-    if row is None:
-        raise Problem(404, "Not found", f"No offer {offer_id} visible to this network.")
-    return store.offer_state(row)
+@router.get("/offers/{offer_id}", summary="An offer this network may see (ETag: its version)")
+async def get_offer(offer_id: UUID, actor: Reader, runtime: RuntimeDep, response: Response) -> dict:
+    async with acting_transaction(runtime, actor) as (conn, acting):
+        return _with_etag(response, await handlers.get_offer(conn, acting, offer_id))
 
 
-@router.put("/offers/{offer_id}", summary="Replace an offer of this network")
-async def change_offer(offer_id: UUID, body: OfferIn, actor: Publisher, runtime: RuntimeDep) -> dict:
-    async with tenant_transaction(runtime.pool, actor.tenant) as conn:
-        return await handlers.change_offer(conn, actor.tenant, offer_id, body)
+@router.put("/offers/{offer_id}", summary="Replace an offer (If-Match: 412 when someone changed it meanwhile)")
+async def change_offer(offer_id: UUID, body: OfferIn, actor: Publisher, runtime: RuntimeDep, response: Response,
+                       if_match: IfMatch = None) -> dict:
+    version = expected_version(if_match)
+    async with acting_transaction(runtime, actor) as (conn, acting):
+        return _with_etag(response, await handlers.change_offer(conn, acting, offer_id, body, version))
 
 
 @router.post("/offers/{offer_id}/withdraw", summary="Withdraw an offer")
-async def withdraw_offer(offer_id: UUID, actor: Publisher, runtime: RuntimeDep) -> dict:
-    async with tenant_transaction(runtime.pool, actor.tenant) as conn:
-        return await handlers.withdraw_offer(conn, actor.tenant, offer_id)
+async def withdraw_offer(offer_id: UUID, actor: Publisher, runtime: RuntimeDep, response: Response,
+                         if_match: IfMatch = None) -> dict:
+    version = expected_version(if_match)
+    async with acting_transaction(runtime, actor) as (conn, acting):
+        return _with_etag(response, await handlers.withdraw_offer(conn, acting, offer_id, version))
 
 
 @router.get("/offers", summary="Search the offers this network may see")

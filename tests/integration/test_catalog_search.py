@@ -18,7 +18,8 @@ HAMBURG = {"zip": "20095", "city": "Hamburg", "lat": 53.55, "lon": 10.0}
 def catalog(platform: Platform) -> dict:
     marker = uuid.uuid4().hex[:6]
     with platform.client("catalog", RUHR) as api:
-        provider = api.post("/v1/providers", json={"name": f"Ruhrwerk {marker}", "emails": ["k@ruhr.example"]}).json()
+        provider = api.post("/v1/providers", json={"name": f"Ruhrwerk {marker}", "emails": ["k@ruhr.example"],
+                                                   "azav": {"certified": True}}).json()
         other = api.post("/v1/providers", json={"name": f"Zweiter {marker}", "emails": ["z@ruhr.example"]}).json()
 
         def publish(**overrides) -> dict:
@@ -30,7 +31,8 @@ def catalog(platform: Platform) -> dict:
         offers = {
             "schweissen": publish(
                 title=f"Schweißerprüfung MAG {marker}", description="Metall-Aktivgas-Schweißen nach DIN EN ISO 9606-1.",
-                skills=["Schweißtechnik"], price_eur=3050,
+                skills=["Schweißtechnik"], price_eur=3050, hours=320,
+                funding={"bildungsgutschein": True, "qcg": True, "aufstiegsbafoeg": False},
                 sessions=[{"start": "2031-04-05", "end": "2031-04-28", "location": DORTMUND}]),
             "hamburg": publish(
                 title=f"Schweißen im Schiffbau {marker}", description="Schweißen für den Schiffbau.",
