@@ -36,15 +36,6 @@ Admin = Annotated[Actor, require_roles(*NETWORK_WIDE)]
 IfMatch = Annotated[str | None, Header(description='the ETag last read, e.g. "3"; a stale one answers 412')]
 
 
-def claimed_providers(actor: Actor) -> frozenset[str]:
-    """The token's ``providers`` claim: providers identity granted the user at invite time."""
-    claimed = getattr(actor.principal, "providers", None)
-    if claimed is None:
-        claimed = actor.principal.claims.get("providers") or []
-    return frozenset(str(p) for p in claimed if isinstance(p, str)) if isinstance(claimed, list | tuple | set
-                                                                                   | frozenset) else frozenset()
-
-
 @asynccontextmanager
 async def acting_transaction(runtime: ServiceRuntime, actor: Actor) -> AsyncIterator[
         tuple[asyncpg.Connection, Acting]]:
@@ -56,7 +47,7 @@ async def acting_transaction(runtime: ServiceRuntime, actor: Actor) -> AsyncIter
             acting = Acting(actor.tenant, subject, None)
         else:
             acting = Acting(actor.tenant, subject,
-                            claimed_providers(actor) | await store.member_provider_ids(conn, subject))
+                            actor.principal.providers | await store.member_provider_ids(conn, subject))
         await store.set_acting(conn, acting)
         yield conn, acting
 
