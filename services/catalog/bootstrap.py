@@ -14,7 +14,7 @@ from runtime.settings import ServiceSettings
 from services.catalog import api
 from services.catalog.consumers import CONSUMERS
 from services.catalog.domain import RuleBroken
-from services.catalog.handlers import Forbidden, StaleWrite
+from services.catalog.handlers import Forbidden, RateLimited, StaleWrite
 
 
 class CatalogSettings(ServiceSettings):
@@ -27,7 +27,7 @@ def create_app(settings: CatalogSettings | None = None) -> FastAPI:
     runtime = ServiceRuntime(settings, Path(__file__).parent / "migrations", consumer_specs=CONSUMERS,
                              extensions=("cube", "earthdistance"))
 
-    app = create_http_app(runtime, "Bildungsraum catalog", [api.router],
+    app = create_http_app(runtime, "Bildungsraum catalog", [api.router, api.public],
                           "Providers and their offers (Angebote) with dated sessions; search.")
     install_catalog_problems(app)
     return app
@@ -44,6 +44,12 @@ def install_catalog_problems(app: FastAPI) -> None:
     @app.exception_handler(Forbidden)
     async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
         return problem_response(403, "Forbidden", str(exc))
+
+    @app.exception_handler(RateLimited)
+    async def _rate(_: Request, exc: RateLimited) -> JSONResponse:
+        response = problem_response(429, "Too many requests", "Please wait a moment and ask again.")
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(StaleWrite)
     async def _stale(_: Request, exc: StaleWrite) -> JSONResponse:

@@ -101,6 +101,12 @@ class Session(StrictModel):
         return self
 
 
+class FundingFlag(StrEnum):
+    bildungsgutschein = "bildungsgutschein"
+    qcg = "qcg"
+    aufstiegsbafoeg = "aufstiegsbafoeg"
+
+
 class Funding(StrictModel):
     bildungsgutschein: bool = False
     qcg: bool = False

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import uuid
 from datetime import UTC, datetime
 
@@ -28,6 +31,14 @@ SOURCE = "catalog"
 
 class Forbidden(Exception):
     """The actor sees the thing but may not change it (answered 403)."""
+
+
+class RateLimited(Exception):
+    """Too many requests from one client (answered 429 with Retry-After)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"retry after {retry_after} s")
+        self.retry_after = retry_after
 
 
 class StaleWrite(Exception):
@@ -73,7 +84,7 @@ async def list_providers(conn: asyncpg.Connection, acting: Acting, *, mine: bool
     return [store.provider_state(r) for r in await store.list_providers(conn, acting.providers if mine else None)]
 
 
-async def _own_provider(conn: asyncpg.Connection, acting: Acting, provider_id: uuid.UUID) -> asyncpg.Record:
+async def own_provider(conn: asyncpg.Connection, acting: Acting, provider_id: uuid.UUID) -> asyncpg.Record:
     provider = await store.get_provider(conn, provider_id)
     if provider is None or provider["tenant_id"] != acting.tenant:
         raise NotFound(f"provider {provider_id}")
@@ -83,7 +94,7 @@ async def _own_provider(conn: asyncpg.Connection, acting: Acting, provider_id: u
 
 
 async def change_provider(conn: asyncpg.Connection, acting: Acting, provider_id: uuid.UUID, body: ProviderIn) -> dict:
-    await _own_provider(conn, acting, provider_id)
+    await own_provider(conn, acting, provider_id)
     try:
         async with conn.transaction():
             await store.update_provider(conn, acting.tenant, provider_id, body)
@@ -94,7 +105,7 @@ async def change_provider(conn: asyncpg.Connection, acting: Acting, provider_id:
 
 async def set_members(conn: asyncpg.Connection, acting: Acting, provider_id: uuid.UUID, body: MembersIn) -> dict:
     """network_admin decides who acts for a provider (route rule); the event carries the members."""
-    await _own_provider(conn, acting, provider_id)
+    await own_provider(conn, acting, provider_id)
     await store.set_members(conn, acting.tenant, provider_id, sorted(set(body.members)))
     await store.touch_provider(conn, provider_id)
     return await _announce_provider(conn, acting.tenant, provider_id, PROVIDER_UPDATED)
@@ -133,7 +144,7 @@ def locate_sessions(body: OfferIn) -> OfferIn:
     return body
 
 
-async def _announce(conn: asyncpg.Connection, tenant: str, offer_id: uuid.UUID, previous: str | None) -> dict:
+async def announce_offer(conn: asyncpg.Connection, tenant: str, offer_id: uuid.UUID, previous: str | None) -> dict:
     state = store.offer_state(await store.get_offer(conn, offer_id))
     event_type = offer_event_type_for(previous, state["status"])
     if event_type:
@@ -142,7 +153,7 @@ async def _announce(conn: asyncpg.Connection, tenant: str, offer_id: uuid.UUID, 
 
 
 async def _check_offer(conn: asyncpg.Connection, acting: Acting, body: OfferIn) -> None:
-    provider = await _own_provider(conn, acting, body.provider_id)
+    provider = await own_provider(conn, acting, body.provider_id)
     check_funding(body, provider["azav"], datetime.now(UTC).date())
     locate_sessions(body)
 
@@ -154,7 +165,7 @@ async def publish_offer(conn: asyncpg.Connection, acting: Acting, body: OfferIn)
             offer_id = await store.insert_offer(conn, acting.tenant, body)
     except asyncpg.UniqueViolationError:
         raise Conflict(f"the provider already has an offer with external_id {body.external_id!r}") from None
-    return await _announce(conn, acting.tenant, offer_id, None)
+    return await announce_offer(conn, acting.tenant, offer_id, None)
 
 
 async def get_offer(conn: asyncpg.Connection, acting: Acting, offer_id: uuid.UUID) -> dict:
@@ -193,7 +204,7 @@ async def change_offer(conn: asyncpg.Connection, acting: Acting, offer_id: uuid.
             await store.update_offer(conn, acting.tenant, offer_id, body)
     except asyncpg.UniqueViolationError:
         raise Conflict(f"the provider already has an offer with external_id {body.external_id!r}") from None
-    return await _announce(conn, acting.tenant, offer_id, current["status"])
+    return await announce_offer(conn, acting.tenant, offer_id, current["status"])
 
 
 async def withdraw_offer(conn: asyncpg.Connection, acting: Acting, offer_id: uuid.UUID,
@@ -202,4 +213,66 @@ async def withdraw_offer(conn: asyncpg.Connection, acting: Acting, offer_id: uui
     if current["status"] == "withdrawn":
         return store.offer_state(current)
     await store.set_offer_status(conn, acting.tenant, offer_id, "withdrawn")
-    return await _announce(conn, acting.tenant, offer_id, current["status"])
+    return await announce_offer(conn, acting.tenant, offer_id, current["status"])
+
+
+# ---- search and the public view ----------------------------------------------------------------
+
+
+def encode_cursor(rank: float, offer_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(json.dumps([rank, str(offer_id)]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, uuid.UUID]:
+    """The keyset position a cursor names; anything else is a ValueError."""
+    try:
+        rank, offer_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return float(rank), uuid.UUID(offer_id)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise ValueError("not a cursor of this search") from exc
+
+
+async def search_offers(conn: asyncpg.Connection, query: store.OfferQuery, *, with_facets: bool = False,
+                        public: bool = False) -> dict:
+    """A page of what the acting tenant may see, ranked; the total exact up to a bound."""
+    if query.q and store.text_query(query.q) is None:  # nothing searchable in the text: nothing found
+        empty = {"items": [], "page_size": query.page_size, "next_cursor": None, "total": 0, "total_exceeds": False}
+        return empty | ({"facets": {"format": {}, "schedule": {}, "qualification": {}, "funding": {}}}
+                        if with_facets else {})
+    hits = await store.search_offers(conn, query)
+    offers = await store.get_offers(conn, [h["id"] for h in hits])
+    rank = {h["id"]: h["rank"] for h in hits}
+    total = await store.count_offers(conn, query)
+    answer = {
+        "items": [(public_offer_state(o) if public else store.offer_state(o)) | {"rank": round(rank[o["id"]], 6)}
+                  for o in offers],
+        "page_size": query.page_size,
+        "next_cursor": encode_cursor(hits[-1]["rank"], hits[-1]["id"]) if len(hits) == query.page_size else None,
+        "total": min(total, store.TOTAL_BOUND),
+        "total_exceeds": total > store.TOTAL_BOUND,  # then: "more than 1000"
+    }
+    if with_facets:
+        answer["facets"] = await store.facet_offers(conn, query)
+    return answer
+
+
+def public_offer_state(row: asyncpg.Record) -> dict:
+    """What the public sees of an offer: no sharing internals, no import bookkeeping."""
+    state = store.offer_state(row)
+    for internal in ("own_visibility", "visibility", "version", "tenant"):
+        state.pop(internal)
+    return state
+
+
+async def public_offer(conn: asyncpg.Connection, offer_id: uuid.UUID) -> dict:
+    row = await store.get_offer(conn, offer_id)
+    if row is None or row["status"] != "published":
+        raise NotFound(f"offer {offer_id}")
+    return public_offer_state(row)
+
+
+async def public_providers(conn: asyncpg.Connection, tenant: str) -> dict:
+    """The network's provider directory: its providers with published offers, and how many."""
+    rows = await store.public_providers(conn, tenant)
+    return {"items": [{"id": str(r["id"]), "name": r["name"], "emails": list(r["emails"]), "address": r["address"],
+                       "azav": r["azav"], "published_offers": r["published_offers"]} for r in rows]}

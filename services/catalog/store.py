@@ -3,6 +3,7 @@ security already limits what it sees; the explicit filters say the same thing tw
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import date
@@ -94,6 +95,13 @@ async def add_member(conn: asyncpg.Connection, tenant: str, provider_id: uuid.UU
         "INSERT INTO provider_members (provider_id, tenant_id, subject) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         provider_id, tenant, subject,
     )
+
+
+async def public_providers(conn: asyncpg.Connection, tenant: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT p.id, p.name, p.emails, p.address, p.azav, count(o.id) AS published_offers FROM providers p"
+        " JOIN offers o ON o.provider_id = p.id AND o.status = 'published' WHERE p.tenant_id = $1"
+        " GROUP BY p.id ORDER BY p.name, p.id LIMIT 2000", tenant)
 
 
 # ---- network sharing -------------------------------------------------------------------------
@@ -251,6 +259,29 @@ async def delete_offer(conn: asyncpg.Connection, offer_id: uuid.UUID) -> None:
 
 # ---- search ----------------------------------------------------------------------------------
 
+TOTAL_BOUND = 1000    # exact total up to here, "more than" beyond (as search engines do)
+FACET_BOUND = 10_000  # facets are counted over at most this many hits
+_WORD = re.compile(r"[0-9A-Za-zÀ-ÖØ-öø-ÿ]+")  # Latin letters and digits: nothing to_tsquery could misread
+# Words a German query carries that say nothing (once folded, "für" is no longer a stop word of
+# PostgreSQL's list, so they are dropped here).
+_STOP = frozenset("und oder für fuer mit ohne der die das des dem den ein eine einer eines im in ins zum zur"
+                  " von vom auf am an bei als wie nach über ueber".split())
+
+
+def text_query(q: str) -> str | None:
+    """A ``to_tsquery`` expression: every word must match, as a prefix ("Schweiß" finds
+    "Schweißer"), and a long word may also match as two parts of a compound
+    ("Staplerschein": stapler* & schein, found in "Gabelstapler-Führerschein")."""
+    terms = []
+    for word in _WORD.findall(q)[:12]:
+        if word.casefold() in _STOP or (word.isdigit() and len(word) < 3):
+            continue
+        alternatives = [f"{word}:*"]
+        if len(word) >= 10 and word.isalpha():
+            alternatives += [f"({word[:i]}:* & {word[i:]})" for i in range(5, len(word) - 4)]
+        terms.append("(" + " | ".join(alternatives) + ")")
+    return " & ".join(terms) or None
+
 
 @dataclass
 class OfferQuery:
@@ -263,58 +294,44 @@ class OfferQuery:
     qualifications: list[str] | None = None
     start_from: date | None = None
     start_to: date | None = None
+    min_hours: float | None = None
+    max_hours: float | None = None
     max_price_eur: float | None = None
     funding: list[str] | None = None
     provider_id: uuid.UUID | None = None
-    page: int = 1
     page_size: int = 20
+    after: tuple[float, uuid.UUID] | None = None  # the keyset cursor: (rank, id) of the last hit seen
+    skip: int = 0
+
+    def filters(self) -> dict[str, Any]:
+        """The filters as the SQL functions take them (only what is set)."""
+        values = {
+            "q": text_query(self.q) if self.q else None, "formats": self.formats, "schedules": self.schedules,
+            "qualifications": self.qualifications, "funding": self.funding,
+            "provider_id": str(self.provider_id) if self.provider_id else None,
+            "max_price_eur": self.max_price_eur, "min_hours": self.min_hours, "max_hours": self.max_hours,
+            "start_from": self.start_from.isoformat() if self.start_from else None,
+            "start_to": self.start_to.isoformat() if self.start_to else None,
+        }
+        if self.radius_km is not None:
+            values |= {"lat": self.lat, "lon": self.lon, "radius_km": self.radius_km}
+        return {k: v for k, v in values.items() if v is not None and v != []}
 
 
-async def search_offers(conn: asyncpg.Connection, query: OfferQuery) -> tuple[list[asyncpg.Record], int]:
-    """Published offers the acting tenant may see (row-level security), filtered, ranked and paged."""
-    where = ["o.status = 'published'"]
-    params: list[Any] = []
+async def search_offers(conn: asyncpg.Connection, query: OfferQuery) -> list[asyncpg.Record]:
+    """One page of (id, rank) of published offers the acting tenant may see, best first."""
+    filters = query.filters()
+    after_rank, after_id = query.after or (None, None)
+    return await conn.fetch("SELECT id, rank FROM search_offer_page($1, $2, $3, $4, $5)",
+                            filters, after_rank, after_id, query.page_size, query.skip)
 
-    def param(value: Any) -> str:
-        params.append(value)
-        return f"${len(params)}"
 
-    rank = "0"
-    if query.q:
-        tsq = f"websearch_to_tsquery('german', {param(query.q)})"
-        where.append(f"o.search @@ {tsq}")
-        rank = f"ts_rank_cd(o.search, {tsq})"
-    session_conditions = []
-    if query.start_from:
-        session_conditions.append(f"s.start_date >= {param(query.start_from)}")
-    if query.start_to:
-        session_conditions.append(f"s.start_date <= {param(query.start_to)}")
-    if query.lat is not None and query.lon is not None and query.radius_km:
-        here = f"ll_to_earth({param(query.lat)}, {param(query.lon)})"
-        radius_m = param(query.radius_km * 1000)
-        session_conditions.append(
-            f"(o.format IN ('online', 'distance') OR (s.lat IS NOT NULL AND earth_box({here}, {radius_m})"
-            f" @> ll_to_earth(s.lat, s.lon) AND earth_distance({here}, ll_to_earth(s.lat, s.lon)) <= {radius_m}))"
-        )
-    if session_conditions:
-        where.append(
-            "EXISTS (SELECT 1 FROM offer_sessions s WHERE s.offer_id = o.id AND "
-            + " AND ".join(session_conditions) + ")"
-        )
-    for column, values in (("format", query.formats), ("schedule", query.schedules),
-                           ("qualification", query.qualifications)):
-        if values:
-            where.append(f"o.{column} = ANY({param(values)}::text[])")
-    if query.max_price_eur is not None:
-        where.append(f"coalesce(o.price_eur, 0) <= {param(query.max_price_eur)}")
-    for flag in query.funding or []:
-        where.append(f"(o.funding ->> {param(flag)})::boolean")
-    if query.provider_id:
-        where.append(f"o.provider_id = {param(query.provider_id)}")
-    limit, offset = param(query.page_size), param((query.page - 1) * query.page_size)
-    rows = await conn.fetch(
-        f"SELECT {_OFFER_COLUMNS}, {rank} AS rank, count(*) OVER () AS total FROM offers o"
-        f" WHERE {' AND '.join(where)} ORDER BY rank DESC, o.updated_at DESC, o.id LIMIT {limit} OFFSET {offset}",
-        *params,
-    )
-    return rows, (rows[0]["total"] if rows else 0)
+async def count_offers(conn: asyncpg.Connection, query: OfferQuery, bound: int = TOTAL_BOUND) -> int:
+    return await conn.fetchval("SELECT search_offer_count($1, $2)", query.filters(), bound)
+
+
+async def facet_offers(conn: asyncpg.Connection, query: OfferQuery, bound: int = FACET_BOUND) -> dict:
+    facets: dict[str, dict[str, int]] = {"format": {}, "schedule": {}, "qualification": {}, "funding": {}}
+    for row in await conn.fetch("SELECT facet, value, n FROM search_offer_facets($1, $2)", query.filters(), bound):
+        facets[row["facet"]][row["value"]] = row["n"]
+    return facets

@@ -56,7 +56,9 @@ def test_creator_becomes_member_and_the_event_names_the_members(platform: Platfo
     registered = wait_until("provider event", lambda: _events(platform, PROVIDERS_TOPIC, provider["id"]))
     assert registered[0][1]["members"] == provider["members"]
     with platform.client("catalog", ALICE) as api:
-        assert [p["id"] for p in api.get("/v1/providers", params={"mine": True}).json()["items"]] == [provider["id"]]
+        assert provider["id"] in [p["id"] for p in api.get("/v1/providers", params={"mine": True}).json()["items"]]
+    with _bob(platform, suffix="mine") as bob:
+        assert bob.get("/v1/providers", params={"mine": True}).json()["items"] == []
 
 
 def test_another_provider_user_cannot_touch_what_is_not_theirs(platform: Platform, alice: dict) -> None:
