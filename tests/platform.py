@@ -44,7 +44,10 @@ class Platform:
         self._tokens: dict[str, str] = {}
 
     def token(self, username: str) -> str:
-        if username not in self._tokens:
+        """A fresh enough access token (cached; fetched anew a minute before it expires, since a slow
+        suite outlives the issuer's five-minute tokens)."""
+        cached = self._tokens.get(username)
+        if cached is None or jwt.decode(cached, options={"verify_signature": False})["exp"] < time.time() + 60:
             response = httpx.post(
                 f"{self.config.issuer_url}/protocol/openid-connect/token",
                 data={"grant_type": "password", "client_id": "bildungsraum-cli", "username": username,

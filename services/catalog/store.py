@@ -253,10 +253,6 @@ async def _insert_sessions(conn: asyncpg.Connection, tenant: str, offer_id: uuid
     )
 
 
-async def delete_offer(conn: asyncpg.Connection, offer_id: uuid.UUID) -> None:
-    await conn.execute("DELETE FROM offers WHERE id = $1", offer_id)
-
-
 # ---- search ----------------------------------------------------------------------------------
 
 TOTAL_BOUND = 1000    # exact total up to here, "more than" beyond (as search engines do)
