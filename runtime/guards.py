@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 KIB = 1024
 MIB = 1024 * KIB
 DEFAULT_MAX_BODY = 256 * KIB  # an offer with 500 sessions and a long description fits in a tenth of it
+MAX_BUFFERED_BODY = 4 * MIB  # bodies up to this are read whole and checked here; larger ones stream
 MAX_JSON_DEPTH = 32
 MAX_JSON_INT = 2**63 - 1  # what a bigint column holds; larger is never meant
 _UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -175,7 +176,10 @@ class RequestGuard:
                 return await self._answer(scope, receive, send, 429, "Too many requests",
                                           f"Try again in {wait} s.", headers={"Retry-After": str(wait)})
 
-        if scope["method"] in _UNSAFE_METHODS and _is_json(headers.get("content-type")):
+        # JSON is parsed strictly here, for bodies of ordinary size; a route that takes large bodies
+        # (imports) streams them and parses them itself.
+        if scope["method"] in _UNSAFE_METHODS and _is_json(headers.get("content-type")) \
+                and policy.max_body <= MAX_BUFFERED_BODY:
             body = await _read_body(receive, policy.max_body)
             if body is None:
                 return await self._too_large(scope, receive, send, policy)

@@ -19,6 +19,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from runtime.db import tenant_transaction
+from runtime.guards import route_policy
 from runtime.http import Actor, Problem, RuntimeDep, require_roles
 from runtime.models import Text
 from runtime.service import ServiceRuntime
@@ -170,6 +171,7 @@ async def _spool(request: Request) -> tempfile.SpooledTemporaryFile:
     openapi_extra={"requestBody": {"required": True, "content": {"application/xml": {"schema": {
         "type": "string", "format": "binary"}}}}},
 )
+@route_policy(max_body=IMPORT_MAX_BYTES, rate="30/minute")
 async def import_openqcat(
     request: Request, actor: Publisher, runtime: RuntimeDep, provider_id: UUID,
     status: Annotated[str, Query(pattern="^(published|draft)$")] = "published",
@@ -194,6 +196,7 @@ async def import_openqcat(
     "/imports/wbsuche", summary="Import courses in the national course search's JSON (_embedded.termine)",
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}},
 )
+@route_policy(max_body=IMPORT_MAX_BYTES, rate="30/minute")
 async def import_wbsuche(
     request: Request, actor: Publisher, runtime: RuntimeDep, provider_id: UUID,
     status: Annotated[str, Query(pattern="^(published|draft)$")] = "published",

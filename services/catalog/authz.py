@@ -20,5 +20,10 @@ RULES = RuleTable(
     rule("GET /v1/offers/{offer_id}", **everyone(TENANT)),
     rule("PUT /v1/offers/{offer_id}", **PUBLISHERS),
     rule("POST /v1/offers/{offer_id}/withdraw", **PUBLISHERS),
-    rule("POST /v1/imports", **PUBLISHERS),
+    rule("POST /v1/imports/openqcat", **PUBLISHERS),
+    rule("POST /v1/imports/wbsuche", **PUBLISHERS),
+    # The public network view: no login, published and visible offers only.
+    rule("GET /v1/public/{tenant}/offers", public=True),
+    rule("GET /v1/public/{tenant}/offers/{offer_id}", public=True),
+    rule("GET /v1/public/{tenant}/providers", public=True),
 )
