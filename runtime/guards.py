@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from starlette.datastructures import Headers
-from starlette.routing import Match
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,25 @@ def route_policy(*, max_body: int = DEFAULT_MAX_BODY, rate: str | None = None) -
     return mark
 
 
+def route_policies(routers: Iterable[Any]) -> list[tuple[re.Pattern, frozenset[str], RoutePolicy]]:
+    """Each route's path pattern, methods and policy, read once from the routers a service includes
+    (looked up before routing, so the guard can answer before anything reads the body)."""
+    table = []
+    for router in routers:
+        for route in getattr(router, "routes", ()):
+            policy = getattr(getattr(route, "endpoint", None), "__route_policy__", None)
+            if policy is not None:
+                regex, _, _ = compile_path(route.path)
+                table.append((regex, frozenset(getattr(route, "methods", None) or ()), policy))
+    return table
+
+
 def policy_of(scope: Scope) -> RoutePolicy:
-    """The policy of the route this request goes to (found as the router will find it)."""
-    app = scope.get("app")
-    for route in getattr(getattr(app, "router", None), "routes", ()):
-        match, _ = route.matches(scope)
-        if match != Match.NONE:
-            return getattr(getattr(route, "endpoint", None), "__route_policy__", RoutePolicy())
+    """The policy of the route this request goes to; routes that declare none get the default."""
+    table = getattr(getattr(scope.get("app"), "state", None), "route_policies", ())
+    for regex, methods, policy in table:
+        if scope["method"] in methods and regex.match(scope["path"]):
+            return policy
     return RoutePolicy()
 
 

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from runtime import metrics
 from runtime.auth import InvalidToken, IssuerUnavailable, Principal
 from runtime.errors import Conflict, NotFound
-from runtime.guards import RateLimits, RequestGuard, policy_of
+from runtime.guards import RateLimits, RequestGuard, policy_of, route_policies
 from runtime.service import ServiceRuntime
 from runtime.tracing import continue_trace, current_traceparent
 
@@ -229,7 +229,9 @@ def create_app(
         response.headers["traceparent"] = current_traceparent.get() or ""
         return response
 
+    routers = list(routers)
     app.include_router(health_router())
     for router in routers:
         app.include_router(router)
+    app.state.route_policies = route_policies(routers)
     return app
