@@ -63,7 +63,8 @@ class ServiceRuntime:
         self.verifier = TokenVerifier(s.issuer_url, s.token_audience, self.http,
                                       min_refresh_seconds=s.jwks_min_refresh_seconds)
         self.relay = OutboxRelay(s.database_url, lambda: create_producer(s), sweep_seconds=s.outbox_sweep_seconds,
-                                 retention_hours=s.outbox_retention_hours)
+                                 retention_hours=s.outbox_retention_hours,
+                                 inbox_retention_hours=s.inbox_retention_hours)
         for loop in (self.relay, *self.workers):
             self._tasks.append(asyncio.create_task(loop.run(), name=type(loop).__name__))
         for spec in self.consumer_specs:
