@@ -2,6 +2,7 @@
 
   python -m runtime outbox-stuck --service catalog            rows the relay could not send
   python -m runtime outbox-skip  --service catalog --id 42 --reason "…"   step over one for good
+  python -m runtime outbox-resend --service catalog --since-seconds 600   after the broker lost data
   python -m runtime dlq-replay   --topic catalog.offers.v1 [--consumer matching]
 """
 
@@ -15,7 +16,7 @@ import sys
 import asyncpg
 
 from runtime.inbox import replay_dead_letters
-from runtime.outbox import skip_row, stuck_rows
+from runtime.outbox import resend_since, skip_row, stuck_rows
 from runtime.settings import ServiceSettings
 
 
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     skip.add_argument("--id", type=int, required=True)
     skip.add_argument("--reason", required=True)
     skip.add_argument("--operator", default=getpass.getuser())
+    resend = commands.add_parser("outbox-resend", help="publish again what was sent lately")
+    resend.add_argument("--service", required=True)
+    resend.add_argument("--since-seconds", type=float, required=True)
     replay = commands.add_parser("dlq-replay", help="publish a dead-letter topic back into its source")
     replay.add_argument("--topic", required=True, help="the source topic, e.g. catalog.offers.v1")
     replay.add_argument("--consumer", help="only what this consumer group dead-lettered")
@@ -59,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"skipped outbox row {row['id']} ({row['event_type']} of {row['aggregate_key']}, "
               f"sequence {row['sequence']}): {args.reason}")
+    elif args.command == "outbox-resend":
+        count = asyncio.run(_with_database(args.service, lambda conn: resend_since(conn, args.since_seconds)))
+        print(f"{count} outbox row(s) of {args.service} will be published again")
     elif args.command == "dlq-replay":
         count = replay_dead_letters(ServiceSettings().kafka_bootstrap, args.topic, consumer=args.consumer)
         print(f"replayed {count} event(s) from {args.topic}.dlq into {args.topic}")

@@ -222,3 +222,14 @@ async def skip_row(conn: asyncpg.Connection, row_id: int, reason: str, operator:
     log.warning("outbox row skipped by operator", extra={"row": row_id, "reason": reason, "operator": operator})
     await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")  # its aggregate's later rows may go now
     return row
+
+
+async def resend_since(conn: asyncpg.Connection, seconds: float) -> int:
+    """Mark rows sent in the last ``seconds`` pending again: after a broker lost what it held (an
+    in-memory broker restarted, a topic recreated), the relay publishes them once more, in order.
+    Consumers drop what they had already (inbox by id, state topics by sequence)."""
+    count = await conn.fetchval(
+        "WITH again AS (UPDATE outbox SET sent_at = NULL, retry_at = NULL"
+        " WHERE sent_at > now() - make_interval(secs => $1) RETURNING 1) SELECT count(*) FROM again", seconds)
+    await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    return count
