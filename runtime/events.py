@@ -63,7 +63,7 @@ class Event:
             raise InvalidEvent(f"unsupported ce_specversion {h['ce_specversion']!r}")
         try:
             data = json.loads(value or b"")
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
             raise InvalidEvent(f"payload is not JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise InvalidEvent("payload must be a JSON object")

@@ -38,6 +38,11 @@ def record_size(key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> i
     return 100 + len(key) + len(value) + sum(len(k) + len(v) + 10 for k, v in headers)
 
 
+# How soon a client sees a topic's partitions change (default 5 min): a topic recreated after a broker
+# lost its state may have more partitions than the client first saw, and those would go unread.
+METADATA_MAX_AGE_MS = 10_000
+
+
 def dead_letter_topic(topic: str) -> str:
     return f"{topic}.dlq"
 
@@ -54,6 +59,7 @@ def create_producer(settings: ServiceSettings) -> KafkaProducer:
         request_timeout_ms=10_000,
         # Fail a send within seconds while the broker is away (default 60 s): the relay retries anyway.
         max_block_ms=5_000,
+        metadata_max_age_ms=METADATA_MAX_AGE_MS,
     )
 
 
@@ -69,6 +75,7 @@ def create_consumer(settings: ServiceSettings, group_id: str, topics: list[str])
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         max_poll_records=100,
+        metadata_max_age_ms=METADATA_MAX_AGE_MS,
     )
 
 

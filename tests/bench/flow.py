@@ -231,8 +231,14 @@ def run(platform: Platform, rate: float, seconds: float, replicas: int) -> None:
         for i in range(worker, offers, workers):
             time.sleep(max(0.0, started + i / rate - time.time()))
             tenant, body = offer_for(i, providers, demands_needed)
-            t0 = time.time()
-            response = clients[tenant].post("/v1/offers", json=body)
+            for attempt in range(3):  # a connection reset under load: the client tries again
+                t0 = time.time()
+                try:
+                    response = clients[tenant].post("/v1/offers", json=body)
+                    break
+                except httpx.TransportError:
+                    if attempt == 2:
+                        raise
             response.raise_for_status()
             with lock:
                 posted[response.json()["id"]] = t0

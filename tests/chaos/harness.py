@@ -224,7 +224,7 @@ class ChaosRun:
         self._stop_load.set()
         load.join()
         print("load stopped; waiting for the platform to settle …", flush=True)
-        self.reconcile(settle_seconds=120 if self.short else 240)
+        self.reconcile(settle_seconds=180 if self.short else 300)
         return self.report
 
     def reconcile(self, settle_seconds: float) -> None:
@@ -269,11 +269,13 @@ async def count_everything(config: StackConfig) -> tuple[dict[str, int], list[st
     finally:
         for conn in (catalog, matching, notifications):
             await conn.close()
-    mails = Counter()
+    mails: Counter[str] = Counter()
+    message_ids: dict[str, set[str]] = {}
     for path in config.mail_dir.glob("*.eml"):
-        delivery = email.message_from_bytes(path.read_bytes()).get("X-Bildungsraum-Delivery")
-        if delivery:
+        message = email.message_from_bytes(path.read_bytes())
+        if delivery := message.get("X-Bildungsraum-Delivery"):
             mails[delivery] += 1
+            message_ids.setdefault(delivery, set()).add(message.get("Message-ID"))
     sent = {d for d, status in deliveries.items() if status == "sent"}
     counts = {
         "offers in catalog": offers,
@@ -286,6 +288,8 @@ async def count_everything(config: StackConfig) -> tuple[dict[str, int], list[st
         "deliveries sent": len(sent),
         "mails in the SMTP sink": sum(mails.values()),
         "deliveries mailed twice or more": sum(1 for n in mails.values() if n > 1),
+        "  of which the same Message-ID repeated": sum(
+            1 for d, n in mails.items() if n > 1 and len(message_ids[d]) == 1),
     }
     problems = []
     if lost := offer_events - applied:
