@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up test test-unit test-integration test-e2e bench bench-pipeline chaos lint clean
+.PHONY: install up test test-unit test-integration test-e2e bench bench-pipeline bench-catalog chaos lint clean
 
 install: $(STAMP) deploy/local/dev-issuer/node_modules/.package-lock.json
 
@@ -33,11 +33,14 @@ test-integration: install
 test-e2e: install
 	$(PY) -m pytest tests/e2e -q
 
-bench: bench-pipeline
+bench: bench-pipeline bench-catalog
 
 # Sustained offers through all four services (see BENCHMARKS.md); RATE, SECONDS, REPLICAS to vary.
 bench-pipeline: install
 	$(PY) -m tests.bench.flow --rate $(or $(RATE),20) --seconds $(or $(SECONDS),60) --replicas $(or $(REPLICAS),1)
+
+bench-catalog: install
+	$(PY) -m tests.bench.catalog
 
 # Kills and outages under load, then the reconciliation (a short form runs in `make test`).
 chaos: install
