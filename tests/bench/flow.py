@@ -149,8 +149,8 @@ def main() -> None:
     wait_for("PostgreSQL accepting connections", lambda: asyncio.run(_accepts(stack.config)), timeout=60)
     stack.reset_databases()
     print("starting the stack …", flush=True)
-    stack.start()
     try:
+        stack.start()
         start_replicas(stack, args.replicas)
         run(Platform(stack), args.rate, args.seconds, args.replicas)
     finally:
@@ -221,20 +221,21 @@ def run(platform: Platform, rate: float, seconds: float, replicas: int) -> None:
     poller.start()
     print(f"publishing {offers} offers at {rate:.0f}/s for {seconds:.0f} s, {replicas} of each consumer/worker …",
           flush=True)
-    tokens = {t: platform.token(f"{t}-provider") for t in TENANTS}
     lock = threading.Lock()
+    for t in TENANTS:
+        platform.token(f"{t}-provider")
     started = time.time()
 
     def publish(worker: int, workers: int) -> None:
-        clients = {t: httpx.Client(base_url=platform.config.url("catalog"), timeout=30,
-                                   headers={"Authorization": f"Bearer {tokens[t]}"}) for t in TENANTS}
+        clients = {t: httpx.Client(base_url=platform.config.url("catalog"), timeout=30) for t in TENANTS}
         for i in range(worker, offers, workers):
             time.sleep(max(0.0, started + i / rate - time.time()))
             tenant, body = offer_for(i, providers, demands_needed)
             for attempt in range(3):  # a connection reset under load: the client tries again
                 t0 = time.time()
                 try:
-                    response = clients[tenant].post("/v1/offers", json=body)
+                    response = clients[tenant].post("/v1/offers", json=body, headers={
+                        "Authorization": f"Bearer {platform.token(f'{tenant}-provider')}"})  # renewed before expiry
                     break
                 except httpx.TransportError:
                     if attempt == 2:

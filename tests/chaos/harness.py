@@ -119,13 +119,14 @@ class ChaosRun:
         self._providers, self._demands = setup(self.platform, self.demands)
 
     def _load(self) -> None:
-        clients = {t: self.platform.client("catalog", f"{t}-provider") for t in TENANTS}
+        clients = {t: self.platform.client("catalog") for t in TENANTS}
         started, n = time.monotonic(), 0
         while not self._stop_load.is_set():
             tenant, body = offer_for(n, self._providers, len(self._demands))
             body["external_id"] = f"chaos-{n}"
             try:
-                response = clients[tenant].post("/v1/offers", json=body, timeout=5)
+                response = clients[tenant].post("/v1/offers", json=body, timeout=5, headers={
+                    "Authorization": f"Bearer {self.platform.token(f'{tenant}-provider')}"})  # renewed in time
                 if response.status_code == 201:
                     self.report.offers_posted += 1
                 else:
