@@ -17,8 +17,15 @@ class ServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
 
-    # The app connects as a role that owns nothing and cannot bypass row-level security;
-    # migrations run with the admin DSN and create objects owned by the service's owner role.
+    # Which loops this process runs: "all" (HTTP, outbox relay, consumers, the service's workers),
+    # "api" (HTTP only) or "events" (relay, consumers and workers; HTTP for probes and metrics).
+    process: Literal["all", "api", "events"] = "all"
+
+    # The app connects as a role that owns nothing and cannot bypass row-level security. Only the
+    # migration step (`python -m services.<name> migrate`) uses one of the next two: the owner's own
+    # DSN where the platform made roles and database (production), else the admin DSN, with which it
+    # provisions them locally and then acts as the owner role. Service processes get neither.
+    postgres_owner_url: str | None = None
     postgres_admin_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     postgres_host: str = "127.0.0.1"
     postgres_port: int = 5432
