@@ -60,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("file", type=Path)
     args = parser.parse_args(argv)
     env = dict(os.environ)
-    tenants = read_tenants(args.file)
+    try:
+        tenants = read_tenants(args.file)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        print(f"tenants file refused: {exc}", file=sys.stderr)
+        return 2
     token = operator_token(env.get("BR_ISSUER_URL", "http://127.0.0.1:8080/realms/bildungsraum"), env)
     for tenant_id, state in sync(tenants, env.get("BR_IDENTITY_URL", "http://127.0.0.1:8004"), token).items():
         print(f"{tenant_id}: {state}")

@@ -33,6 +33,12 @@ class ServiceSettings(BaseSettings):
     database_password: str | None = None
 
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # Production (Strimzi): SASL_SSL with the service's KafkaUser (SCRAM-SHA-512) and the cluster CA.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_username: str | None = None
+    kafka_password: str | None = None
+    kafka_ssl_cafile: str | None = None
     kafka_session_timeout_ms: int = 6000
     kafka_heartbeat_interval_ms: int = 1000
     kafka_fetch_max_wait_ms: int = 10

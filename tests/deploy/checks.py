@@ -18,6 +18,7 @@ import yaml
 import contracts
 from deploy.local.stack import ROOT
 from runtime.kafka import dead_letter_topic
+from runtime.settings import ServiceSettings
 
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml"))
@@ -261,4 +262,34 @@ def kafka_problems(docs: list[dict], specs: dict[str, list]) -> list[str]:
                 and source in contract_topics() and ("topic", source, "Read") in acls)
             if not ahead:
                 problems.append(f"KafkaUser {service}: {op} on {kind} {name} is more than it needs")
+    return problems
+
+
+# URLs of the four APIs, read by the portal (its own settings) and the tenants sync
+PORTAL_SETTINGS = {"BR_IDENTITY_URL", "BR_CATALOG_URL", "BR_MATCHING_URL", "BR_NOTIFICATIONS_URL"}
+
+
+def settings_problems(docs: list[dict]) -> list[str]:
+    """Every BR_ variable a service process is given is a setting it reads (a misspelt one would be
+    ignored silently: the settings ignore unknown names)."""
+    from services.notifications.settings import NotificationsSettings
+
+    config_maps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+    problems = []
+    for doc in docs:
+        if doc["kind"] not in WORKLOAD_KINDS:
+            continue
+        for container in _pod_spec(doc)["containers"]:
+            args = container.get("args", [])
+            service_process = args and args[0].startswith("services.") and args[0] != "services.portal"
+            if not (service_process or args[:1] == ["celery"]):
+                continue
+            settings = NotificationsSettings if "notifications" in " ".join(args) else ServiceSettings
+            fields = set(settings.model_fields)
+            names = {e["name"] for e in container.get("env", [])}
+            for source in container.get("envFrom", []):
+                names |= set(config_maps.get(source.get("configMapRef", {}).get("name"), {}))
+            for name in sorted(n for n in names if n.startswith("BR_")):
+                if name[3:].lower() not in fields and name not in PORTAL_SETTINGS:
+                    problems.append(f"{name_of(doc)} ({' '.join(args[:2])}): {name} is no setting of the process")
     return problems

@@ -65,6 +65,18 @@ def test_every_contract_topic_has_its_kafka_topic_and_each_service_only_its_acls
     assert checks.kafka_problems(docs, specs) == []
 
 
+def test_every_setting_given_to_a_service_is_one_it_reads(overlay) -> None:
+    name, docs = overlay
+    assert checks.settings_problems(docs) == []
+
+
+def test_a_misspelt_setting_is_caught() -> None:
+    docs = checks.render(checks.K8S / "overlays" / "prod")
+    container = _find(docs, "Deployment", "notifications-worker")["spec"]["template"]["spec"]["containers"][0]
+    container["env"].append({"name": "BR_SMTP_STARTLS", "value": "true"})
+    assert any("BR_SMTP_STARTLS is no setting" in p for p in checks.settings_problems(docs))
+
+
 def test_sizes_differ_as_the_overlays_promise() -> None:
     dev = checks.render(checks.K8S / "overlays" / "dev")
     prod = checks.render(checks.K8S / "overlays" / "prod")
