@@ -60,4 +60,5 @@ k8s-realm: install
 	$(PY) -m deploy.k8s.realm
 
 clean:
+	if [ -x $(PY) ]; then $(PY) -m deploy.local.stack clean; fi
 	rm -rf var .pytest_cache

@@ -337,10 +337,21 @@ def _postgres_bindir() -> Path:
     return candidates[0].parent
 
 
+def clean(config: StackConfig) -> int:
+    """Remove the project-local PostgreSQL cluster (``make clean``), unless it is running."""
+    data = postgres_data_dir(config.var_dir)
+    if (data / "postmaster.pid").exists():
+        print(f"PostgreSQL still runs on {data}; stop `make up` first", file=sys.stderr)
+        return 1
+    shutil.rmtree(data, ignore_errors=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.local.stack", description=__doc__)
-    parser.add_argument("command", choices=["up"])
-    parser.parse_args(argv)
+    parser.add_argument("command", choices=["up", "clean"])
+    if parser.parse_args(argv).command == "clean":
+        return clean(StackConfig())
     stack = Stack(StackConfig())
     stopping = False
 

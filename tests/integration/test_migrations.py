@@ -121,3 +121,35 @@ def test_service_processes_hold_no_admin_or_owner_credentials(stack) -> None:
         names = {entry.split(b"=", 1)[0].decode() for entry in environ if entry}
         assert "BR_DATABASE_PREFIX" in names  # it is the service's environment ...
         assert not names & {"BR_POSTGRES_ADMIN_URL", "BR_POSTGRES_OWNER_URL"}  # ... without the owner's keys
+
+
+async def test_with_the_owners_own_dsn_migrations_run_as_the_owner_and_the_app_role_may_use_them(
+        fresh, tmp_path: Path) -> None:
+    # Production: the platform (CloudNativePG) made roles and database; the Job logs in as the owner.
+    settings = await fresh("migowner")
+    await migrate(settings, tmp_path)  # here the admin makes roles and database, as the platform would
+    admin = await asyncpg.connect(settings.postgres_admin_url)
+    try:
+        await admin.execute(f"ALTER ROLE {settings.owner_role} LOGIN")
+    finally:
+        await admin.close()
+    (tmp_path / "0001_rooms.sql").write_text(
+        "CREATE TABLE rooms (id int PRIMARY KEY); INSERT INTO rooms VALUES (1);\n")
+    base = settings.postgres_admin_url.rpartition("@")[2].rpartition("/")[0]
+    as_owner = settings.model_copy(update={
+        "postgres_owner_url": f"postgresql://{settings.owner_role}@{base}/{settings.database_name}",
+        "postgres_admin_url": "postgresql://nobody@127.0.0.1:1/none"})  # proves the admin DSN is not used
+    assert await migrate(as_owner, tmp_path) == ["migowner/0001_rooms"]
+
+    conn = await asyncpg.connect(settings.admin_database_url)
+    try:
+        assert await conn.fetchval("SELECT tableowner FROM pg_tables WHERE tablename = 'rooms'") == settings.owner_role
+    finally:
+        await conn.close()
+    app = await asyncpg.connect(settings.database_url)
+    try:
+        assert await app.fetchval("SELECT count(*) FROM rooms") == 1
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await app.execute("DROP TABLE rooms")
+    finally:
+        await app.close()
