@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up test test-unit test-integration test-e2e test-deploy bench lint clean lock k8s k8s-realm
+.PHONY: install up test test-unit test-integration test-e2e test-deploy bench bench-catalog lint clean lock k8s k8s-realm
 
 install: $(STAMP) deploy/local/dev-issuer/node_modules/.package-lock.json $(VENV)/bin/kubectl
 
@@ -39,6 +39,10 @@ test-e2e: install
 
 bench: install
 	$(PY) -m tests.bench.flow
+	$(PY) -m tests.bench.catalog
+
+bench-catalog: install
+	$(PY) -m tests.bench.catalog
 
 lint: install
 	$(PY) -m ruff check .
