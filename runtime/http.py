@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from runtime import metrics
 from runtime.auth import InvalidToken, IssuerUnavailable, Principal
-from runtime.errors import Conflict, NotFound
+from runtime.errors import Conflict, EventTooLarge, NotFound
 from runtime.guards import RateLimits, RequestGuard, policy_of, route_policies
 from runtime.service import ServiceRuntime
 from runtime.tracing import continue_trace, current_traceparent
@@ -78,6 +78,11 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
         return problem_response(409, "Conflict", str(exc))
+
+    @app.exception_handler(EventTooLarge)
+    async def _too_large(_: Request, exc: EventTooLarge) -> JSONResponse:
+        # Nothing was changed: the transaction that would have written the event rolled back.
+        return problem_response(413, "Content too large", str(exc))
 
     @app.exception_handler(InvalidToken)
     async def _token(_: Request, exc: InvalidToken) -> JSONResponse:
@@ -199,12 +204,11 @@ def create_app(
     description: str = "",
     on_start: Callable[[ServiceRuntime], Awaitable[None]] | None = None,
 ) -> FastAPI:
-    """The service's FastAPI app; its lifespan starts the runtime (migrations, relay, consumers)."""
+    """The service's FastAPI app; its lifespan starts the runtime (pool, relay, consumers)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await runtime.start()
-        app.state.runtime = runtime
         app.state.rate_limits = RateLimits(runtime.settings.redis_url, runtime.settings.rate_limit_writes)
         if on_start is not None:
             await on_start(runtime)
@@ -212,6 +216,7 @@ def create_app(
         await runtime.stop()
 
     app = FastAPI(title=title, description=description, lifespan=lifespan, version="1.0.0")
+    app.state.runtime = runtime  # the migrate step reads its migrations from here, before any start
     install_problem_handlers(app)
     # Outermost of ours, so a refused body is never read into memory by anything behind it.
     app.add_middleware(RequestGuard, problem=problem_response,
