@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -224,7 +225,18 @@ class Stack:
             "BR_ISSUER_URL": c.issuer_url, "BR_REDIS_URL": c.redis_url, "BR_CELERY_QUEUE": c.celery_queue,
             "BR_SMTP_HOST": c.host, "BR_SMTP_PORT": str(c.ports["smtp"]),
             "BR_PUBLIC_BASE_URL": c.url("notifications"),
+            "BR_PORTAL_BASE_URL": f"http://{c.host}:{c.ports.get('portal', 8000)}",
+            "BR_UNSUBSCRIBE_SECRET": self.local_secret("unsubscribe-secret"),
         }
+
+    def local_secret(self, name: str) -> str:
+        """A secret made on first use and kept under var/ (never in the repository)."""
+        path = self.config.var_dir / "secrets" / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(48))
+        return path.read_text().strip()
 
     def start_services(self, names: tuple[str, ...] = SERVICES) -> None:
         for name in names:
@@ -241,12 +253,17 @@ class Stack:
 
     def start_worker(self) -> None:
         process = self._spawn("celery-worker", [
-            sys.executable, "-m", "celery", "-A", "services.notifications.worker:celery_app", "worker",
+            sys.executable, "-m", "services.notifications.worker", "worker",
             "-Q", self.config.celery_queue, "-c", "2", "--without-mingle", "--without-gossip", "-n",
             f"notifications-{self.config.env}@%h", "--loglevel", "INFO",
         ], self.service_env("notifications-worker"))
         wait_for("Celery worker", lambda: b"ready" in (self.log_dir / "celery-worker.log").read_bytes()[-20000:],
                  process=process)
+        # Celery beat: makes the daily and weekly digests (a second beat would make no second digest).
+        self._spawn("celery-beat", [
+            sys.executable, "-m", "services.notifications.worker", "beat", "--loglevel", "INFO",
+            "--schedule", str(self.config.var_dir / "celery-beat-schedule"),
+        ], self.service_env("notifications-worker"))
 
     def reset_databases(self) -> None:
         """Drop this stack's service databases (test runs start from nothing)."""
