@@ -259,7 +259,9 @@ class Stack:
         ], self.service_env("notifications-worker"))
         wait_for("Celery worker", lambda: b"ready" in (self.log_dir / "celery-worker.log").read_bytes()[-20000:],
                  process=process)
-        # Celery beat: makes the daily and weekly digests (a second beat would make no second digest).
+
+    def start_beat(self) -> None:
+        """Celery beat: makes the daily and weekly digests (a second beat would make no second digest)."""
         self._spawn("celery-beat", [
             sys.executable, "-m", "services.notifications.worker", "beat", "--loglevel", "INFO",
             "--schedule", str(self.config.var_dir / "celery-beat-schedule"),
@@ -286,6 +288,7 @@ class Stack:
         self.start_smtp()
         self.start_services()
         self.start_worker()
+        self.start_beat()
 
     def summary(self) -> str:
         c = self.config

@@ -234,16 +234,18 @@ def build_digest_mail(envelope: Envelope, matches: list[dict[str, Any]], *, gree
     count = len(matches)
     if for_employer:
         what = "ein neues passendes Angebot" if count == 1 else f"{count} neue passende Angebote"
+        what_acc = what
         whose = "für Ihren Bedarf"
         items = [_alert_item(m, portal_base_url) for m in matches]
     else:
         what = "ein neuer passender Bedarf" if count == 1 else f"{count} neue passende Bedarfe"
+        what_acc = "einen neuen passenden Bedarf" if count == 1 else what
         whose = "für Ihre Angebote"
         items = [_match_item(m, demand_link(portal_base_url, m["demand"]["id"])) for m in matches]
     subject = f"Zusammenfassung: {what}"
     context = {
         "title": subject, "greeting_name": greeting_name,
-        "intro": f"{period_label} gab es {what} {whose}:",
+        "intro": f"{period_label} gab es {what_acc} {whose}:",
         "items": items,
         "reason_for_mail": "Sie erhalten diese Zusammenfassung, weil Sie Benachrichtigungen gesammelt "
                            "(täglich oder wöchentlich) bestellt haben.",

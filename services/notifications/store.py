@@ -9,6 +9,9 @@ from typing import Any
 import asyncpg
 
 NOTIFY_CHANNEL = "deliveries_pending"
+# A delivery that can still be cancelled (kept the same in migration 0002's cancel_for_demand).
+NOT_GONE_OUT = ("(d.status = 'pending' OR (d.status = 'digested' AND EXISTS ("
+                "SELECT 1 FROM digest_items i WHERE i.notice_id = d.id AND i.digest_id IS NULL)))")
 
 
 async def wake_dispatcher(conn: asyncpg.Connection) -> None:
@@ -221,8 +224,9 @@ async def cancel_for_demand(conn: asyncpg.Connection, demand_id: uuid.UUID, dema
 
 
 async def cancel_pending_for_match(conn: asyncpg.Connection, match_id: uuid.UUID) -> int:
+    """What has not gone out: pending mails, and matches still waiting for a digest."""
     result = await conn.execute(
-        "UPDATE deliveries SET status = 'cancelled', updated_at = now() WHERE match_id = $1 AND status = 'pending'",
+        f"UPDATE deliveries d SET status = 'cancelled', updated_at = now() WHERE match_id = $1 AND {NOT_GONE_OUT}",
         match_id,
     )
     return int(result.split()[-1])

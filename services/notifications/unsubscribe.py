@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadData, URLSafeSerializer
 
 _SALT = "bildungsraum.notifications.unsubscribe.v1"
 
@@ -32,7 +32,7 @@ def verify(secret: str, token: str) -> Recipient | None:
     """The recipient a genuine token names; None for anything forged, altered or malformed."""
     try:
         value = _serializer(secret).loads(token)
-    except BadSignature:
+    except BadData:  # a bad signature, or a payload that does not decode
         return None
     if not (isinstance(value, list) and len(value) == 4 and all(isinstance(v, str) for v in value)):
         return None

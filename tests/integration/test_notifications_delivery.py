@@ -649,3 +649,265 @@ class _api:
 
     async def __aexit__(self, *exc) -> None:
         await self.client.aclose()
+
+
+# ---- the window after the SMTP server accepted and before the delivery committed ---------------
+
+class _Blocked:
+    """An admin transaction holding a lock that the worker's next write waits for."""
+
+    def __init__(self, settings: NotificationsSettings, statement: str, *args) -> None:
+        self.settings, self.statement, self.args = settings, statement, args
+
+    async def __aenter__(self) -> _Blocked:
+        self.conn = await asyncpg.connect(self.settings.postgres_admin_url, database=self.settings.database_name)
+        self.tx = self.conn.transaction()
+        await self.tx.start()
+        await self.conn.execute(self.statement, *self.args)
+        return self
+
+    async def waiting(self) -> bool:
+        """A worker's statement is waiting for this lock."""
+        await self.conn.execute("SELECT pg_stat_clear_snapshot()")  # not the view as of this transaction's start
+        return bool(await self.conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"))
+
+    async def __aexit__(self, *exc) -> None:
+        await self.tx.rollback()
+        await self.conn.close()
+
+
+async def test_worker_killed_after_smtp_accepted_before_commit_sends_once(system):
+    """The window that matters: the server has the mail, the worker dies before its commit. The
+    worker commits "accepted" on its own at once; the delivery's commit is held (the outbox is
+    locked) until the whole worker is SIGKILLed. The next worker finishes it without resending."""
+    event = match_event(await new_provider(system))
+    async with _Blocked(system.settings, "LOCK TABLE outbox IN SHARE MODE") as blocked:
+        await handle(system.pool, system.handlers, event)
+        await eventually(lambda: mails_for(system.sink, event.data["id"]), what="the server to accept the mail")
+
+        async def accepted_and_stuck():
+            log = await attempt_log(system.pool, T_A, delivery_id_of(event))
+            return [r["outcome"] for r in log] == ["accepted"] and await blocked.waiting()
+        await eventually(accepted_and_stuck, what="the worker to wait before its commit")
+        system.worker.kill()
+    row = await delivery(system.pool, T_A, delivery_id_of(event))
+    assert row["status"] == "pending"  # the delivery's own commit never happened
+
+    system.worker.start()
+    row = await status_becomes(system.pool, T_A, delivery_id_of(event), "sent", 30)
+    await asyncio.sleep(1.0)  # time for a wrongly repeated send to arrive
+    assert len(mails_for(system.sink, event.data["id"])) == 1
+    assert [r["outcome"] for r in await attempt_log(system.pool, T_A, row["id"])] == ["sent"]
+
+
+async def test_killed_between_smtp_250_and_the_accepted_commit_the_copy_has_the_same_message_id(system):
+    """What is left of the window: the instant between the server's 250 and the commit of
+    "accepted". Held open here (the attempt's row locked) and the worker killed in it: the next
+    worker sends again, and the receiver gets a copy with the same Message-ID (README)."""
+    event = match_event(await new_provider(system))
+    system.sink.handler.accept_delay = 1.5
+    try:
+        await handle(system.pool, system.handlers, event)
+        await eventually(lambda: system.sink.handler.in_progress == 1, what="DATA to be held by the server")
+        async with _Blocked(system.settings, "SELECT 1 FROM delivery_attempts WHERE delivery_id = $1 FOR UPDATE",
+                            delivery_id_of(event)) as blocked:
+            await eventually(lambda: mails_for(system.sink, event.data["id"]), what="the server's 250")
+            await eventually(blocked.waiting, what="the worker to wait before committing 'accepted'")
+            system.worker.kill()
+    finally:
+        system.sink.handler.accept_delay = 0.0
+    system.worker.start()
+    await status_becomes(system.pool, T_A, delivery_id_of(event), "sent", 30)
+    mails = mails_for(system.sink, event.data["id"])
+    assert len(mails) == 2 and mails[0]["Message-ID"] == mails[1]["Message-ID"]
+    outcomes = [r["outcome"] for r in await attempt_log(system.pool, T_A, delivery_id_of(event))]
+    assert outcomes == ["interrupted", "sent"]
+
+
+# ---- SMTP answers ------------------------------------------------------------------------------
+
+class _GreylistOnce:
+    """451 to the first DATA of each message, then the sink's own answer."""
+
+    def __init__(self, sink: SmtpSink) -> None:
+        self.sink, self.seen = sink, set()
+
+    async def handle_DATA(self, server, session, envelope):
+        key = bytes(envelope.original_content or b"").split(b"Message-ID:", 1)[-1][:200]
+        if key not in self.seen:
+            self.seen.add(key)
+            return "451 4.7.1 Bitte später erneut versuchen"
+        return await self.sink.handler.handle_DATA(server, session, envelope)
+
+
+async def test_451_then_success_sends_one_mail_after_a_backoff(system):
+    event = match_event(await new_provider(system))
+    system.sink.stop()
+    greylisting = Controller(_GreylistOnce(system.sink), hostname=system.settings.smtp_host,
+                             port=system.settings.smtp_port)
+    greylisting.start()
+    try:
+        await handle(system.pool, system.handlers, event)
+        row = await status_becomes(system.pool, T_A, delivery_id_of(event), "sent", 20)
+    finally:
+        greylisting.stop()
+        system.sink.start()
+    await asyncio.sleep(1.0)
+    assert len(mails_for(system.sink, event.data["id"])) == 1
+    async with tenant_transaction(system.pool, T_A) as conn:
+        log = await conn.fetch("SELECT outcome, smtp_code, at, finished_at FROM delivery_attempts"
+                               " WHERE delivery_id = $1 ORDER BY attempt", row["id"])
+    assert [(r["outcome"], r["smtp_code"]) for r in log] == [("temporary_failure", 451), ("sent", None)]
+    assert (log[1]["at"] - log[0]["finished_at"]).total_seconds() >= system.settings.retry_base_seconds / 2
+
+
+# ---- retracted, closed, digests ----------------------------------------------------------------
+
+async def test_retracted_match_or_closed_demand_before_sending_sends_nothing(system):
+    from contracts import DEMAND_CLOSED, MATCH_RETRACTED
+    provider_id = await new_provider(system)
+    async with _api(system) as (client, act_as):  # gather in a digest, so nothing goes out at once
+        act_as(T_A, "network_admin")
+        assert (await client.put(f"/v1/preferences/{provider_id}", json={"mode": "daily", "digest_hour": 0})
+                ).status_code == 200
+    retracted, closed, kept = (match_event(provider_id, title=t) for t in (
+        "Zurückgezogen: Hydraulik", "Geschlossen: Pneumatik", "Bleibt: SPS-Programmierung"))
+    for event in (retracted, closed, kept):
+        await handle(system.pool, system.handlers, event)
+    for event in (retracted, closed, kept):
+        await status_becomes(system.pool, T_A, delivery_id_of(event), "digested")
+    await handle(system.pool, system.handlers, Event(MATCH_RETRACTED, "matching", T_A, retracted.key,
+                                                     {**retracted.data, "status": "retracted"}))
+    demand = closed.data["demand"]
+    await handle(system.pool, system.handlers, Event(DEMAND_CLOSED, "matching", T_A, demand["id"], {
+        "id": demand["id"], "tenant": T_A, "status": "closed"}), check_schema=False)
+
+    from datetime import UTC, datetime
+
+    from services.notifications.digests import collect_digests
+    assert await collect_digests(system.settings, system.pool, datetime.now(UTC)) == 1
+    assert await collect_digests(system.settings, system.pool, datetime.now(UTC)) == 0  # a second beat
+    mails = await eventually(lambda: mails_for_recipient(system.sink, address_of(provider_id)), what="the digest")
+    await asyncio.sleep(1.0)
+    mails = mails_for_recipient(system.sink, address_of(provider_id))
+    assert len(mails) == 1
+    text = mails[0].get_body(("plain",)).get_content()
+    assert mails[0]["Subject"] == "Zusammenfassung: ein neuer passender Bedarf"
+    assert "Bleibt: SPS-Programmierung" in text and "Am " in text and "einen neuen passenden Bedarf" in text
+    assert "Zurückgezogen" not in text and "Geschlossen" not in text
+    async with tenant_transaction(system.pool, T_A) as conn:
+        statuses = {r["match_id"]: r["status"] for r in await conn.fetch(
+            "SELECT match_id, status FROM deliveries WHERE provider_id = $1 AND kind = 'match_found'",
+            uuid.UUID(provider_id))}
+    assert statuses[uuid.UUID(retracted.data["id"])] == statuses[uuid.UUID(closed.data["id"])] == "cancelled"
+
+
+def mails_for_recipient(sink: SmtpSink, address: str) -> list[EmailMessage]:
+    found = []
+    for path in sorted(sink.directory.glob("*.eml")):
+        msg = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+        if msg["X-Envelope-To"] == address:
+            found.append(msg)
+    return found
+
+
+async def test_daily_digest_gathers_the_days_matches_in_one_mail_and_off_sends_nothing(system):
+    from datetime import UTC, datetime
+
+    from services.notifications.digests import collect_digests
+    daily, silent = await new_provider(system), await new_provider(system)
+    async with _api(system) as (client, act_as):
+        act_as(T_A, "network_admin")
+        await client.put(f"/v1/preferences/{daily}", json={"mode": "daily", "digest_hour": 0})
+        await client.put(f"/v1/preferences/{silent}", json={"mode": "off"})
+    titles = ["Schweißen WIG für Monteure", "Excel für die Buchhaltung", "Staplerschein für Lagerhelfer"]
+    events = [match_event(daily, title=t) for t in titles] + [match_event(silent)]
+    for event in events:
+        await handle(system.pool, system.handlers, event)
+    for event in events[:3]:
+        await status_becomes(system.pool, T_A, delivery_id_of(event), "digested")
+    await status_becomes(system.pool, T_A, delivery_id_of(events[3]), "suppressed")
+    await asyncio.sleep(1.0)
+    assert mails_for_recipient(system.sink, address_of(daily)) == []  # nothing at once
+
+    # Two beats at the same time make one digest.
+    now = datetime.now(UTC)
+    made = await asyncio.gather(*(collect_digests(system.settings, system.pool, now) for _ in range(2)))
+    assert sorted(made) == [0, 1]
+    mail = (await eventually(lambda: mails_for_recipient(system.sink, address_of(daily)), what="the digest"))[0]
+    await asyncio.sleep(1.0)
+    assert len(mails_for_recipient(system.sink, address_of(daily))) == 1
+    assert mail["Subject"] == "Zusammenfassung: 3 neue passende Bedarfe"
+    text = mail.get_body(("plain",)).get_content()
+    for title in titles:
+        assert title in text
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert mails_for_recipient(system.sink, address_of(silent)) == []
+
+
+# ---- the matches topic replayed from offset 0, through the real broker ---------------------------
+
+async def test_matches_topic_replayed_from_offset_zero_sends_no_second_mail(system):
+    """MatchFound and the provider go through a real broker into the real consumer; then the group
+    is rewound to offset 0 and consumed again by a consumer whose inbox has forgotten everything
+    (as after a restore): the delivery's idempotency key alone must hold. The count is taken only
+    after the group's committed offset has passed the match's event."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    from contracts import MATCHES_TOPIC, PROVIDERS_TOPIC
+    from runtime.inbox import EventConsumer
+    from runtime.kafka import create_consumer, create_producer
+    from tests.integration.test_outbox_inbox import Broker
+
+    broker = Broker()
+    broker.start()
+    settings = system.settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
+    group = f"notifications-replay-{uuid.uuid4().hex[:6]}"
+
+    def consumer(inbox_name: str) -> EventConsumer:
+        return EventConsumer(
+            name=inbox_name, pool=system.pool, handlers=system.handlers,
+            consumer_factory=lambda: create_consumer(settings, group, [MATCHES_TOPIC, PROVIDERS_TOPIC]),
+            producer_factory=lambda: create_producer(settings))
+
+    async def run_until_committed_past(inbox_name: str, tp: TopicPartition, offset: int) -> None:
+        running = consumer(inbox_name)
+        task = asyncio.create_task(running.run())
+        probe = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False)
+        try:
+            await eventually(lambda: (probe.committed(tp) or -1) > offset, 60, "the committed offset to pass the match")
+        finally:
+            probe.close()
+            running.stop()
+            await asyncio.wait_for(task, 30)
+
+    try:
+        provider_id = str(uuid.uuid4())
+        event = match_event(provider_id)
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+        for topic, e in ((PROVIDERS_TOPIC, provider_event(T_A, provider_id, [address_of(provider_id)])),
+                         (MATCHES_TOPIC, event)):
+            metadata = producer.send(topic, key=e.key.encode(), value=e.value(), headers=e.headers()).get(10)
+        producer.close()
+        tp = TopicPartition(MATCHES_TOPIC, metadata.partition)
+
+        await run_until_committed_past("notifications", tp, metadata.offset)
+        await eventually(lambda: mails_for(system.sink, event.data["id"]), what="the first mail")
+        await status_becomes(system.pool, T_A, delivery_id_of(event), "sent")
+
+        rewind = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False)
+        partitions = [TopicPartition(t, p) for t in (MATCHES_TOPIC, PROVIDERS_TOPIC)
+                      for p in rewind.partitions_for_topic(t)]
+        rewind.commit({p: OffsetAndMetadata(0, "", -1) for p in partitions})
+        assert rewind.committed(tp) == 0
+        rewind.close()
+
+        await run_until_committed_past("notifications-restored", tp, metadata.offset)
+        # the handler did run again ...
+        assert await system.pool.fetchval("SELECT count(*) FROM inbox WHERE consumer = 'notifications-restored'") >= 2
+        await asyncio.sleep(2.0)  # time for the dispatcher and worker to send a wrong second mail
+        assert len(mails_for(system.sink, event.data["id"])) == 1  # ... and sent nothing again
+    finally:
+        broker.stop()

@@ -127,7 +127,9 @@ CREATE FUNCTION cancel_for_demand(demand uuid, tenant text) RETURNS integer
 AS $$
     WITH cancelled AS (
         UPDATE deliveries d SET status = 'cancelled', updated_at = now()
-        WHERE d.demand_id = demand AND d.demand_tenant = tenant AND d.status = 'pending'
+        WHERE d.demand_id = demand AND d.demand_tenant = tenant
+          AND (d.status = 'pending' OR (d.status = 'digested' AND EXISTS (
+               SELECT 1 FROM digest_items i WHERE i.notice_id = d.id AND i.digest_id IS NULL)))
         RETURNING 1),
     forgotten AS (
         DELETE FROM waiting_matches w WHERE w.demand_id = demand AND w.demand_tenant = tenant RETURNING 1)
