@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up test test-unit test-integration test-e2e bench lint clean
+.PHONY: install up test test-unit test-integration test-e2e bench bench-mail lint clean
 
 install: $(STAMP) deploy/local/dev-issuer/node_modules/.package-lock.json
 
@@ -35,6 +35,10 @@ test-e2e: install
 
 bench: install
 	$(PY) -m tests.bench.flow
+	$(PY) -m tests.bench.mail
+
+bench-mail: install
+	$(PY) -m tests.bench.mail
 
 lint: install
 	$(PY) -m ruff check .

@@ -283,10 +283,8 @@ def _message(envelope: Envelope, subject: str, template: str, context: dict[str,
     context = {**context, "brand": envelope.branding, "unsubscribe_url": envelope.unsubscribe_url}
     env = _templates()
     msg = EmailMessage(policy=SMTP)
-    name, addr = parseaddr(mail_from)
-    local, _, domain = addr.partition("@")
-    msg["From"] = Address(display_name=f"{envelope.branding.network_name}" if not name else
-                          f"{name} – {envelope.branding.network_name}", username=local, domain=domain)
+    local, _, domain = parseaddr(mail_from)[1].partition("@")
+    msg["From"] = Address(display_name=envelope.branding.network_name, username=local, domain=domain)
     msg["To"] = ", ".join(envelope.recipients)
     msg["Subject"] = subject
     msg["Date"] = format_datetime(now)

@@ -35,7 +35,11 @@ class NotificationsSettings(ServiceSettings):
 
     # Celery on Redis (the broker is ``redis_url``).
     celery_queue: str = "notifications"
-    celery_visibility_timeout: int = 30  # a killed worker's task comes back after this many seconds
+    # A task not acknowledged within this many seconds goes to another worker: longer than a task can
+    # run (SMTP timeout x the commands of one mail), so a slow send is not run twice at once (the
+    # copy would wait on the row lock and find it sent, but ties up a worker). A whole worker killed
+    # meanwhile: its task comes back after this, or sooner by the dispatcher's sweep.
+    celery_visibility_timeout: int = 120
     celery_restore_interval: int = 5  # how often a worker looks for such tasks
 
     # Retries of temporary failures: base * 2^(attempt-1), capped; then the delivery fails.

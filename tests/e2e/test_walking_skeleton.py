@@ -195,6 +195,10 @@ def test_trace_context_travels_from_the_request_to_the_mail(platform: Platform, 
 
     # and the worker that sent the mail logged under the same trace
     wait_until("the traced offer's mail", lambda: platform.mails_for_offer(offer_id))
-    worker_log = (platform.stack.log_dir / "celery-worker.log").read_text()
-    assert any(json.loads(line).get("trace_id") == trace_id and "sent" in json.loads(line)["message"]
-               for line in worker_log.splitlines() if line.startswith("{"))
+    # (logged after the delivery's commit, which follows the SMTP server's 250: a moment later)
+    def logged_sent() -> bool:
+        worker_log = (platform.stack.log_dir / "celery-worker.log").read_text()
+        return any(json.loads(line).get("trace_id") == trace_id and "sent" in json.loads(line)["message"]
+                   for line in worker_log.splitlines() if line.startswith("{"))
+
+    wait_until("the worker's log line of the sent mail", logged_sent, timeout=15)

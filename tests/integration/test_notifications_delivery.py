@@ -638,8 +638,8 @@ class _api:
         self.app.dependency_overrides[get_principal] = lambda: self.principal
 
     def act_as(self, tenant: str | None, role: str, subject: str | None = None,
-               providers: list[str] | None = None) -> None:
-        claims = {"providers": providers} if providers else {}
+               providers: list[str] | None = None, claims: dict | None = None) -> None:
+        claims = {**(claims or {}), **({"providers": providers} if providers else {})}
         self.principal = Principal(subject=subject or f"{role}-{tenant}", username=f"{tenant}-{role}", email=None,
                                    roles=frozenset({role}), tenant=tenant, claims=claims)
 
@@ -911,3 +911,32 @@ async def test_matches_topic_replayed_from_offset_zero_sends_no_second_mail(syst
         assert len(mails_for(system.sink, event.data["id"])) == 1  # ... and sent nothing again
     finally:
         broker.stop()
+
+
+async def test_employer_opted_in_hears_of_good_new_offers_for_its_demand(system):
+    firm = f"{T_A}-firma-{uuid.uuid4().hex[:6]}"
+    async with _api(system) as (client, act_as):
+        act_as(T_A, "employer", subject="sub-employer", claims={"firm": firm})
+        good = await client.put("/v1/employer-alerts", json={"address": "personal@metallbau.example",
+                                                             "mode": "instant", "min_score": 0.5})
+        assert good.status_code == 200
+        picky = await client.put("/v1/employer-alerts", json={"address": "chef@metallbau.example",
+                                                              "mode": "instant", "min_score": 0.9})
+        assert picky.status_code == 200
+        assert {a["address"] for a in (await client.get("/v1/employer-alerts")).json()["items"]} == {
+            "personal@metallbau.example", "chef@metallbau.example"}
+        assert (await client.put("/v1/employer-alerts", json={"address": "kein-mail", "mode": "instant"})
+                ).status_code == 422
+
+    event = match_event(await new_provider(system))  # score 0.82
+    event.data["demand"]["owner"] = firm
+    await handle(system.pool, system.handlers, event)
+    mails = await eventually(lambda: mails_for_recipient(system.sink, "personal@metallbau.example"),
+                             what="the employer's alert")
+    assert mails[0]["Subject"] == "Neues passendes Angebot für Ihren Bedarf: SPS-Programmierung für Instandhalter"
+    text = mails[0].get_body(("plain",)).get_content()
+    assert "SPS-Techniker/in Siemens S7 (TIA Portal)" in text and "82 %" in text
+    assert f"http://portal.test/arbeitgeber/bedarfe/{event.data['demand']['id']}" in text
+    await eventually(lambda: len(mails_for(system.sink, event.data["id"])) == 2, what="the provider's mail too")
+    await asyncio.sleep(1.0)
+    assert mails_for_recipient(system.sink, "chef@metallbau.example") == []  # below its threshold
