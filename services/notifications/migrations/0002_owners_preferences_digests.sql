@@ -60,6 +60,7 @@ ALTER TABLE deliveries
     ADD COLUMN owner_id text,
     ADD COLUMN period text;  -- a digest's period: 2027-03-20 (daily) or 2027-W12 (weekly)
 ALTER TABLE deliveries ALTER COLUMN provider_id DROP NOT NULL;
+UPDATE deliveries SET owner_id = provider_id::text WHERE owner_id IS NULL;
 ALTER TABLE deliveries DROP CONSTRAINT deliveries_status_check;
 ALTER TABLE deliveries ADD CONSTRAINT deliveries_status_check
     CHECK (status IN ('pending', 'sent', 'failed', 'suppressed', 'cancelled', 'digested'));
