@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up test test-unit test-integration test-e2e bench bench-mail lint clean
+.PHONY: install up test test-unit test-integration test-e2e bench bench-catalog bench-mail lint clean
 
 install: $(STAMP) deploy/local/dev-issuer/node_modules/.package-lock.json
 
@@ -35,7 +35,11 @@ test-e2e: install
 
 bench: install
 	$(PY) -m tests.bench.flow
+	$(PY) -m tests.bench.catalog
 	$(PY) -m tests.bench.mail
+
+bench-catalog: install
+	$(PY) -m tests.bench.catalog
 
 bench-mail: install
 	$(PY) -m tests.bench.mail

@@ -193,10 +193,9 @@ async def system(settings, database, sink, worker, dispatch):
 
 # ---- helpers -----------------------------------------------------------------------------------
 
-async def handle(pool: asyncpg.Pool, handlers: dict, event: Event, *, check_schema: bool = True) -> None:
+async def handle(pool: asyncpg.Pool, handlers: dict, event: Event) -> None:
     """What runtime.inbox.EventConsumer does per event: validate, inbox row, tenant, handler, commit."""
-    if check_schema:
-        validate(event)
+    validate(event)
     async with pool.acquire() as conn, conn.transaction():
         fresh = await conn.fetchval(
             "INSERT INTO inbox (consumer, event_id, event_type) VALUES ('notifications', $1, $2)"
@@ -584,8 +583,7 @@ async def test_provider_users_see_and_change_only_their_own_providers(system):
     for provider_id, members in ((mine, ["sub-alice"]), (theirs, ["sub-bob"])):
         event = provider_event(T_A, provider_id, [address_of(provider_id)])
         event.data["members"] = members
-        # catalog's provider-state gains the optional `members` (TEAM contract 2); read tolerantly
-        await handle(system.pool, system.handlers, event, check_schema=False)
+        await handle(system.pool, system.handlers, event)
     events = {p: match_event(p) for p in (mine, theirs)}
     for event in events.values():
         await handle(system.pool, system.handlers, event)
@@ -781,7 +779,10 @@ async def test_retracted_match_or_closed_demand_before_sending_sends_nothing(sys
                                                      {**retracted.data, "status": "retracted"}))
     demand = closed.data["demand"]
     await handle(system.pool, system.handlers, Event(DEMAND_CLOSED, "matching", T_A, demand["id"], {
-        "id": demand["id"], "tenant": T_A, "status": "closed"}), check_schema=False)
+        "id": demand["id"], "tenant": T_A, "title": demand["title"], "description": demand["description"],
+        "skills": demand["skills"], "participants": 2, "start_from": "2026-04-01", "start_to": "2026-06-30",
+        "formats": ["presence"], "max_distance_km": 50, "funding_required": False, "status": "closed",
+        "employer": {"name": "Müller Metallbau GmbH", "lat": 51.4, "lon": 8.06}}))
 
     from datetime import UTC, datetime
 
