@@ -19,8 +19,15 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
-from contracts import MATCH_FOUND, MATCHES_TOPIC, PROVIDER_REGISTERED, PROVIDERS_TOPIC
-from deploy.local.stack import Stack, wait_for
+from contracts import (
+    MATCH_FOUND,
+    MATCHES_TOPIC,
+    PROVIDER_REGISTERED,
+    PROVIDERS_TOPIC,
+    TENANT_CREATED,
+    TENANTS_TOPIC,
+)
+from deploy.local.stack import Stack, stack_slot, wait_for
 from runtime.events import Event
 from tests.bench.flow import bench_config, broker_round_trip, percentiles
 
@@ -69,6 +76,11 @@ def main() -> None:
     args = parser.parse_args()
 
     config = bench_config()
+    # Its own var/ and its own Redis server (a project-local one on a port of its own), so it runs
+    # beside this checkout's tests without touching their Redis databases.
+    config.var_dir = config.var_dir.parent / "bench-mail"
+    config.ports["redis"] = 26379 + 100 * stack_slot()
+    config.redis_db = 0
     stack = Stack(config)
     mail_dir = config.var_dir / "mail"
     for path in mail_dir.glob("*"):
@@ -82,11 +94,17 @@ def main() -> None:
     stack.start_broker()
     stack.start_issuer()
     stack.start_smtp()
+    # The network, as identity announces it: a service is ready once it knows a tenant.
+    producer = KafkaProducer(bootstrap_servers=config.bootstrap, acks="all")
+    tenant = Event(TENANT_CREATED, "identity", TENANT, TENANT,
+                   {"id": TENANT, "name": "Bildungsraum Hellweg-Hochsauerland", "status": "active"})
+    producer.send(TENANTS_TOPIC, key=TENANT.encode(), value=tenant.value(), headers=tenant.headers()).get(10)
+    producer.close()
     env = stack.service_env("notifications")
     # A killed worker's tasks come back after the visibility timeout: short, as the tests set it.
     env |= {"BR_CELERY_VISIBILITY_TIMEOUT": "10", "BR_CELERY_RESTORE_INTERVAL": "2", "BR_SWEEP_GRACE_SECONDS": "30"}
     stack._spawn("notifications", [sys.executable, "-m", "services.notifications"], env)
-    stack.wait_ready("notifications")
+    stack.wait_ready("notifications", timeout=240)  # a loaded machine: migrations, group join
     workers = []
     for n in (1, 2):
         name = f"celery-worker-{n}"
