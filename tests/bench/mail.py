@@ -103,6 +103,7 @@ def main() -> None:
     env = stack.service_env("notifications")
     # A killed worker's tasks come back after the visibility timeout: short, as the tests set it.
     env |= {"BR_CELERY_VISIBILITY_TIMEOUT": "10", "BR_CELERY_RESTORE_INTERVAL": "2", "BR_SWEEP_GRACE_SECONDS": "30"}
+    stack.migrate(("notifications",))
     stack._spawn("notifications", [sys.executable, "-m", "services.notifications"], env)
     stack.wait_ready("notifications", timeout=240)  # a loaded machine: migrations, group join
     workers = []
