@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up test test-unit test-integration test-e2e test-deploy bench bench-pipeline bench-catalog chaos lint clean lock k8s k8s-realm
+.PHONY: install up test test-unit test-integration test-e2e test-deploy bench bench-pipeline bench-catalog bench-mail chaos lint clean lock k8s k8s-realm
 
 install: $(STAMP) deploy/local/dev-issuer/node_modules/.package-lock.json $(VENV)/bin/kubectl
 
@@ -37,7 +37,7 @@ test-integration: install
 test-e2e: install
 	$(PY) -m pytest tests/e2e -q
 
-bench: bench-pipeline bench-catalog
+bench: bench-pipeline bench-catalog bench-mail
 
 # Sustained offers through all four services (see BENCHMARKS.md); RATE, SECONDS, REPLICAS to vary.
 bench-pipeline: install
@@ -45,6 +45,9 @@ bench-pipeline: install
 
 bench-catalog: install
 	$(PY) -m tests.bench.catalog
+
+bench-mail: install
+	$(PY) -m tests.bench.mail
 
 # Kills and outages under load, then the reconciliation (a short form runs in `make test`).
 chaos: install

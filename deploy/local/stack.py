@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -235,7 +236,18 @@ class Stack:
             # identity reaches the dev issuer's admin API as its confidential services client
             "BR_KEYCLOAK_CLIENT_ID": "bildungsraum-services",
             "BR_KEYCLOAK_CLIENT_SECRET_FILE": str(c.var_dir / "dev-issuer" / "services-client-secret"),
+            "BR_PORTAL_BASE_URL": f"http://{c.host}:{c.ports.get('portal', 8000)}",
+            "BR_UNSUBSCRIBE_SECRET": self.local_secret("unsubscribe-secret"),
         }
+
+    def local_secret(self, name: str) -> str:
+        """A secret made on first use and kept under var/ (never in the repository)."""
+        path = self.config.var_dir / "secrets" / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(48))
+        return path.read_text().strip()
 
     def migrate(self, names: tuple[str, ...] = SERVICES) -> None:
         """The migration step: each service's ``migrate`` command with the admin DSN, all at once,
@@ -271,12 +283,19 @@ class Stack:
 
     def start_worker(self) -> None:
         process = self._spawn("celery-worker", [
-            sys.executable, "-m", "celery", "-A", "services.notifications.worker:celery_app", "worker",
+            sys.executable, "-m", "services.notifications.worker", "worker",
             "-Q", self.config.celery_queue, "-c", "2", "--without-mingle", "--without-gossip", "-n",
             f"notifications-{self.config.env}@%h", "--loglevel", "INFO",
         ], self.service_env("notifications-worker"))
         wait_for("Celery worker", lambda: b"ready" in (self.log_dir / "celery-worker.log").read_bytes()[-20000:],
                  process=process)
+
+    def start_beat(self) -> None:
+        """Celery beat: makes the daily and weekly digests (a second beat would make no second digest)."""
+        self._spawn("celery-beat", [
+            sys.executable, "-m", "services.notifications.worker", "beat", "--loglevel", "INFO",
+            "--schedule", str(self.config.var_dir / "celery-beat-schedule"),
+        ], self.service_env("notifications-worker"))
 
     def reset_databases(self) -> None:
         """Drop this stack's service databases (test runs start from nothing)."""
@@ -300,6 +319,7 @@ class Stack:
         self.migrate()
         self.start_services()
         self.start_worker()
+        self.start_beat()
 
     def summary(self) -> str:
         c = self.config
