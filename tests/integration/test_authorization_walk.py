@@ -42,8 +42,6 @@ PENDING: set[tuple[str, str, str]] = {
     ("matching", "POST /v1/demands/{demand_id}/close", "other owner"),
     ("matching", "GET /v1/demands/{demand_id}/matches", "other owner"),
     ("notifications", "GET /v1/deliveries", "other owner"),
-    ("notifications", "GET /v1/preferences/{provider_id}", "other owner"),
-    ("notifications", "PUT /v1/preferences/{provider_id}", "other owner"),
 }
 
 
