@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install up test test-unit test-integration test-e2e bench lint clean
 
-install: $(STAMP) deploy/local/dev-issuer/node_modules/.package-lock.json
+install: $(STAMP) deploy/local/dev-issuer/node_modules/.package-lock.json services/portal/node_modules/.package-lock.json
 
 $(STAMP): pyproject.toml
 	./scripts/install-system-deps.sh
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 
 deploy/local/dev-issuer/node_modules/.package-lock.json: deploy/local/dev-issuer/package-lock.json
 	npm ci --prefix deploy/local/dev-issuer --no-audit --no-fund --loglevel=error
+
+# The portal's stylesheet (KERN-UX) and axe-core for the browser tests: from npm, served by the portal.
+services/portal/node_modules/.package-lock.json: services/portal/package-lock.json
+	npm ci --prefix services/portal --no-audit --no-fund --loglevel=error
 
 up: install
 	$(PY) -m deploy.local.stack up

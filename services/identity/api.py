@@ -32,3 +32,19 @@ async def create_tenant(body: CreateTenant, principal: CurrentPrincipal, runtime
         raise Problem(403, "Forbidden", "Only an operator adds tenants.")
     async with runtime.pool.acquire() as conn, conn.transaction():
         return await handlers.create_tenant(conn, body)
+
+
+@router.get("/public/tenants", summary="The active networks, for public pages (no sign-in)")
+async def public_tenants(runtime: RuntimeDep) -> dict:
+    async with runtime.pool.acquire() as conn:
+        items = await handlers.list_tenants(conn, None)
+    return {"items": [{"id": t["id"], "name": t["name"]} for t in items if t["status"] == "active"]}
+
+
+@router.get("/public/tenants/{tenant_id}", summary="A network's public face: name (no sign-in)")
+async def public_tenant(tenant_id: str, runtime: RuntimeDep) -> dict:
+    async with runtime.pool.acquire() as conn:
+        items = await handlers.list_tenants(conn, tenant_id)
+    if not items or items[0]["status"] != "active":
+        raise Problem(404, "Not found", "No such network.")
+    return {"id": items[0]["id"], "name": items[0]["name"]}

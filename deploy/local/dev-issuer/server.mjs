@@ -8,6 +8,7 @@ import {
   ALLOWED_ENVS, ConfigError, SERVICES_CLIENT_ID, loadConfig,
 } from './config.mjs';
 import { loadOrCreateKeys, publicJwk } from './keys.mjs';
+import { portalLoginRoutes } from './portal-login.mjs';
 import { DEFAULT_ROLES, buildDirectory, userClaims } from './users.mjs';
 
 function fail(message) {
@@ -39,6 +40,7 @@ const { createProvider, KEYCLOAK_ROUTES } = await import('./provider.mjs');
 
 const provider = createProvider(cfg, structuredClone(jwks), directory);
 const providerCallback = provider.callback();
+const portalLogin = portalLoginRoutes(provider, directory, cfg.realmPath);
 
 const signingKeys = new Map(jwks.keys.map((k) => [k.kid, crypto.createPublicKey({ key: publicJwk(k), format: 'jwk' })]));
 
@@ -220,6 +222,12 @@ const server = http.createServer((req, res) => {
 
   if (path === '/healthz' && (req.method === 'GET' || req.method === 'HEAD')) {
     return sendJson(res, 200, { status: 'ok', issuer: cfg.issuer });
+  }
+  if (path.startsWith(`${cfg.realmPath}/login-actions/`)) {
+    return portalLogin(req, res, path).catch((err) => {
+      log({ level: 'error', msg: 'login page failed', path, error: String(err?.stack || err) });
+      if (!res.headersSent) sendJson(res, err.status && err.status < 500 ? err.status : 500, { error: 'invalid_request' });
+    });
   }
   const own = ownRoutes.get(`${req.method} ${path}`);
   if (own) {
