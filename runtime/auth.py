@@ -31,6 +31,10 @@ class Principal:
     roles: frozenset[str]
     tenant: str | None  # the user's home network; None for an operator
     claims: dict[str, Any]
+    # Owners below the tenant: catalog provider ids a provider user acts for (claim `providers`),
+    # and the employer's firm (claim `firm`). Set by identity at invite time.
+    providers: frozenset[str] = frozenset()
+    firm: str | None = None
 
     @property
     def is_operator(self) -> bool:
@@ -48,6 +52,16 @@ def tenant_from_claims(claims: dict[str, Any]) -> str | None:
     if isinstance(organization, dict) and len(organization) == 1:
         return next(iter(organization))
     return None
+
+
+def providers_from_claims(claims: dict[str, Any]) -> frozenset[str]:
+    """Keycloak's multivalued attribute mapper gives a list; a single value may come as a string."""
+    value = claims.get("providers")
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        return frozenset()
+    return frozenset(v for v in value if isinstance(v, str) and v)
 
 
 class TokenVerifier:
@@ -119,4 +133,6 @@ class TokenVerifier:
             roles=roles,
             tenant=None if "operator" in roles else tenant_from_claims(claims),
             claims=claims,
+            providers=providers_from_claims(claims),
+            firm=claims["firm"] if isinstance(claims.get("firm"), str) and claims["firm"] else None,
         )

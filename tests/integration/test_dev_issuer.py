@@ -242,7 +242,9 @@ def test_every_seeded_user_logs_in(issuer: Issuer) -> None:
     roles = {
         "admin": "network_admin",
         "provider": "provider",
+        "provider2": "provider",
         "employer": "employer",
+        "employer2": "employer",
         "counselor": "counselor",
     }
     cli = issuer.openid()
@@ -251,6 +253,32 @@ def test_every_seeded_user_logs_in(issuer: Issuer) -> None:
             claims = _verify(issuer, cli.token(f"{tenant}-{suffix}", "dev")["access_token"])
             assert role in claims["realm_access"]["roles"], (tenant, suffix)
             assert claims["tenant"] == tenant
+
+
+@pytest.mark.parametrize(("suffix", "firm"), [("employer", "firma-1"), ("employer2", "firma-2"),
+                                              ("provider", None), ("admin", None)])
+async def test_employers_carry_their_firm_and_nobody_starts_with_providers(issuer: Issuer, suffix: str,
+                                                                           firm: str | None) -> None:
+    token = issuer.openid().token(f"lueneburg-{suffix}", "dev")["access_token"]
+    claims = _verify(issuer, token)
+    assert claims.get("firm") == (f"lueneburg-{firm}" if firm else None)
+    assert "providers" not in claims
+    async with httpx.AsyncClient() as http:
+        principal = await TokenVerifier(issuer.issuer, "bildungsraum-api", http).verify(token)
+    assert principal.firm == claims.get("firm")
+    assert principal.providers == frozenset()
+
+
+async def test_principal_reads_the_providers_claim(issuer: Issuer) -> None:
+    """Identity sets `providers` at invite time; Keycloak's multivalued mapper gives a list."""
+    claims = _verify(issuer, issuer.openid().token("lueneburg-provider", "dev")["access_token"])
+    key = _private_key(issuer.keys_file)
+    token = jwt.encode({**claims, "providers": ["p-1", "p-2"]}, jwt.PyJWK(key).key, algorithm="RS256",
+                       headers={"kid": key["kid"]})
+    async with httpx.AsyncClient() as http:
+        principal = await TokenVerifier(issuer.issuer, "bildungsraum-api", http).verify(token)
+    assert principal.providers == {"p-1", "p-2"}
+    assert principal.firm is None
 
 
 def test_operator_has_no_tenant(issuer: Issuer) -> None:

@@ -21,27 +21,35 @@ export function subFor(username) {
   return uuidv5(`urn:${REALM}:dev-issuer:user:${username}`);
 }
 
-function user(username, role, tenant) {
+// `providers` (catalog provider ids the user acts for) and `firm` (the employer's firm) are user
+// attributes in Keycloak, put into tokens by attribute mappers; the dev issuer does the same.
+function user(username, role, tenant, { providers = [], firm } = {}) {
   return {
     username,
     sub: subFor(username),
     email: `${username}@bildungsraum.example`,
     role,
     tenant,
+    providers,
+    firm,
   };
 }
 
-const TENANT_ROLES = [
-  ['admin', 'network_admin'],
-  ['provider', 'provider'],
-  ['employer', 'employer'],
-  ['counselor', 'counselor'],
+// [username suffix, role, attributes(tenant)]: two users per owner-bound role, so tests can show
+// that one provider or firm cannot act for another of the same network.
+const TENANT_USERS = [
+  ['admin', 'network_admin', () => ({})],
+  ['provider', 'provider', () => ({})],
+  ['provider2', 'provider', () => ({})],
+  ['employer', 'employer', (t) => ({ firm: `${t}-firma-1` })],
+  ['employer2', 'employer', (t) => ({ firm: `${t}-firma-2` })],
+  ['counselor', 'counselor', () => ({})],
 ];
 
 export function buildDirectory(tenants) {
   const list = [user('operator', 'operator', undefined)];
   for (const t of tenants) {
-    for (const [suffix, role] of TENANT_ROLES) list.push(user(`${t}-${suffix}`, role, t));
+    for (const [suffix, role, attributes] of TENANT_USERS) list.push(user(`${t}-${suffix}`, role, t, attributes(t)));
   }
   const byName = new Map(list.map((u) => [u.username, u]));
   const bySub = new Map(list.map((u) => [u.sub, u]));
@@ -69,5 +77,7 @@ export function userClaims(u) {
     preferred_username: u.username,
     email: u.email,
     ...(u.tenant ? { tenant: u.tenant } : {}),
+    ...(u.providers?.length ? { providers: [...u.providers] } : {}),
+    ...(u.firm ? { firm: u.firm } : {}),
   };
 }
