@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up test test-unit test-integration test-e2e bench lint clean
+.PHONY: install up test test-unit test-integration test-e2e bench bench-portal lint clean
 
 install: $(STAMP) deploy/local/dev-issuer/node_modules/.package-lock.json services/portal/node_modules/.package-lock.json
 
@@ -39,6 +39,10 @@ test-e2e: install
 
 bench: install
 	$(PY) -m tests.bench.flow
+	$(MAKE) bench-portal
+
+bench-portal: install
+	$(PY) -m tests.bench.portal
 
 lint: install
 	$(PY) -m ruff check .

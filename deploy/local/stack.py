@@ -327,9 +327,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print("Starting Bildungsraum …", flush=True)
         stack.start()
+        from deploy.local.seed import seed
+
+        made = seed(stack.config.url("catalog"), stack.config.url("matching"), stack.config.issuer_url)
+        if made:
+            print(f"Demo data: {sum(made.values())} offers in {len(made)} networks, and a demand in each.", flush=True)
         print(f"\nBildungsraum is up:\n{stack.summary()}\n\nDev users (password `dev`): operator, "
-              "<tenant>-admin, <tenant>-provider, <tenant>-employer, <tenant>-counselor\nCtrl-C stops everything.",
-              flush=True)
+              "<tenant>-admin, <tenant>-provider, <tenant>-employer, <tenant>-counselor\nCtrl-C stops everything.\n"
+              f"\nOpen the portal: {stack.config.url('portal')}/", flush=True)
         while not stopping:
             for name, process in list(stack.processes.items()):
                 if process.poll() is not None:

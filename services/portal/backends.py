@@ -79,7 +79,7 @@ class Backends:
             raise BackendMissing(service, 404, body)
         if response.status_code in (404, 403):
             raise BackendNotFound(service, response.status_code, body)
-        if response.status_code in (405, 501, 502, 503, 504):
+        if response.status_code in (405, 429, 501, 502, 503, 504):  # 429: the catalog limits one client (us)
             raise BackendMissing(service, response.status_code, body)
         raise BackendError(service, response.status_code, body)
 

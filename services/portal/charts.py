@@ -14,10 +14,11 @@ class Gap:
     district: str
     demand: int
     supply: int
+    without_match: int | None = None  # demands for which matching found no good offer
 
     @property
     def unmet(self) -> int:
-        return max(self.demand - self.supply, 0)
+        return self.without_match if self.without_match is not None else max(self.demand - self.supply, 0)
 
 
 def _first(item: dict, *keys: str, default=None):
@@ -35,9 +36,11 @@ def gaps_from(body: dict | list) -> list[Gap]:
         label = _first(item, "skill_cluster", "cluster", "skill", "label", default="ohne Zuordnung")
         if isinstance(label, dict):
             label = _first(label, "label", "name", default="ohne Zuordnung")
+        without = _first(item, "demands_without_good_match", "unmet")
         gaps.append(Gap(str(label), str(_first(item, "district", "region", "place", default="—")),
-                        int(_first(item, "demand", "demands", "demand_count", "participants", default=0)),
-                        int(_first(item, "supply", "offers", "supply_count", "offer_count", default=0))))
+                        int(_first(item, "demands", "demand", "demand_count", default=0)),
+                        int(_first(item, "offers_available", "supply", "offers", "offer_count", default=0)),
+                        int(without) if without is not None else None))
     return sorted(gaps, key=lambda g: (-g.unmet, -g.demand, g.label))
 
 
@@ -52,8 +55,8 @@ def bar_chart(gaps: list[Gap], title: str, limit: int = 12) -> str:
              '<desc id="chart-desc">Balken je Themenfeld und Kreis: Bedarf (dunkel) gegen passendes Angebot '
              '(hell). Die Tabelle unter dem Diagramm enthält dieselben Zahlen.</desc>',
              '<g font-family="Fira Sans, sans-serif" font-size="14" fill="#171a2b">',
-             '<rect x="0" y="4" width="14" height="14" fill="#1c3a7a"/><text x="20" y="16">Bedarf</text>',
-             '<rect x="100" y="4" width="14" height="14" fill="#7fa6e0"/><text x="120" y="16">Angebot</text>']
+             '<rect x="0" y="4" width="14" height="14" fill="#1c3a7a"/><text x="20" y="16">Bedarfe</text>',
+             '<rect x="100" y="4" width="14" height="14" fill="#7fa6e0"/><text x="120" y="16">Angebote</text>']
     for i, gap in enumerate(rows):
         y = 40 + i * row_h
         name = gap.label if len(gap.label) <= 30 else gap.label[:29] + "…"
@@ -74,7 +77,7 @@ def gaps_csv(gaps: list[Gap]) -> str:
 
     out = io.StringIO()
     writer = csv.writer(out, delimiter=";")
-    writer.writerow(["Themenfeld", "Kreis", "Bedarf", "Angebot", "Ungedeckt"])
+    writer.writerow(["Themenfeld", "Region", "Bedarfe", "Angebote", "Ohne passendes Angebot"])
     for g in gaps:
         writer.writerow([_cell(g.label), _cell(g.district), g.demand, g.supply, g.unmet])
     return out.getvalue()

@@ -6,6 +6,7 @@ thing yet gives a German message, not an error."""
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -425,18 +426,31 @@ async def withdraw_offer(request: Request, offer_id: UUID, portal: PortalDep, se
 
 @router.get("/anbieter/bedarfe", summary="Provider: demands matched to its offers")
 async def provider_demands(request: Request, portal: PortalDep, me: Me = signed_in(*PROVIDER)):
-    matched, missing = await _optional(portal.backends.get("matching", "/v1/provider/demands", token=me.token),
+    matched, missing = await _optional(portal.backends.get("matching", "/v1/matched-demands", token=me.token),
                                        {"items": []})
-    return render(request, "provider_demands.html", items=matched.get("items", []), missing=missing,
+    return render(request, "provider_demands.html", items=_by_demand(matched.get("items", [])), missing=missing,
                   title="Passende Bedarfe")
+
+
+def _by_demand(items: list[dict]) -> list[dict]:
+    """Matching lists (demand, offer) pairs; a provider reads one line per demand with its offers."""
+    demands: dict[str, dict] = {}
+    for item in items:
+        demand = item.get("demand") or {}
+        entry = demands.setdefault(demand.get("id"), {**demand, "employer": item.get("employer") or {}, "offers": []})
+        entry["offers"].append({"id": item.get("offer_id"), "title": item.get("offer_title"),
+                                "reasons": domain.reasons_text(item.get("reasons") or {})})
+    return list(demands.values())
 
 
 @router.get("/anbieter/bedarfe/{demand_id}", summary="Provider: a matched demand (the alert mail's link)")
 async def provider_demand(request: Request, demand_id: UUID, portal: PortalDep, me: Me = signed_in(*PROVIDER)):
-    demand = await portal.backends.get("matching", f"/v1/demands/{demand_id}", token=me.token)
-    matches, _ = await _optional(portal.backends.get("matching", f"/v1/demands/{demand_id}/matches", token=me.token),
-                                 {"items": []})
-    return render(request, "provider_demand.html", demand=demand, matches=matches.get("items", []),
+    matched = await portal.backends.get("matching", "/v1/matched-demands", token=me.token)
+    found = [d for d in _by_demand(matched.get("items", [])) if d.get("id") == str(demand_id)]
+    if not found:  # not matched to this provider's offers, or another network's: as if it did not exist
+        raise BackendNotFound("matching", 404, None)
+    demand = found[0]
+    return render(request, "provider_demand.html", demand=demand, matches=demand["offers"],
                   title=demand.get("title", "Bedarf"))
 
 
@@ -482,15 +496,17 @@ async def deliveries(request: Request, portal: PortalDep, me: Me = signed_in(*AD
 
 
 async def _gaps(portal, me: Me) -> tuple[list[charts.Gap], bool]:
-    body, missing = await _optional(portal.backends.get("matching", "/v1/insights/gaps", token=me.token),
-                                    {"items": []})
+    today = date.today()
+    body, missing = await _optional(portal.backends.get(
+        "matching", "/v1/insights/gaps", token=me.token,
+        params={"from": (today - timedelta(days=365)).isoformat(), "to": today.isoformat()}), {"items": []})
     return charts.gaps_from(body), missing
 
 
 @router.get("/netzwerk/luecken", summary="Network admin: unmet demand as a chart")
 async def gaps_page(request: Request, portal: PortalDep, me: Me = signed_in(*ADMIN)):
     gaps, missing = await _gaps(portal, me)
-    chart = charts.bar_chart(gaps, "Bedarf und Angebot je Themenfeld und Kreis") if gaps else None
+    chart = charts.bar_chart(gaps, "Bedarfe und Angebote je Themenfeld und Region") if gaps else None
     return render(request, "gaps.html", gaps=gaps, chart=chart, missing=missing, title="Ungedeckter Bedarf")
 
 

@@ -170,10 +170,10 @@ def test_network_admin_sees_the_unmet_demand_chart(platform, journey):
     text = j.page.locator("main").inner_text()
     if "noch nicht verfügbar" in text:
         pytest.skip("matching's GET /v1/insights/gaps is not on main yet")
-    assert j.page.locator("svg[role=img] title").inner_text().startswith("Bedarf und Angebot")
+    assert j.page.locator("svg[role=img] title").inner_text().startswith("Bedarfe und Angebote")
     assert j.page.locator("table tbody tr").count() >= 1
     csv = j.context.request.get(j.base + "/netzwerk/luecken.csv")
-    assert csv.ok and csv.text().startswith("\ufeffThemenfeld;Kreis;Bedarf;Angebot;Ungedeckt")
+    assert csv.ok and csv.text().startswith("\ufeffThemenfeld;Region;Bedarfe;Angebote;Ohne passendes Angebot")
     j.screenshot()
 
 

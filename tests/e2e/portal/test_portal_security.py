@@ -44,8 +44,8 @@ def test_sign_out_needs_the_csrf_token_too(visitor: PortalUser):
     assert visitor.http.get("/arbeitgeber").status_code == 200  # still signed in
 
 
-@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil.example", "https:/evil.example",
-                                    "javascript:alert(1)"])
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil.example",
+                                    "https:/evil.example", "javascript:alert(1)"])
 def test_next_pointing_off_site_is_ignored_after_sign_in(visitor: PortalUser, target: str):
     landed = visitor.sign_in(EMPLOYER, next_path=target)
     assert landed.url.host == "127.0.0.1" and landed.url.port == int(visitor.base.rsplit(":", 1)[1])
