@@ -225,7 +225,7 @@ class Stack:
             "BR_ISSUER_URL": c.issuer_url, "BR_REDIS_URL": c.redis_url, "BR_CELERY_QUEUE": c.celery_queue,
             "BR_SMTP_HOST": c.host, "BR_SMTP_PORT": str(c.ports["smtp"]),
             "BR_PUBLIC_BASE_URL": c.url("notifications"),
-            "BR_PORTAL_URL": c.url("portal"),  # where links in mails lead people (e.g. /anbieter/bedarfe/{id})
+            "BR_PORTAL_BASE_URL": c.url("portal"),  # where links in mails lead people (/anbieter/bedarfe/{id})
         }
 
     def start_services(self, names: tuple[str, ...] = SERVICES) -> None:

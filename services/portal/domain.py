@@ -242,7 +242,7 @@ def employer_cost(price: float | None, employees: int | None, qcg: bool) -> tupl
     return price * 0.75, "ab 500 Beschäftigten: Sie tragen drei Viertel"
 
 
-def reasons_text(reasons: dict, employees: int | None = None) -> list[str]:
+def reasons_text(reasons: dict) -> list[str]:
     """The matching service's reasons as sentences a person reads."""
     lines = []
     if reasons.get("skills"):
@@ -259,12 +259,8 @@ def reasons_text(reasons: dict, employees: int | None = None) -> list[str]:
     funding = reasons.get("funding") or {}
     if funding.get("qcg"):
         lines.append("Förderfähig nach § 82 SGB III")
-    if "employer_cost_eur_after_qcg" in reasons:
-        lines.append(f"Ihr Eigenanteil nach Förderung: {euro(reasons['employer_cost_eur_after_qcg'])}")
-    elif reasons.get("price_eur") is not None:
-        cost, why = employer_cost(reasons["price_eur"], employees, bool(funding.get("qcg")))
-        lines.append(f"Preis {euro(reasons['price_eur'])}" + (f", Ihr Anteil {euro(cost)} ({why})"
-                                                              if cost is not None and funding.get("qcg") else ""))
+    if reasons.get("price_eur") is not None:  # the own cost after § 82 is shown beside, not repeated here
+        lines.append(f"Preis {euro(reasons['price_eur'])} je Person")
     return lines
 
 

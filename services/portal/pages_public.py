@@ -137,6 +137,12 @@ async def imprint(request: Request, tenant: TenantSlug, portal: PortalDep):
     return render(request, "imprint.html", tenant=tenant, tenant_info=network, title="Impressum")
 
 
+@router.get("/{tenant}/datenschutz", summary="Privacy notice")
+async def privacy(request: Request, tenant: TenantSlug, portal: PortalDep):
+    network = await _network(portal, tenant)
+    return render(request, "privacy.html", tenant=tenant, tenant_info=network, title="Datenschutz")
+
+
 # ---- the public demand form (firms without an account) -----------------------------------------
 
 def _public_draft(session) -> dict:

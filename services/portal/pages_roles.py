@@ -200,7 +200,7 @@ def _ranked_offer(item: dict, employees: int | None) -> dict:
         cost = reasons["employer_cost_eur_after_qcg"]
     return {"id": item.get("offer_id") or offer.get("id"), "title": offer.get("title") or item.get("title"),
             "tenant": offer.get("tenant"), "score": item.get("score"),
-            "reasons": domain.reasons_text(reasons, employees), "cost": cost, "cost_why": why,
+            "reasons": domain.reasons_text(reasons), "cost": cost, "cost_why": why,
             "price": offer.get("price_eur", reasons.get("price_eur"))}
 
 
@@ -236,11 +236,8 @@ async def open_request(request: Request, request_id: UUID, portal: PortalDep, se
 async def _my_providers(portal, me: Me) -> tuple[list[dict], bool]:
     listed, missing = await _optional(portal.backends.get("catalog", "/v1/providers", token=me.token,
                                                           params={"mine": "true"}), None)
-    if listed is not None:
-        items = listed.get("items", [])
-        mine = [p for p in items if p["id"] in me.user.get("providers", [])
-                or me.user["sub"] in (p.get("members") or [])] or items
-        return mine, False
+    if listed is not None:  # the catalog knows whom the user acts for (members, providers claim)
+        return listed.get("items", []), False
     found = []
     ids = set(me.user.get("providers", [])) | set(me.session.get("created_providers") or [])
     for provider_id in sorted(ids):
@@ -486,6 +483,26 @@ async def network_home(request: Request, portal: PortalDep, me: Me = signed_in(*
         "catalog", "/v1/providers", token=me.token, params={"page_size": 200}), {"items": []})
     return render(request, "network_home.html", providers=providers.get("items", []),
                   providers_missing=providers_missing, title="Netzwerk verwalten")
+
+
+@router.get("/netzwerk/freigaben", summary="Network admin: sharing defaults")
+async def sharing(request: Request, portal: PortalDep, me: Me = signed_in(*ADMIN)):
+    current, missing = await _optional(portal.backends.get("catalog", "/v1/sharing", token=me.token),
+                                       {"networks": []})
+    networks = [t for t in await portal.tenant_list() if t["id"] != me.tenant]
+    return render(request, "sharing.html", networks=networks, shared=current.get("networks", []), missing=missing,
+                  title="Angebote mit anderen Netzwerken teilen")
+
+
+@router.post("/netzwerk/freigaben", summary="Network admin: change sharing defaults")
+async def save_sharing(request: Request, portal: PortalDep, session: SessionDep, me: Me = signed_in(*ADMIN)):
+    form = await checked_form(request, session)
+    known = {t["id"] for t in await portal.tenant_list()}
+    chosen = [n for n in form.getlist("netzwerke") if n in known and n != me.tenant]
+    await portal.backends.put("catalog", "/v1/sharing", token=me.token, json={"networks": chosen})
+    session.flash("Die Freigabe ist gespeichert. Die Angebote Ihres Netzwerks erscheinen jetzt auch dort."
+                  if chosen else "Die Angebote Ihres Netzwerks werden mit keinem anderen Netzwerk mehr geteilt.")
+    return redirect("/netzwerk/freigaben")
 
 
 @router.get("/netzwerk/zustellungen", summary="Network admin: delivery log")

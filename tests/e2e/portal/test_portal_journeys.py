@@ -151,7 +151,7 @@ def test_provider_follows_the_alert_mail_to_the_matched_demand(platform, journey
         if demand.json()["title"] in body_text(m)], timeout=30)[0]
     links = re.findall(r"https?://[^\s\"<>]+/anbieter/bedarfe/[0-9a-f-]{36}", body_text(mail))
     if not links:
-        pytest.skip("the alert mail carries no portal link yet (notifications: BR_PORTAL_URL + /anbieter/bedarfe/{id})")
+        pytest.skip("the alert mail carries no portal link yet (notifications: /anbieter/bedarfe/{id})")
     j = journey("anbieter-benachrichtigung")
     j.page.goto(links[0])
     j.sign_in("lueneburg-provider")
@@ -180,12 +180,22 @@ def test_network_admin_sees_the_unmet_demand_chart(platform, journey):
 def test_firm_submits_the_public_demand_form_and_a_counsellor_opens_it(platform, journey):
     firm = journey("oeffentliches-formular", phone=True)
     firm.goto("/lueneburg/bedarf-melden")
-    firm.page.get_by_role("link", name="Jetzt beginnen").click()
+    # Keyboard only: the first Tab reaches the skip link, which moves focus to the content.
+    firm.page.keyboard.press("Tab")
+    assert firm.page.evaluate("document.activeElement.textContent.trim()") == "Zum Inhalt springen"
+    firm.page.keyboard.press("Enter")
+    assert firm.page.evaluate("document.activeElement.id") == "inhalt"
+    firm.page.get_by_role("link", name="Jetzt beginnen").focus()
+    firm.page.keyboard.press("Enter")
+    firm.page.wait_for_url("**/bedarf-melden/bedarf")
     firm.check()
     title = f"Erste Hilfe im Betrieb {uuid.uuid4().hex[:6]}"
-    firm.page.get_by_label("Kurz gesagt").fill(title)
-    firm.page.get_by_label("Wie viele Beschäftigte sollen teilnehmen?").fill("8")
-    firm.page.get_by_role("button", name="Weiter").click()
+    firm.page.get_by_label("Kurz gesagt").focus()
+    firm.page.keyboard.type(title)
+    firm.page.get_by_label("Wie viele Beschäftigte sollen teilnehmen?").focus()
+    firm.page.keyboard.type("8")
+    firm.page.keyboard.press("Enter")  # submits the step, as a mouse click would
+    firm.page.wait_for_url("**/bedarf-melden/betrieb")
     firm.check()
     firm.page.get_by_label("Name des Betriebs").fill("Bäckerei Sonnenschein")
     firm.page.get_by_label("Postleitzahl und Ort").fill("21337 Lüneburg")
