@@ -44,7 +44,9 @@ class Platform:
         self._tokens: dict[str, str] = {}
 
     def token(self, username: str) -> str:
-        if username not in self._tokens:
+        """A valid token of the user; a new one when the cached one is about to expire (long suites)."""
+        cached = self._tokens.get(username)
+        if cached is None or jwt.decode(cached, options={"verify_signature": False})["exp"] < time.time() + 30:
             response = httpx.post(
                 f"{self.config.issuer_url}/protocol/openid-connect/token",
                 data={"grant_type": "password", "client_id": "bildungsraum-cli", "username": username,
