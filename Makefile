@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up test test-unit test-integration test-e2e bench bench-portal lint clean
+.PHONY: install up test test-unit test-integration test-e2e bench bench-catalog bench-portal lint clean
 
 install: $(STAMP) deploy/local/dev-issuer/node_modules/.package-lock.json services/portal/node_modules/.package-lock.json
 
@@ -39,7 +39,11 @@ test-e2e: install
 
 bench: install
 	$(PY) -m tests.bench.flow
-	$(MAKE) bench-portal
+	$(PY) -m tests.bench.catalog
+	$(PY) -m tests.bench.portal
+
+bench-catalog: install
+	$(PY) -m tests.bench.catalog
 
 bench-portal: install
 	$(PY) -m tests.bench.portal

@@ -44,9 +44,10 @@ class Platform:
         self._tokens: dict[str, str] = {}
 
     def token(self, username: str) -> str:
-        """A valid token of the user; a new one when the cached one is about to expire (long suites)."""
+        """A fresh enough access token (cached; fetched anew a minute before it expires, since a slow
+        suite outlives the issuer's five-minute tokens)."""
         cached = self._tokens.get(username)
-        if cached is None or jwt.decode(cached, options={"verify_signature": False})["exp"] < time.time() + 30:
+        if cached is None or jwt.decode(cached, options={"verify_signature": False})["exp"] < time.time() + 60:
             response = httpx.post(
                 f"{self.config.issuer_url}/protocol/openid-connect/token",
                 data={"grant_type": "password", "client_id": "bildungsraum-cli", "username": username,
@@ -110,7 +111,7 @@ def offer_body(provider_id: str, **overrides) -> dict:
         "skills": ["Gabelstapler", "Flurförderzeuge", "DGUV 308-001"],
         "qualification": "certificate", "format": "presence", "schedule": "full_time",
         "hours": 24, "price_eur": 390,
-        "funding": {"bildungsgutschein": True, "qcg": True, "aufstiegsbafoeg": False},
+        "funding": {"bildungsgutschein": True, "qcg": False, "aufstiegsbafoeg": False},
         "sessions": [{"start": future(40), "end": future(42),
                       "location": {"zip": "21335", "city": "Lüneburg", "lat": 53.25, "lon": 10.41}}],
         "visibility": {"scope": "networks", "networks": ["lueneburg"]},

@@ -2,106 +2,333 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import date
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+import asyncpg
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from limits import parse as parse_limit
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 
 from runtime.db import tenant_transaction
 from runtime.http import Actor, Problem, RuntimeDep, require_roles
 from runtime.models import Text
-from services.catalog import handlers, store
-from services.catalog.domain import Format, OfferIn, ProviderIn, Qualification, Schedule
+from runtime.service import ServiceRuntime
+from services.catalog import geocode, handlers, importing, openqcat, store, wbsuche
+from services.catalog.domain import (
+    TENANT_SLUG,
+    Acting,
+    Format,
+    FundingFlag,
+    MembersIn,
+    OfferIn,
+    ProviderIn,
+    Qualification,
+    Schedule,
+    SharingIn,
+)
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 
-Publisher = Annotated[Actor, require_roles("provider", "network_admin", "operator")]
-Reader = Annotated[Actor, require_roles("provider", "network_admin", "operator", "counselor", "employer")]
+NETWORK_WIDE = ("network_admin", "operator")
+Publisher = Annotated[Actor, require_roles("provider", *NETWORK_WIDE)]
+Reader = Annotated[Actor, require_roles("provider", *NETWORK_WIDE, "counselor", "employer")]
+Admin = Annotated[Actor, require_roles(*NETWORK_WIDE)]
+IfMatch = Annotated[str | None, Header(description='the ETag last read, e.g. "3"; a stale one answers 412')]
 
 
-@router.post("/providers", status_code=201, summary="Register an education provider")
-async def register_provider(body: ProviderIn, actor: Publisher, runtime: RuntimeDep) -> dict:
+@asynccontextmanager
+async def acting_transaction(runtime: ServiceRuntime, actor: Actor) -> AsyncIterator[
+        tuple[asyncpg.Connection, Acting]]:
+    """The tenant's transaction, told (for row-level security too) which providers the actor acts
+    for: all of the network's for network_admin and operator; else its claim and its memberships."""
     async with tenant_transaction(runtime.pool, actor.tenant) as conn:
-        return await handlers.register_provider(conn, actor.tenant, body)
+        subject = actor.principal.subject
+        if actor.has_any(*NETWORK_WIDE):
+            acting = Acting(actor.tenant, subject, None)
+        else:
+            acting = Acting(actor.tenant, subject,
+                            actor.principal.providers | await store.member_provider_ids(conn, subject))
+        await store.set_acting(conn, acting)
+        yield conn, acting
+
+
+def etag(state: dict) -> str:
+    return f'"{state["version"]}"'
+
+
+def expected_version(if_match: str | None) -> int | None:
+    if if_match is None or if_match.strip() == "*":
+        return None
+    try:
+        return int(if_match.strip().removeprefix("W/").strip('"'))
+    except ValueError:
+        raise Problem(412, "Precondition failed", "If-Match must be an ETag of this offer, e.g. \"3\".") from None
+
+
+def _with_etag(response: Response, state: dict) -> dict:
+    response.headers["ETag"] = etag(state)
+    return state
+
+
+@router.post("/providers", status_code=201, summary="Register an education provider (its creator acts for it)")
+async def register_provider(body: ProviderIn, actor: Publisher, runtime: RuntimeDep) -> dict:
+    async with acting_transaction(runtime, actor) as (conn, acting):
+        return await handlers.register_provider(conn, acting, body, becomes_member=not actor.has_any(*NETWORK_WIDE))
+
+
+@router.get("/providers", summary="Providers of this network (mine=true: those the user acts for)")
+async def list_providers(actor: Reader, runtime: RuntimeDep, mine: bool = False) -> dict:
+    async with acting_transaction(runtime, actor) as (conn, acting):
+        return {"items": await handlers.list_providers(conn, acting, mine=mine)}
 
 
 @router.get("/providers/{provider_id}", summary="A provider of this network")
 async def get_provider(provider_id: UUID, actor: Reader, runtime: RuntimeDep) -> dict:
-    async with tenant_transaction(runtime.pool, actor.tenant) as conn:
-        row = await store.get_provider(conn, provider_id)
-    if row is None:
-        raise Problem(404, "Not found", f"No provider {provider_id} in this network.")
-    return store.provider_state(row)
+    async with acting_transaction(runtime, actor) as (conn, _):
+        return await handlers.get_provider(conn, provider_id)
 
 
-@router.put("/providers/{provider_id}", summary="Change a provider")
+@router.put("/providers/{provider_id}", summary="Change a provider (its members and network admins)")
 async def change_provider(provider_id: UUID, body: ProviderIn, actor: Publisher, runtime: RuntimeDep) -> dict:
-    async with tenant_transaction(runtime.pool, actor.tenant) as conn:
-        return await handlers.change_provider(conn, actor.tenant, provider_id, body)
+    async with acting_transaction(runtime, actor) as (conn, acting):
+        return await handlers.change_provider(conn, acting, provider_id, body)
+
+
+@router.put("/providers/{provider_id}/members", summary="Set who acts for a provider (network admins)")
+async def set_provider_members(provider_id: UUID, body: MembersIn, actor: Admin, runtime: RuntimeDep) -> dict:
+    async with acting_transaction(runtime, actor) as (conn, acting):
+        return await handlers.set_members(conn, acting, provider_id, body)
+
+
+@router.get("/sharing", summary="Networks all of this network's published offers are shared with")
+async def get_sharing(actor: Reader, runtime: RuntimeDep) -> dict:
+    async with acting_transaction(runtime, actor) as (conn, acting):
+        return await handlers.get_sharing(conn, acting)
+
+
+@router.put("/sharing", summary="Share all of this network's published offers with these networks (admins)")
+async def set_sharing(body: SharingIn, actor: Admin, runtime: RuntimeDep) -> dict:
+    async with acting_transaction(runtime, actor) as (conn, acting):
+        return await handlers.set_sharing(conn, acting, body)
 
 
 @router.post("/offers", status_code=201, summary="Publish an offer (or save a draft)")
-async def publish_offer(body: OfferIn, actor: Publisher, runtime: RuntimeDep) -> dict:
-    async with tenant_transaction(runtime.pool, actor.tenant) as conn:
-        return await handlers.publish_offer(conn, actor.tenant, body)
+async def publish_offer(body: OfferIn, actor: Publisher, runtime: RuntimeDep, response: Response) -> dict:
+    async with acting_transaction(runtime, actor) as (conn, acting):
+        return _with_etag(response, await handlers.publish_offer(conn, acting, body))
 
 
-@router.get("/offers/{offer_id}", summary="An offer this network may see")
-async def get_offer(offer_id: UUID, actor: Reader, runtime: RuntimeDep) -> dict:
-    async with tenant_transaction(runtime.pool, actor.tenant) as conn:
-        row = await store.get_offer(conn, offer_id)
-    if row is None:
-        raise Problem(404, "Not found", f"No offer {offer_id} visible to this network.")
-    return store.offer_state(row)
+@router.get("/offers/{offer_id}", summary="An offer this network may see (ETag: its version)")
+async def get_offer(offer_id: UUID, actor: Reader, runtime: RuntimeDep, response: Response) -> dict:
+    async with acting_transaction(runtime, actor) as (conn, acting):
+        return _with_etag(response, await handlers.get_offer(conn, acting, offer_id))
 
 
-@router.put("/offers/{offer_id}", summary="Replace an offer of this network")
-async def change_offer(offer_id: UUID, body: OfferIn, actor: Publisher, runtime: RuntimeDep) -> dict:
-    async with tenant_transaction(runtime.pool, actor.tenant) as conn:
-        return await handlers.change_offer(conn, actor.tenant, offer_id, body)
+@router.put("/offers/{offer_id}", summary="Replace an offer (If-Match: 412 when someone changed it meanwhile)")
+async def change_offer(offer_id: UUID, body: OfferIn, actor: Publisher, runtime: RuntimeDep, response: Response,
+                       if_match: IfMatch = None) -> dict:
+    version = expected_version(if_match)
+    async with acting_transaction(runtime, actor) as (conn, acting):
+        return _with_etag(response, await handlers.change_offer(conn, acting, offer_id, body, version))
 
 
 @router.post("/offers/{offer_id}/withdraw", summary="Withdraw an offer")
-async def withdraw_offer(offer_id: UUID, actor: Publisher, runtime: RuntimeDep) -> dict:
-    async with tenant_transaction(runtime.pool, actor.tenant) as conn:
-        return await handlers.withdraw_offer(conn, actor.tenant, offer_id)
+async def withdraw_offer(offer_id: UUID, actor: Publisher, runtime: RuntimeDep, response: Response,
+                         if_match: IfMatch = None) -> dict:
+    version = expected_version(if_match)
+    async with acting_transaction(runtime, actor) as (conn, acting):
+        return _with_etag(response, await handlers.withdraw_offer(conn, acting, offer_id, version))
 
 
-@router.get("/offers", summary="Search the offers this network may see")
-async def search_offers(
-    actor: Reader,
-    runtime: RuntimeDep,
+IMPORT_MAX_BYTES = 512 * 1024 * 1024  # a national provider's export is large; it is spooled to disk, never held
+
+
+async def _spool(request: Request) -> tempfile.SpooledTemporaryFile:
+    spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > IMPORT_MAX_BYTES:
+            spool.close()
+            raise Problem(413, "Payload too large", f"An import may be at most {IMPORT_MAX_BYTES // 2**20} MiB.")
+        spool.write(chunk)
+    spool.seek(0)
+    return spool
+
+
+@router.post(
+    "/imports/openqcat", summary="Import a provider's open-Qcat 1.1 catalogue (body: the XML)",
+    openapi_extra={"requestBody": {"required": True, "content": {"application/xml": {"schema": {
+        "type": "string", "format": "binary"}}}}},
+)
+async def import_openqcat(
+    request: Request, actor: Publisher, runtime: RuntimeDep, provider_id: UUID,
+    status: Annotated[str, Query(pattern="^(published|draft)$")] = "published",
+    scope: Annotated[str, Query(pattern="^(home|all)$", description="visibility of imported offers")] = "home",
+) -> dict:
+    """NEW_CATALOG replaces the provider's catalogue, UPDATE_CATALOG applies DELETE then NEW. The
+    answer reports created, updated, deleted and every rejected record with its place and reason."""
+    spool = await _spool(request)
+    try:
+        async with acting_transaction(runtime, actor) as (conn, acting):
+            return await importing.import_catalogue(
+                conn, acting, provider_id, openqcat.read(spool), status=status,
+                visibility={"scope": scope, "networks": []})
+    except openqcat.UnreadableFile as exc:
+        raise Problem(422, "Unreadable import", f"The file cannot be imported: {exc}",
+                      errors=[{"field": "body", "message": str(exc), "type": "openqcat"}]) from None
+    finally:
+        spool.close()
+
+
+@router.post(
+    "/imports/wbsuche", summary="Import courses in the national course search's JSON (_embedded.termine)",
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}},
+)
+async def import_wbsuche(
+    request: Request, actor: Publisher, runtime: RuntimeDep, provider_id: UUID,
+    status: Annotated[str, Query(pattern="^(published|draft)$")] = "published",
+    scope: Annotated[str, Query(pattern="^(home|all)$", description="visibility of imported offers")] = "home",
+) -> dict:
+    """Each angebot becomes (or updates) an offer, each termin a dated session; nothing is deleted."""
+    spool = await _spool(request)
+    try:
+        document = json.load(spool)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise Problem(422, "Invalid request", "The body is not valid JSON.",
+                      errors=[{"field": "body", "message": "not valid JSON", "type": "json_invalid"}]) from None
+    finally:
+        spool.close()
+    try:
+        async with acting_transaction(runtime, actor) as (conn, acting):
+            return await importing.import_catalogue(
+                conn, acting, provider_id, wbsuche.read(document), status=status,
+                visibility={"scope": scope, "networks": []})
+    except wbsuche.UnreadableJson as exc:
+        raise Problem(422, "Unreadable import", f"The document cannot be imported: {exc}",
+                      errors=[{"field": "body", "message": str(exc), "type": "wbsuche"}]) from None
+
+
+def offer_query(
     q: Annotated[Text | None, Query(max_length=500, description="German full text")] = None,
-    lat: Annotated[float | None, Query(ge=-90, le=90)] = None,
-    lon: Annotated[float | None, Query(ge=-180, le=180)] = None,
+    lat: Annotated[float | None, Query(ge=-90, le=90, allow_inf_nan=False)] = None,
+    lon: Annotated[float | None, Query(ge=-180, le=180, allow_inf_nan=False)] = None,
+    place: Annotated[Text | None, Query(max_length=100, description="a postcode or a town, instead of lat/lon")] = None,
     radius_km: Annotated[float | None, Query(ge=25, le=200, description="as the national search: 25–200")] = None,
     format: Annotated[list[Format] | None, Query()] = None,
     schedule: Annotated[list[Schedule] | None, Query()] = None,
     qualification: Annotated[list[Qualification] | None, Query()] = None,
     start_from: date | None = None,
     start_to: date | None = None,
-    max_price_eur: Annotated[float | None, Query(ge=0)] = None,
-    funding: Annotated[list[Text] | None, Query(description="bildungsgutschein, qcg, aufstiegsbafoeg")] = None,
+    min_hours: Annotated[float | None, Query(ge=0, le=10_000, allow_inf_nan=False)] = None,
+    max_hours: Annotated[float | None, Query(ge=0, le=10_000, allow_inf_nan=False)] = None,
+    max_price_eur: Annotated[float | None, Query(ge=0, le=1_000_000, allow_inf_nan=False)] = None,
+    funding: Annotated[list[FundingFlag] | None, Query(description="bildungsgutschein, qcg, aufstiegsbafoeg")] = None,
     provider_id: UUID | None = None,
-    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
-) -> dict:
-    if radius_km is not None and (lat is None or lon is None):
-        raise Problem(422, "Invalid request", "radius_km needs lat and lon.",
-                      errors=[{"field": "query.radius_km", "message": "needs lat and lon"}])
-    bad_funding = [f for f in funding or [] if f not in ("bildungsgutschein", "qcg", "aufstiegsbafoeg")]
-    if bad_funding:
-        raise Problem(422, "Invalid request", "Unknown funding.",
-                      errors=[{"field": "query.funding", "message": f"unknown: {', '.join(bad_funding)}"}])
-    query = store.OfferQuery(
+    cursor: Annotated[Text | None, Query(max_length=200, description="next_cursor of the previous page")] = None,
+    page: Annotated[int, Query(ge=1, le=50, description="small offsets only; use cursor to go deep")] = 1,
+) -> store.OfferQuery:
+    """The search's filters (one definition for the network's and the public search)."""
+    if place is not None:
+        found = geocode.locate(place, place)
+        if found is None:
+            raise Problem(422, "Invalid request", f"The place {place!r} is not known.",
+                          errors=[{"field": "query.place", "message": "unknown postcode or town"}])
+        lat, lon = found
+    if (lat is None) != (lon is None):
+        raise Problem(422, "Invalid request", "lat and lon go together.",
+                      errors=[{"field": "query.lat", "message": "give both lat and lon"}])
+    if lat is not None and radius_km is None:
+        radius_km = 25.0
+    if radius_km is not None and lat is None:
+        raise Problem(422, "Invalid request", "radius_km needs a place (lat and lon, or place).",
+                      errors=[{"field": "query.radius_km", "message": "needs lat and lon, or place"}])
+    try:
+        after = handlers.decode_cursor(cursor) if cursor else None
+    except ValueError:
+        raise Problem(422, "Invalid request", "The cursor is not one this search gave.",
+                      errors=[{"field": "query.cursor", "message": "unknown cursor"}]) from None
+    return store.OfferQuery(
         q=q, lat=lat, lon=lon, radius_km=radius_km, formats=[f.value for f in format or []] or None,
-        schedules=[s.value for s in schedule or []] or None,
-        qualifications=[x.value for x in qualification or []] or None, start_from=start_from,
-        start_to=start_to, max_price_eur=max_price_eur, funding=funding, provider_id=provider_id,
-        page=page, page_size=page_size,
+        schedules=[x.value for x in schedule or []] or None,
+        qualifications=[x.value for x in qualification or []] or None, start_from=start_from, start_to=start_to,
+        min_hours=min_hours, max_hours=max_hours, max_price_eur=max_price_eur,
+        funding=[f.value for f in funding or []] or None, provider_id=provider_id, page_size=page_size,
+        after=after, skip=0 if after else (page - 1) * page_size,
     )
-    async with tenant_transaction(runtime.pool, actor.tenant) as conn:
-        rows, total = await store.search_offers(conn, query)
-    return {"items": [store.offer_state(r) | {"rank": round(float(r["rank"]), 6)} for r in rows],
-            "page": page, "page_size": page_size, "total": total}
+
+
+QueryDep = Annotated[store.OfferQuery, Depends(offer_query)]
+
+
+@router.get("/offers", summary="Search the offers this network may see (ranked; facets; keyset cursor)")
+async def search_offers(actor: Reader, runtime: RuntimeDep, query: QueryDep,
+                        facets: Annotated[bool, Query(description="count by format, schedule, funding, …")] = False,
+                        ) -> dict:
+    async with acting_transaction(runtime, actor) as (conn, _):
+        return await handlers.search_offers(conn, query, with_facets=facets)
+
+
+# ---- the public network view: no login, published and visible only, cacheable, rate-limited ----
+
+public = APIRouter(prefix="/v1/public/{tenant}", tags=["public"])
+# Per client: the whole public view, and one page hammered (the narrower one trips first there).
+PUBLIC_LIMITS = (parse_limit("600/minute"), parse_limit("60/minute"))
+_limiter = MovingWindowRateLimiter(MemoryStorage())
+PUBLIC_MAX_AGE = 60
+
+
+async def _public_tenant(tenant: Annotated[str, Path(pattern=TENANT_SLUG)], request: Request,
+                         runtime: RuntimeDep) -> str:
+    client = request.client.host if request.client else "unknown"
+    for limit, key in zip(PUBLIC_LIMITS, ("all", str(request.url)), strict=True):
+        if not _limiter.hit(limit, "public", client, key):
+            reset, _ = _limiter.get_window_stats(limit, "public", client, key)
+            raise handlers.RateLimited(max(1, int(reset - time.time())))
+    if not await runtime.tenant_exists(tenant):
+        raise Problem(404, "Not found", "There is no such network.")
+    return tenant
+
+
+PublicTenant = Annotated[str, Depends(_public_tenant)]
+
+
+def _cacheable(request: Request, body: dict) -> Response:
+    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
+    tag = '"' + hashlib.sha256(payload).hexdigest()[:32] + '"'
+    headers = {"ETag": tag, "Cache-Control": f"public, max-age={PUBLIC_MAX_AGE}"}
+    if tag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers=headers)
+    return Response(payload, media_type="application/json", headers=headers)
+
+
+@public.get("/offers", summary="Published offers a network shows the public (no login)")
+async def public_offers(tenant: PublicTenant, request: Request, runtime: RuntimeDep, query: QueryDep,
+                        facets: bool = False) -> Response:
+    async with tenant_transaction(runtime.pool, tenant) as conn:
+        body = await handlers.search_offers(conn, query, with_facets=facets, public=True)
+    return _cacheable(request, body)
+
+
+@public.get("/offers/{offer_id}", summary="One published offer a network shows (no login)")
+async def public_offer(tenant: PublicTenant, offer_id: UUID, request: Request, runtime: RuntimeDep) -> Response:
+    async with tenant_transaction(runtime.pool, tenant) as conn:
+        body = await handlers.public_offer(conn, offer_id)
+    return _cacheable(request, body)
+
+
+@public.get("/providers", summary="The network's education providers and their published offers (no login)")
+async def public_providers(tenant: PublicTenant, request: Request, runtime: RuntimeDep) -> Response:
+    async with tenant_transaction(runtime.pool, tenant) as conn:
+        body = await handlers.public_providers(conn, tenant)
+    return _cacheable(request, body)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from runtime.http import create_app as create_http_app
+from runtime.http import problem_response
 from runtime.service import ServiceRuntime
 from runtime.settings import ServiceSettings
 from services.catalog import api
 from services.catalog.consumers import CONSUMERS
+from services.catalog.domain import RuleBroken
+from services.catalog.handlers import Forbidden, RateLimited, StaleWrite
 
 
 class CatalogSettings(ServiceSettings):
@@ -23,5 +27,33 @@ def create_app(settings: CatalogSettings | None = None) -> FastAPI:
     runtime = ServiceRuntime(settings, Path(__file__).parent / "migrations", consumer_specs=CONSUMERS,
                              extensions=("cube", "earthdistance"))
 
-    return create_http_app(runtime, "Bildungsraum catalog", [api.router],
-                           "Providers and their offers (Angebote) with dated sessions; search.")
+    app = create_http_app(runtime, "Bildungsraum catalog", [api.router, api.public],
+                          "Providers and their offers (Angebote) with dated sessions; search.")
+    install_catalog_problems(app)
+    return app
+
+
+def install_catalog_problems(app: FastAPI) -> None:
+    """The catalog's own refusals as problem details: a broken rule names itself and its field."""
+
+    @app.exception_handler(RuleBroken)
+    async def _rule(_: Request, exc: RuleBroken) -> JSONResponse:
+        return problem_response(422, "Rule not met", exc.rule,
+                                errors=[{"field": f"body.{exc.field}", "message": exc.rule, "type": "rule"}])
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
+        return problem_response(403, "Forbidden", str(exc))
+
+    @app.exception_handler(RateLimited)
+    async def _rate(_: Request, exc: RateLimited) -> JSONResponse:
+        response = problem_response(429, "Too many requests", "Please wait a moment and ask again.")
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+
+    @app.exception_handler(StaleWrite)
+    async def _stale(_: Request, exc: StaleWrite) -> JSONResponse:
+        response = problem_response(412, "Precondition failed",
+                                    f"Someone changed the offer meanwhile ({exc}); read it again and retry.")
+        response.headers["ETag"] = f'"{exc.current_version}"'
+        return response

@@ -2,17 +2,42 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import EmailStr, Field, model_validator
+from pydantic import AfterValidator, EmailStr, Field, model_validator
 
 from contracts import OFFER_PUBLISHED, OFFER_UPDATED, OFFER_WITHDRAWN
 from runtime.models import StrictModel
 
 TENANT_SLUG = r"^[a-z0-9][a-z0-9-]{1,62}$"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _single_line(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("control characters (line breaks, tabs) are not allowed in this field")
+    return value
+
+
+Line = Annotated[str, AfterValidator(_single_line)]
+"""A single-line text field: no control characters."""
+
+KLDB_CODE = r"^[0-9]{3,5}$"  # KldB 2010: Berufsbereich … Berufsgattung, 3 to 5 digits
+ESCO_SKILL = r"^http://data\.europa\.eu/esco/skill/[0-9a-f-]{36}$"
+QCG_MIN_HOURS = 120  # §82 SGB III: funded training lasts more than 120 hours
+
+
+class RuleBroken(Exception):
+    """A business rule refuses the request (answered 422, naming the rule and the field)."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(rule)
+        self.field, self.rule = field, rule
 
 
 class Qualification(StrEnum):
@@ -44,22 +69,42 @@ LOCATED_FORMATS = frozenset({Format.presence, Format.hybrid, Format.blended})
 
 
 class Location(StrictModel):
-    zip: str = Field(min_length=1, max_length=10)
-    city: str = Field(min_length=1, max_length=200)
-    lat: float = Field(ge=-90, le=90)
-    lon: float = Field(ge=-180, le=180)
+    """A session's place; without coordinates it is geocoded offline from postcode or town."""
+
+    street: Line | None = Field(default=None, max_length=200)
+    zip: Line = Field(min_length=1, max_length=10)
+    city: Line = Field(min_length=1, max_length=200)
+    lat: float | None = Field(default=None, ge=-90, le=90, allow_inf_nan=False)
+    lon: float | None = Field(default=None, ge=-180, le=180, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _both_coordinates_or_none(self) -> Location:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("give both lat and lon, or neither (then the place is found from zip or city)")
+        return self
 
 
 class Session(StrictModel):
+    """A dated session (Termin): own start, end and place; price and schedule where they differ."""
+
+    external_id: Line | None = Field(default=None, max_length=200)
     start: date
     end: date | None = None
     location: Location | None = None
+    price_eur: float | None = Field(default=None, ge=0, le=1_000_000, allow_inf_nan=False)
+    schedule: Schedule | None = None
 
     @model_validator(mode="after")
     def _ends_after_start(self) -> Session:
         if self.end is not None and self.end < self.start:
             raise ValueError("end lies before start")
         return self
+
+
+class FundingFlag(StrEnum):
+    bildungsgutschein = "bildungsgutschein"
+    qcg = "qcg"
+    aufstiegsbafoeg = "aufstiegsbafoeg"
 
 
 class Funding(StrictModel):
@@ -85,19 +130,27 @@ class OfferIn(StrictModel):
     """The offer body of ``POST /v1/offers`` and ``PUT /v1/offers/{id}``."""
 
     provider_id: UUID
-    external_id: str | None = Field(default=None, max_length=200)
-    title: str = Field(min_length=1, max_length=500)
+    external_id: Line | None = Field(default=None, max_length=200)
+    title: Line = Field(min_length=1, max_length=500)
     description: str = Field(default="", max_length=50_000)
-    skills: list[str] = Field(default_factory=list, max_length=100)
+    skills: list[Annotated[Line, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=100)
+    esco_skills: list[Annotated[str, Field(pattern=ESCO_SKILL)]] = Field(
+        default_factory=list, max_length=100, description="ESCO skill URIs, optional")
+    occupation_codes: list[Annotated[str, Field(pattern=KLDB_CODE)]] = Field(
+        default_factory=list, max_length=20, description="KldB 2010 codes, optional")
     qualification: Qualification
     format: Format
     schedule: Schedule
-    hours: float | None = Field(default=None, ge=0, le=10_000)
-    price_eur: float | None = Field(default=None, ge=0, le=1_000_000)
+    hours: float | None = Field(default=None, ge=0, le=10_000, allow_inf_nan=False,
+                                description="Unterrichtsstunden")
+    price_eur: float | None = Field(default=None, ge=0, le=1_000_000, allow_inf_nan=False)
     funding: Funding = Field(default_factory=Funding)
+    measure_number: Line | None = Field(default=None, min_length=3, max_length=40, pattern=r"^[0-9A-Za-z/ .-]+$",
+                                        description="Maßnahmenummer of the AZAV-approved measure (Bildungsgutschein)")
+    url: Line | None = Field(default=None, max_length=500, pattern=r"^https?://")
     sessions: list[Session] = Field(min_length=1, max_length=500)
     visibility: Visibility = Field(default_factory=Visibility)
-    language: str = Field(default="de", min_length=2, max_length=8)
+    language: Line = Field(default="de", min_length=2, max_length=8)
     status: Literal["draft", "published"] = "published"
 
     @model_validator(mode="after")
@@ -107,18 +160,80 @@ class OfferIn(StrictModel):
         return self
 
 
+class Address(StrictModel):
+    street: Line | None = Field(default=None, max_length=200)
+    zip: Line | None = Field(default=None, max_length=10)
+    city: Line | None = Field(default=None, max_length=200)
+    country: Line | None = Field(default="DE", max_length=60)
+
+
+class Azav(StrictModel):
+    """AZAV certification (Akkreditierungs- und Zulassungsverordnung Arbeitsförderung)."""
+
+    certified: bool
+    valid_until: date | None = None
+    certifier: Line | None = Field(default=None, max_length=200)
+
+    def valid_on(self, day: date) -> bool:
+        return self.certified and (self.valid_until is None or self.valid_until >= day)
+
+
 class ProviderIn(StrictModel):
-    external_id: str | None = Field(default=None, max_length=200)
-    name: str = Field(min_length=1, max_length=300)
-    emails: list[EmailStr] = Field(min_length=1, max_length=20)
-    address: dict | None = None
-    azav: dict | None = Field(default=None, description='e.g. {"certified": true, "valid_until": "2027-12-31"}')
+    external_id: Line | None = Field(default=None, max_length=200)
+    name: Line = Field(min_length=1, max_length=300)
+    emails: list[EmailStr] = Field(min_length=1, max_length=20, description="contact e-mails")
+    address: Address | None = None
+    azav: Azav | None = None
+
+
+class MembersIn(StrictModel):
+    """The provider users (token subjects) who act for a provider."""
+
+    members: list[Annotated[Line, Field(min_length=1, max_length=200)]] = Field(max_length=200)
+
+
+class SharingIn(StrictModel):
+    """Networks every published offer of this network is shared with, beyond its own visibility."""
+
+    networks: list[Annotated[str, Field(pattern=TENANT_SLUG)]] = Field(max_length=100)
+
+
+@dataclass(frozen=True)
+class Acting:
+    """Who acts: the tenant, the user's subject and the providers it may act for (None: all of
+    the network's, for network_admin and operator)."""
+
+    tenant: str
+    subject: str
+    providers: frozenset[str] | None
+
+    def for_provider(self, provider_id: object) -> bool:
+        return self.providers is None or str(provider_id) in self.providers
+
+    @property
+    def setting(self) -> str:
+        """The value of ``app.acting_providers`` that row-level security reads."""
+        return "*" if self.providers is None else ",".join(sorted(self.providers))
+
+
+def check_funding(offer: OfferIn, provider_azav: dict | None, today: date) -> None:
+    """The funding flags an offer may carry (DESIGN: qcg needs AZAV and more than 120 hours)."""
+    if offer.funding.qcg:
+        azav = Azav.model_validate(provider_azav) if provider_azav else None
+        if azav is None or not azav.valid_on(today):
+            raise RuleBroken("funding.qcg", "qcg (§82 SGB III) needs a valid AZAV certification of the provider")
+        if offer.hours is None or offer.hours <= QCG_MIN_HOURS:
+            raise RuleBroken("funding.qcg", f"qcg (§82 SGB III) needs more than {QCG_MIN_HOURS} hours")
 
 
 def offer_event_type_for(previous_status: str | None, status: str) -> str | None:
-    """Which offer event a status change publishes; drafts publish nothing."""
+    """Which offer event a change publishes. Every status change is one; a published offer moved
+    back to draft is an update whose state says ``draft`` (consumers drop it as not visible).
+    Changes of a draft that stays a draft publish nothing: nobody outside its provider sees it."""
     if status == "published":
         return OFFER_UPDATED if previous_status == "published" else OFFER_PUBLISHED
-    if status == "withdrawn" and previous_status == "published":
-        return OFFER_WITHDRAWN
+    if status == "withdrawn":
+        return OFFER_WITHDRAWN if previous_status != "withdrawn" else None
+    if status == "draft" and previous_status in ("published", "withdrawn"):
+        return OFFER_UPDATED
     return None

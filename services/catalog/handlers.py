@@ -2,47 +2,149 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import uuid
+from datetime import UTC, datetime
 
 import asyncpg
 
-from contracts import OFFERS_TOPIC, PROVIDER_REGISTERED, PROVIDER_UPDATED, PROVIDERS_TOPIC
+from contracts import OFFER_UPDATED, OFFERS_TOPIC, PROVIDER_REGISTERED, PROVIDER_UPDATED, PROVIDERS_TOPIC
 from runtime.errors import Conflict, NotFound
 from runtime.events import Event
 from runtime.outbox import add_to_outbox
-from services.catalog import store
-from services.catalog.domain import OfferIn, ProviderIn, offer_event_type_for
+from services.catalog import geocode, store
+from services.catalog.domain import (
+    Acting,
+    MembersIn,
+    OfferIn,
+    ProviderIn,
+    RuleBroken,
+    SharingIn,
+    check_funding,
+    offer_event_type_for,
+)
 
 SOURCE = "catalog"
 
 
-async def register_provider(conn: asyncpg.Connection, tenant: str, body: ProviderIn) -> dict:
+class Forbidden(Exception):
+    """The actor sees the thing but may not change it (answered 403)."""
+
+
+class RateLimited(Exception):
+    """Too many requests from one client (answered 429 with Retry-After)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+class StaleWrite(Exception):
+    """If-Match named a version that is no longer current (answered 412)."""
+
+    def __init__(self, current_version: int) -> None:
+        super().__init__(f"the offer is at version {current_version}")
+        self.current_version = current_version
+
+
+# ---- providers -------------------------------------------------------------------------------
+
+
+async def _announce_provider(conn: asyncpg.Connection, tenant: str, provider_id: uuid.UUID, event_type: str) -> dict:
+    state = store.provider_state(await store.get_provider(conn, provider_id))
+    await add_to_outbox(conn, PROVIDERS_TOPIC, Event(event_type, SOURCE, tenant, state["id"], state))
+    return state
+
+
+async def register_provider(conn: asyncpg.Connection, acting: Acting, body: ProviderIn, *,
+                            becomes_member: bool) -> dict:
+    """A provider user who registers a provider becomes its member (it acts for it from now on)."""
     try:
         async with conn.transaction():
-            row = await store.insert_provider(conn, tenant, body)
+            provider_id = await store.insert_provider(conn, acting.tenant, body)
     except asyncpg.UniqueViolationError:
         raise Conflict(f"a provider with external_id {body.external_id!r} exists") from None
-    state = store.provider_state(row)
-    await add_to_outbox(conn, PROVIDERS_TOPIC, Event(PROVIDER_REGISTERED, SOURCE, tenant, state["id"], state))
-    return state
+    if becomes_member:
+        await store.set_acting(conn, Acting(acting.tenant, acting.subject,
+                                            (acting.providers or frozenset()) | {str(provider_id)}))
+        await store.add_member(conn, acting.tenant, provider_id, acting.subject)
+    return await _announce_provider(conn, acting.tenant, provider_id, PROVIDER_REGISTERED)
 
 
-async def change_provider(conn: asyncpg.Connection, tenant: str, provider_id: uuid.UUID, body: ProviderIn) -> dict:
-    row = await store.update_provider(conn, tenant, provider_id, body)
+async def get_provider(conn: asyncpg.Connection, provider_id: uuid.UUID) -> dict:
+    row = await store.get_provider(conn, provider_id)
     if row is None:
         raise NotFound(f"provider {provider_id}")
-    state = store.provider_state(row)
-    await add_to_outbox(conn, PROVIDERS_TOPIC, Event(PROVIDER_UPDATED, SOURCE, tenant, state["id"], state))
-    return state
+    return store.provider_state(row)
 
 
-async def _own_provider(conn: asyncpg.Connection, tenant: str, provider_id: uuid.UUID) -> None:
+async def list_providers(conn: asyncpg.Connection, acting: Acting, *, mine: bool) -> list[dict]:
+    return [store.provider_state(r) for r in await store.list_providers(conn, acting.providers if mine else None)]
+
+
+async def own_provider(conn: asyncpg.Connection, acting: Acting, provider_id: uuid.UUID) -> asyncpg.Record:
     provider = await store.get_provider(conn, provider_id)
-    if provider is None or provider["tenant_id"] != tenant:
+    if provider is None or provider["tenant_id"] != acting.tenant:
         raise NotFound(f"provider {provider_id}")
+    if not acting.for_provider(provider_id):
+        raise Forbidden("a provider user acts only for its own providers")
+    return provider
 
 
-async def _announce(conn: asyncpg.Connection, tenant: str, offer_id: uuid.UUID, previous: str | None) -> dict:
+async def change_provider(conn: asyncpg.Connection, acting: Acting, provider_id: uuid.UUID, body: ProviderIn) -> dict:
+    await own_provider(conn, acting, provider_id)
+    try:
+        async with conn.transaction():
+            await store.update_provider(conn, acting.tenant, provider_id, body)
+    except asyncpg.UniqueViolationError:
+        raise Conflict(f"a provider with external_id {body.external_id!r} exists") from None
+    return await _announce_provider(conn, acting.tenant, provider_id, PROVIDER_UPDATED)
+
+
+async def set_members(conn: asyncpg.Connection, acting: Acting, provider_id: uuid.UUID, body: MembersIn) -> dict:
+    """network_admin decides who acts for a provider (route rule); the event carries the members."""
+    await own_provider(conn, acting, provider_id)
+    await store.set_members(conn, acting.tenant, provider_id, sorted(set(body.members)))
+    await store.touch_provider(conn, provider_id)
+    return await _announce_provider(conn, acting.tenant, provider_id, PROVIDER_UPDATED)
+
+
+# ---- network sharing -------------------------------------------------------------------------
+
+
+async def get_sharing(conn: asyncpg.Connection, acting: Acting) -> dict:
+    return {"networks": await store.get_sharing(conn, acting.tenant)}
+
+
+async def set_sharing(conn: asyncpg.Connection, acting: Acting, body: SharingIn) -> dict:
+    """Share every published offer of the network with these networks too; each offer whose
+    audience changed is announced, so matching sees (or stops seeing) it."""
+    networks = sorted(set(body.networks) - {acting.tenant})
+    for offer_id in await store.set_sharing(conn, acting.tenant, networks):
+        state = store.offer_state(await store.get_offer(conn, offer_id))
+        await add_to_outbox(conn, OFFERS_TOPIC, Event(OFFER_UPDATED, SOURCE, acting.tenant, state["id"], state))
+    return {"networks": networks}
+
+
+# ---- offers ----------------------------------------------------------------------------------
+
+
+def locate_sessions(body: OfferIn) -> OfferIn:
+    """Sessions whose place lacks coordinates get them offline from postcode or town."""
+    for index, session in enumerate(body.sessions):
+        place = session.location
+        if place is not None and place.lat is None:
+            found = geocode.locate(place.zip, place.city)
+            if found is None:
+                raise RuleBroken(f"sessions.{index}.location",
+                                 f"the place {place.zip} {place.city} was not found; give lat and lon")
+            place.lat, place.lon = found
+    return body
+
+
+async def announce_offer(conn: asyncpg.Connection, tenant: str, offer_id: uuid.UUID, previous: str | None) -> dict:
     state = store.offer_state(await store.get_offer(conn, offer_id))
     event_type = offer_event_type_for(previous, state["status"])
     if event_type:
@@ -50,39 +152,127 @@ async def _announce(conn: asyncpg.Connection, tenant: str, offer_id: uuid.UUID, 
     return state
 
 
-async def publish_offer(conn: asyncpg.Connection, tenant: str, body: OfferIn) -> dict:
-    await _own_provider(conn, tenant, body.provider_id)
+async def _check_offer(conn: asyncpg.Connection, acting: Acting, body: OfferIn) -> None:
+    provider = await own_provider(conn, acting, body.provider_id)
+    check_funding(body, provider["azav"], datetime.now(UTC).date())
+    locate_sessions(body)
+
+
+async def publish_offer(conn: asyncpg.Connection, acting: Acting, body: OfferIn) -> dict:
+    await _check_offer(conn, acting, body)
     try:
         async with conn.transaction():
-            offer_id = await store.insert_offer(conn, tenant, body)
+            offer_id = await store.insert_offer(conn, acting.tenant, body)
     except asyncpg.UniqueViolationError:
         raise Conflict(f"the provider already has an offer with external_id {body.external_id!r}") from None
-    return await _announce(conn, tenant, offer_id, None)
+    return await announce_offer(conn, acting.tenant, offer_id, None)
 
 
-async def change_offer(conn: asyncpg.Connection, tenant: str, offer_id: uuid.UUID, body: OfferIn) -> dict:
-    current = await _own_offer(conn, tenant, offer_id)
+async def get_offer(conn: asyncpg.Connection, acting: Acting, offer_id: uuid.UUID) -> dict:
+    """An offer the network may see; drafts and withdrawn offers only for those acting for it."""
+    row = await store.get_offer(conn, offer_id)
+    if row is None or (row["status"] != "published" and not (
+            row["tenant_id"] == acting.tenant and acting.for_provider(row["provider_id"]))):
+        raise NotFound(f"offer {offer_id}")
+    return store.offer_state(row)
+
+
+async def _own_offer(conn: asyncpg.Connection, acting: Acting, offer_id: uuid.UUID,
+                     if_match: int | None) -> asyncpg.Record:
+    """The offer, locked to commit so writes of one offer are serialised, checked for ownership
+    and against the version the writer last saw."""
+    row = await store.get_offer(conn, offer_id, lock=True)
+    if row is None or row["tenant_id"] != acting.tenant:
+        raise NotFound(f"offer {offer_id}")
+    if not acting.for_provider(row["provider_id"]):
+        if row["status"] != "published":
+            raise NotFound(f"offer {offer_id}")
+        raise Forbidden("a provider user acts only for its own providers' offers")
+    if if_match is not None and if_match != row["version"]:
+        raise StaleWrite(row["version"])
+    return row
+
+
+async def change_offer(conn: asyncpg.Connection, acting: Acting, offer_id: uuid.UUID, body: OfferIn,
+                       if_match: int | None = None) -> dict:
+    current = await _own_offer(conn, acting, offer_id, if_match)
     if current["status"] == "withdrawn":
         raise Conflict("a withdrawn offer cannot be changed")
-    await _own_provider(conn, tenant, body.provider_id)
+    await _check_offer(conn, acting, body)  # also: a moved offer goes only to a provider the actor acts for
     try:
         async with conn.transaction():
-            await store.update_offer(conn, tenant, offer_id, body)
+            await store.update_offer(conn, acting.tenant, offer_id, body)
     except asyncpg.UniqueViolationError:
         raise Conflict(f"the provider already has an offer with external_id {body.external_id!r}") from None
-    return await _announce(conn, tenant, offer_id, current["status"])
+    return await announce_offer(conn, acting.tenant, offer_id, current["status"])
 
 
-async def withdraw_offer(conn: asyncpg.Connection, tenant: str, offer_id: uuid.UUID) -> dict:
-    current = await _own_offer(conn, tenant, offer_id)
+async def withdraw_offer(conn: asyncpg.Connection, acting: Acting, offer_id: uuid.UUID,
+                         if_match: int | None = None) -> dict:
+    current = await _own_offer(conn, acting, offer_id, if_match)
     if current["status"] == "withdrawn":
         return store.offer_state(current)
-    await store.set_offer_status(conn, tenant, offer_id, "withdrawn")
-    return await _announce(conn, tenant, offer_id, current["status"])
+    await store.set_offer_status(conn, acting.tenant, offer_id, "withdrawn")
+    return await announce_offer(conn, acting.tenant, offer_id, current["status"])
 
 
-async def _own_offer(conn: asyncpg.Connection, tenant: str, offer_id: uuid.UUID) -> asyncpg.Record:
+# ---- search and the public view ----------------------------------------------------------------
+
+
+def encode_cursor(rank: float, offer_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(json.dumps([rank, str(offer_id)]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, uuid.UUID]:
+    """The keyset position a cursor names; anything else is a ValueError."""
+    try:
+        rank, offer_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return float(rank), uuid.UUID(offer_id)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise ValueError("not a cursor of this search") from exc
+
+
+async def search_offers(conn: asyncpg.Connection, query: store.OfferQuery, *, with_facets: bool = False,
+                        public: bool = False) -> dict:
+    """A page of what the acting tenant may see, ranked; the total exact up to a bound."""
+    if query.q and store.text_query(query.q) is None:  # nothing searchable in the text: nothing found
+        empty = {"items": [], "page_size": query.page_size, "next_cursor": None, "total": 0, "total_exceeds": False}
+        return empty | ({"facets": {"format": {}, "schedule": {}, "qualification": {}, "funding": {}}}
+                        if with_facets else {})
+    hits = await store.search_offers(conn, query)
+    offers = await store.get_offers(conn, [h["id"] for h in hits])
+    rank = {h["id"]: h["rank"] for h in hits}
+    total = await store.count_offers(conn, query)
+    answer = {
+        "items": [(public_offer_state(o) if public else store.offer_state(o)) | {"rank": round(rank[o["id"]], 6)}
+                  for o in offers],
+        "page_size": query.page_size,
+        "next_cursor": encode_cursor(hits[-1]["rank"], hits[-1]["id"]) if len(hits) == query.page_size else None,
+        "total": min(total, store.TOTAL_BOUND),
+        "total_exceeds": total > store.TOTAL_BOUND,  # then: "more than 1000"
+    }
+    if with_facets:
+        answer["facets"] = await store.facet_offers(conn, query)
+    return answer
+
+
+def public_offer_state(row: asyncpg.Record) -> dict:
+    """What the public sees of an offer: no sharing internals, no import bookkeeping."""
+    state = store.offer_state(row)
+    for internal in ("own_visibility", "visibility", "version", "tenant"):
+        state.pop(internal)
+    return state
+
+
+async def public_offer(conn: asyncpg.Connection, offer_id: uuid.UUID) -> dict:
     row = await store.get_offer(conn, offer_id)
-    if row is None or row["tenant_id"] != tenant:
+    if row is None or row["status"] != "published":
         raise NotFound(f"offer {offer_id}")
-    return row
+    return public_offer_state(row)
+
+
+async def public_providers(conn: asyncpg.Connection, tenant: str) -> dict:
+    """The network's provider directory: its providers with published offers, and how many."""
+    rows = await store.public_providers(conn, tenant)
+    return {"items": [{"id": str(r["id"]), "name": r["name"], "emails": list(r["emails"]), "address": r["address"],
+                       "azav": r["azav"], "published_offers": r["published_offers"]} for r in rows]}

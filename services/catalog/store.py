@@ -3,6 +3,7 @@ security already limits what it sees; the explicit filters say the same thing tw
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import date
@@ -10,61 +11,168 @@ from typing import Any
 
 import asyncpg
 
-from services.catalog.domain import OfferIn, ProviderIn
+from services.catalog.domain import Acting, OfferIn, ProviderIn
+
+# ---- acting ----------------------------------------------------------------------------------
+
+
+async def member_provider_ids(conn: asyncpg.Connection, subject: str) -> set[str]:
+    rows = await conn.fetch("SELECT provider_id FROM provider_members WHERE subject = $1", subject)
+    return {str(r["provider_id"]) for r in rows}
+
+
+async def set_acting(conn: asyncpg.Connection, acting: Acting) -> None:
+    """Tell row-level security whom this transaction acts for (read by acting_for_provider())."""
+    await conn.execute("SELECT set_config('app.acting_providers', $1, true)", acting.setting)
+
 
 # ---- providers -------------------------------------------------------------------------------
+
+_PROVIDER_COLUMNS = (
+    "p.*, coalesce((SELECT array_agg(m.subject ORDER BY m.subject) FROM provider_members m"
+    " WHERE m.provider_id = p.id), '{}') AS members"
+)
 
 
 def provider_state(row: asyncpg.Record) -> dict[str, Any]:
     return {
         "id": str(row["id"]), "tenant": row["tenant_id"], "external_id": row["external_id"],
         "name": row["name"], "emails": list(row["emails"]), "address": row["address"], "azav": row["azav"],
-        "updated_at": row["updated_at"].isoformat(), "version": row["version"],
+        "members": list(row["members"]), "updated_at": row["updated_at"].isoformat(), "version": row["version"],
     }
 
 
-async def insert_provider(conn: asyncpg.Connection, tenant: str, body: ProviderIn) -> asyncpg.Record:
-    return await conn.fetchrow(
+def _provider_values(body: ProviderIn) -> tuple:
+    return (
+        body.external_id, body.name, [str(e) for e in body.emails],
+        body.address.model_dump(mode="json") if body.address else None,
+        body.azav.model_dump(mode="json") if body.azav else None,
+    )
+
+
+async def insert_provider(conn: asyncpg.Connection, tenant: str, body: ProviderIn) -> uuid.UUID:
+    return await conn.fetchval(
         "INSERT INTO providers (id, tenant_id, external_id, name, emails, address, azav)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
-        uuid.uuid4(), tenant, body.external_id, body.name, [str(e) for e in body.emails], body.address, body.azav,
+        " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        uuid.uuid4(), tenant, *_provider_values(body),
     )
 
 
-async def update_provider(conn: asyncpg.Connection, tenant: str, provider_id: uuid.UUID,
-                          body: ProviderIn) -> asyncpg.Record | None:
-    return await conn.fetchrow(
+async def update_provider(conn: asyncpg.Connection, tenant: str, provider_id: uuid.UUID, body: ProviderIn) -> bool:
+    return await conn.fetchval(
         "UPDATE providers SET external_id = $3, name = $4, emails = $5, address = $6, azav = $7,"
-        " version = version + 1, updated_at = now() WHERE id = $1 AND tenant_id = $2 RETURNING *",
-        provider_id, tenant, body.external_id, body.name, [str(e) for e in body.emails], body.address, body.azav,
-    )
+        " version = version + 1, updated_at = now() WHERE id = $1 AND tenant_id = $2 RETURNING true",
+        provider_id, tenant, *_provider_values(body),
+    ) or False
+
+
+async def touch_provider(conn: asyncpg.Connection, provider_id: uuid.UUID) -> None:
+    await conn.execute("UPDATE providers SET version = version + 1, updated_at = now() WHERE id = $1", provider_id)
 
 
 async def get_provider(conn: asyncpg.Connection, provider_id: uuid.UUID) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM providers WHERE id = $1", provider_id)
+    return await conn.fetchrow(f"SELECT {_PROVIDER_COLUMNS} FROM providers p WHERE p.id = $1", provider_id)
+
+
+async def list_providers(conn: asyncpg.Connection, only: frozenset[str] | None) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {_PROVIDER_COLUMNS} FROM providers p WHERE $1::uuid[] IS NULL OR p.id = ANY($1::uuid[])"
+        " ORDER BY p.name, p.id LIMIT 1000", None if only is None else [uuid.UUID(i) for i in only],
+    )
+
+
+async def set_members(conn: asyncpg.Connection, tenant: str, provider_id: uuid.UUID, subjects: list[str]) -> None:
+    await conn.execute("DELETE FROM provider_members WHERE provider_id = $1 AND NOT subject = ANY($2::text[])",
+                       provider_id, subjects)
+    await conn.executemany(
+        "INSERT INTO provider_members (provider_id, tenant_id, subject) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        [(provider_id, tenant, s) for s in subjects],
+    )
+
+
+async def add_member(conn: asyncpg.Connection, tenant: str, provider_id: uuid.UUID, subject: str) -> None:
+    await conn.execute(
+        "INSERT INTO provider_members (provider_id, tenant_id, subject) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        provider_id, tenant, subject,
+    )
+
+
+async def public_providers(conn: asyncpg.Connection, tenant: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT p.id, p.name, p.emails, p.address, p.azav, count(o.id) AS published_offers FROM providers p"
+        " JOIN offers o ON o.provider_id = p.id AND o.status = 'published' WHERE p.tenant_id = $1"
+        " GROUP BY p.id ORDER BY p.name, p.id LIMIT 2000", tenant)
+
+
+# ---- network sharing -------------------------------------------------------------------------
+
+
+async def get_sharing(conn: asyncpg.Connection, tenant: str) -> list[str]:
+    return list(await conn.fetchval("SELECT networks FROM network_sharing WHERE tenant_id = $1", tenant) or [])
+
+
+async def set_sharing(conn: asyncpg.Connection, tenant: str, networks: list[str]) -> list[uuid.UUID]:
+    """Store the defaults and re-derive who sees each offer; the published offers whose audience
+    changed are returned (their consumers must hear of it)."""
+    await conn.execute(
+        "INSERT INTO network_sharing (tenant_id, networks) VALUES ($1, $2) ON CONFLICT (tenant_id)"
+        " DO UPDATE SET networks = excluded.networks, updated_at = now()", tenant, networks,
+    )
+    before = {r["id"]: r["visible_to"] for r in await conn.fetch(
+        "SELECT id, visible_to FROM offers WHERE tenant_id = $1 FOR UPDATE", tenant)}
+    rows = await conn.fetch(  # the trigger re-derives visible_to
+        "UPDATE offers SET visible_to = visible_to WHERE tenant_id = $1 RETURNING id, status, visible_to", tenant)
+    changed = [r["id"] for r in rows if r["status"] == "published" and set(r["visible_to"]) != set(before[r["id"]])]
+    if changed:
+        await conn.execute("UPDATE offers SET version = version + 1, updated_at = now() WHERE id = ANY($1::uuid[])",
+                           changed)
+    return changed
 
 
 # ---- offers ----------------------------------------------------------------------------------
 
 _OFFER_COLUMNS = (
-    "o.*, coalesce((SELECT jsonb_agg(jsonb_build_object("
-    " 'start', s.start_date, 'end', s.end_date, 'location', CASE WHEN s.lat IS NULL THEN NULL ELSE"
-    " jsonb_build_object('zip', s.zip, 'city', s.city, 'lat', s.lat, 'lon', s.lon) END) ORDER BY s.position)"
-    " FROM offer_sessions s WHERE s.offer_id = o.id), '[]'::jsonb) AS sessions"
+    "o.*, coalesce((SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object("
+    " 'external_id', s.external_id, 'start', s.start_date, 'price_eur', s.price_eur, 'schedule', s.schedule))"
+    " || jsonb_build_object('end', s.end_date, 'location', CASE WHEN s.lat IS NULL THEN NULL ELSE"
+    " jsonb_build_object('street', s.street, 'zip', s.zip, 'city', s.city, 'lat', s.lat, 'lon', s.lon) END)"
+    " ORDER BY s.position) FROM offer_sessions s WHERE s.offer_id = o.id), '[]'::jsonb) AS sessions,"
+    " (SELECT n.networks FROM network_sharing n WHERE n.tenant_id = o.tenant_id) AS network_shares"
 )
+
+
+def effective_visibility(scope: str, networks: list[str], network_shares: list[str] | None) -> dict[str, Any]:
+    """The offer's own visibility widened by its network's default shares: what consumers (matching)
+    must apply, so the event carries it."""
+    if scope == "all":
+        return {"scope": "all", "networks": []}
+    shared = sorted(set(networks if scope == "networks" else []) | set(network_shares or []))
+    return {"scope": "networks", "networks": shared} if shared else {"scope": "home", "networks": []}
 
 
 def offer_state(row: asyncpg.Record) -> dict[str, Any]:
     return {
         "id": str(row["id"]), "tenant": row["tenant_id"], "provider_id": str(row["provider_id"]),
         "external_id": row["external_id"], "title": row["title"], "description": row["description"],
-        "skills": list(row["skills"]), "qualification": row["qualification"], "format": row["format"],
-        "schedule": row["schedule"], "hours": _number(row["hours"]), "price_eur": _number(row["price_eur"]),
-        "funding": row["funding"], "sessions": row["sessions"],
-        "visibility": {"scope": row["visibility_scope"], "networks": list(row["visibility_networks"])},
+        "skills": list(row["skills"]), "esco_skills": list(row["esco_skills"]),
+        "occupation_codes": list(row["occupation_codes"]), "qualification": row["qualification"],
+        "format": row["format"], "schedule": row["schedule"], "hours": _number(row["hours"]),
+        "price_eur": _number(row["price_eur"]), "funding": row["funding"], "measure_number": row["measure_number"],
+        "url": row["url"], "sessions": [_session(s) for s in row["sessions"]],
+        "visibility": effective_visibility(row["visibility_scope"], list(row["visibility_networks"]),
+                                           row["network_shares"]),
+        "own_visibility": {"scope": row["visibility_scope"], "networks": list(row["visibility_networks"])},
         "language": row["language"], "status": row["status"], "version": row["version"],
         "updated_at": row["updated_at"].isoformat(),
     }
+
+
+def _session(session: dict[str, Any]) -> dict[str, Any]:
+    if session.get("price_eur") is not None:
+        session["price_eur"] = _number(session["price_eur"])
+    if session.get("location") and session["location"].get("street") is None:
+        del session["location"]["street"]
+    return session
 
 
 def _number(value: Any) -> float | int | None:
@@ -73,29 +181,44 @@ def _number(value: Any) -> float | int | None:
     return int(value) if value == int(value) else float(value)
 
 
-async def get_offer(conn: asyncpg.Connection, offer_id: uuid.UUID) -> asyncpg.Record | None:
+async def get_offer(conn: asyncpg.Connection, offer_id: uuid.UUID, *, lock: bool = False) -> asyncpg.Record | None:
+    """One offer; ``lock`` serialises writers of the same offer until commit."""
+    if lock:
+        await conn.execute("SELECT 1 FROM offers WHERE id = $1 FOR UPDATE", offer_id)
     return await conn.fetchrow(f"SELECT {_OFFER_COLUMNS} FROM offers o WHERE o.id = $1", offer_id)
 
 
-async def insert_offer(conn: asyncpg.Connection, tenant: str, body: OfferIn) -> uuid.UUID:
+async def get_offers(conn: asyncpg.Connection, offer_ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    """Offers by id, in the order given (the search's ranking)."""
+    rows = await conn.fetch(f"SELECT {_OFFER_COLUMNS} FROM offers o WHERE o.id = ANY($1::uuid[])", offer_ids)
+    by_id = {r["id"]: r for r in rows}
+    return [by_id[i] for i in offer_ids if i in by_id]
+
+
+_OFFER_FIELDS = ("external_id, title, description, skills, esco_skills, occupation_codes, qualification, format,"
+                 " schedule, hours, price_eur, funding, measure_number, url, visibility_scope, visibility_networks,"
+                 " language, status, import_hash")
+
+
+async def insert_offer(conn: asyncpg.Connection, tenant: str, body: OfferIn, import_hash: str | None = None,
+                       ) -> uuid.UUID:
     offer_id = uuid.uuid4()
     await conn.execute(
-        "INSERT INTO offers (id, tenant_id, provider_id, external_id, title, description, skills, qualification,"
-        " format, schedule, hours, price_eur, funding, visibility_scope, visibility_networks, language, status)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-        offer_id, tenant, body.provider_id, *_offer_values(body),
+        f"INSERT INTO offers (id, tenant_id, provider_id, {_OFFER_FIELDS}) VALUES"
+        " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+        offer_id, tenant, body.provider_id, *_offer_values(body), import_hash,
     )
     await _insert_sessions(conn, tenant, offer_id, body)
     return offer_id
 
 
-async def update_offer(conn: asyncpg.Connection, tenant: str, offer_id: uuid.UUID, body: OfferIn) -> None:
+async def update_offer(conn: asyncpg.Connection, tenant: str, offer_id: uuid.UUID, body: OfferIn,
+                       import_hash: str | None = None) -> None:
+    assignments = ", ".join(f"{c.strip()} = ${i}" for i, c in enumerate(_OFFER_FIELDS.split(","), start=4))
     await conn.execute(
-        "UPDATE offers SET provider_id = $3, external_id = $4, title = $5, description = $6, skills = $7,"
-        " qualification = $8, format = $9, schedule = $10, hours = $11, price_eur = $12, funding = $13,"
-        " visibility_scope = $14, visibility_networks = $15, language = $16, status = $17,"
-        " version = version + 1, updated_at = now() WHERE id = $1 AND tenant_id = $2",
-        offer_id, tenant, body.provider_id, *_offer_values(body),
+        f"UPDATE offers SET provider_id = $3, {assignments}, version = version + 1, updated_at = now()"
+        " WHERE id = $1 AND tenant_id = $2",
+        offer_id, tenant, body.provider_id, *_offer_values(body), import_hash,
     )
     await conn.execute("DELETE FROM offer_sessions WHERE offer_id = $1", offer_id)
     await _insert_sessions(conn, tenant, offer_id, body)
@@ -110,25 +233,50 @@ async def set_offer_status(conn: asyncpg.Connection, tenant: str, offer_id: uuid
 
 def _offer_values(body: OfferIn) -> tuple:
     return (
-        body.external_id, body.title, body.description, body.skills, body.qualification.value,
-        body.format.value, body.schedule.value, body.hours, body.price_eur, body.funding.model_dump(),
-        body.visibility.scope, body.visibility.networks, body.language, body.status,
+        body.external_id, body.title, body.description, body.skills, body.esco_skills, body.occupation_codes,
+        body.qualification.value, body.format.value, body.schedule.value, body.hours, body.price_eur,
+        body.funding.model_dump(), body.measure_number, body.url, body.visibility.scope, body.visibility.networks,
+        body.language, body.status,
     )
 
 
 async def _insert_sessions(conn: asyncpg.Connection, tenant: str, offer_id: uuid.UUID, body: OfferIn) -> None:
     await conn.executemany(
-        "INSERT INTO offer_sessions (offer_id, tenant_id, position, start_date, end_date, zip, city, lat, lon)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO offer_sessions (offer_id, tenant_id, position, external_id, start_date, end_date, price_eur,"
+        " schedule, street, zip, city, lat, lon) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         [
-            (offer_id, tenant, i, s.start, s.end, *(
-                (s.location.zip, s.location.city, s.location.lat, s.location.lon) if s.location else (None,) * 4))
+            (offer_id, tenant, i, s.external_id, s.start, s.end, s.price_eur, s.schedule.value if s.schedule else None,
+             *((s.location.street, s.location.zip, s.location.city, s.location.lat, s.location.lon)
+               if s.location else (None,) * 5))
             for i, s in enumerate(body.sessions)
         ],
     )
 
 
 # ---- search ----------------------------------------------------------------------------------
+
+TOTAL_BOUND = 1000    # exact total up to here, "more than" beyond (as search engines do)
+FACET_BOUND = 10_000  # facets are counted over at most this many hits
+_WORD = re.compile(r"[0-9A-Za-zÀ-ÖØ-öø-ÿ]+")  # Latin letters and digits: nothing to_tsquery could misread
+# Words a German query carries that say nothing (once folded, "für" is no longer a stop word of
+# PostgreSQL's list, so they are dropped here).
+_STOP = frozenset("und oder für fuer mit ohne der die das des dem den ein eine einer eines im in ins zum zur"
+                  " von vom auf am an bei als wie nach über ueber".split())
+
+
+def text_query(q: str) -> str | None:
+    """A ``to_tsquery`` expression: every word must match, as a prefix ("Schweiß" finds
+    "Schweißer"), and a long word may also match as two parts of a compound
+    ("Staplerschein": stapler* & schein, found in "Gabelstapler-Führerschein")."""
+    terms = []
+    for word in _WORD.findall(q)[:12]:
+        if word.casefold() in _STOP or (word.isdigit() and len(word) < 3):
+            continue
+        alternatives = [f"{word}:*"]
+        if len(word) >= 10 and word.isalpha():
+            alternatives += [f"({word[:i]}:* & {word[i:]})" for i in range(5, len(word) - 4)]
+        terms.append("(" + " | ".join(alternatives) + ")")
+    return " & ".join(terms) or None
 
 
 @dataclass
@@ -142,58 +290,44 @@ class OfferQuery:
     qualifications: list[str] | None = None
     start_from: date | None = None
     start_to: date | None = None
+    min_hours: float | None = None
+    max_hours: float | None = None
     max_price_eur: float | None = None
     funding: list[str] | None = None
     provider_id: uuid.UUID | None = None
-    page: int = 1
     page_size: int = 20
+    after: tuple[float, uuid.UUID] | None = None  # the keyset cursor: (rank, id) of the last hit seen
+    skip: int = 0
+
+    def filters(self) -> dict[str, Any]:
+        """The filters as the SQL functions take them (only what is set)."""
+        values = {
+            "q": text_query(self.q) if self.q else None, "formats": self.formats, "schedules": self.schedules,
+            "qualifications": self.qualifications, "funding": self.funding,
+            "provider_id": str(self.provider_id) if self.provider_id else None,
+            "max_price_eur": self.max_price_eur, "min_hours": self.min_hours, "max_hours": self.max_hours,
+            "start_from": self.start_from.isoformat() if self.start_from else None,
+            "start_to": self.start_to.isoformat() if self.start_to else None,
+        }
+        if self.radius_km is not None:
+            values |= {"lat": self.lat, "lon": self.lon, "radius_km": self.radius_km}
+        return {k: v for k, v in values.items() if v is not None and v != []}
 
 
-async def search_offers(conn: asyncpg.Connection, query: OfferQuery) -> tuple[list[asyncpg.Record], int]:
-    """Published offers the acting tenant may see (row-level security), filtered, ranked and paged."""
-    where = ["o.status = 'published'"]
-    params: list[Any] = []
+async def search_offers(conn: asyncpg.Connection, query: OfferQuery) -> list[asyncpg.Record]:
+    """One page of (id, rank) of published offers the acting tenant may see, best first."""
+    filters = query.filters()
+    after_rank, after_id = query.after or (None, None)
+    return await conn.fetch("SELECT id, rank FROM search_offer_page($1, $2, $3, $4, $5)",
+                            filters, after_rank, after_id, query.page_size, query.skip)
 
-    def param(value: Any) -> str:
-        params.append(value)
-        return f"${len(params)}"
 
-    rank = "0"
-    if query.q:
-        tsq = f"websearch_to_tsquery('german', {param(query.q)})"
-        where.append(f"o.search @@ {tsq}")
-        rank = f"ts_rank_cd(o.search, {tsq})"
-    session_conditions = []
-    if query.start_from:
-        session_conditions.append(f"s.start_date >= {param(query.start_from)}")
-    if query.start_to:
-        session_conditions.append(f"s.start_date <= {param(query.start_to)}")
-    if query.lat is not None and query.lon is not None and query.radius_km:
-        here = f"ll_to_earth({param(query.lat)}, {param(query.lon)})"
-        radius_m = param(query.radius_km * 1000)
-        session_conditions.append(
-            f"(o.format IN ('online', 'distance') OR (s.lat IS NOT NULL AND earth_box({here}, {radius_m})"
-            f" @> ll_to_earth(s.lat, s.lon) AND earth_distance({here}, ll_to_earth(s.lat, s.lon)) <= {radius_m}))"
-        )
-    if session_conditions:
-        where.append(
-            "EXISTS (SELECT 1 FROM offer_sessions s WHERE s.offer_id = o.id AND "
-            + " AND ".join(session_conditions) + ")"
-        )
-    for column, values in (("format", query.formats), ("schedule", query.schedules),
-                           ("qualification", query.qualifications)):
-        if values:
-            where.append(f"o.{column} = ANY({param(values)}::text[])")
-    if query.max_price_eur is not None:
-        where.append(f"coalesce(o.price_eur, 0) <= {param(query.max_price_eur)}")
-    for flag in query.funding or []:
-        where.append(f"(o.funding ->> {param(flag)})::boolean")
-    if query.provider_id:
-        where.append(f"o.provider_id = {param(query.provider_id)}")
-    limit, offset = param(query.page_size), param((query.page - 1) * query.page_size)
-    rows = await conn.fetch(
-        f"SELECT {_OFFER_COLUMNS}, {rank} AS rank, count(*) OVER () AS total FROM offers o"
-        f" WHERE {' AND '.join(where)} ORDER BY rank DESC, o.updated_at DESC, o.id LIMIT {limit} OFFSET {offset}",
-        *params,
-    )
-    return rows, (rows[0]["total"] if rows else 0)
+async def count_offers(conn: asyncpg.Connection, query: OfferQuery, bound: int = TOTAL_BOUND) -> int:
+    return await conn.fetchval("SELECT search_offer_count($1, $2)", query.filters(), bound)
+
+
+async def facet_offers(conn: asyncpg.Connection, query: OfferQuery, bound: int = FACET_BOUND) -> dict:
+    facets: dict[str, dict[str, int]] = {"format": {}, "schedule": {}, "qualification": {}, "funding": {}}
+    for row in await conn.fetch("SELECT facet, value, n FROM search_offer_facets($1, $2)", query.filters(), bound):
+        facets[row["facet"]][row["value"]] = row["n"]
+    return facets

@@ -79,6 +79,10 @@ def main() -> None:
     try:
         stack.start()
         c = stack.config
+        probe = httpx.get(f"{c.url('catalog')}/v1/public/lueneburg/offers")
+        if probe.status_code == 404 and probe.json().get("title") == "Not Found":
+            print("bench-portal: skipped, the catalog has no public offer API (GET /v1/public/{tenant}/offers) yet")
+            return
         made = seed(c.url("catalog"), c.url("matching"), c.issuer_url)
         print(f"demo data: {made or 'already there'}")
         time.sleep(2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
 import pytest
 
 from tests.platform import Platform, offer_body
@@ -18,7 +19,8 @@ HAMBURG = {"zip": "20095", "city": "Hamburg", "lat": 53.55, "lon": 10.0}
 def catalog(platform: Platform) -> dict:
     marker = uuid.uuid4().hex[:6]
     with platform.client("catalog", RUHR) as api:
-        provider = api.post("/v1/providers", json={"name": f"Ruhrwerk {marker}", "emails": ["k@ruhr.example"]}).json()
+        provider = api.post("/v1/providers", json={"name": f"Ruhrwerk {marker}", "emails": ["k@ruhr.example"],
+                                                   "azav": {"certified": True}}).json()
         other = api.post("/v1/providers", json={"name": f"Zweiter {marker}", "emails": ["z@ruhr.example"]}).json()
 
         def publish(**overrides) -> dict:
@@ -30,7 +32,8 @@ def catalog(platform: Platform) -> dict:
         offers = {
             "schweissen": publish(
                 title=f"Schweißerprüfung MAG {marker}", description="Metall-Aktivgas-Schweißen nach DIN EN ISO 9606-1.",
-                skills=["Schweißtechnik"], price_eur=3050,
+                skills=["Schweißtechnik"], price_eur=3050, hours=320,
+                funding={"bildungsgutschein": True, "qcg": True, "aufstiegsbafoeg": False},
                 sessions=[{"start": "2031-04-05", "end": "2031-04-28", "location": DORTMUND}]),
             "hamburg": publish(
                 title=f"Schweißen im Schiffbau {marker}", description="Schweißen für den Schiffbau.",
@@ -105,3 +108,82 @@ def test_change_and_withdraw_an_offer(platform: Platform, catalog: dict) -> None
         assert api.post(f"/v1/offers/{offer['id']}/withdraw").status_code == 404
         foreign = api.post("/v1/offers", json=offer_body(catalog["provider"]["id"]))
         assert foreign.status_code == 404  # another network's provider
+
+
+@pytest.fixture(scope="module")
+def forklift(platform: Platform) -> dict:
+    marker = "gs" + uuid.uuid4().hex[:6]
+    with platform.client("catalog", RUHR) as api:
+        provider = api.post("/v1/providers", json={"name": f"Stapler-Akademie {marker}", "emails": ["s@a.example"]})
+        pid = provider.json()["id"]
+        offer = api.post("/v1/offers", json=offer_body(
+            pid, title=f"Gabelstapler-Führerschein kompakt {marker}", description="Flurförderzeuge sicher führen.",
+            skills=[], hours=24, qualification="certificate", schedule="weekend",
+            sessions=[{"start": "2031-05-03", "location": DORTMUND}], visibility={"scope": "all", "networks": []}))
+        other = api.post("/v1/offers", json=offer_body(
+            pid, title=f"Buchhaltung mit DATEV {marker}", description="Finanzbuchhaltung.", skills=[], hours=200,
+            qualification="adaptation", format="online", schedule="evening", sessions=[{"start": "2031-06-01"}],
+            visibility={"scope": "all", "networks": []}))
+        draft = api.post("/v1/offers", json=offer_body(pid, title=f"Gabelstapler Entwurf {marker}", status="draft",
+                                                        visibility={"scope": "all", "networks": []}))
+    return {"marker": marker, "provider_id": pid, "offer": offer.json(), "other": other.json(),
+            "draft": draft.json()}
+
+
+@pytest.mark.parametrize("words", ["Staplerschein", "Fuehrerschein", "Fuhrerschein", "Führerscheine",
+                                   "Gabelstap", "gabelstapler führerschein"])
+def test_german_text_compounds_umlauts_and_prefixes(platform: Platform, forklift: dict, words: str) -> None:
+    found = _ids(_search(platform, q=f"{words} {forklift['marker']}"))
+    assert forklift["offer"]["id"] in found and forklift["other"]["id"] not in found
+
+
+def test_place_as_postcode_or_town_hours_schedule_qualification(platform: Platform, forklift: dict) -> None:
+    o, m = forklift, forklift["marker"]
+    assert o["offer"]["id"] in _ids(_search(platform, q=m, place="44137", radius_km=25))
+    assert o["offer"]["id"] in _ids(_search(platform, q=m, place="Dortmund", radius_km=25))
+    assert o["offer"]["id"] not in _ids(_search(platform, q=m, place="Lüneburg", radius_km=100))
+    assert o["other"]["id"] in _ids(_search(platform, q=m, place="Lüneburg", radius_km=100))  # online: anywhere
+    assert _ids(_search(platform, q=m, min_hours=100)) == {o["other"]["id"]}
+    assert _ids(_search(platform, q=m, max_hours=100)) == {o["offer"]["id"]}
+    assert _ids(_search(platform, q=m, schedule="weekend")) == {o["offer"]["id"]}
+    assert _ids(_search(platform, q=m, qualification="adaptation")) == {o["other"]["id"]}
+    with platform.client("catalog", RUHR) as api:
+        assert api.get("/v1/offers", params={"place": "Atlantis"}).status_code == 422
+        assert api.get("/v1/offers", params={"cursor": "kaputt"}).status_code == 422
+
+
+def test_facets_and_cursor_paging(platform: Platform, forklift: dict) -> None:
+    result = _search(platform, q=forklift["marker"], facets=True, page_size=1)
+    assert result["total"] == 2 and result["total_exceeds"] is False
+    assert result["facets"]["format"] == {"presence": 1, "online": 1}
+    assert result["facets"]["schedule"] == {"weekend": 1, "evening": 1}
+    second = _search(platform, q=forklift["marker"], page_size=1, cursor=result["next_cursor"])
+    assert len(second["items"]) == 1 and _ids(second) != _ids(result)
+    assert second["next_cursor"] is None or not _search(
+        platform, q=forklift["marker"], page_size=1, cursor=second["next_cursor"])["items"]
+
+
+def test_public_network_view(platform: Platform, forklift: dict) -> None:
+    with httpx.Client(base_url=platform.config.url("catalog"), timeout=15) as anonymous:
+        listing = anonymous.get("/v1/public/lueneburg/offers", params={"q": forklift["marker"]})
+        assert listing.status_code == 200 and listing.headers["Cache-Control"].startswith("public")
+        assert _ids(listing.json()) == {forklift["offer"]["id"], forklift["other"]["id"]}  # no draft
+        assert "visibility" not in listing.json()["items"][0]
+        again = anonymous.get("/v1/public/lueneburg/offers", params={"q": forklift["marker"]},
+                              headers={"If-None-Match": listing.headers["ETag"]})
+        assert again.status_code == 304
+        one = anonymous.get(f"/v1/public/lueneburg/offers/{forklift['offer']['id']}")
+        assert one.status_code == 200 and one.json()["title"] == forklift["offer"]["title"]
+        assert anonymous.get(f"/v1/public/lueneburg/offers/{forklift['draft']['id']}").status_code == 404
+        home_only = _search(platform, q="Schweißerprüfung")["items"]  # ruhr's home offers of the module above
+        for offer in home_only:
+            assert anonymous.get(f"/v1/public/lueneburg/offers/{offer['id']}").status_code == 404
+        providers = anonymous.get("/v1/public/westfaelisches-ruhrgebiet/providers").json()["items"]
+        mine = next(p for p in providers if p["id"] == forklift["provider_id"])
+        assert mine["published_offers"] == 2 and "members" not in mine
+        assert anonymous.get("/v1/public/atlantis/offers").status_code == 404
+        hammered = {"page": forklift["marker"]}  # one page asked for again and again (others unaffected)
+        codes = [anonymous.get("/v1/public/lueneburg/providers", params=hammered).status_code for _ in range(70)]
+        assert codes[0] == 200 and 429 in codes
+        limited = anonymous.get("/v1/public/lueneburg/providers", params=hammered)
+        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1

@@ -1,0 +1,198 @@
+"""open-Qcat 1.1 import of the real fixtures: the KURSNET export imports completely and a second
+import changes nothing and publishes nothing; the BA's legacy update example imports its valid
+records and reports each broken one; hostile XML is refused."""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer
+
+from contracts import OFFERS_TOPIC
+from tests.platform import Platform
+
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "openqcat"
+KURSNET = FIXTURES / "kursnet_export_real_anonymized.xml"
+LEGACY = FIXTURES / "ba_update_example_legacy_excerpt.xml"
+USER = "westfaelisches-ruhrgebiet-provider"
+
+
+def _provider(platform: Platform, name: str) -> dict:
+    with platform.client("catalog", USER) as api:
+        return api.post("/v1/providers", json={"name": name, "emails": ["import@anbieter.example"]}).json()
+
+
+def _import(platform: Platform, provider_id: str, body: bytes, user: str = USER):
+    with platform.client("catalog", user) as api:
+        return api.post("/v1/imports/openqcat", params={"provider_id": provider_id}, content=body,
+                        headers={"Content-Type": "application/xml"}, timeout=60)
+
+
+def _offer_events(platform: Platform, offer_ids: set[str]) -> int:
+    consumer = KafkaConsumer(OFFERS_TOPIC, bootstrap_servers=platform.config.bootstrap, group_id=None,
+                             auto_offset_reset="earliest", consumer_timeout_ms=1000)
+    count = sum(1 for r in consumer if r.key.decode() in offer_ids)
+    consumer.close()
+    return count
+
+
+def _expected_instances() -> dict[str, dict]:
+    """The dated instances as the file states them (read with the standard library, trusted input)."""
+    found = {}
+    for service in ET.parse(KURSNET).getroot().iter("SERVICE"):
+        education = service.find("SERVICE_DETAILS/SERVICE_MODULE/EDUCATION")
+        if education.get("type") == "false":
+            location = education.find("MODULE_COURSE/LOCATION")
+            found[service.findtext("PRODUCT_ID")] = {
+                "course": education.findtext("COURSE_ID"),
+                "start": service.findtext("SERVICE_DETAILS/SERVICE_DATE/START_DATE")[:10],
+                "end": service.findtext("SERVICE_DETAILS/SERVICE_DATE/END_DATE")[:10],
+                "zip": location.findtext("ZIP"), "city": location.findtext("CITY"),
+                "price": float(service.findtext("SERVICE_PRICE_DETAILS/SERVICE_PRICE/PRICE_AMOUNT")),
+            }
+    return found
+
+
+@pytest.fixture(scope="module")
+def kursnet(platform: Platform) -> dict:
+    provider = _provider(platform, "cdemy GmbH Code Academy")
+    first = _import(platform, provider["id"], KURSNET.read_bytes())
+    assert first.status_code == 200, first.text
+    return {"provider": provider, "report": first.json()}
+
+
+def test_kursnet_export_imports_completely(platform: Platform, kursnet: dict) -> None:
+    report = kursnet["report"]
+    assert report["mode"] == "NEW_CATALOG"
+    assert (report["offers_in_file"], report["sessions_in_file"]) == (2, 15)
+    assert sorted(report["created"]) == ["375057134", "375057138"] and report["rejected"] == []
+    with platform.client("catalog", USER) as api:
+        offers = {o["external_id"]: o for o in api.get(
+            "/v1/offers", params={"provider_id": kursnet["provider"]["id"], "page_size": 10}).json()["items"]}
+    retraining = offers["375057134"]
+    assert retraining["title"] == ("Umschulung Fachinformatiker Anwendungsentwicklung / "
+                                   "Fachinformatikerin Anwendungsentwicklung")
+    assert retraining["price_eur"] == 35464.5 and retraining["format"] == "presence"
+    assert retraining["qualification"] == "retraining" and retraining["funding"]["bildungsgutschein"]
+    assert retraining["occupation_codes"] == ["43412"]
+    expected = _expected_instances()
+    got = {s["external_id"]: s for s in retraining["sessions"]}
+    assert set(got) == set(expected) and len(got) == 15
+    for product_id, want in expected.items():
+        session = got[product_id]
+        assert (session["start"], session["end"]) == (want["start"], want["end"])
+        assert (session["location"]["zip"], session["location"]["city"]) == (want["zip"], want["city"])
+        assert session["price_eur"] == want["price"]
+        assert session["schedule"] in ("full_time", "part_time")
+    kassel = next(s for s in got.values() if s["location"]["city"] == "Kassel")["location"]
+    assert abs(kassel["lat"] - 51.3) < 0.1 and abs(kassel["lon"] - 9.5) < 0.15  # geocoded offline
+    prep = offers["375057138"]  # no dated instances: its own SERVICE_DATE is its one session
+    assert prep["format"] == "online" and prep["price_eur"] == 15666
+    assert [(s["start"], s["end"]) for s in prep["sessions"]] == [("2026-11-06", "2027-06-25")]
+
+
+def test_second_import_changes_nothing_and_publishes_nothing(platform: Platform, kursnet: dict) -> None:
+    with platform.client("catalog", USER) as api:
+        ids = {o["id"] for o in api.get("/v1/offers", params={"provider_id": kursnet["provider"]["id"]}
+                                        ).json()["items"]}
+    time.sleep(1.5)  # the relay publishes the first import's events; count them once they are out
+    before = _offer_events(platform, ids)
+    assert before == 2
+    second = _import(platform, kursnet["provider"]["id"], KURSNET.read_bytes()).json()
+    assert second["changed"] is False
+    assert second["counts"] == {"created": 0, "updated": 0, "unchanged": 2, "deleted": 0, "rejected": 0}
+    time.sleep(1.5)
+    assert _offer_events(platform, ids) == before
+
+
+def test_legacy_update_imports_valid_records_and_reports_broken_ones(platform: Platform) -> None:
+    provider = _provider(platform, "Legacy-Bildungswerk")
+    response = _import(platform, provider["id"], LEGACY.read_bytes())
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report["mode"] == "UPDATE_CATALOG"
+    rejected = {r["product_id"]: r for r in report["rejected"]}
+    assert {"1297399", "vg4983720"} <= set(rejected)  # dated instances without a date
+    assert "SERVICE_DATE" in rejected["1297399"]["reason"] and rejected["1297399"]["where"].startswith("line ")
+    assert "kursSerie2378170" in rejected and "no date" in rejected["kursSerie2378170"]["reason"]
+    assert {"1297422", "1297394", "1297396", "1297400", "vg4983717"} <= set(report["created"])
+    assert report["counts"]["created"] == len(report["created"]) and report["counts"]["created"] >= 8
+    with platform.client("catalog", USER) as api:
+        offers = {o["external_id"]: o for o in api.get(
+            "/v1/offers", params={"provider_id": provider["id"], "page_size": 50}).json()["items"]}
+    english = offers["1297422"]
+    assert english["title"] == "Wirtschaftsenglisch für Fortgeschrittene"
+    assert sorted(s["external_id"] for s in english["sessions"]) == ["1297389", "1297390"]
+    assert offers["vg4983717"]["format"] == "presence"  # code 1, not the Java object string's "online"
+    again = _import(platform, provider["id"], LEGACY.read_bytes()).json()  # DELETE then NEW: same state
+    assert again["changed"] is False and again["counts"]["rejected"] == report["counts"]["rejected"]
+
+
+HOSTILE = {
+    "billion laughs": b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
+                      + b"".join(b'<!ENTITY %s "%s">' % (chr(98 + i).encode(), ("&" + chr(97 + i) + ";").encode() * 10)
+                                 for i in range(9))
+                      + b']><OPENQCAT><NEW_CATALOG><SERVICE><PRODUCT_ID>&j;</PRODUCT_ID></SERVICE>'
+                        b'</NEW_CATALOG></OPENQCAT>',
+    "external entity": b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+                       b'<OPENQCAT><NEW_CATALOG><SERVICE><PRODUCT_ID>&e;</PRODUCT_ID></SERVICE></NEW_CATALOG></OPENQCAT>',
+    "deep nesting": b"<OPENQCAT><NEW_CATALOG>" + b"<a>" * 5000 + b"</a>" * 5000 + b"</NEW_CATALOG></OPENQCAT>",
+    "not xml": b"Dies ist kein XML.",
+}
+
+
+@pytest.mark.parametrize("attack", list(HOSTILE))
+def test_hostile_xml_is_refused_and_changes_nothing(platform: Platform, attack: str) -> None:
+    provider = _provider(platform, f"Ziel {attack}")
+    started = time.monotonic()
+    response = _import(platform, provider["id"], HOSTILE[attack])
+    assert response.status_code == 422, response.text
+    assert time.monotonic() - started < 10  # refused, not expanded (a generous bound, not a benchmark)
+    assert "/etc/passwd" not in response.text and "root:" not in response.text
+    with platform.client("catalog", USER) as api:
+        assert api.get("/v1/offers", params={"provider_id": provider["id"]}).json()["items"] == []
+
+
+def test_only_those_acting_for_the_provider_may_import(platform: Platform, kursnet: dict) -> None:
+    other_user = "westfaelisches-ruhrgebiet-provider2"
+    response = _import(platform, kursnet["provider"]["id"], KURSNET.read_bytes(), user=other_user)
+    assert response.status_code == 403
+    assert _import(platform, kursnet["provider"]["id"], KURSNET.read_bytes(),
+                   user="lueneburg-provider").status_code == 404
+    with platform.client("catalog", "westfaelisches-ruhrgebiet-employer") as api:
+        assert api.post("/v1/imports/openqcat", params={"provider_id": kursnet["provider"]["id"]},
+                        content=KURSNET.read_bytes()).status_code == 403
+
+
+WBSUCHE = FIXTURES.parent / "ba_wbsuche" / "ba_wbsuche_response_two_records.json"
+
+
+def test_national_course_search_json_imports_as_a_second_path(platform: Platform) -> None:
+    provider = _provider(platform, "alfatraining und andere")
+    with platform.client("catalog", USER) as api:
+        first = api.post("/v1/imports/wbsuche", params={"provider_id": provider["id"]},
+                         content=WBSUCHE.read_bytes(), headers={"Content-Type": "application/json"})
+        assert first.status_code == 200, first.text
+        report = first.json()
+        assert sorted(report["created"]) == ["14222269", "14363439"] and report["rejected"] == []
+        offers = {o["external_id"]: o for o in api.get(
+            "/v1/offers", params={"provider_id": provider["id"]}).json()["items"]}
+        again = api.post("/v1/imports/wbsuche", params={"provider_id": provider["id"]},
+                         content=WBSUCHE.read_bytes(), headers={"Content-Type": "application/json"}).json()
+        assert again["changed"] is False
+        assert api.post("/v1/imports/wbsuche", params={"provider_id": provider["id"]},
+                        content=b'{"items": []}').status_code == 422
+    scrum = offers["14363439"]
+    assert scrum["title"] == "C++ und Scrum Master" and scrum["format"] == "hybrid"
+    assert "<" not in scrum["description"] and "objektorientierte Programmierung" in scrum["description"]
+    assert scrum["funding"]["bildungsgutschein"]
+    # no beginn: the six start dates its remark lists, in Helmstedt at the given coordinates
+    assert [s["start"] for s in scrum["sessions"]][:2] == ["2023-06-19", "2023-07-17"] and len(scrum["sessions"]) == 6
+    assert scrum["sessions"][0]["location"] == {"street": "Neumärkter Straße 1a-3", "zip": "38350",
+                                                "city": "Helmstedt", "lat": 52.230655, "lon": 10.995727}
+    consultant = offers["14222269"]
+    assert consultant["format"] == "blended" and consultant["schedule"] == "part_time"
+    assert [(s["start"], s["end"]) for s in consultant["sessions"]] == [("2023-07-17", "2024-03-17")]

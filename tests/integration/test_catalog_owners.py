@@ -1,0 +1,249 @@
+"""Owners inside a network: a provider user acts only for its providers (membership, the token's
+``providers`` claim, members set by the network admin), enforced in code and by row-level
+security; the full offer model and its rules; optimistic concurrency; every status change is an
+event; network-level sharing defaults."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import asyncpg
+import httpx
+import pytest
+from kafka import KafkaConsumer
+
+from contracts import OFFER_UPDATED, OFFER_WITHDRAWN, OFFERS_TOPIC, PROVIDERS_TOPIC
+from tests.platform import Platform, future, offer_body, wait_until
+
+TENANT = "hellweg-hochsauerland"
+ALICE = f"{TENANT}-provider"
+ADMIN = f"{TENANT}-admin"
+AZAV = {"certified": True, "valid_until": future(400), "certifier": "CERTQUA"}
+
+
+def _bob(platform: Platform, **claims) -> httpx.Client:
+    """A second provider user of the same network (own subject), optionally with a providers claim."""
+    token = platform.mint(ALICE, sub="bob-" + claims.pop("suffix", "0"), preferred_username="bob", **claims)
+    return httpx.Client(base_url=platform.config.url("catalog"), headers={"Authorization": f"Bearer {token}"},
+                        timeout=15)
+
+
+def _events(platform: Platform, topic: str, key: str) -> list[tuple[str, dict]]:
+    consumer = KafkaConsumer(topic, bootstrap_servers=platform.config.bootstrap, group_id=None,
+                             auto_offset_reset="earliest", consumer_timeout_ms=700)
+    found = [(dict(r.headers)["ce_type"].decode(), json.loads(r.value)) for r in consumer if r.key.decode() == key]
+    consumer.close()
+    return found
+
+
+@pytest.fixture(scope="module")
+def alice(platform: Platform) -> dict:
+    with platform.client("catalog", ALICE) as api:
+        provider = api.post("/v1/providers", json={
+            "name": "Sauerland-Kolleg", "emails": ["kurse@sauerland-kolleg.example"],
+            "address": {"street": "Ruhrstraße 1", "zip": "59821", "city": "Arnsberg"}, "azav": AZAV}).json()
+        offer = api.post("/v1/offers", json=offer_body(provider["id"], visibility={"scope": "home", "networks": []}))
+        draft = api.post("/v1/offers", json=offer_body(provider["id"], status="draft"))
+    return {"provider": provider, "offer": offer.json(), "draft": draft.json()}
+
+
+def test_creator_becomes_member_and_the_event_names_the_members(platform: Platform, alice: dict) -> None:
+    provider = alice["provider"]
+    assert len(provider["members"]) == 1
+    registered = wait_until("provider event", lambda: _events(platform, PROVIDERS_TOPIC, provider["id"]))
+    assert registered[0][1]["members"] == provider["members"]
+    with platform.client("catalog", ALICE) as api:
+        assert provider["id"] in [p["id"] for p in api.get("/v1/providers", params={"mine": True}).json()["items"]]
+    with _bob(platform, suffix="mine") as bob:
+        assert bob.get("/v1/providers", params={"mine": True}).json()["items"] == []
+
+
+def test_another_provider_user_cannot_touch_what_is_not_theirs(platform: Platform, alice: dict) -> None:
+    provider, offer, draft = alice["provider"], alice["offer"], alice["draft"]
+    with _bob(platform) as bob:
+        assert bob.get(f"/v1/offers/{offer['id']}").status_code == 200  # published: bob may read it
+        body = offer_body(provider["id"], external_id=offer["external_id"], title="Gekapert")
+        assert bob.put(f"/v1/offers/{offer['id']}", json=body).status_code == 403
+        assert bob.post(f"/v1/offers/{offer['id']}/withdraw").status_code == 403
+        assert bob.get(f"/v1/offers/{draft['id']}").status_code == 404  # a draft is not his to see
+        assert bob.post(f"/v1/offers/{draft['id']}/withdraw").status_code == 404
+        assert bob.post("/v1/offers", json=offer_body(provider["id"])).status_code == 403
+        changed = dict(name="Gekapert", emails=["boese@example.org"])
+        assert bob.put(f"/v1/providers/{provider['id']}", json=changed).status_code == 403
+        # bob's own provider: he may not move his offer onto alice's provider either
+        own = bob.post("/v1/providers", json={"name": "Bobs Schule", "emails": ["b@b.example"]}).json()
+        mine = bob.post("/v1/offers", json=offer_body(own["id"])).json()
+        moved = offer_body(provider["id"], external_id=mine["external_id"])
+        assert bob.put(f"/v1/offers/{mine['id']}", json=moved).status_code == 403
+        assert bob.put(f"/v1/providers/{provider['id']}/members", json={"members": ["bob-0"]}).status_code == 403
+    with platform.client("catalog", ALICE) as api:
+        assert api.get(f"/v1/offers/{offer['id']}").json()["title"] == offer["title"]  # unchanged
+        assert api.get(f"/v1/offers/{mine['id']}").json()["provider_id"] == own["id"]
+
+
+def test_claim_and_membership_set_by_the_network_admin_grant(platform: Platform, alice: dict) -> None:
+    provider, offer = alice["provider"], alice["offer"]
+    body = offer_body(provider["id"], external_id=offer["external_id"],
+                      visibility={"scope": "home", "networks": []})
+    with _bob(platform, suffix="claim", providers=[provider["id"]]) as bob:  # the token grants
+        assert bob.put(f"/v1/offers/{offer['id']}", json=body | {"title": "Per Claim"}).status_code == 200
+    with _bob(platform, suffix="member") as bob:
+        assert bob.put(f"/v1/offers/{offer['id']}", json=body).status_code == 403
+        with platform.client("catalog", ADMIN) as admin:
+            members = [*provider["members"], "bob-member"]
+            answer = admin.put(f"/v1/providers/{provider['id']}/members", json={"members": members})
+            assert answer.status_code == 200 and answer.json()["members"] == sorted(members)
+        assert bob.put(f"/v1/offers/{offer['id']}", json=body | {"title": "Als Mitglied"}).status_code == 200
+        with platform.client("catalog", ADMIN) as admin:
+            admin.put(f"/v1/providers/{provider['id']}/members", json={"members": provider["members"]})
+        assert bob.put(f"/v1/offers/{offer['id']}", json=body).status_code == 403
+    event = wait_until("members event", lambda: [
+        e for t, e in _events(platform, PROVIDERS_TOPIC, provider["id"]) if "bob-member" in e["members"]])
+    assert event
+
+
+def test_row_level_security_refuses_writes_for_other_providers(platform: Platform, alice: dict) -> None:
+    """Even a query that forgets the ownership check cannot change another provider's offer."""
+    prefix = platform.config.database_prefix
+    dsn = platform.config.postgres_admin_url.rsplit("/", 1)[0] + f"/{prefix}_catalog"
+
+    async def update_as(acting: str | None) -> str:
+        conn = await asyncpg.connect(dsn)
+        try:
+            async with conn.transaction():
+                await conn.execute("SET LOCAL ROLE br_catalog_app")
+                await conn.execute("SELECT set_config('app.tenant_id', $1, true)", TENANT)
+                if acting is not None:
+                    await conn.execute("SELECT set_config('app.acting_providers', $1, true)", acting)
+                return await conn.execute("UPDATE offers SET title = title WHERE id = $1",
+                                          uuid.UUID(alice["offer"]["id"]))
+        finally:
+            await conn.close()
+
+    assert asyncio.run(update_as(str(uuid.uuid4()))) == "UPDATE 0"
+    assert asyncio.run(update_as(None)) == "UPDATE 0"  # nobody said whom it acts for: nothing
+    assert asyncio.run(update_as(alice["provider"]["id"])) == "UPDATE 1"
+
+
+def test_qcg_needs_azav_and_more_than_120_hours(platform: Platform, alice: dict) -> None:
+    qcg = {"bildungsgutschein": True, "qcg": True, "aufstiegsbafoeg": False}
+    with platform.client("catalog", ALICE) as api:
+        short = api.post("/v1/offers", json=offer_body(alice["provider"]["id"], funding=qcg, hours=120))
+        assert short.status_code == 422 and "120" in short.json()["detail"]
+        assert short.json()["errors"][0]["field"] == "body.funding.qcg"
+        long = api.post("/v1/offers", json=offer_body(
+            alice["provider"]["id"], funding=qcg, hours=480, measure_number="962/0815/2026",
+            occupation_codes=["25212"], esco_skills=["http://data.europa.eu/esco/skill/" + str(uuid.uuid4())]))
+        assert long.status_code == 201, long.text
+        assert long.json()["measure_number"] == "962/0815/2026" and long.json()["occupation_codes"] == ["25212"]
+        uncertified = api.post("/v1/providers", json={"name": "Ohne AZAV", "emails": ["o@a.example"]}).json()
+        refused = api.post("/v1/offers", json=offer_body(uncertified["id"], funding=qcg, hours=480))
+        assert refused.status_code == 422 and "AZAV" in refused.json()["detail"]
+        expired = api.post("/v1/providers", json={"name": "Abgelaufen", "emails": ["x@a.example"],
+                                                  "azav": {"certified": True, "valid_until": "2020-01-01"}}).json()
+        assert api.post("/v1/offers", json=offer_body(expired["id"], funding=qcg, hours=480)).status_code == 422
+
+
+def test_places_without_coordinates_are_found_offline(platform: Platform, alice: dict) -> None:
+    sessions = [{"start": future(30), "location": {"zip": "59821", "city": "Arnsberg"}},
+                {"start": future(60), "location": {"zip": "00000", "city": "Meschede"}}]
+    with platform.client("catalog", ALICE) as api:
+        offer = api.post("/v1/offers", json=offer_body(alice["provider"]["id"], sessions=sessions))
+        assert offer.status_code == 201, offer.text
+        arnsberg, meschede = (s["location"] for s in offer.json()["sessions"])
+        assert abs(arnsberg["lat"] - 51.4) < 0.1 and abs(arnsberg["lon"] - 8.06) < 0.15
+        assert abs(meschede["lat"] - 51.35) < 0.1 and abs(meschede["lon"] - 8.28) < 0.15
+        nowhere = [{"start": future(30), "location": {"zip": "00000", "city": "Nirgendwo"}}]
+        refused = api.post("/v1/offers", json=offer_body(alice["provider"]["id"], sessions=nowhere))
+        assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "body.sessions.0.location"
+
+
+def test_stale_write_gets_412_and_concurrent_writes_serialise(platform: Platform, alice: dict) -> None:
+    with platform.client("catalog", ALICE) as api:
+        created = api.post("/v1/offers", json=offer_body(alice["provider"]["id"]))
+        offer, tag = created.json(), created.headers["ETag"]
+        assert api.get(f"/v1/offers/{offer['id']}").headers["ETag"] == tag
+        body = offer_body(alice["provider"]["id"], external_id=offer["external_id"])
+
+        def put(title: str) -> int:
+            return api.put(f"/v1/offers/{offer['id']}", json=body | {"title": title},
+                           headers={"If-Match": tag}).status_code
+
+        with ThreadPoolExecutor(4) as pool:
+            codes = sorted(pool.map(put, ["Erster", "Zweiter", "Dritter", "Vierter"]))
+        assert codes == [200, 412, 412, 412]
+        assert api.get(f"/v1/offers/{offer['id']}").json()["version"] == offer["version"] + 1
+        # a withdraw after someone else's change, with the old ETag, does nothing
+        assert api.post(f"/v1/offers/{offer['id']}/withdraw", headers={"If-Match": tag}).status_code == 412
+        current = api.get(f"/v1/offers/{offer['id']}")
+        assert current.json()["status"] == "published"
+        withdrawn = api.post(f"/v1/offers/{offer['id']}/withdraw", headers={"If-Match": current.headers["ETag"]})
+        assert withdrawn.status_code == 200
+        # no write can re-publish a withdrawn offer
+        assert api.put(f"/v1/offers/{offer['id']}", json=body, headers={"If-Match": withdrawn.headers["ETag"]}
+                       ).status_code == 409
+
+
+def test_every_status_change_is_an_event(platform: Platform, alice: dict) -> None:
+    with platform.client("catalog", ALICE) as api:
+        offer = api.post("/v1/offers", json=offer_body(alice["provider"]["id"])).json()
+        body = offer_body(alice["provider"]["id"], external_id=offer["external_id"])
+        assert api.put(f"/v1/offers/{offer['id']}", json=body | {"status": "draft"}).status_code == 200
+        assert api.put(f"/v1/offers/{offer['id']}", json=body | {"status": "draft", "title": "Still"}
+                       ).status_code == 200  # a draft's edit: nobody outside sees it, no event
+        assert api.post(f"/v1/offers/{offer['id']}/withdraw").status_code == 200
+    events = wait_until("three events", lambda: (e := _events(platform, OFFERS_TOPIC, offer["id"])) and len(e) >= 3
+                        and e)
+    assert [(t.rsplit(".", 2)[-2], e["status"]) for t, e in events] == [
+        ("published", "published"), ("updated", "draft"), ("withdrawn", "withdrawn")]
+    assert events[1][0] == OFFER_UPDATED and events[2][0] == OFFER_WITHDRAWN
+
+
+def test_network_sharing_defaults_widen_what_other_networks_see(platform: Platform, alice: dict) -> None:
+    offer = alice["offer"]  # shared with no one
+    with platform.client("catalog", "lueneburg-employer") as api:
+        assert api.get(f"/v1/offers/{offer['id']}").status_code == 404
+    with platform.client("catalog", ALICE) as api:
+        assert api.put("/v1/sharing", json={"networks": ["lueneburg"]}).status_code == 403  # admins only
+    with platform.client("catalog", ADMIN) as admin:
+        assert admin.put("/v1/sharing", json={"networks": ["lueneburg"]}).json() == {"networks": ["lueneburg"]}
+    try:
+        with platform.client("catalog", "lueneburg-employer") as api:
+            seen = api.get(f"/v1/offers/{offer['id']}")
+            assert seen.status_code == 200 and seen.json()["visibility"]["networks"] == ["lueneburg"]
+            assert api.get(f"/v1/offers/{alice['draft']['id']}").status_code == 404  # drafts stay home
+        event = wait_until("offer event with the widened audience", lambda: [
+            e for _, e in _events(platform, OFFERS_TOPIC, offer["id"]) if "lueneburg" in e["visibility"]["networks"]])
+        assert event
+    finally:
+        with platform.client("catalog", ADMIN) as admin:
+            admin.put("/v1/sharing", json={"networks": []})
+    with platform.client("catalog", "lueneburg-employer") as api:
+        assert api.get(f"/v1/offers/{offer['id']}").status_code == 404
+
+
+def test_offer_moved_back_to_draft_leaves_search_and_matches(platform: Platform) -> None:
+    """Published → draft: gone from search, and matching retracts the match (through the broker)."""
+    from tests.platform import demand_body
+
+    with platform.client("catalog", ALICE) as api:
+        provider = api.post("/v1/providers", json={"name": "Entwurfsschule", "emails": ["e@s.example"]}).json()
+        offer = api.post("/v1/offers", json=offer_body(provider["id"], title="Staplerschein Entwurfstest")).json()
+    with platform.client("matching", "lueneburg-employer") as api:
+        demand = api.post("/v1/demands", json=demand_body()).json()
+
+    def matched() -> set[str]:
+        with platform.client("matching", "lueneburg-employer") as api:
+            return {m["offer_id"] for m in api.get(f"/v1/demands/{demand['id']}/matches").json()["items"]}
+
+    wait_until("the match", lambda: offer["id"] in matched())
+    with platform.client("catalog", ALICE) as api:
+        body = offer_body(provider["id"], external_id=offer["external_id"], title=offer["title"], status="draft")
+        assert api.put(f"/v1/offers/{offer['id']}", json=body).status_code == 200
+    wait_until("the match retracted", lambda: offer["id"] not in matched())
+    with platform.client("catalog", "lueneburg-employer") as api:
+        found = api.get("/v1/offers", params={"q": "Entwurfstest"}).json()["items"]
+    assert offer["id"] not in {o["id"] for o in found}
