@@ -38,3 +38,4 @@ def test_a_request_is_opened_once_and_only_by_its_network(platform: Platform):
         assert demand.status_code == 200 and demand.json()["title"] == "Erste Hilfe für die Backstube"
         assert request_id not in {r["id"] for r in counselor.get(
             "/v1/demand-requests", params={"status": "new"}).json()["items"]}
+        counselor.post(f"/v1/demands/{demand_id}/close")  # leave no open demand to later tests' offers

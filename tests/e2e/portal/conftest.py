@@ -59,7 +59,7 @@ def visitor(platform: Platform):
     user.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # not longer: Playwright's sync API holds an event loop while it runs
 def browser():
     from playwright.sync_api import sync_playwright
 

@@ -38,7 +38,16 @@ def lueneburg_offers(platform: Platform) -> dict:
             sessions=[{"start": future(30), "end": future(50),
                        "location": {"zip": "20095", "city": "Hamburg", "lat": 53.55, "lon": 10.0}}]))
     assert stapler.status_code == 201 and weld.status_code == 201, (stapler.text, weld.text)
-    return {"provider": provider.json(), "stapler": stapler.json(), "weld": weld.json()}
+    yield {"provider": provider.json(), "stapler": stapler.json(), "weld": weld.json()}
+    with platform.client("catalog", "lueneburg-provider") as api:  # leave no match to later tests
+        for offer in (stapler.json(), weld.json()):
+            api.post(f"/v1/offers/{offer['id']}/withdraw")
+
+
+def _close(platform: Platform, username: str, demand_id: str) -> None:
+    """Close a demand a journey made, so that later tests' offers do not match it."""
+    with platform.client("matching", username) as api:
+        assert api.post(f"/v1/demands/{demand_id}/close").status_code == 200
 
 
 def test_anonymous_visitor_searches_by_postcode_and_radius_and_opens_an_offer(platform, journey, lueneburg_offers):
@@ -116,12 +125,13 @@ def test_employer_records_a_demand_and_sees_ranked_offers_with_reasons(platform,
     assert "Ihr Eigenanteil: 0 €" in card.inner_text()  # 35 employees, §82-fundable: the employer pays nothing
     assert "Schweißen MAG" not in j.page.locator("main").inner_text()
     j.screenshot()
+    _close(platform, "lueneburg-employer", j.page.url.rsplit("/", 1)[1])
 
 
 def test_provider_uploads_the_real_open_qcat_file_and_sees_the_report(platform, journey):
     j = journey("anbieter-import")
     j.page.goto(j.base + "/anbieter")
-    j.sign_in("lueneburg-provider")
+    j.sign_in("lueneburg-provider2")  # a provider of its own: NEW_CATALOG replaces that provider's offers
     j.check()
     if j.page.get_by_label("Name der Einrichtung").count():
         j.page.get_by_label("Name der Einrichtung").fill("Kursnet-Testanbieter Lüneburg")
@@ -142,10 +152,11 @@ def test_provider_uploads_the_real_open_qcat_file_and_sees_the_report(platform, 
     j.screenshot()
 
 
-def test_provider_follows_the_alert_mail_to_the_matched_demand(platform, journey, lueneburg_offers):
+def test_provider_follows_the_alert_mail_to_the_matched_demand(platform, journey, lueneburg_offers, request):
     with platform.client("matching", "lueneburg-employer") as api:
         demand = api.post("/v1/demands", json=demand_body(title=f"Stapler für das Lager {uuid.uuid4().hex[:6]}"))
     assert demand.status_code == 201, demand.text
+    request.addfinalizer(lambda: _close(platform, "lueneburg-employer", demand.json()["id"]))
     mail = wait_until("the provider's alert mail", lambda: [
         m for m in platform.mails_for_offer(lueneburg_offers["stapler"]["id"])
         if demand.json()["title"] in body_text(m)], timeout=30)[0]
@@ -222,3 +233,4 @@ def test_firm_submits_the_public_demand_form_and_a_counsellor_opens_it(platform,
     assert title in counselor.page.locator("h1").inner_text()
     assert "Die Anfrage ist jetzt ein Bedarf" in counselor.page.locator("main").inner_text()
     counselor.screenshot()
+    _close(platform, "lueneburg-counselor", counselor.page.url.rsplit("/", 1)[1])

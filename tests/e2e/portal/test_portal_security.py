@@ -106,6 +106,8 @@ def test_a_user_of_another_network_cannot_open_a_demand(platform: Platform, visi
     page = own.http.get(f"/beratung/bedarfe/{demand_id}")
     own.close()
     assert page.status_code == 200 and "Schweißkurs für die Werkhalle Lüneburg" in page.text
+    with platform.client("matching", EMPLOYER) as api:  # leave no open demand to later tests' offers
+        api.post(f"/v1/demands/{demand_id}/close")
 
 
 def test_a_role_page_of_another_role_is_refused(visitor: PortalUser):
