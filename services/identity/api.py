@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 
 from runtime.http import CurrentPrincipal, Problem, RuntimeDep
 from services.identity import handlers
@@ -42,7 +44,8 @@ async def public_tenants(runtime: RuntimeDep) -> dict:
 
 
 @router.get("/public/tenants/{tenant_id}", summary="A network's public face: name (no sign-in)")
-async def public_tenant(tenant_id: str, runtime: RuntimeDep) -> dict:
+async def public_tenant(tenant_id: Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")],
+                        runtime: RuntimeDep) -> dict:
     async with runtime.pool.acquire() as conn:
         items = await handlers.list_tenants(conn, tenant_id)
     if not items or items[0]["status"] != "active":

@@ -122,7 +122,8 @@ def test_employer_records_a_demand_and_sees_ranked_offers_with_reasons(platform,
     card = j.page.locator(".result", has_text="Staplerschein kompakt in Lüneburg")
     reasons = card.locator(".reasons").inner_text()
     assert "Passt zu: Gabelstapler" in reasons and "Lüneburg" in reasons
-    assert "Ihr Eigenanteil: 0 €" in card.inner_text()  # 35 employees, §82-fundable: the employer pays nothing
+    # The course is not fundable under § 82 (24 hours; it needs more than 120): the firm pays the full price.
+    assert "Ihr Eigenanteil: 390 €" in card.inner_text() and "keine Förderung nach § 82" in card.inner_text()
     assert "Schweißen MAG" not in j.page.locator("main").inner_text()
     j.screenshot()
     _close(platform, "lueneburg-employer", j.page.url.rsplit("/", 1)[1])
