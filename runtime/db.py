@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -92,27 +93,58 @@ def _literal(value: str) -> str:
 
 
 RUNTIME_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# One migration run per database at a time; advisory locks are scoped to the database.
+MIGRATE_LOCK = "bildungsraum-migrate"
+
+
+class MigrationError(RuntimeError):
+    """The database's migrations cannot be brought up to date without a person deciding."""
+
+
+def migration_files(service: str, migrations_dir: Path) -> list[tuple[str, Path]]:
+    """``(version, file)`` in the order they apply: the runtime's, then the service's."""
+    files = [("runtime", p) for p in sorted(RUNTIME_MIGRATIONS.glob("*.sql"))]
+    files += [(service, p) for p in sorted(migrations_dir.glob("*.sql"))]
+    return [(f"{prefix}/{path.stem}", path) for prefix, path in files]
+
+
+def checksum(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 async def migrate(settings: ServiceSettings, migrations_dir: Path, extensions: tuple[str, ...] = ()) -> list[str]:
     """Apply the runtime's and then the service's numbered ``*.sql`` files not yet applied,
-    in order, each in its own transaction.
+    in order, each in its own transaction; answer the versions applied.
 
-    Objects are created as the owner role; the app role gets data rights only, so row-level
-    security (enabled and forced in each migration) binds it.
+    Runs as the owner role: with ``BR_POSTGRES_OWNER_URL`` it connects as that role to a database
+    the platform made (CloudNativePG in production); otherwise it provisions roles and database
+    with the admin DSN and then acts as the owner (``SET ROLE``). Objects belong to the owner; the
+    app role gets data rights only, so row-level security (enabled and forced in each migration)
+    binds it. Each applied file's SHA-256 is recorded; a file changed after it was applied is
+    refused before anything runs. Concurrent runs wait for each other (advisory lock).
     """
-    await provision_database(settings, extensions)
+    files = migration_files(settings.service, migrations_dir)
+    if settings.postgres_owner_url:
+        conn = await asyncpg.connect(settings.postgres_owner_url)
+    else:
+        await provision_database(settings, extensions)
+        conn = await asyncpg.connect(settings.admin_database_url)
     owner, app = _quote_ident(settings.owner_role), _quote_ident(settings.app_role)
-    conn = await asyncpg.connect(settings.admin_database_url)
     applied: list[str] = []
     try:
-        await conn.execute("SELECT pg_advisory_lock(hashtext('bildungsraum-migrate'))")
-        await conn.execute(f"SET ROLE {owner}")
+        await conn.execute("SELECT pg_advisory_lock(hashtext($1))", MIGRATE_LOCK)
+        if settings.postgres_owner_url:
+            for extension in extensions:  # made by the platform already; a no-op then
+                await conn.execute(f"CREATE EXTENSION IF NOT EXISTS {_quote_ident(extension)} CASCADE")
+        else:
+            await conn.execute(f"SET ROLE {owner}")
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
+        await conn.execute("ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS checksum text")
         await conn.execute(f"GRANT USAGE ON SCHEMA public TO {app}")
+        await conn.execute(f"GRANT SELECT ON schema_migrations TO {app}")  # readiness compares versions
         await conn.execute(
             f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
             f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app}"
@@ -120,20 +152,40 @@ async def migrate(settings: ServiceSettings, migrations_dir: Path, extensions: t
         await conn.execute(
             f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {app}"
         )
-        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-        pending = [("runtime", p) for p in sorted(RUNTIME_MIGRATIONS.glob("*.sql"))]
-        pending += [(settings.service, p) for p in sorted(migrations_dir.glob("*.sql"))]
-        for prefix, path in pending:
-            version = f"{prefix}/{path.stem}"
-            if version in done:
+        recorded = {r["version"]: r["checksum"]
+                    for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")}
+        changed = [(v, recorded[v], checksum(p)) for v, p in files
+                   if recorded.get(v) is not None and recorded[v] != checksum(p)]
+        if changed:
+            raise MigrationError(
+                f"database {settings.database_name}: applied migrations were edited afterwards: "
+                + "; ".join(f"{v} (applied with sha256 {old[:12]}, file now {new[:12]})" for v, old, new in changed)
+                + ". An applied migration is never changed: restore the file and add a new numbered migration."
+            )
+        for version, path in files:
+            digest = checksum(path)
+            if version in recorded:
+                if recorded[version] is None:  # applied before checksums were kept: record it now
+                    await conn.execute("UPDATE schema_migrations SET checksum = $2 WHERE version = $1",
+                                       version, digest)
                 continue
             async with conn.transaction():
                 await conn.execute(path.read_text(encoding="utf-8"))
-                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+                await conn.execute("INSERT INTO schema_migrations (version, checksum) VALUES ($1, $2)",
+                                   version, digest)
             applied.append(version)
             log.info("migration applied", extra={"migration": version})
-        await conn.execute("RESET ROLE")
-        await conn.execute("SELECT pg_advisory_unlock(hashtext('bildungsraum-migrate'))")
     finally:
-        await conn.close()
+        await conn.close()  # ends the session: role and advisory lock go with it
     return applied
+
+
+async def pending_migrations(conn: asyncpg.Connection, service: str, migrations_dir: Path) -> list[str]:
+    """The versions this code expects that the database has not applied (or applied in another form)."""
+    try:
+        rows = await conn.fetch("SELECT version, checksum FROM schema_migrations")
+    except asyncpg.UndefinedTableError:
+        rows = []
+    recorded = {r["version"]: r["checksum"] for r in rows}
+    return [v for v, p in migration_files(service, migrations_dir)
+            if v not in recorded or recorded[v] not in (None, checksum(p))]

@@ -166,18 +166,18 @@ def create_app(
     description: str = "",
     on_start: Callable[[ServiceRuntime], Awaitable[None]] | None = None,
 ) -> FastAPI:
-    """The service's FastAPI app; its lifespan starts the runtime (migrations, relay, consumers)."""
+    """The service's FastAPI app; its lifespan starts the runtime (pool, relay, consumers)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await runtime.start()
-        app.state.runtime = runtime
         if on_start is not None:
             await on_start(runtime)
         yield
         await runtime.stop()
 
     app = FastAPI(title=title, description=description, lifespan=lifespan, version="1.0.0")
+    app.state.runtime = runtime  # the migrate step reads its migrations from here, before any start
     install_problem_handlers(app)
 
     @app.middleware("http")

@@ -26,10 +26,22 @@ def dead_letter_topic(topic: str) -> str:
     return f"{topic}.dlq"
 
 
+def connection_options(settings: ServiceSettings) -> dict:
+    """How to reach and authenticate at the brokers: plain locally, TLS and SCRAM in production."""
+    options: dict = {"bootstrap_servers": settings.kafka_bootstrap,
+                     "security_protocol": settings.kafka_security_protocol}
+    if settings.kafka_security_protocol.startswith("SASL"):
+        options.update(sasl_mechanism=settings.kafka_sasl_mechanism, sasl_plain_username=settings.kafka_username,
+                       sasl_plain_password=settings.kafka_password)
+    if settings.kafka_security_protocol.endswith("SSL") and settings.kafka_ssl_cafile:
+        options["ssl_cafile"] = settings.kafka_ssl_cafile
+    return options
+
+
 def create_producer(settings: ServiceSettings) -> KafkaProducer:
     # One request in flight keeps an aggregate's events in order when the client retries.
     return KafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **connection_options(settings),
         client_id=f"{settings.service}-producer",
         acks="all",
         retries=5,
@@ -42,7 +54,7 @@ def create_producer(settings: ServiceSettings) -> KafkaProducer:
 def create_consumer(settings: ServiceSettings, group_id: str, topics: list[str]) -> KafkaConsumer:
     return KafkaConsumer(
         *topics,
-        bootstrap_servers=settings.kafka_bootstrap,
+        **connection_options(settings),
         client_id=f"{group_id}-consumer",
         group_id=group_id,
         enable_auto_commit=False,

@@ -1,9 +1,14 @@
 """One service process: its pool, token verifier, outbox relay and consumers, started and stopped
-together (from a FastAPI lifespan), so that tests can build the same thing with other settings."""
+together (from a FastAPI lifespan), so that tests can build the same thing with other settings.
+
+The database is migrated before, by a step of its own (``python -m services.<name> migrate``, a
+Kubernetes Job locally a step of the stack), with the owner's rights: the process holds only the
+app role's. Until the database has every migration this code expects, it is not ready."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -14,8 +19,9 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from runtime import metrics
 from runtime.auth import TokenVerifier
-from runtime.db import create_pool, migrate
+from runtime.db import create_pool, pending_migrations
 from runtime.inbox import EventConsumer, EventHandler
 from runtime.kafka import create_consumer, create_producer
 from runtime.loops import ListeningLoop
@@ -54,18 +60,21 @@ class ServiceRuntime:
     consumers: list[EventConsumer] = field(init=False, default_factory=list)
     _tasks: list[asyncio.Task] = field(init=False, default_factory=list)
     _tenants_seen: dict[str, float] = field(init=False, default_factory=dict)
+    _stopping: asyncio.Event = field(init=False, default_factory=asyncio.Event)
 
     async def start(self) -> None:
         s = self.settings
-        await migrate(s, self.migrations_dir, self.extensions)
         self.pool = await create_pool(s)
         self.http = httpx.AsyncClient()
         self.verifier = TokenVerifier(s.issuer_url, s.token_audience, self.http,
                                       min_refresh_seconds=s.jwks_min_refresh_seconds)
         self.relay = OutboxRelay(s.database_url, lambda: create_producer(s), sweep_seconds=s.outbox_sweep_seconds,
                                  retention_hours=s.outbox_retention_hours)
+        if s.process == "api":  # another process ("events") relays and consumes
+            return
         for loop in (self.relay, *self.workers):
             self._tasks.append(asyncio.create_task(loop.run(), name=type(loop).__name__))
+        self._tasks.append(asyncio.create_task(self._measure_outbox(), name="outbox-metrics"))
         for spec in self.consumer_specs:
             consumer = EventConsumer(
                 name=spec.group, pool=self.pool, handlers=spec.handlers,
@@ -75,7 +84,29 @@ class ServiceRuntime:
             self.consumers.append(consumer)
             self._tasks.append(asyncio.create_task(consumer.run(), name=f"consumer-{spec.group}"))
 
+    async def _measure_outbox(self, every: float = 15.0) -> None:
+        """Backlog and recent event types of the outbox as metrics: a relay that cannot publish shows
+        as a growing backlog, failed mail as delivery.failed events (alerts in deploy/k8s)."""
+        while not self._stopping.is_set():
+            try:
+                row = await self.pool.fetchrow(
+                    "SELECT count(*) AS unsent, coalesce(extract(epoch FROM now() - min(created_at)), 0) AS oldest"
+                    " FROM outbox WHERE sent_at IS NULL")
+                metrics.OUTBOX_UNSENT.set(row["unsent"])
+                metrics.OUTBOX_OLDEST_UNSENT.set(float(row["oldest"]))
+                recent = await self.pool.fetch(
+                    "SELECT event_type, count(*) AS n FROM outbox"
+                    " WHERE created_at > now() - interval '1 hour' GROUP BY event_type")
+                metrics.OUTBOX_RECENT.clear()
+                for r in recent:
+                    metrics.OUTBOX_RECENT.labels(r["event_type"]).set(r["n"])
+            except Exception as exc:  # a database outage shows in readiness; measuring just waits
+                log.debug("outbox metrics not measured: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), every)
+
     async def stop(self) -> None:
+        self._stopping.set()
         for loop in (self.relay, *self.workers, *self.consumers):
             loop.stop()
         if self._tasks:
@@ -100,6 +131,9 @@ class ServiceRuntime:
         try:
             await self.pool.fetchval("SELECT 1")
             checks["database"] = "ok"
+            async with self.pool.acquire() as conn:
+                pending = await pending_migrations(conn, self.settings.service, self.migrations_dir)
+            checks["migrations"] = "ok" if not pending else f"error: not applied: {', '.join(pending)}"
             # Until it has learned of a tenant from identity.tenants.v1, a service can serve nobody.
             known = await self.pool.fetchval(f"SELECT count(*) FROM {self.tenants_table}")
             checks["tenants"] = "ok" if known else "error: no tenant known yet"

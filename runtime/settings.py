@@ -17,8 +17,15 @@ class ServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
 
-    # The app connects as a role that owns nothing and cannot bypass row-level security;
-    # migrations run with the admin DSN and create objects owned by the service's owner role.
+    # Which loops this process runs: "all" (HTTP, outbox relay, consumers, the service's workers),
+    # "api" (HTTP only) or "events" (relay, consumers and workers; HTTP for probes and metrics).
+    process: Literal["all", "api", "events"] = "all"
+
+    # The app connects as a role that owns nothing and cannot bypass row-level security. Only the
+    # migration step (`python -m services.<name> migrate`) uses one of the next two: the owner's own
+    # DSN where the platform made roles and database (production), else the admin DSN, with which it
+    # provisions them locally and then acts as the owner role. Service processes get neither.
+    postgres_owner_url: str | None = None
     postgres_admin_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     postgres_host: str = "127.0.0.1"
     postgres_port: int = 5432
@@ -26,6 +33,12 @@ class ServiceSettings(BaseSettings):
     database_password: str | None = None
 
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # Production (Strimzi): SASL_SSL with the service's KafkaUser (SCRAM-SHA-512) and the cluster CA.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_username: str | None = None
+    kafka_password: str | None = None
+    kafka_ssl_cafile: str | None = None
     kafka_session_timeout_ms: int = 6000
     kafka_heartbeat_interval_ms: int = 1000
     kafka_fetch_max_wait_ms: int = 10

@@ -1,5 +1,5 @@
-"""The local platform: broker, PostgreSQL, Redis, dev issuer, SMTP sink, the four services and a
-Celery worker, each the real thing. ``make up`` runs ``python -m deploy.local.stack up``; the test
+"""The local platform: broker, PostgreSQL, Redis, dev issuer, SMTP sink, the migration step, the
+four services and a Celery worker, each the real thing. ``make up`` runs ``python -m deploy.local.stack up``; the test
 suite builds the same Stack with its own ports, databases and Redis database."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -162,21 +163,24 @@ class Stack:
         c = self.config
         if port_open(c.host, c.ports["postgres"]):
             return
-        # No server running: a project-local one under var/postgres (initdb refuses to run as root).
+        # No server running: a project-local one. initdb refuses to run as root, so root runs it as
+        # `postgres`, whose data folder must then lie where that user can reach it.
         bindir = _postgres_bindir()
-        data = (c.var_dir / "postgres").resolve()
+        data = postgres_data_dir(c.var_dir)
         run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if not (data / "PG_VERSION").exists():
-            data.mkdir(parents=True, exist_ok=True)
+            data.mkdir(parents=True, exist_ok=True, mode=0o700)
             if run_as:
                 shutil.chown(data, "postgres", "postgres")
             init = subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
-                                   "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"], capture_output=True, text=True)
+                                   "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"],
+                                  capture_output=True, text=True, cwd="/")
             if init.returncode != 0:
                 raise RuntimeError(f"initdb failed in {data}: {init.stderr.strip()}")
         self._spawn("postgres", [*run_as, str(bindir / "postgres"), "-D", str(data), "-p", str(c.ports["postgres"]),
-                                 "-k", "/tmp", "-c", f"listen_addresses={c.host}"])
-        wait_for("PostgreSQL", lambda: port_open(c.host, c.ports["postgres"]), process=self.processes["postgres"])
+                                 "-k", "/tmp", "-c", f"listen_addresses={c.host}"], cwd=Path("/"))
+        ready = [str(bindir / "pg_isready"), "-q", "-h", c.host, "-p", str(c.ports["postgres"])]
+        wait_for("PostgreSQL", lambda: subprocess.run(ready).returncode == 0, process=self.processes["postgres"])
 
     def ensure_redis(self) -> None:
         c = self.config
@@ -216,10 +220,11 @@ class Stack:
         wait_for("SMTP sink", lambda: port_open(c.host, c.ports["smtp"]), process=process)
 
     def service_env(self, service: str) -> dict[str, str]:
+        """What a service process is given: the app role's connection, never the admin's."""
         c = self.config
         return {
             "BR_ENV": c.env, "BR_HTTP_HOST": c.host, "BR_HTTP_PORT": str(c.ports.get(service, 0)),
-            "BR_POSTGRES_ADMIN_URL": c.postgres_admin_url, "BR_POSTGRES_HOST": c.host,
+            "BR_POSTGRES_HOST": c.host,
             "BR_POSTGRES_PORT": str(c.ports["postgres"]), "BR_DATABASE_PREFIX": c.database_prefix,
             "BR_KAFKA_BOOTSTRAP": c.bootstrap,
             "BR_ISSUER_URL": c.issuer_url, "BR_REDIS_URL": c.redis_url, "BR_CELERY_QUEUE": c.celery_queue,
@@ -227,6 +232,25 @@ class Stack:
             "BR_PUBLIC_BASE_URL": c.url("notifications"),
             "BR_PORTAL_BASE_URL": c.url("portal"),  # where links in mails lead people (/anbieter/bedarfe/{id})
         }
+
+    def migrate(self, names: tuple[str, ...] = SERVICES) -> None:
+        """The migration step: each service's ``migrate`` command with the admin DSN, all at once,
+        before any service process starts (as the Kubernetes Jobs do)."""
+        env = {**os.environ, "BR_POSTGRES_ADMIN_URL": self.config.postgres_admin_url}
+        runs = {name: subprocess.Popen([sys.executable, "-m", f"services.{name}", "migrate"], cwd=ROOT,
+                                       env={**env, **self.service_env(name)}, stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                for name in names}
+        failed = []
+        for name, run in runs.items():
+            output, _ = run.communicate(timeout=120)
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.log_dir / f"{name}-migrate.log", "a", encoding="utf-8") as log:
+                log.write(output)
+            if run.returncode != 0:
+                failed.append(f"{name}: {output.strip().splitlines()[-1] if output.strip() else run.returncode}")
+        if failed:
+            raise RuntimeError("migrations failed: " + "; ".join(failed))
 
     def start_services(self, names: tuple[str, ...] = SERVICES) -> None:
         for name in names:
@@ -277,6 +301,7 @@ class Stack:
         self.start_broker()
         self.start_issuer()
         self.start_smtp()
+        self.migrate()
         self.start_services()
         self.start_worker()
         self.start_portal()
@@ -304,6 +329,19 @@ def _terminate_with_parent() -> None:
         pass
 
 
+def postgres_data_dir(var_dir: Path) -> Path:
+    """Where the project-local PostgreSQL keeps its cluster.
+
+    As a normal user: ``var/postgres`` of the checkout. As root the server runs as ``postgres``, which
+    cannot enter a checkout under a private folder (``/root``, ``mktemp -d``); its cluster then lives
+    in ``/var/tmp/bildungsraum-postgres-<hash of the checkout's var folder>``, one per checkout."""
+    var_dir = var_dir.resolve()
+    if os.geteuid() != 0:
+        return var_dir / "postgres"
+    key = hashlib.sha256(str(var_dir).encode()).hexdigest()[:12]
+    return Path("/var/tmp") / f"bildungsraum-postgres-{key}"
+
+
 def _postgres_bindir() -> Path:
     candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
     if not candidates:
@@ -311,10 +349,21 @@ def _postgres_bindir() -> Path:
     return candidates[0].parent
 
 
+def clean(config: StackConfig) -> int:
+    """Remove the project-local PostgreSQL cluster (``make clean``), unless it is running."""
+    data = postgres_data_dir(config.var_dir)
+    if (data / "postmaster.pid").exists():
+        print(f"PostgreSQL still runs on {data}; stop `make up` first", file=sys.stderr)
+        return 1
+    shutil.rmtree(data, ignore_errors=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.local.stack", description=__doc__)
-    parser.add_argument("command", choices=["up"])
-    parser.parse_args(argv)
+    parser.add_argument("command", choices=["up", "clean"])
+    if parser.parse_args(argv).command == "clean":
+        return clean(StackConfig())
     stack = Stack(StackConfig())
     stopping = False
 

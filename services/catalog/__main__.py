@@ -1,5 +1,6 @@
-from runtime.entrypoint import serve
+import sys
+
+from runtime.entrypoint import main
 from services.catalog.bootstrap import CatalogSettings, create_app
 
-settings = CatalogSettings()
-serve(create_app(settings), settings)
+sys.exit(main(CatalogSettings, create_app))

@@ -1,5 +1,6 @@
-from runtime.entrypoint import serve
+import sys
+
+from runtime.entrypoint import main
 from services.identity.bootstrap import IdentitySettings, create_app
 
-settings = IdentitySettings()
-serve(create_app(settings), settings)
+sys.exit(main(IdentitySettings, create_app))

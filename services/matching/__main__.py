@@ -1,5 +1,6 @@
-from runtime.entrypoint import serve
+import sys
+
+from runtime.entrypoint import main
 from services.matching.bootstrap import MatchingSettings, create_app
 
-settings = MatchingSettings()
-serve(create_app(settings), settings)
+sys.exit(main(MatchingSettings, create_app))

@@ -1,5 +1,6 @@
-from runtime.entrypoint import serve
+import sys
+
+from runtime.entrypoint import main
 from services.notifications.bootstrap import NotificationsSettings, create_app
 
-settings = NotificationsSettings()
-serve(create_app(settings), settings)
+sys.exit(main(NotificationsSettings, create_app))

@@ -203,14 +203,24 @@ def import_bench(stack: Stack, provider_id: str, path: Path) -> tuple[float, flo
     return elapsed, peak_kib / 1024, json.loads(result.stdout)
 
 
+async def _count_offers(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval("SELECT count(*) FROM offers WHERE external_id LIKE 'bench-%'")
+    finally:
+        await conn.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--offers", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=320, help="per shape and path")
     parser.add_argument("--import-offers", type=int, default=100_000)
+    parser.add_argument("--reuse", action="store_true", help="keep the databases of the last run and its offers")
     args = parser.parse_args()
     stack = Stack(bench_config())
-    stack.reset_databases()
+    if not args.reuse:
+        stack.reset_databases()
     print("starting the stack …", flush=True)
     stack.start()
     results: list[tuple[str, str, float, float]] = []
@@ -218,9 +228,13 @@ def main() -> None:
         platform = Platform(stack)
         catalog_db = stack.config.postgres_admin_url.rsplit("/", 1)[0] + f"/{stack.config.database_prefix}_catalog"
         started = time.perf_counter()
-        loaded = asyncio.run(load_offers(catalog_db, args.offers, progress=lambda d, t: print(
-            f"\r  loaded {d} of {t} offers", end="", flush=True)))
-        print(f"\n  {loaded} offers loaded and indexed in {time.perf_counter() - started:.0f} s", flush=True)
+        present = asyncio.run(_count_offers(catalog_db))
+        if args.reuse and present >= args.offers:
+            print(f"  reusing the {present} offers of the last run", flush=True)
+        else:
+            loaded = asyncio.run(load_offers(catalog_db, args.offers, progress=lambda d, t: print(
+                f"\r  loaded {d} of {t} offers", end="", flush=True)))
+            print(f"\n  {loaded} offers loaded and indexed in {time.perf_counter() - started:.0f} s", flush=True)
         app_dsn = f"postgresql://br_catalog_app@{stack.config.host}:{stack.config.ports['postgres']}" \
                   f"/{stack.config.database_prefix}_catalog"
         for name, params in shapes().items():

@@ -143,7 +143,7 @@ def test_health_readiness_and_metrics(platform: Platform) -> None:
             ready = api.get("/readyz").json()
             extra = {"redis"} if service == "notifications" else set()
             assert ready["status"] == "ready"
-            assert set(ready["checks"]) == {"database", "tenants", "broker", "issuer"} | extra
+            assert set(ready["checks"]) == {"database", "migrations", "tenants", "broker", "issuer"} | extra
             assert "http_requests_total" in api.get("/metrics").text
             assert api.get("/openapi.json").status_code == 200
 
