@@ -76,7 +76,7 @@ def test_anonymous_visitor_searches_by_postcode_and_radius_and_opens_an_offer(pl
     j.screenshot()
 
 
-def test_employer_records_a_demand_and_sees_ranked_offers_with_reasons(platform, journey, lueneburg_offers):
+def test_employer_records_a_demand_and_sees_ranked_offers_with_reasons(platform, journey, lueneburg_offers, request):
     j = journey("arbeitgeber-bedarf")
     j.page.goto(j.base + "/arbeitgeber")
     j.check()  # the issuer's German login page
@@ -112,6 +112,8 @@ def test_employer_records_a_demand_and_sees_ranked_offers_with_reasons(platform,
     j.page.get_by_role("button", name="Bedarf speichern und Angebote zeigen").click()
     j.check()
     assert "Ihr Bedarf ist gespeichert" in j.page.inner_text("main")
+    demand_id = j.page.url.rsplit("/", 1)[1]
+    request.addfinalizer(lambda: _close(platform, "lueneburg-employer", demand_id))  # also when an assert fails
 
     def offer_listed():
         j.page.reload()
@@ -126,7 +128,6 @@ def test_employer_records_a_demand_and_sees_ranked_offers_with_reasons(platform,
     assert "Ihr Eigenanteil: 390 €" in card.inner_text() and "keine Förderung nach § 82" in card.inner_text()
     assert "Schweißen MAG" not in j.page.locator("main").inner_text()
     j.screenshot()
-    _close(platform, "lueneburg-employer", j.page.url.rsplit("/", 1)[1])
 
 
 def test_provider_uploads_the_real_open_qcat_file_and_sees_the_report(platform, journey):
