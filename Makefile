@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up test test-unit test-integration test-e2e test-deploy bench bench-catalog bench-portal lint clean lock k8s k8s-realm
+.PHONY: install up test test-unit test-integration test-e2e test-deploy bench bench-pipeline bench-catalog bench-mail bench-portal chaos lint clean lock k8s k8s-realm
 
 install: $(STAMP) deploy/local/dev-issuer/node_modules/.package-lock.json services/portal/node_modules/.package-lock.json $(VENV)/bin/kubectl
 
@@ -41,13 +41,21 @@ test-integration: install
 test-e2e: install
 	$(PY) -m pytest tests/e2e -q
 
-bench: install
-	$(PY) -m tests.bench.flow
-	$(PY) -m tests.bench.catalog
-	$(PY) -m tests.bench.portal
+bench: bench-pipeline bench-catalog bench-mail bench-portal
+
+# Sustained offers through all four services (see BENCHMARKS.md); RATE, SECONDS, REPLICAS to vary.
+bench-pipeline: install
+	$(PY) -m tests.bench.flow --rate $(or $(RATE),20) --seconds $(or $(SECONDS),60) --replicas $(or $(REPLICAS),1)
 
 bench-catalog: install
 	$(PY) -m tests.bench.catalog
+
+bench-mail: install
+	$(PY) -m tests.bench.mail
+
+# Kills and outages under load, then the reconciliation (a short form runs in `make test`).
+chaos: install
+	$(PY) -m tests.chaos.run
 
 bench-portal: install
 	$(PY) -m tests.bench.portal

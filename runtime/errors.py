@@ -1,4 +1,4 @@
-"""Errors a use case raises about the thing asked for; the HTTP layer answers them as 404 and 409."""
+"""Errors a use case raises about the thing asked for; the HTTP layer answers them as 404, 409 and 413."""
 
 
 class NotFound(Exception):
@@ -7,3 +7,8 @@ class NotFound(Exception):
 
 class Conflict(Exception):
     """The request clashes with the current state (message: why)."""
+
+
+class EventTooLarge(Exception):
+    """The change would make an event larger than the broker accepts (message: which and how large).
+    Refused when the outbox row is written, so no such row can ever block the relay."""

@@ -34,6 +34,9 @@ class Event:
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     time: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     traceparent: str = field(default_factory=lambda: current_traceparent.get() or new_traceparent())
+    # Extension ``ce_sequence``: the aggregate's event number, given by the outbox at write time
+    # (monotonic per topic and key), so a consumer can refuse a stale event. None before that.
+    sequence: int | None = None
 
     def headers(self) -> list[tuple[str, bytes]]:
         return [
@@ -45,7 +48,7 @@ class Event:
             ("ce_tenant", self.tenant.encode()),
             ("traceparent", self.traceparent.encode()),
             ("content-type", b"application/json"),
-        ]
+        ] + ([("ce_sequence", str(self.sequence).encode())] if self.sequence is not None else [])
 
     def value(self) -> bytes:
         return json.dumps(self.data, ensure_ascii=False, separators=(",", ":")).encode()
@@ -60,14 +63,18 @@ class Event:
             raise InvalidEvent(f"unsupported ce_specversion {h['ce_specversion']!r}")
         try:
             data = json.loads(value or b"")
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
             raise InvalidEvent(f"payload is not JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise InvalidEvent("payload must be a JSON object")
+        sequence = h.get("ce_sequence")
+        if sequence is not None and not (sequence.isascii() and sequence.isdigit()):
+            raise InvalidEvent(f"ce_sequence must be a non-negative integer, not {sequence!r}")
         return cls(
             type=h["ce_type"], source=h["ce_source"], tenant=h["ce_tenant"], key=(key or b"").decode(),
             data=data, id=h["ce_id"], time=h.get("ce_time", ""),
             traceparent=h.get("traceparent") or new_traceparent(),
+            sequence=int(sequence) if sequence is not None else None,
         )
 
 

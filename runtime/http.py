@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from runtime import metrics
 from runtime.auth import InvalidToken, Principal
-from runtime.errors import Conflict, NotFound
+from runtime.errors import Conflict, EventTooLarge, NotFound
 from runtime.service import ServiceRuntime
 from runtime.tracing import continue_trace, current_traceparent
 
@@ -73,6 +73,11 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
         return problem_response(409, "Conflict", str(exc))
+
+    @app.exception_handler(EventTooLarge)
+    async def _too_large(_: Request, exc: EventTooLarge) -> JSONResponse:
+        # Nothing was changed: the transaction that would have written the event rolled back.
+        return problem_response(413, "Content too large", str(exc))
 
     @app.exception_handler(InvalidToken)
     async def _token(_: Request, exc: InvalidToken) -> JSONResponse:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import random
+from collections.abc import Awaitable, Callable, Collection
 
 import asyncpg
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -15,22 +16,41 @@ from kafka.structs import OffsetAndMetadata
 from runtime import metrics
 from runtime.db import set_tenant
 from runtime.events import Event, InvalidEvent, validate
-from runtime.kafka import dead_letter_topic
+from runtime.kafka import STATE_TOPICS, dead_letter_topic
 from runtime.tracing import continue_trace
 
 log = logging.getLogger(__name__)
 
-# Failures of the ground under a handler, not of the event: retried without limit, never dead-lettered.
-INFRASTRUCTURE_ERRORS = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
+# Failures of the ground under a handler, not of the event: retried with backoff without limit,
+# never dead-lettered. Deadlocks and serialization failures are PostgreSQL telling us to try again.
+TRANSIENT_DATABASE_ERRORS = (
+    asyncpg.TransactionRollbackError,  # deadlock_detected, serialization_failure
+    asyncpg.LockNotAvailableError,
+    asyncpg.PostgresConnectionError,  # includes a connection lost mid-transaction
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
 )
 
 EventHandler = Callable[[asyncpg.Connection, Event], Awaitable[None]]
+
+
+async def apply_if_newer(conn: asyncpg.Connection, consumer: str, aggregate: str, sequence: int | None) -> bool:
+    """In the handler's transaction: True when ``sequence`` is newer than the last one this consumer
+    applied for ``aggregate`` (and record it), False for a stale or repeated one, which must not be
+    applied. Events without a sequence (written before sequences existed) are always applied.
+
+    The inbox does this itself for the STATE_TOPICS (key = aggregate). A handler whose topic's key
+    groups several aggregates calls it with its own aggregate name, e.g. ``f"match:{demand}:{offer}"``."""
+    if sequence is None:
+        return True
+    return bool(await conn.fetchval(
+        "INSERT INTO inbox_sequences AS s (consumer, aggregate, sequence) VALUES ($1, $2, $3)"
+        " ON CONFLICT (consumer, aggregate) DO UPDATE SET sequence = excluded.sequence, applied_at = now()"
+        " WHERE s.sequence < excluded.sequence RETURNING true",
+        consumer, aggregate, sequence,
+    ))
 
 
 class EventConsumer:
@@ -44,6 +64,7 @@ class EventConsumer:
         producer_factory: Callable[[], KafkaProducer],
         max_attempts: int = 5,
         retry_delay: float = 0.2,
+        ordered_topics: Collection[str] = STATE_TOPICS,
     ) -> None:
         self.name = name
         self._pool = pool
@@ -53,6 +74,7 @@ class EventConsumer:
         self._producer: KafkaProducer | None = None
         self._max_attempts = max_attempts
         self._retry_delay = retry_delay
+        self._ordered_topics = frozenset(ordered_topics)
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -101,30 +123,55 @@ class EventConsumer:
             await self._dead_letter(record, str(exc))
             return
         error, attempt, outage = "", 0, 0
-        while attempt < self._max_attempts:
+        while True:
             try:
-                await self._handle_once(event, handler)
+                await self._handle_once(record.topic, event, handler)
                 return
-            except INFRASTRUCTURE_ERRORS as exc:
-                # The database or network is away: not the event's fault. Hold the partition and
-                # wait for it to come back; the offset is not committed meanwhile.
-                outage += 1
-                log.warning("handling %s waits for infrastructure: %s", event.type, exc,
-                            extra={"consumer": self.name, "event_id": event.id})
-                if self._stopping.is_set():
-                    raise
-                await asyncio.sleep(min(self._retry_delay * 2 ** min(outage, 6), 10))
             except Exception as exc:
+                if await self._is_outage(exc):
+                    # Not the event's fault: hold the partition (the offset is not committed) and try
+                    # again until the ground is back; a deadlock's loser simply goes again.
+                    outage += 1
+                    metrics.EVENTS_RETRIED.labels(self.name, "transient").inc()
+                    log.warning("handling %s waits for the database: %r", event.type, exc,
+                                extra={"consumer": self.name, "event_id": event.id})
+                    if self._stopping.is_set():
+                        raise
+                    delay = min(self._retry_delay * 2 ** min(outage - 1, 6), 10)
+                    await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # jitter: deadlock peers part ways
+                    continue
                 attempt += 1
                 error = f"{type(exc).__name__}: {exc}"
+                metrics.EVENTS_RETRIED.labels(self.name, "failure").inc()
                 log.warning(
                     "handling %s failed (attempt %d/%d): %s", event.type, attempt, self._max_attempts, error,
                     extra={"consumer": self.name, "event_id": event.id},
                 )
+                if attempt >= self._max_attempts:
+                    break
                 await asyncio.sleep(self._retry_delay * 2 ** (attempt - 1))
         await self._dead_letter(record, error)
 
-    async def _handle_once(self, event: Event, handler: EventHandler) -> None:
+    async def _is_outage(self, exc: Exception) -> bool:
+        """Whether a failure is the database's (wait) rather than the handler's (count, then give up).
+        An OSError or TimeoutError may be either: it is an outage only while the database is unreachable."""
+        chain: list[BaseException] = []
+        cause: BaseException | None = exc
+        while cause is not None and len(chain) < 10:
+            chain.append(cause)
+            cause = cause.__cause__ or cause.__context__
+        # A connection lost mid-transaction surfaces as the transaction's InterfaceError on exit.
+        if any(isinstance(e, TRANSIENT_DATABASE_ERRORS) for e in chain):
+            return True
+        if isinstance(exc, OSError | asyncpg.InterfaceError):  # TimeoutError is an OSError
+            try:
+                async with asyncio.timeout(5), self._pool.acquire() as conn:
+                    await conn.fetchval("SELECT 1")
+            except Exception:
+                return True
+        return False
+
+    async def _handle_once(self, topic: str, event: Event, handler: EventHandler) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             fresh = await conn.fetchval(
                 "INSERT INTO inbox (consumer, event_id, event_type) VALUES ($1, $2, $3)"
@@ -133,6 +180,11 @@ class EventConsumer:
             )
             if not fresh:
                 metrics.EVENTS_CONSUMED.labels(self.name, event.type, "duplicate").inc()
+                return
+            if topic in self._ordered_topics and not await apply_if_newer(
+                    conn, self.name, f"{topic}/{event.key}", event.sequence):
+                # A newer state of this aggregate is applied already (a replay, a re-send): keep it.
+                metrics.EVENTS_CONSUMED.labels(self.name, event.type, "stale").inc()
                 return
             await set_tenant(conn, event.tenant)
             await handler(conn, event)
@@ -152,3 +204,49 @@ class EventConsumer:
         )
         await asyncio.to_thread(future.get, 15)
         metrics.EVENTS_CONSUMED.labels(self.name, "?", "dead_lettered").inc()
+
+
+def replay_dead_letters(bootstrap: str, topic: str, *, consumer: str | None = None) -> int:
+    """Publish what ``<topic>.dlq`` holds back into ``topic`` (once its cause is fixed), with the
+    original key, id and headers. Resumes where the last replay stopped (offsets kept under a group
+    per topic and consumer filter), and stops at the end the topic had when it began. Every consumer
+    group of the topic sees the event again; those that handled it skip it by its id (inbox) or its
+    sequence. Returns how many were replayed."""
+    dlq = dead_letter_topic(topic)
+    # Assigned, not subscribed: no group join to wait for; the group only keeps the offsets.
+    source = KafkaConsumer(bootstrap_servers=bootstrap, group_id=f"dlq-replay.{topic}.{consumer or 'all'}",
+                           enable_auto_commit=False)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_in_flight_requests_per_connection=1)
+    replayed = 0
+    try:
+        partitions = [TopicPartition(dlq, p) for p in sorted(source.partitions_for_topic(dlq) or ())]
+        source.assign(partitions)
+        ends = source.end_offsets(partitions)
+        for tp in partitions:
+            committed = source.committed(tp)
+            if committed is None:
+                source.seek_to_beginning(tp)
+            else:
+                source.seek(tp, committed)
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        while any(source.position(tp) < ends[tp] for tp in partitions):
+            for tp, records in source.poll(500).items():
+                for record in records:
+                    if record.offset >= ends[tp]:
+                        continue
+                    offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
+                    headers = dict(record.headers or [])
+                    if consumer and headers.get("dlq_consumer", b"").decode() != consumer:
+                        continue
+                    producer.send(topic, key=record.key, value=record.value, headers=[
+                        *((k, v) for k, v in record.headers or [] if not k.startswith("dlq_")),
+                        ("dlq_replayed_from", f"{record.topic}/{record.partition}/{record.offset}".encode())])
+                    replayed += 1
+        producer.flush(timeout=30)
+        if offsets:
+            source.commit(offsets)
+    finally:
+        producer.close(timeout=5)
+        source.close()
+    log.info("replayed %d dead letters into %s", replayed, topic)
+    return replayed

@@ -21,6 +21,27 @@ TOPICS = (
     "notifications.deliveries.v1",
 )
 
+# Topics whose events carry the aggregate's full state keyed by its id: a consumer applies only an
+# event newer (higher ``ce_sequence``) than the last it applied for that key. Matches and deliveries
+# are keyed by their demand / delivery but describe one pair each, so they are not in this list.
+STATE_TOPICS = frozenset({
+    "identity.tenants.v1", "catalog.offers.v1", "catalog.providers.v1", "matching.demands.v1",
+})
+
+# The largest record the outbox accepts: below Kafka's default message.max.bytes (1 048 588) and the
+# producer's max_request_size (1 MiB), leaving room for the batch framing.
+MAX_EVENT_BYTES = 1_000_000
+
+
+def record_size(key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> int:
+    """A record's bytes on the wire, over-estimated by the framing of a one-record batch."""
+    return 100 + len(key) + len(value) + sum(len(k) + len(v) + 10 for k, v in headers)
+
+
+# How soon a client sees a topic's partitions change (default 5 min): a topic recreated after a broker
+# lost its state may have more partitions than the client first saw, and those would go unread.
+METADATA_MAX_AGE_MS = 10_000
+
 
 def dead_letter_topic(topic: str) -> str:
     return f"{topic}.dlq"
@@ -48,6 +69,9 @@ def create_producer(settings: ServiceSettings) -> KafkaProducer:
         max_in_flight_requests_per_connection=1,
         linger_ms=2,
         request_timeout_ms=10_000,
+        # Fail a send within seconds while the broker is away (default 60 s): the relay retries anyway.
+        max_block_ms=5_000,
+        metadata_max_age_ms=METADATA_MAX_AGE_MS,
     )
 
 
@@ -63,6 +87,7 @@ def create_consumer(settings: ServiceSettings, group_id: str, topics: list[str])
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         max_poll_records=100,
+        metadata_max_age_ms=METADATA_MAX_AGE_MS,
     )
 
 

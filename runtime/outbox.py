@@ -1,41 +1,78 @@
 """Transactional outbox: the business change and its event row commit together; a relay,
-woken by LISTEN/NOTIFY, publishes rows in order and re-sends whatever is still unsent."""
+woken by LISTEN/NOTIFY, publishes rows in order per aggregate and re-sends whatever is still unsent.
+
+Order per aggregate (topic and key) holds also when a send fails: the relay sends an aggregate's
+rows one after another, never a later one before the earlier is acknowledged, and a row that fails
+holds back only its own aggregate (retried with backoff), never the others. A row that can never
+be sent shows in ``outbox_stuck_rows`` / ``outbox_oldest_pending_age_seconds`` and an operator
+skips it with ``python -m runtime outbox-skip`` (the reason is kept in the row)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 
 import asyncpg
 from kafka import KafkaProducer
+from kafka.errors import MessageSizeTooLargeError
 
 from runtime import metrics
+from runtime.errors import EventTooLarge
 from runtime.events import Event, validate
+from runtime.kafka import MAX_EVENT_BYTES, record_size
 from runtime.loops import ListeningLoop
 
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "outbox"
+# A row that failed this often is counted as stuck (the metric the alert watches).
+STUCK_AFTER_ATTEMPTS = 3
+# Pending: neither sent nor skipped by an operator.
+PENDING = "sent_at IS NULL AND skipped_at IS NULL"
 
 
-async def add_to_outbox(conn: asyncpg.Connection, topic: str, event: Event) -> None:
-    """Validate against the contract and stage the event in the caller's transaction."""
+async def add_to_outbox(conn: asyncpg.Connection, topic: str, event: Event) -> int:
+    """Validate against the contract, check the size, give the event its aggregate's next sequence
+    and stage it in the caller's transaction. Returns the sequence.
+
+    Raises EventTooLarge (HTTP 413) when the record would exceed what the broker accepts: refused
+    here, where the request can still fail cleanly, never discovered by the relay."""
     validate(event)
+    # The sequence row is locked to commit: an aggregate's events get their numbers in commit order.
+    sequence = await conn.fetchval(
+        "INSERT INTO outbox_sequences (topic, aggregate_key, last_sequence) VALUES ($1, $2, 1)"
+        " ON CONFLICT (topic, aggregate_key) DO UPDATE SET last_sequence = outbox_sequences.last_sequence + 1"
+        " RETURNING last_sequence",
+        topic, event.key,
+    )
+    event = dataclasses.replace(event, sequence=sequence)
+    headers, value = event.headers(), event.value()
+    size = record_size(event.key.encode(), value, headers)
+    if size > MAX_EVENT_BYTES:
+        raise EventTooLarge(
+            f"the {event.type} event would be {size} bytes, more than the {MAX_EVENT_BYTES} bytes an event may have")
     await conn.execute(
-        "INSERT INTO outbox (topic, event_id, event_type, tenant_id, aggregate_key, headers, payload)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        topic, event.id, event.type, event.tenant, event.key,
-        [[k, v.decode()] for k, v in event.headers()], event.value(),
+        "INSERT INTO outbox (topic, event_id, event_type, tenant_id, aggregate_key, headers, payload, sequence)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        topic, event.id, event.type, event.tenant, event.key, [[k, v.decode()] for k, v in headers], value, sequence,
     )
     # Delivered at commit, and only if the transaction commits.
     await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    return sequence
+
+
+class BrokerUnavailable(Exception):
+    """Every send of a round failed: the broker (or the producer) is the problem, not the rows."""
 
 
 class OutboxRelay(ListeningLoop):
-    """Publishes unsent outbox rows in id order. One relay per service database holds an
-    advisory lock, so rows of one aggregate are never published out of order by two relays."""
+    """Publishes pending outbox rows in order per aggregate. One relay per service database holds an
+    advisory lock, so rows of one aggregate are never published out of order by two relays. It also
+    purges sent outbox rows and inbox rows past their retention."""
 
     channel = NOTIFY_CHANNEL
 
@@ -47,13 +84,18 @@ class OutboxRelay(ListeningLoop):
         sweep_seconds: float = 2.0,
         batch_size: int = 500,
         retention_hours: float = 24.0,
+        inbox_retention_hours: float = 168.0,
+        max_retry_seconds: float = 60.0,
     ) -> None:
         super().__init__(dsn, interval=sweep_seconds)
         self._producer_factory = producer_factory
         self._producer: KafkaProducer | None = None
         self._batch_size = batch_size
         self._retention_hours = retention_hours
+        self._inbox_retention_hours = inbox_retention_hours
+        self._max_retry_seconds = max_retry_seconds
         self._purged_at = 0.0
+        self._measured_at = 0.0
 
     async def acquire(self, conn: asyncpg.Connection) -> bool:
         while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext('outbox-relay'))"):
@@ -62,45 +104,93 @@ class OutboxRelay(ListeningLoop):
         return True
 
     async def work(self, conn: asyncpg.Connection) -> bool:
-        if time.monotonic() - self._purged_at > 60:
-            # Sent rows stay a while for inspection, then go: the topic is the record.
-            await conn.execute("DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)",
-                               self._retention_hours * 3600)
-            self._purged_at = time.monotonic()
+        await self._maintain(conn)
+        # An aggregate whose oldest pending row waits for its retry sends nothing until then.
         rows = await conn.fetch(
-            "SELECT id, topic, aggregate_key, headers, payload FROM outbox"
-            " WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+            "SELECT id, topic, aggregate_key, headers, payload, attempts FROM outbox o"
+            f" WHERE {PENDING} AND NOT EXISTS ("
+            "   SELECT 1 FROM outbox w WHERE w.sent_at IS NULL AND w.skipped_at IS NULL"
+            "    AND w.topic = o.topic AND w.aggregate_key = o.aggregate_key AND w.retry_at > now())"
+            " ORDER BY id LIMIT $1",
             self._batch_size,
         )
         if not rows:
             return False
-        ids = [r["id"] for r in rows]
-        try:
-            await asyncio.to_thread(self._send_all, rows)
-        except Exception as exc:
+        sent, failed = await asyncio.to_thread(self._send_in_order, rows)
+        if sent:
+            await conn.execute("UPDATE outbox SET sent_at = now(), retry_at = NULL WHERE id = ANY($1)", sent)
+            metrics.OUTBOX_PUBLISHED.inc(len(sent))
+        for row_id, error in failed.items():
+            attempts = next(r["attempts"] for r in rows if r["id"] == row_id) + 1
+            delay = min(0.5 * 2 ** (attempts - 1), self._max_retry_seconds)
             await conn.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1)", ids, repr(exc)[:2000]
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $2,"
+                " retry_at = now() + make_interval(secs => $3) WHERE id = $1",
+                row_id, error[:2000], delay if sent else 0.0,
             )
-            raise
-        await conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY($1)", ids)
-        metrics.OUTBOX_PUBLISHED.inc(len(rows))
-        return len(rows) == self._batch_size
+        if failed and not sent:
+            # Nothing went through: the broker is away. Back off as a whole and recreate the producer.
+            raise BrokerUnavailable(next(iter(failed.values())))
+        return len(rows) == self._batch_size or bool(failed)
 
-    def _send_all(self, rows: list[asyncpg.Record]) -> None:
+    def _send_in_order(self, rows: list[asyncpg.Record]) -> tuple[list[int], dict[int, str]]:
+        """Send in waves: each wave holds the next row of every aggregate and waits for all acks,
+        so a later row of an aggregate is never on the wire before the earlier one is acknowledged.
+        An aggregate whose row fails drops out of the round (its later rows wait for the retry)."""
         if self._producer is None:
             self._producer = self._producer_factory()
-        futures = [
-            self._producer.send(
-                r["topic"],
-                key=r["aggregate_key"].encode(),
-                value=bytes(r["payload"]),
-                headers=[(k, v.encode()) for k, v in r["headers"]],
-            )
-            for r in rows
-        ]
-        self._producer.flush(timeout=15)
-        for future in futures:
-            future.get(timeout=15)
+        chains: dict[tuple[str, str], deque[asyncpg.Record]] = {}
+        for row in rows:
+            chains.setdefault((row["topic"], row["aggregate_key"]), deque()).append(row)
+        sent: list[int] = []
+        failed: dict[int, str] = {}
+        while chains:
+            wave = []
+            for aggregate, chain in list(chains.items()):
+                row = chain.popleft()
+                if not chain:
+                    del chains[aggregate]
+                try:
+                    future = self._producer.send(
+                        row["topic"], key=row["aggregate_key"].encode(), value=bytes(row["payload"]),
+                        headers=[(k, v.encode()) for k, v in row["headers"]],
+                    )
+                except MessageSizeTooLargeError as exc:  # a row written before the size check existed
+                    failed[row["id"]] = repr(exc)
+                    chains.pop(aggregate, None)
+                    continue
+                wave.append((aggregate, row, future))
+            self._producer.flush(timeout=15)
+            for aggregate, row, future in wave:
+                try:
+                    future.get(timeout=15)
+                    sent.append(row["id"])
+                except Exception as exc:
+                    failed[row["id"]] = repr(exc)
+                    chains.pop(aggregate, None)
+                    metrics.OUTBOX_SEND_FAILURES.labels(row["topic"]).inc()
+            if wave and all(row["id"] in failed for _, row, _ in wave) and not sent:
+                break  # the broker refuses everything: no point going through the rest of the batch
+        return sent, failed
+
+    async def _maintain(self, conn: asyncpg.Connection) -> None:
+        now = time.monotonic()
+        if now - self._measured_at > 1:
+            pending, oldest, stuck = await conn.fetchrow(
+                "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0),"
+                f" count(*) FILTER (WHERE attempts >= $1) FROM outbox WHERE {PENDING}", STUCK_AFTER_ATTEMPTS)
+            metrics.OUTBOX_PENDING.set(pending)
+            metrics.OUTBOX_OLDEST_PENDING_AGE.set(float(oldest))
+            metrics.OUTBOX_STUCK.set(stuck)
+            self._measured_at = now
+        if now - self._purged_at > 60:
+            # Sent rows stay a while for inspection, then go: the topic is the record. Skipped rows stay
+            # (they hold the operator's reason). Inbox rows go once the topic can no longer redeliver them.
+            await conn.execute("DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)",
+                               self._retention_hours * 3600)
+            await conn.execute("DELETE FROM inbox WHERE received_at < now() - make_interval(secs => $1)",
+                               self._inbox_retention_hours * 3600)
+            self._purged_at = now
 
     def on_failure(self) -> None:
         # After a broker restart an old producer keeps failing (UnknownProducerIdError): recreate it.
@@ -110,3 +200,36 @@ class OutboxRelay(ListeningLoop):
             except Exception:
                 log.debug("closing producer failed", exc_info=True)
             self._producer = None
+
+
+async def stuck_rows(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Pending rows that failed at least once, oldest first: what an operator looks at."""
+    return await conn.fetch(
+        "SELECT id, topic, aggregate_key, event_type, sequence, attempts, last_error, created_at, retry_at"
+        f" FROM outbox WHERE {PENDING} AND attempts > 0 ORDER BY id")
+
+
+async def skip_row(conn: asyncpg.Connection, row_id: int, reason: str, operator: str) -> asyncpg.Record:
+    """Take a row out of the relay's way for good, recording who and why. The row stays in the table."""
+    if not reason.strip():
+        raise ValueError("a reason is required")
+    row = await conn.fetchrow(
+        "UPDATE outbox SET skipped_at = now(), skip_reason = $2, skipped_by = $3"
+        f" WHERE id = $1 AND {PENDING} RETURNING id, topic, aggregate_key, event_type, sequence",
+        row_id, reason, operator)
+    if row is None:
+        raise LookupError(f"no pending outbox row {row_id}")
+    log.warning("outbox row skipped by operator", extra={"row": row_id, "reason": reason, "operator": operator})
+    await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")  # its aggregate's later rows may go now
+    return row
+
+
+async def resend_since(conn: asyncpg.Connection, seconds: float) -> int:
+    """Mark rows sent in the last ``seconds`` pending again: after a broker lost what it held (an
+    in-memory broker restarted, a topic recreated), the relay publishes them once more, in order.
+    Consumers drop what they had already (inbox by id, state topics by sequence)."""
+    count = await conn.fetchval(
+        "WITH again AS (UPDATE outbox SET sent_at = NULL, retry_at = NULL"
+        " WHERE sent_at > now() - make_interval(secs => $1) RETURNING 1) SELECT count(*) FROM again", seconds)
+    await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    return count

@@ -69,7 +69,8 @@ class ServiceRuntime:
         self.verifier = TokenVerifier(s.issuer_url, s.token_audience, self.http,
                                       min_refresh_seconds=s.jwks_min_refresh_seconds)
         self.relay = OutboxRelay(s.database_url, lambda: create_producer(s), sweep_seconds=s.outbox_sweep_seconds,
-                                 retention_hours=s.outbox_retention_hours)
+                                 retention_hours=s.outbox_retention_hours,
+                                 inbox_retention_hours=s.inbox_retention_hours)
         if s.process == "api":  # another process ("events") relays and consumes
             return
         for loop in (self.relay, *self.workers):
@@ -91,7 +92,7 @@ class ServiceRuntime:
             try:
                 row = await self.pool.fetchrow(
                     "SELECT count(*) AS unsent, coalesce(extract(epoch FROM now() - min(created_at)), 0) AS oldest"
-                    " FROM outbox WHERE sent_at IS NULL")
+                    " FROM outbox WHERE sent_at IS NULL AND skipped_at IS NULL")
                 metrics.OUTBOX_UNSENT.set(row["unsent"])
                 metrics.OUTBOX_OLDEST_UNSENT.set(float(row["oldest"]))
                 recent = await self.pool.fetch(

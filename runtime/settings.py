@@ -51,6 +51,9 @@ class ServiceSettings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     outbox_sweep_seconds: float = 2.0
     outbox_retention_hours: float = 24.0
+    # As long as the topics keep messages (Kafka's default retention.ms: 7 days): past that no
+    # redelivery or replay can bring an event back, so its inbox row can go.
+    inbox_retention_hours: float = 168.0
     log_level: str = "INFO"
 
     @property

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -231,7 +232,17 @@ class Stack:
             "BR_SMTP_HOST": c.host, "BR_SMTP_PORT": str(c.ports["smtp"]),
             "BR_PUBLIC_BASE_URL": c.url("notifications"),
             "BR_PORTAL_BASE_URL": c.url("portal"),  # where links in mails lead people (/anbieter/bedarfe/{id})
+            "BR_UNSUBSCRIBE_SECRET": self.local_secret("unsubscribe-secret"),
         }
+
+    def local_secret(self, name: str) -> str:
+        """A secret made on first use and kept under var/ (never in the repository)."""
+        path = self.config.var_dir / "secrets" / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(48))
+        return path.read_text().strip()
 
     def migrate(self, names: tuple[str, ...] = SERVICES) -> None:
         """The migration step: each service's ``migrate`` command with the admin DSN, all at once,
@@ -275,12 +286,19 @@ class Stack:
 
     def start_worker(self) -> None:
         process = self._spawn("celery-worker", [
-            sys.executable, "-m", "celery", "-A", "services.notifications.worker:celery_app", "worker",
+            sys.executable, "-m", "services.notifications.worker", "worker",
             "-Q", self.config.celery_queue, "-c", "2", "--without-mingle", "--without-gossip", "-n",
             f"notifications-{self.config.env}@%h", "--loglevel", "INFO",
         ], self.service_env("notifications-worker"))
         wait_for("Celery worker", lambda: b"ready" in (self.log_dir / "celery-worker.log").read_bytes()[-20000:],
                  process=process)
+
+    def start_beat(self) -> None:
+        """Celery beat: makes the daily and weekly digests (a second beat would make no second digest)."""
+        self._spawn("celery-beat", [
+            sys.executable, "-m", "services.notifications.worker", "beat", "--loglevel", "INFO",
+            "--schedule", str(self.config.var_dir / "celery-beat-schedule"),
+        ], self.service_env("notifications-worker"))
 
     def reset_databases(self) -> None:
         """Drop this stack's service databases (test runs start from nothing)."""
@@ -304,6 +322,7 @@ class Stack:
         self.migrate()
         self.start_services()
         self.start_worker()
+        self.start_beat()
         self.start_portal()
 
     def summary(self) -> str:

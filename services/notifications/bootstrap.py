@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from contracts import MATCHES_TOPIC, PROVIDERS_TOPIC, TENANTS_TOPIC
+from contracts import DEMANDS_TOPIC, MATCHES_TOPIC, PROVIDERS_TOPIC, TENANTS_TOPIC
 from runtime.http import create_app as create_http_app
 from runtime.service import ConsumerSpec, ServiceRuntime
 from services.notifications import api
@@ -26,7 +26,8 @@ def create_runtime(settings: NotificationsSettings, dispatcher: DeliveryDispatch
     return ServiceRuntime(
         settings,
         MIGRATIONS,
-        consumer_specs=[ConsumerSpec(group="notifications", topics=[MATCHES_TOPIC, PROVIDERS_TOPIC, TENANTS_TOPIC],
+        consumer_specs=[ConsumerSpec(group="notifications", topics=[MATCHES_TOPIC, DEMANDS_TOPIC, PROVIDERS_TOPIC,
+                                                                             TENANTS_TOPIC],
                                      handlers=create_handlers(settings))],
         workers=[dispatcher],
         readiness_checks={"redis": lambda: redis_ready(settings.redis_url)},
@@ -44,6 +45,7 @@ async def redis_ready(url: str) -> str:
 
 def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
     settings = settings or NotificationsSettings()
+    settings.signing_secret()  # refuse to start without the secret that signs unsubscribe links
     dispatcher = DeliveryDispatcher(settings, celery_enqueue(create_celery(settings), settings))
     app = create_http_app(create_runtime(settings, dispatcher), "Bildungsraum notifications", [api.router],
                           "E-mail notifications: preferences, delivery log, one-click unsubscribe.")

@@ -5,6 +5,12 @@ worker with the same delivery (Celery redelivery, a double enqueue, a replayed e
 lock and then finds it sent. The attempt, the new status and the ``DeliverySent``/``DeliveryFailed``
 event commit together. A worker killed before the commit leaves the row pending and unlocked, and
 the task comes back (``task_acks_late``, ``task_reject_on_worker_lost``, or the dispatcher's sweep).
+
+Two steps are committed on a side connection, outside that transaction: the attempt's start
+(before SMTP) and its acceptance (the moment the server answered 250 to DATA). A worker that dies
+after the acceptance and before the delivery's commit leaves "accepted" behind; whoever takes the
+delivery next finishes it as sent without sending again. What remains is the instant between the
+server's 250 and that side commit (see README, "Mail exactly once").
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import smtplib
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,15 +31,25 @@ from runtime.db import set_tenant
 from runtime.events import Event
 from runtime.outbox import add_to_outbox
 from runtime.tracing import continue_trace
-from services.notifications import store
+from services.notifications import store, unsubscribe
 from services.notifications.domain import (
+    KIND_DIGEST,
+    KIND_OFFER_ALERT,
+    Choice,
     Outcome,
     SmtpFailure,
     Status,
     backoff_seconds,
     classify_smtp_error,
+    concerns,
 )
-from services.notifications.mail import MatchMail, build_match_mail, unsubscribe_url
+from services.notifications.mail import (
+    Branding,
+    Envelope,
+    build_digest_mail,
+    build_match_mail,
+    build_offer_alert_mail,
+)
 from services.notifications.settings import NotificationsSettings
 
 log = logging.getLogger(__name__)
@@ -46,23 +63,72 @@ ETA_MARGIN_SECONDS = 0.5
 
 @dataclass(frozen=True)
 class Result:
-    status: str  # sent | failed | suppressed | retry | done | not_due | missing
+    status: str  # sent | failed | suppressed | digested | retry | done | not_due | missing
     retry_in: float | None = None  # the task re-queues itself with this countdown
 
 
-def send_mail(settings: NotificationsSettings, message: EmailMessage, recipients: list[str]) -> dict:
-    """One SMTP transaction. Returns the recipients the server refused (others accepted).
-    Once the server has accepted the message, a failing QUIT does not make it a failure."""
-    smtp = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout_seconds)
-    try:
-        smtp.ehlo()
-        if settings.smtp_starttls:
-            smtp.starttls()
-            smtp.ehlo()
-        if settings.smtp_username:
-            smtp.login(settings.smtp_username, settings.smtp_password or "")
-        return smtp.send_message(message, from_addr=settings.envelope_from, to_addrs=recipients)
-    finally:
+class SmtpSender:
+    """One SMTP connection per worker process, kept open across mails (connecting, EHLO and TLS
+    cost more than a small mail). Checked with NOOP after a pause; dropped after any error that
+    may leave it in an unknown state."""
+
+    def __init__(self, settings: NotificationsSettings) -> None:
+        self._settings = settings
+        self._smtp: smtplib.SMTP | None = None
+        self._last_used = 0.0
+
+    def send(self, message: EmailMessage, recipients: list[str]) -> dict:
+        """One SMTP transaction. Returns the recipients the server refused (others accepted)."""
+        reused = self._smtp is not None
+        try:
+            return self._send_once(message, recipients)
+        except smtplib.SMTPServerDisconnected:
+            if not reused:
+                raise
+            # The server dropped an idle connection we still held: nothing was accepted; once more.
+            return self._send_once(message, recipients)
+
+    def _send_once(self, message: EmailMessage, recipients: list[str]) -> dict:
+        smtp = self._connection()
+        try:
+            refused = smtp.send_message(message, from_addr=self._settings.envelope_from, to_addrs=recipients)
+        except smtplib.SMTPResponseException as exc:
+            if exc.smtp_code == 421:  # the server is closing the connection
+                self.close()
+            raise
+        except BaseException:
+            self.close()
+            raise
+        self._last_used = time.monotonic()
+        return refused
+
+    def _connection(self) -> smtplib.SMTP:
+        s = self._settings
+        if self._smtp is not None and time.monotonic() - self._last_used > s.smtp_idle_check_seconds:
+            try:
+                if self._smtp.noop()[0] != 250:
+                    self.close()
+            except (smtplib.SMTPException, OSError):
+                self.close()
+        if self._smtp is None:
+            smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_seconds)
+            try:
+                smtp.ehlo()
+                if s.smtp_starttls:
+                    smtp.starttls()
+                    smtp.ehlo()
+                if s.smtp_username:
+                    smtp.login(s.smtp_username, s.smtp_password or "")
+            except BaseException:
+                smtp.close()
+                raise
+            self._smtp = smtp
+        return self._smtp
+
+    def close(self) -> None:
+        if self._smtp is None:
+            return
+        smtp, self._smtp = self._smtp, None
         try:
             smtp.quit()
         except (smtplib.SMTPException, OSError):
@@ -70,11 +136,12 @@ def send_mail(settings: NotificationsSettings, message: EmailMessage, recipients
 
 
 def _delivery_state(row: asyncpg.Record) -> dict:
+    subject = row["match_id"] or row["id"]
     return {
         "id": str(row["id"]),
         "tenant": row["tenant_id"],
         "kind": row["kind"],
-        "subject_id": str(row["match_id"]),
+        "subject_id": str(subject),
         "recipient": row["recipient"] or "",
         "status": row["status"],
         "attempts": row["attempts"],
@@ -91,16 +158,16 @@ async def _publish(conn: asyncpg.Connection, row: asyncpg.Record) -> None:
 
 
 async def deliver(
-    settings: NotificationsSettings, pool: asyncpg.Pool, delivery_id: uuid.UUID, tenant_id: str | None = None,
-    *, now: datetime | None = None,
+    settings: NotificationsSettings, pool: asyncpg.Pool, sender: SmtpSender, delivery_id: uuid.UUID,
+    tenant_id: str | None = None, *, now: datetime | None = None,
 ) -> Result:
     async with pool.acquire() as conn, conn.transaction():
-        return await _deliver_locked(conn, pool, settings, delivery_id, tenant_id, now)
+        return await _deliver_locked(conn, pool, settings, sender, delivery_id, tenant_id, now or datetime.now(UTC))
 
 
 async def _deliver_locked(
-    conn: asyncpg.Connection, pool: asyncpg.Pool, settings: NotificationsSettings, delivery_id: uuid.UUID,
-    tenant_id: str | None, now: datetime | None,
+    conn: asyncpg.Connection, pool: asyncpg.Pool, settings: NotificationsSettings, sender: SmtpSender,
+    delivery_id: uuid.UUID, tenant_id: str | None, now: datetime,
 ) -> Result:
     tenant = tenant_id or await store.delivery_tenant(conn, delivery_id)
     if tenant is None:
@@ -111,57 +178,120 @@ async def _deliver_locked(
         return Result("missing")
     if d["status"] != Status.PENDING:
         return Result("done")
+    continue_trace(d["traceparent"])
+    accepted = await store.accepted_attempt(conn, d["id"])
+    if accepted is not None:
+        # The server took this mail and the worker died before committing: done, not sent again.
+        return await _sent(conn, d, accepted, "vom Mailserver angenommen; Abschluss nach Neustart des Workers")
     if d["next_attempt_at"] > d["db_now"] + NOT_DUE_SLACK:
         return Result("not_due")
-    continue_trace(d["traceparent"])
     attempt = await store.next_attempt(conn, d["id"])
 
-    provider = await store.get_provider(conn, d["provider_id"])
-    if provider is None:
-        # The match came before the provider's registration: wait for it (its arrival makes
-        # the delivery due at once, see consumers.on_provider).
-        return await _temporary(conn, settings, d, attempt, None,
-                                SmtpFailure(True, "Anbieter noch nicht bekannt (catalog.providers.v1)"))
-    recipients = list(provider["emails"])
-    recipient = ", ".join(recipients)
-    preference = await store.ensure_preference(conn, provider["id"], d["tenant_id"])
-    if preference["mode"] == "off":
-        await store.record_attempt(conn, d, attempt, Outcome.SUPPRESSED, "Benachrichtigungen abbestellt")
-        await store.finish_delivery(conn, d["id"], status=Status.SUPPRESSED, attempts=attempt,
-                                    recipient=recipient, error=None)
-        return Result("suppressed")
-
-    message = build_match_mail(
-        MatchMail(
-            delivery_id=str(d["id"]),
-            message_id=d["message_id"],
-            match=d["payload"],
-            provider_name=provider["name"],
-            recipients=recipients,
-            network_name=await store.network_name(conn, d["demand_tenant"]),
-            unsubscribe_url=unsubscribe_url(settings.public_base_url, preference["unsubscribe_token"]),
-        ),
-        settings.mail_from,
-        now or datetime.now(UTC),
-    )
+    composed = await _compose(conn, settings, d, attempt, now)
+    if isinstance(composed, Result):
+        return composed
+    message = composed
     await _log_start(pool, d, attempt)
     try:
-        refused = await asyncio.to_thread(send_mail, settings, message, recipients)
+        refused = await asyncio.to_thread(sender.send, message, [d["recipient"]])
     except Exception as exc:  # noqa: BLE001 - every failure is classified and logged
         failure = classify_smtp_error(exc)
         log.warning("sending delivery %s failed: %s", d["id"], failure.error,
                     extra={"delivery_id": str(d["id"]), "attempt": attempt, "temporary": failure.temporary})
         if failure.temporary:
-            return await _temporary(conn, settings, d, attempt, recipient, failure)
-        return await _fail(conn, d, attempt, recipient, failure)
-
+            return await _temporary(conn, settings, d, attempt, failure)
+        return await _fail(conn, d, attempt, failure)
+    await _log_accepted(pool, d, attempt)
     note = "; ".join(f"{rcpt}: {code} {msg!r}" for rcpt, (code, msg) in refused.items()) or None
-    await store.record_attempt(conn, d, attempt, Outcome.SENT, note)
-    row = await store.finish_delivery(conn, d["id"], status=Status.SENT, attempts=attempt,
-                                      recipient=recipient, error=note)
-    await _publish(conn, row)
-    log.info("delivery %s sent", d["id"], extra={"delivery_id": str(d["id"]), "attempt": attempt})
-    return Result("sent")
+    return await _sent(conn, d, attempt, note)
+
+
+async def _compose(conn: asyncpg.Connection, settings: NotificationsSettings, d: asyncpg.Record, attempt: int,
+                   now: datetime) -> EmailMessage | Result:
+    """The mail for this delivery, or what happens instead (suppressed, gathered for a digest)."""
+    common = {"portal_base_url": settings.portal_base_url, "mail_from": settings.mail_from, "now": now}
+    if d["kind"] == KIND_DIGEST:
+        choice = await _choice(conn, d)
+        if choice.mode == "off":
+            return await _suppress(conn, d, attempt, "Benachrichtigungen abbestellt")
+        matches = await store.digest_matches(conn, d["id"])
+        if not matches:
+            return await _finish_quietly(conn, d, Status.CANCELLED, "nichts mehr zu berichten")
+        return build_digest_mail(await _envelope(conn, settings, d), matches, greeting_name=await _greeting(conn, d),
+                                 period_label=_period_label(d["period"]), for_employer=d["owner_kind"] == "employer",
+                                 **common)
+    choice = await _choice(conn, d)
+    if d["kind"] == "match_found":
+        preference = await store.get_preference(conn, d["provider_id"])
+        if preference and not concerns(preference["offer_ids"], preference["topics"], d["payload"]):
+            return await _suppress(conn, d, attempt, "nicht in den gewählten Angeboten oder Themen")
+    if choice.mode == "off":
+        return await _suppress(conn, d, attempt, "Benachrichtigungen abbestellt")
+    if choice.mode in ("daily", "weekly"):
+        await store.add_digest_item(conn, d, d["owner_kind"], d["owner_id"], d["recipient"])
+        return await _finish_quietly(conn, d, Status.DIGESTED, None)
+    envelope = await _envelope(conn, settings, d)
+    if d["kind"] == KIND_OFFER_ALERT:
+        return build_offer_alert_mail(envelope, d["payload"], **common)
+    demand_brand = await store.branding(conn, d["demand_tenant"]) if d["demand_tenant"] else None
+    return build_match_mail(envelope, d["payload"], greeting_name=await _greeting(conn, d),
+                            demand_network=demand_brand["name"] if demand_brand else None, **common)
+
+
+async def _choice(conn: asyncpg.Connection, d: asyncpg.Record) -> Choice:
+    """The address's own choice, else its owner's default (providers: instant; employers opted in
+    per address, so no row means off)."""
+    for row in await store.address_choices(conn, d["owner_kind"], d["owner_id"]):
+        if row["address"] == d["recipient"]:
+            return Choice(row["mode"], row["digest_hour"], row["digest_weekday"])
+    if d["owner_kind"] != "provider":
+        return Choice("off")
+    preference = await store.get_preference(conn, d["provider_id"])
+    if preference is None:
+        return Choice("instant")
+    return Choice(preference["mode"], preference["digest_hour"], preference["digest_weekday"])
+
+
+async def _greeting(conn: asyncpg.Connection, d: asyncpg.Record) -> str | None:
+    if d["owner_kind"] != "provider" or d["provider_id"] is None:
+        return None
+    provider = await store.get_provider(conn, d["provider_id"])
+    return provider["name"] if provider else None
+
+
+async def _envelope(conn: asyncpg.Connection, settings: NotificationsSettings, d: asyncpg.Record) -> Envelope:
+    token = unsubscribe.sign(settings.signing_secret(), unsubscribe.Recipient(
+        d["tenant_id"], d["owner_kind"], d["owner_id"], d["recipient"]))
+    headers = {}
+    if d["match_id"]:
+        headers = {"X-Bildungsraum-Match": str(d["match_id"]), "X-Bildungsraum-Offer": str(d["offer_id"]),
+                   "X-Bildungsraum-Demand": str(d["demand_id"])}
+    return Envelope(delivery_id=str(d["id"]), message_id=d["message_id"], recipients=[d["recipient"]],
+                    branding=await tenant_branding(conn, settings, d["tenant_id"]),
+                    unsubscribe_url=unsubscribe.unsubscribe_url(settings.public_base_url, token), headers=headers)
+
+
+async def tenant_branding(conn: asyncpg.Connection, settings: NotificationsSettings, tenant: str) -> Branding:
+    """The network's name, logo, imprint and privacy pages; where the network set none, the
+    portal's pages of that network."""
+    row = await store.branding(conn, tenant)
+    portal = f"{settings.portal_base_url.rstrip('/')}/{tenant}"
+    return Branding(
+        network_name=row["name"] if row else "Bildungsraum",
+        logo_url=row["logo_url"] if row else None,
+        imprint_url=(row["imprint_url"] if row else None) or f"{portal}/impressum",
+        privacy_url=(row["privacy_url"] if row else None) or f"{portal}/datenschutz",
+    )
+
+
+def _period_label(period: str | None) -> str:
+    if period and "-W" in period:
+        year, week = period.split("-W")
+        return f"In der Kalenderwoche {int(week)}/{year}"
+    try:
+        return f"Am {datetime.fromisoformat(period or '').strftime('%d.%m.%Y')}"
+    except ValueError:
+        return "Zuletzt"
 
 
 async def _log_start(pool: asyncpg.Pool, d: asyncpg.Record, attempt: int) -> None:
@@ -172,32 +302,61 @@ async def _log_start(pool: asyncpg.Pool, d: asyncpg.Record, attempt: int) -> Non
         await store.start_attempt(side, d, attempt)
 
 
+async def _log_accepted(pool: asyncpg.Pool, d: asyncpg.Record, attempt: int) -> None:
+    """The server's 250 to DATA, committed at once: from here on a dead worker sends nothing again."""
+    async with pool.acquire() as side, side.transaction():
+        await set_tenant(side, d["tenant_id"])
+        await store.mark_accepted(side, d["id"], attempt)
+
+
+async def _sent(conn: asyncpg.Connection, d: asyncpg.Record, attempt: int, note: str | None) -> Result:
+    await store.record_attempt(conn, d, attempt, Outcome.SENT, note)
+    row = await store.finish_delivery(conn, d["id"], status=Status.SENT, attempts=attempt,
+                                      recipient=d["recipient"], error=note)
+    await _publish(conn, row)
+    log.info("delivery %s sent", d["id"], extra={"delivery_id": str(d["id"]), "attempt": attempt})
+    return Result("sent")
+
+
+async def _suppress(conn: asyncpg.Connection, d: asyncpg.Record, attempt: int, why: str) -> Result:
+    await store.record_attempt(conn, d, attempt, Outcome.SUPPRESSED, why)
+    await store.finish_delivery(conn, d["id"], status=Status.SUPPRESSED, attempts=attempt,
+                                recipient=d["recipient"], error=None)
+    return Result("suppressed")
+
+
+async def _finish_quietly(conn: asyncpg.Connection, d: asyncpg.Record, status: str, why: str | None) -> Result:
+    """No mail of its own and no attempt: gathered for a digest, or a digest left empty."""
+    await store.finish_delivery(conn, d["id"], status=status, attempts=d["attempts"], recipient=d["recipient"],
+                                error=why)
+    return Result(status)
+
+
 async def _temporary(
-    conn: asyncpg.Connection, settings: NotificationsSettings, d: asyncpg.Record, attempt: int,
-    recipient: str | None, failure: SmtpFailure,
+    conn: asyncpg.Connection, settings: NotificationsSettings, d: asyncpg.Record, attempt: int, failure: SmtpFailure,
 ) -> Result:
     await store.record_attempt(conn, d, attempt, Outcome.TEMPORARY_FAILURE, failure.error, failure.code)
     if attempt >= settings.max_attempts:
-        return await _fail(conn, d, attempt, recipient,
+        return await _fail(conn, d, attempt,
                            SmtpFailure(False, f"aufgegeben nach {attempt} Versuchen: {failure.error}", failure.code),
                            record=False)
     delay = backoff_seconds(attempt, settings.retry_base_seconds, settings.retry_max_seconds)
     # A short wait is a Celery countdown; a long one is left to the dispatcher, because the Redis
     # transport hands a task held longer than the visibility timeout to another worker.
     by_task = delay + ETA_MARGIN_SECONDS < settings.celery_visibility_timeout / 2
-    await store.postpone_delivery(conn, d["id"], attempts=attempt, recipient=recipient, error=failure.error,
+    await store.postpone_delivery(conn, d["id"], attempts=attempt, recipient=d["recipient"], error=failure.error,
                                   delay_seconds=delay, requeued_by_task=by_task)
     return Result("retry", retry_in=delay + ETA_MARGIN_SECONDS if by_task else None)
 
 
 async def _fail(
-    conn: asyncpg.Connection, d: asyncpg.Record, attempt: int, recipient: str | None, failure: SmtpFailure,
-    *, record: bool = True,
+    conn: asyncpg.Connection, d: asyncpg.Record, attempt: int, failure: SmtpFailure, *, record: bool = True,
 ) -> Result:
     if record:
         await store.record_attempt(conn, d, attempt, Outcome.PERMANENT_FAILURE, failure.error, failure.code)
     row = await store.finish_delivery(conn, d["id"], status=Status.FAILED, attempts=attempt,
-                                      recipient=recipient, error=failure.error)
+                                      recipient=d["recipient"], error=failure.error)
     await _publish(conn, row)
     log.error("delivery %s failed permanently: %s", d["id"], failure.error, extra={"delivery_id": str(d["id"])})
     return Result("failed")
+

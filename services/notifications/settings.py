@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from email.utils import parseaddr
 
+from pydantic import SecretStr
+
 from runtime.settings import ServiceSettings
 
 
@@ -22,10 +24,22 @@ class NotificationsSettings(ServiceSettings):
     mail_from: str = "Bildungsraum <noreply@bildungsraum.example>"
     message_id_domain: str = "bildungsraum.example"
     public_base_url: str = "http://127.0.0.1:8003"  # where recipients reach /v1/unsubscribe
+    # The web portal: mails link to a provider's matched demand at {portal}/anbieter/bedarfe/{id}
+    # and fall back to the portal's imprint and privacy pages of the network without its own.
+    portal_base_url: str = "http://127.0.0.1:8000"
+    # Signs unsubscribe links (HMAC). Never in the repository: `make up` and the tests make one;
+    # a production deployment sets it from a Secret. Without it the service refuses to start.
+    unsubscribe_secret: SecretStr | None = None
+    # An SMTP connection unused this long is checked with NOOP before the next mail.
+    smtp_idle_check_seconds: float = 10.0
 
     # Celery on Redis (the broker is ``redis_url``).
     celery_queue: str = "notifications"
-    celery_visibility_timeout: int = 30  # a killed worker's task comes back after this many seconds
+    # A task not acknowledged within this many seconds goes to another worker: longer than a task can
+    # run (SMTP timeout x the commands of one mail), so a slow send is not run twice at once (the
+    # copy would wait on the row lock and find it sent, but ties up a worker). A whole worker killed
+    # meanwhile: its task comes back after this, or sooner by the dispatcher's sweep.
+    celery_visibility_timeout: int = 120
     celery_restore_interval: int = 5  # how often a worker looks for such tasks
 
     # Retries of temporary failures: base * 2^(attempt-1), capped; then the delivery fails.
@@ -39,6 +53,14 @@ class NotificationsSettings(ServiceSettings):
     sweep_interval_seconds: float = 1.0
     sweep_grace_seconds: float = 60.0
     sweep_batch_size: int = 200
+
+    # Celery beat looks for due digests this often.
+    digest_check_seconds: float = 60.0
+
+    def signing_secret(self) -> str:
+        if self.unsubscribe_secret is None or len(self.unsubscribe_secret.get_secret_value()) < 32:
+            raise RuntimeError("BR_UNSUBSCRIBE_SECRET (at least 32 characters) must be set to sign unsubscribe links")
+        return self.unsubscribe_secret.get_secret_value()
 
     @property
     def envelope_from(self) -> str:

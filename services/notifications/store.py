@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -10,6 +9,9 @@ from typing import Any
 import asyncpg
 
 NOTIFY_CHANNEL = "deliveries_pending"
+# A delivery that can still be cancelled (kept the same in migration 0002's cancel_for_demand).
+NOT_GONE_OUT = ("(d.status = 'pending' OR (d.status = 'digested' AND EXISTS ("
+                "SELECT 1 FROM digest_items i WHERE i.notice_id = d.id AND i.digest_id IS NULL)))")
 
 
 async def wake_dispatcher(conn: asyncpg.Connection) -> None:
@@ -22,12 +24,13 @@ async def wake_dispatcher(conn: asyncpg.Connection) -> None:
 async def upsert_provider(conn: asyncpg.Connection, state: dict[str, Any]) -> bool:
     """Keep the newest state; an older version arriving late changes nothing. True if stored."""
     stored = await conn.fetchval(
-        "INSERT INTO providers (id, tenant_id, name, emails, version) VALUES ($1, $2, $3, $4, $5)"
+        "INSERT INTO providers (id, tenant_id, name, emails, members, version) VALUES ($1, $2, $3, $4, $5, $6)"
         " ON CONFLICT (id) DO UPDATE SET name = excluded.name, emails = excluded.emails,"
-        "  version = excluded.version, updated_at = now()"
+        "  members = excluded.members, version = excluded.version, updated_at = now()"
         " WHERE providers.version <= excluded.version"
         " RETURNING true",
-        uuid.UUID(state["id"]), state["tenant"], state["name"], list(state["emails"]), state.get("version", 0),
+        uuid.UUID(state["id"]), state["tenant"], state["name"], list(state["emails"]),
+        [m for m in state.get("members") or [] if isinstance(m, str)], state.get("version", 0),
     )
     return bool(stored)
 
@@ -36,26 +39,146 @@ async def get_provider(conn: asyncpg.Connection, provider_id: uuid.UUID) -> asyn
     return await conn.fetchrow("SELECT * FROM providers WHERE id = $1", provider_id)
 
 
+async def providers_with_member(conn: asyncpg.Connection, subject: str) -> list[uuid.UUID]:
+    return [r["id"] for r in await conn.fetch("SELECT id FROM providers WHERE $1 = ANY (members)", subject)]
+
+
+async def act_for_providers(conn: asyncpg.Connection, provider_ids: set[uuid.UUID]) -> None:
+    """Row-level security from here on shows this transaction only these providers' rows."""
+    value = "providers:" + ",".join(sorted(str(p) for p in provider_ids))
+    await conn.execute("SELECT set_config('app.acting_providers', $1, true)", value)
+
+
+# --- tenant branding -----------------------------------------------------------------------------
+
+async def upsert_branding(conn: asyncpg.Connection, tenant: dict[str, Any]) -> None:
+    def url(key: str) -> str | None:
+        value = tenant.get(key)
+        return value if isinstance(value, str) and value.startswith(("https://", "http://")) else None
+
+    await conn.execute(
+        "INSERT INTO tenant_branding (tenant_id, name, logo_url, imprint_url, privacy_url) VALUES ($1, $2, $3, $4, $5)"
+        " ON CONFLICT (tenant_id) DO UPDATE SET name = excluded.name, logo_url = excluded.logo_url,"
+        "  imprint_url = excluded.imprint_url, privacy_url = excluded.privacy_url, updated_at = now()",
+        tenant["id"], tenant["name"], url("logo_url"), url("imprint_url"), url("privacy_url"),
+    )
+
+
+async def branding(conn: asyncpg.Connection, tenant_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM tenant_branding WHERE tenant_id = $1", tenant_id)
+
+
 # --- preferences -------------------------------------------------------------------------------
 
-async def ensure_preference(conn: asyncpg.Connection, provider_id: uuid.UUID, tenant_id: str) -> asyncpg.Record:
-    await conn.execute(
-        "INSERT INTO preferences (provider_id, tenant_id, unsubscribe_token) VALUES ($1, $2, $3)"
-        " ON CONFLICT (provider_id) DO NOTHING",
-        provider_id, tenant_id, secrets.token_urlsafe(24),
-    )
+async def get_preference(conn: asyncpg.Connection, provider_id: uuid.UUID) -> asyncpg.Record | None:
     return await conn.fetchrow("SELECT * FROM preferences WHERE provider_id = $1", provider_id)
 
 
-async def set_preference(conn: asyncpg.Connection, provider_id: uuid.UUID, tenant_id: str, mode: str) -> asyncpg.Record:
-    await ensure_preference(conn, provider_id, tenant_id)
+async def set_preference(conn: asyncpg.Connection, provider_id: uuid.UUID, tenant_id: str, pref: Any) -> None:
+    """The provider's default and its per-address choices, replaced as a whole."""
+    await conn.execute(
+        "INSERT INTO preferences (provider_id, tenant_id, mode, digest_hour, digest_weekday, offer_ids, topics)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        " ON CONFLICT (provider_id) DO UPDATE SET mode = excluded.mode, digest_hour = excluded.digest_hour,"
+        "  digest_weekday = excluded.digest_weekday, offer_ids = excluded.offer_ids, topics = excluded.topics,"
+        "  updated_at = now()",
+        provider_id, tenant_id, pref.mode, pref.digest_hour, pref.digest_weekday, list(pref.offer_ids),
+        list(pref.topics),
+    )
+    await conn.execute("DELETE FROM address_preferences WHERE owner_kind = 'provider' AND owner_id = $1",
+                       str(provider_id))
+    for a in pref.addresses:
+        await set_address_choice(conn, tenant_id, "provider", str(provider_id), a.address.lower(), a.mode,
+                                 a.digest_hour, a.digest_weekday)
+
+
+async def set_address_choice(conn: asyncpg.Connection, tenant_id: str, owner_kind: str, owner_id: str, address: str,
+                             mode: str, digest_hour: int = 7, digest_weekday: int = 1,
+                             min_score: float | None = None) -> asyncpg.Record:
     return await conn.fetchrow(
-        "UPDATE preferences SET mode = $2, updated_at = now() WHERE provider_id = $1 RETURNING *", provider_id, mode)
+        "INSERT INTO address_preferences (tenant_id, owner_kind, owner_id, address, mode, digest_hour,"
+        "  digest_weekday, min_score) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        " ON CONFLICT (owner_kind, owner_id, address) DO UPDATE SET mode = excluded.mode,"
+        "  digest_hour = excluded.digest_hour, digest_weekday = excluded.digest_weekday,"
+        "  min_score = excluded.min_score, updated_at = now() RETURNING *",
+        tenant_id, owner_kind, owner_id, address.lower(), mode, digest_hour, digest_weekday, min_score,
+    )
 
 
-async def unsubscribe(conn: asyncpg.Connection, token: str) -> asyncpg.Record | None:
-    """Across tenants by the secret token alone (SECURITY DEFINER function)."""
-    return await conn.fetchrow("SELECT * FROM unsubscribe($1)", token)
+async def unsubscribe_address(conn: asyncpg.Connection, tenant_id: str, owner_kind: str, owner_id: str,
+                              address: str) -> None:
+    """Off for this address only; its other choices (hour, weekday) stay for a later opt-in."""
+    await conn.execute(
+        "INSERT INTO address_preferences (tenant_id, owner_kind, owner_id, address, mode)"
+        " VALUES ($1, $2, $3, $4, 'off')"
+        " ON CONFLICT (owner_kind, owner_id, address) DO UPDATE SET mode = 'off', updated_at = now()",
+        tenant_id, owner_kind, owner_id, address.lower(),
+    )
+
+
+async def address_choices(conn: asyncpg.Connection, owner_kind: str, owner_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT * FROM address_preferences WHERE owner_kind = $1 AND owner_id = $2 ORDER BY address",
+        owner_kind, owner_id)
+
+
+async def delete_address_choice(conn: asyncpg.Connection, owner_kind: str, owner_id: str, address: str) -> bool:
+    result = await conn.execute(
+        "DELETE FROM address_preferences WHERE owner_kind = $1 AND owner_id = $2 AND address = $3",
+        owner_kind, owner_id, address.lower())
+    return result != "DELETE 0"
+
+
+# --- digests -----------------------------------------------------------------------------------
+
+async def add_digest_item(conn: asyncpg.Connection, notice: asyncpg.Record, owner_kind: str, owner_id: str,
+                          address: str) -> None:
+    await conn.execute(
+        "INSERT INTO digest_items (tenant_id, owner_kind, owner_id, address, notice_id, match_id, payload)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        notice["tenant_id"], owner_kind, owner_id, address.lower(), notice["id"], notice["match_id"],
+        notice["payload"],
+    )
+
+
+async def open_digest_recipients(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM open_digest_recipients()")
+
+
+async def insert_digest(conn: asyncpg.Connection, row: dict[str, Any]) -> bool:
+    """The digest of one recipient and period; a second beat (or a second run) finds it there."""
+    created = await conn.fetchval(
+        "INSERT INTO deliveries (id, tenant_id, kind, idempotency_key, provider_id, owner_kind, owner_id, period,"
+        "  recipient, payload, message_id)"
+        " VALUES ($1, $2, 'digest', $3, $4, $5, $6, $7, $8, '{}'::jsonb, $9)"
+        " ON CONFLICT (idempotency_key) DO NOTHING RETURNING true",
+        row["id"], row["tenant_id"], row["idempotency_key"], row["provider_id"], row["owner_kind"], row["owner_id"],
+        row["period"], row["recipient"], row["message_id"],
+    )
+    return bool(created)
+
+
+async def take_digest_items(conn: asyncpg.Connection, digest: dict[str, Any]) -> int:
+    """The recipient's waiting items (of matches still standing) become this digest's."""
+    result = await conn.execute(
+        "UPDATE digest_items i SET digest_id = $1"
+        " FROM deliveries n WHERE n.id = i.notice_id AND n.status <> 'cancelled'"
+        "  AND i.digest_id IS NULL AND i.owner_kind = $2 AND i.owner_id = $3 AND i.address = $4",
+        digest["id"], digest["owner_kind"], digest["owner_id"], digest["recipient"],
+    )
+    return int(result.split()[-1])
+
+
+async def cancel_delivery(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> None:
+    await conn.execute("UPDATE deliveries SET status = 'cancelled', updated_at = now() WHERE id = $1", delivery_id)
+
+
+async def digest_matches(conn: asyncpg.Connection, digest_id: uuid.UUID) -> list[dict[str, Any]]:
+    """What a digest holds when it is sent: items whose match was retracted since are left out."""
+    rows = await conn.fetch(
+        "SELECT i.payload FROM digest_items i JOIN deliveries n ON n.id = i.notice_id"
+        " WHERE i.digest_id = $1 AND n.status <> 'cancelled' ORDER BY i.created_at", digest_id)
+    return [r["payload"] for r in rows]
 
 
 # --- deliveries --------------------------------------------------------------------------------
@@ -65,33 +188,46 @@ async def insert_delivery(conn: asyncpg.Connection, row: dict[str, Any]) -> bool
     it had been cancelled by a retraction and the match holds again. True if pending now."""
     created = await conn.fetchval(
         "INSERT INTO deliveries (id, tenant_id, kind, idempotency_key, match_id, demand_id, demand_tenant,"
-        "  offer_id, provider_id, payload, message_id, traceparent)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        "  offer_id, provider_id, owner_kind, owner_id, recipient, payload, message_id, traceparent)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         " ON CONFLICT (idempotency_key) DO UPDATE SET status = 'pending', payload = excluded.payload,"
         "  next_attempt_at = now(), enqueued_at = NULL, updated_at = now()"
         " WHERE deliveries.status = 'cancelled'"
         " RETURNING true",
         row["id"], row["tenant_id"], row["kind"], row["idempotency_key"], row["match_id"], row["demand_id"],
-        row["demand_tenant"], row["offer_id"], row["provider_id"], row["payload"], row["message_id"],
-        row["traceparent"],
+        row["demand_tenant"], row["offer_id"], row.get("provider_id"), row["owner_kind"], row["owner_id"],
+        row["recipient"], row["payload"], row["message_id"], row["traceparent"],
     )
     return bool(created)
 
 
-async def cancel_pending_for_match(conn: asyncpg.Connection, match_id: uuid.UUID) -> int:
-    result = await conn.execute(
-        "UPDATE deliveries SET status = 'cancelled', updated_at = now() WHERE match_id = $1 AND status = 'pending'",
-        match_id,
+async def wait_for_provider(conn: asyncpg.Connection, row: dict[str, Any]) -> None:
+    await conn.execute(
+        "INSERT INTO waiting_matches (match_id, provider_id, tenant_id, demand_id, demand_tenant, payload, traceparent)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        row["match_id"], row["provider_id"], row["tenant_id"], row["demand_id"], row["demand_tenant"], row["payload"],
+        row["traceparent"],
     )
-    return int(result.split()[-1])
 
 
-async def make_due_for_provider(conn: asyncpg.Connection, provider_id: uuid.UUID) -> int:
-    """A provider became known (or changed): its waiting deliveries are due now."""
+async def take_waiting_matches(conn: asyncpg.Connection, provider_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await conn.fetch("DELETE FROM waiting_matches WHERE provider_id = $1 RETURNING *", provider_id)
+
+
+async def forget_waiting_match(conn: asyncpg.Connection, match_id: uuid.UUID) -> None:
+    await conn.execute("DELETE FROM waiting_matches WHERE match_id = $1", match_id)
+
+
+async def cancel_for_demand(conn: asyncpg.Connection, demand_id: uuid.UUID, demand_tenant: str) -> int:
+    """Across the providers' tenants (SECURITY DEFINER function)."""
+    return await conn.fetchval("SELECT cancel_for_demand($1, $2)", demand_id, demand_tenant)
+
+
+async def cancel_pending_for_match(conn: asyncpg.Connection, match_id: uuid.UUID) -> int:
+    """What has not gone out: pending mails, and matches still waiting for a digest."""
     result = await conn.execute(
-        "UPDATE deliveries SET next_attempt_at = now(), enqueued_at = NULL, updated_at = now()"
-        " WHERE provider_id = $1 AND status = 'pending'",
-        provider_id,
+        f"UPDATE deliveries d SET status = 'cancelled', updated_at = now() WHERE match_id = $1 AND {NOT_GONE_OUT}",
+        match_id,
     )
     return int(result.split()[-1])
 
@@ -116,6 +252,18 @@ async def next_attempt(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> int:
     )
     return await conn.fetchval(
         "SELECT coalesce(max(attempt), 0) + 1 FROM delivery_attempts WHERE delivery_id = $1", delivery_id)
+
+
+async def accepted_attempt(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> int | None:
+    """An attempt the SMTP server accepted whose delivery never committed (the worker died)."""
+    return await conn.fetchval(
+        "SELECT attempt FROM delivery_attempts WHERE delivery_id = $1 AND outcome = 'accepted'", delivery_id)
+
+
+async def mark_accepted(conn: asyncpg.Connection, delivery_id: uuid.UUID, attempt: int) -> None:
+    await conn.execute(
+        "UPDATE delivery_attempts SET outcome = 'accepted' WHERE delivery_id = $1 AND attempt = $2",
+        delivery_id, attempt)
 
 
 async def start_attempt(conn: asyncpg.Connection, delivery: asyncpg.Record, attempt: int) -> None:
@@ -174,10 +322,6 @@ async def claim_due(conn: asyncpg.Connection, grace_seconds: float, limit: int) 
     )
 
 
-async def network_name(conn: asyncpg.Connection, tenant_id: str) -> str | None:
-    return await conn.fetchval("SELECT name FROM known_tenants WHERE id = $1", tenant_id)
-
-
 async def list_deliveries(
     conn: asyncpg.Connection, *, limit: int, offset: int, status: str | None = None,
     provider_id: uuid.UUID | None = None,
@@ -202,10 +346,12 @@ def delivery_view(r: asyncpg.Record) -> dict[str, Any]:
         "id": str(r["id"]),
         "tenant": r["tenant_id"],
         "kind": r["kind"],
-        "match_id": str(r["match_id"]),
-        "demand_id": str(r["demand_id"]),
-        "offer_id": str(r["offer_id"]),
-        "provider_id": str(r["provider_id"]),
+        "match_id": _text(r["match_id"]),
+        "demand_id": _text(r["demand_id"]),
+        "offer_id": _text(r["offer_id"]),
+        "provider_id": _text(r["provider_id"]),
+        "owner_kind": r["owner_kind"],
+        "period": r["period"],
         "demand_title": payload.get("demand", {}).get("title"),
         "offer_title": payload.get("offer", {}).get("title"),
         "recipient": r["recipient"],
@@ -218,3 +364,7 @@ def delivery_view(r: asyncpg.Record) -> dict[str, Any]:
         "next_attempt_at": r["next_attempt_at"].isoformat() if r["status"] == "pending" else None,
         "attempt_log": r["attempt_log"] if "attempt_log" in r.keys() else [],
     }
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)

@@ -1,8 +1,11 @@
-"""The Celery app of the notifications service (Redis broker).
+"""The Celery app of the notifications service (Redis broker), made by a factory: importing this
+module builds nothing and connects nowhere.
 
-    celery -A services.notifications.worker:celery_app worker -Q notifications -c 4 --without-mingle --without-gossip
+    python -m services.notifications.worker worker -Q notifications -c 2 --without-mingle --without-gossip
+    python -m services.notifications.worker beat     # the digests; one beat, and two would do no harm
 
-Creating the app opens no connection; the worker connects when it starts, a sender on first send.
+Each pool process keeps one event loop, one small database pool and one SMTP connection, made on
+its first task.
 """
 
 from __future__ import annotations
@@ -10,19 +13,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import uuid
+from datetime import UTC, datetime
 
 import asyncpg
 from celery import Celery, signals
 
 from runtime.db import create_pool
 from runtime.logs import configure_logging
-from services.notifications.delivery import deliver
+from services.notifications.delivery import SmtpSender, deliver
+from services.notifications.digests import collect_digests
 from services.notifications.settings import NotificationsSettings
 
 log = logging.getLogger(__name__)
 
 SEND_DELIVERY = "notifications.send_delivery"
+COLLECT_DIGESTS = "notifications.collect_digests"
 # Infrastructure trouble (database, network) is retried by Celery a few times; after that the
 # dispatcher's sweep enqueues the still pending delivery again.
 INFRA_MAX_RETRIES = 8
@@ -35,13 +42,15 @@ def create_celery(settings: NotificationsSettings) -> Celery:
         task_reject_on_worker_lost=True,  # a killed pool process hands its task back at once
         worker_prefetch_multiplier=1,
         task_default_queue=settings.celery_queue,
-        task_routes={SEND_DELIVERY: {"queue": settings.celery_queue}},
+        task_routes={name: {"queue": settings.celery_queue} for name in (SEND_DELIVERY, COLLECT_DIGESTS)},
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
         broker_transport_options={
-            # A task not acknowledged within this time is handed to another worker ...
+            # A task not acknowledged within this time is handed to another worker. It must exceed
+            # the longest a task can run (SMTP timeout x a few round trips) and any countdown a task
+            # sets itself: longer retry waits are the dispatcher's (see delivery._temporary).
             "visibility_timeout": settings.celery_visibility_timeout,
             # ... looked for this often (kombu's default sweep is 10 s x a throttle of 10).
             "unacked_restore_interval": settings.celery_restore_interval,
@@ -49,15 +58,16 @@ def create_celery(settings: NotificationsSettings) -> Celery:
             # A worker killed while restoring must not block restores for kombu's default 300 s.
             "unacked_mutex_expire": max(5, settings.celery_visibility_timeout),
         },
+        beat_schedule={"collect-digests": {"task": COLLECT_DIGESTS, "schedule": settings.digest_check_seconds}},
         worker_hijack_root_logger=False,
     )
-    app.conf.notifications_settings = settings
 
     @app.task(bind=True, name=SEND_DELIVERY, max_retries=None)
     def send_delivery(self, delivery_id: str, tenant_id: str | None = None) -> str:
         try:
-            loop, pool = _process_resources(settings)
-            result = loop.run_until_complete(deliver(settings, pool, uuid.UUID(delivery_id), tenant_id))
+            res = _process_resources(settings)
+            result = res.loop.run_until_complete(deliver(settings, res.pool, res.sender, uuid.UUID(delivery_id),
+                                                         tenant_id))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             if self.request.retries >= INFRA_MAX_RETRIES:
                 raise
@@ -67,22 +77,40 @@ def create_celery(settings: NotificationsSettings) -> Celery:
             raise self.retry(countdown=result.retry_in)
         return result.status
 
+    @app.task(name=COLLECT_DIGESTS, expires=settings.digest_check_seconds)
+    def collect(now: str | None = None) -> int:
+        res = _process_resources(settings)
+        at = datetime.fromisoformat(now) if now else datetime.now(UTC)
+        return res.loop.run_until_complete(collect_digests(settings, res.pool, at))
+
     return app
 
 
-_resources: dict[int, tuple[asyncio.AbstractEventLoop, asyncpg.Pool]] = {}
+class _Resources:
+    def __init__(self, settings: NotificationsSettings) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.pool = self.loop.run_until_complete(create_pool(settings, min_size=1, max_size=2))
+        self.sender = SmtpSender(settings)
 
 
-def _process_resources(settings: NotificationsSettings) -> tuple[asyncio.AbstractEventLoop, asyncpg.Pool]:
-    """One event loop and one small pool per worker process, made on its first task: a fresh
-    loop and two new PostgreSQL connections per mail cost more than sending the mail."""
+_resources: dict[int, _Resources] = {}
+
+
+def _process_resources(settings: NotificationsSettings) -> _Resources:
+    """One event loop, one small pool and one SMTP connection per worker process, made on its first
+    task: a fresh loop, new PostgreSQL connections and an SMTP handshake per mail cost more than
+    sending the mail."""
     pid = os.getpid()  # a forked pool process must not use its parent's connections
     if pid not in _resources:
-        loop = asyncio.new_event_loop()
-        pool = loop.run_until_complete(create_pool(settings, min_size=1, max_size=2))
         _resources.clear()
-        _resources[pid] = (loop, pool)
+        _resources[pid] = _Resources(settings)
     return _resources[pid]
+
+
+@signals.worker_process_shutdown.connect
+def _close_smtp(**_: object) -> None:
+    for resources in _resources.values():
+        resources.sender.close()
 
 
 @signals.setup_logging.connect
@@ -91,4 +119,11 @@ def _json_logs(loglevel=None, **_: object) -> None:
     configure_logging("notifications-worker", loglevel or "INFO")
 
 
-celery_app = create_celery(NotificationsSettings())
+def main(argv: list[str]) -> None:
+    settings = NotificationsSettings()
+    settings.signing_secret()  # refuse to start without the secret that signs unsubscribe links
+    create_celery(settings).start(argv)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,24 +1,42 @@
-"""`make bench`: 500 offers published and matched against open demands.
+"""`make bench-pipeline`: a sustained load through all four services.
 
-Prints p50/p99 from `POST /v1/offers` to (a) the match being served by `GET /v1/demands/{id}/matches`
-and (b) the provider's mail at the SMTP sink, and, in the same run on the same broker, the broker's
-own produce-to-consume round trip as the floor. The stack runs on its own ports and databases."""
+Offers are published across the three tenants at a fixed rate for ``--seconds`` (default 60) while
+demands of the other tenants are open. Each offer is relevant to exactly one open demand of another
+tenant (same topic, its only session starts on that demand's own day), and each demand hears of at
+most ten offers, each from a different provider: every offer makes one match and one mail, also
+under the rule that a provider hears of a demand once and a demand gets at most ten matches.
+
+Per offer it records the time from sending ``POST /v1/offers`` to (a) the match row committed in
+matching (its ``created_at``, the database clock of this same machine) and (b) the provider's mail
+file at the SMTP sink (its mtime); p50/p99 over the run and over its first and last fifth (a later
+fifth much slower than the first means a growing backlog: the rate is not held). It samples each
+process's resident memory, and in the same run, on the same broker, measures the floor: the broker's
+own produce -> consume round trip. ``--replicas 2`` runs two matching and two notifications
+processes (consumers in the same groups) and two Celery workers."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import email
 import statistics
+import sys
 import threading
 import time
 import uuid
+from datetime import UTC, date, timedelta
+from pathlib import Path
 
+import asyncpg
 import httpx
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from deploy.local.stack import ROOT, Stack, StackConfig, stack_slot
+from deploy.local.stack import ROOT, Stack, StackConfig, stack_slot, wait_for
 from tests.platform import Platform, demand_body, offer_body
+
+TENANTS = ("hellweg-hochsauerland", "westfaelisches-ruhrgebiet", "lueneburg")
+PER_DEMAND = 10  # matches a demand may get (and distinct providers per tenant)
 
 
 def bench_config() -> StackConfig:
@@ -30,14 +48,21 @@ def bench_config() -> StackConfig:
     config.celery_queue = f"notifications-bench{slot or ''}"
     for name in ("portal", "catalog", "matching", "notifications", "identity", "issuer", "broker", "smtp"):
         config.ports[name] += 10_000
+    # A PostgreSQL of its own under var/bench: the machine's shared one runs out of connections when
+    # several suites run, and its other load would be in the figures.
+    config.ports["postgres"] = 37_432 + 100 * slot
     return config
 
 
 def percentiles(values: list[float]) -> str:
-    if not values:
+    if len(values) < 2:
         return "no samples"
     q = statistics.quantiles(values, n=100, method="inclusive")
-    return f"p50 {q[49] * 1000:7.1f} ms   p99 {q[98] * 1000:7.1f} ms   (n={len(values)})"
+    return f"p50 {q[49] * 1000:8.1f} ms   p99 {q[98] * 1000:8.1f} ms   (n={len(values)})"
+
+
+def p50(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
 
 
 def broker_round_trip(bootstrap: str, count: int) -> list[float]:
@@ -64,47 +89,119 @@ def broker_round_trip(bootstrap: str, count: int) -> list[float]:
     return samples
 
 
+class MemorySampler(threading.Thread):
+    """Peak resident memory per stack process (with its children: Celery's pool), from /proc."""
+
+    def __init__(self, stack: Stack) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.peak_mib, self.done = stack, {}, threading.Event()
+
+    @staticmethod
+    def _rss_by_group() -> dict[int, int]:
+        """Resident KiB summed per process group (each stack process leads its own group)."""
+        totals: dict[int, int] = {}
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                pgrp = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2])
+                rss = next(int(line.split()[1]) for line in (proc / "status").read_text().splitlines()
+                           if line.startswith("VmRSS:"))
+            except (OSError, StopIteration, IndexError, ValueError):
+                continue  # gone meanwhile, or a kernel thread
+            totals[pgrp] = totals.get(pgrp, 0) + rss
+        return totals
+
+    def run(self) -> None:
+        while not self.done.wait(2):
+            totals = self._rss_by_group()
+            for name, process in list(self.stack.processes.items()):
+                mib = totals.get(process.pid, 0) / 1024
+                self.peak_mib[name] = max(self.peak_mib.get(name, 0), mib)
+
+
+def start_replicas(stack: Stack, replicas: int) -> None:
+    """More consumer processes in the same groups (and HTTP on ports of their own), more workers."""
+    for n in range(2, replicas + 1):
+        for service in ("matching", "notifications"):
+            env = {**stack.service_env(service), "BR_HTTP_PORT": str(stack.config.ports[service] + 50 + n)}
+            stack._spawn(f"{service}-{n}", [sys.executable, "-m", f"services.{service}"], env)
+        stack._spawn(f"celery-worker-{n}", [
+            sys.executable, "-m", "celery", "-A", "services.notifications.worker:celery_app", "worker",
+            "-Q", stack.config.celery_queue, "-c", "2", "--without-mingle", "--without-gossip", "-n",
+            f"notifications-bench-{n}@%h", "--loglevel", "WARNING",
+        ], stack.service_env("notifications-worker"))
+    time.sleep(8 if replicas > 1 else 0)  # let the new consumers join their groups
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--offers", type=int, default=500)
-    parser.add_argument("--rate", type=float, default=10.0, help="offers per second")
+    parser.add_argument("--rate", type=float, default=20.0, help="offers per second")
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long the load lasts")
+    parser.add_argument("--replicas", type=int, default=1, choices=(1, 2),
+                        help="matching and notifications processes, and Celery workers")
     args = parser.parse_args()
 
     stack = Stack(bench_config())
     for path in (stack.config.var_dir / "mail").glob("*"):
         path.unlink()
+    stack.ensure_postgres()
+    wait_for("PostgreSQL accepting connections", lambda: asyncio.run(_accepts(stack.config)), timeout=60)
     stack.reset_databases()
     print("starting the stack …", flush=True)
-    stack.start()
     try:
-        run(Platform(stack), args.offers, args.rate)
+        stack.start()
+        start_replicas(stack, args.replicas)
+        run(Platform(stack), args.rate, args.seconds, args.replicas)
     finally:
         stack.stop_all()
 
 
-def run(platform: Platform, offers: int, rate: float) -> None:
-    with platform.client("catalog", "hellweg-hochsauerland-provider") as api:
-        provider = api.post("/v1/providers", json={"name": "Bench-Akademie",
-                                                   "emails": ["bench@bildungsraum.example"]}).json()
-    demands = []
-    for user in ("lueneburg-employer", "westfaelisches-ruhrgebiet-employer"):
-        with platform.client("matching", user) as api:
-            # a wide radius so that the Lüneburg session fits both networks' employers
-            demands.append((user, api.post("/v1/demands", json=demand_body(max_distance_km=1000)).json()["id"]))
+def _day(n: int) -> str:
+    return (date.today() + timedelta(days=30 + n)).isoformat()
+
+
+def setup(platform: Platform, demands_needed: int) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
+    """Providers (ten per tenant) and demands, each on a day of its own."""
+    providers: dict[str, list[str]] = {}
+    for tenant in TENANTS:
+        with platform.client("catalog", f"{tenant}-provider") as api:
+            providers[tenant] = [api.post("/v1/providers", json={
+                "name": f"Bench-Akademie {tenant} {p}", "emails": [f"bench{p}@{tenant}.example"]}).json()["id"]
+                for p in range(PER_DEMAND)]
+    demands: list[tuple[str, str]] = []  # (tenant, demand id), demand k on day k
+    clients = {t: platform.client("matching", f"{t}-employer") for t in TENANTS}
+    for k in range(demands_needed):
+        tenant = TENANTS[k % 3]
+        body = demand_body(title=f"Gabelstapler-Ausbildung für Lagerhelfer ({k})", max_distance_km=1000,
+                           start_from=_day(k), start_to=_day(k))
+        response = clients[tenant].post("/v1/demands", json=body)
+        response.raise_for_status()
+        demands.append((tenant, response.json()["id"]))
+    return providers, demands
+
+
+def offer_for(i: int, providers: dict[str, list[str]], demands: int) -> tuple[str, dict]:
+    """Offer i: for demand i mod ``demands`` (on that demand's day), from the next provider of the
+    tenant after the demand's; returns (the offer's tenant, the body)."""
+    k = i % demands
+    tenant = TENANTS[(k + 1) % 3]
+    body = offer_body(providers[tenant][(i // demands) % PER_DEMAND], external_id=f"bench-{i}",
+                      visibility={"scope": "all", "networks": []})
+    body["sessions"][0].update(start=_day(k), end=_day(k))
+    return tenant, body
+
+
+def run(platform: Platform, rate: float, seconds: float, replicas: int) -> None:
+    offers = int(rate * seconds)
+    demands_needed = max(3, -(-offers // PER_DEMAND))
+    print(f"setting up {3 * PER_DEMAND} providers and {demands_needed} demands …", flush=True)
+    providers, demands = setup(platform, demands_needed)
 
     posted: dict[str, float] = {}
-    served: dict[str, float] = {}
+    order: list[str] = []
     mailed: dict[str, float] = {}
     done = threading.Event()
-
-    def poll_matches() -> None:
-        clients = [(platform.client("matching", user), demand_id) for user, demand_id in demands]
-        while not done.is_set():
-            for client, demand_id in clients:
-                now = time.time()
-                for item in client.get(f"/v1/demands/{demand_id}/matches").json()["items"]:
-                    served.setdefault(item["offer_id"], now)
-            time.sleep(0.01)
 
     def poll_mail() -> None:
         seen: set[str] = set()
@@ -116,36 +213,89 @@ def run(platform: Platform, offers: int, rate: float) -> None:
                 offer_id = email.message_from_bytes(path.read_bytes()).get("X-Bildungsraum-Offer")
                 if offer_id:
                     mailed[offer_id] = min(mailed.get(offer_id, float("inf")), path.stat().st_mtime)
-            time.sleep(0.01)
+            time.sleep(0.02)
 
-    pollers = [threading.Thread(target=poll_matches, daemon=True), threading.Thread(target=poll_mail, daemon=True)]
-    for t in pollers:
-        t.start()
-    print(f"publishing {offers} offers at {rate:.0f}/s, matched against {len(demands)} open demands …", flush=True)
-    with httpx.Client(base_url=platform.config.url("catalog"), timeout=15, headers={
-            "Authorization": f"Bearer {platform.token('hellweg-hochsauerland-provider')}"}) as api:
-        started = time.time()
-        for i in range(offers):
-            body = offer_body(provider["id"], external_id=f"bench-{i}", visibility={"scope": "all", "networks": []})
-            t0 = time.time()
-            response = api.post("/v1/offers", json=body)
+    memory = MemorySampler(platform.stack)
+    memory.start()
+    poller = threading.Thread(target=poll_mail, daemon=True)
+    poller.start()
+    print(f"publishing {offers} offers at {rate:.0f}/s for {seconds:.0f} s, {replicas} of each consumer/worker …",
+          flush=True)
+    lock = threading.Lock()
+    for t in TENANTS:
+        platform.token(f"{t}-provider")
+    started = time.time()
+
+    def publish(worker: int, workers: int) -> None:
+        clients = {t: httpx.Client(base_url=platform.config.url("catalog"), timeout=30) for t in TENANTS}
+        for i in range(worker, offers, workers):
+            time.sleep(max(0.0, started + i / rate - time.time()))
+            tenant, body = offer_for(i, providers, demands_needed)
+            for attempt in range(3):  # a connection reset under load: the client tries again
+                t0 = time.time()
+                try:
+                    response = clients[tenant].post("/v1/offers", json=body, headers={
+                        "Authorization": f"Bearer {platform.token(f'{tenant}-provider')}"})  # renewed before expiry
+                    break
+                except httpx.TransportError:
+                    if attempt == 2:
+                        raise
             response.raise_for_status()
-            posted[response.json()["id"]] = t0
-            time.sleep(max(0.0, started + (i + 1) / rate - time.time()))
-    deadline = time.time() + 120
-    while time.time() < deadline and (len(served) < offers or len(mailed) < offers):
-        time.sleep(0.2)
-    done.set()
+            with lock:
+                posted[response.json()["id"]] = t0
+                order.append(response.json()["id"])
 
-    to_match = [served[o] - t for o, t in posted.items() if o in served]
-    to_mail = [mailed[o] - t for o, t in posted.items() if o in mailed]
+    # Several senders: one synchronous client alone cannot post 100/s while the machine is busy.
+    senders = [threading.Thread(target=publish, args=(w, 8), daemon=True) for w in range(8)]
+    for t in senders:
+        t.start()
+    for t in senders:
+        t.join()
+    sent_for = time.time() - started
+    deadline = time.time() + 120
+    while time.time() < deadline and len(mailed) < offers:
+        time.sleep(0.5)
+    done.set()
+    memory.done.set()
+
+    matched = asyncio.run(_match_times(platform.config))
+    order.sort(key=posted.get)
+    to_match = [matched[o] - posted[o] for o in order if o in matched]
+    to_mail = [mailed[o] - posted[o] for o in order if o in mailed]
     floor = broker_round_trip(platform.config.bootstrap, 500)
+    fifth = max(1, len(order) // 5)
+    first, last = set(order[:fifth]), set(order[-fifth:])
+
+    def fifth_p50(times: dict[str, float], ids: set[str]) -> float:
+        return p50([times[o] - posted[o] for o in ids if o in times]) * 1000
+
     print()
-    print(f"POST /v1/offers -> match served   {percentiles(to_match)}")
-    print(f"POST /v1/offers -> mail at sink   {percentiles(to_mail)}")
-    print(f"broker produce -> consume (floor) {percentiles(floor)}")
+    print(f"rate asked {rate:.0f} offers/s, sent {len(posted) / sent_for:.1f} offers/s over {sent_for:.0f} s; "
+          f"{replicas} matching + {replicas} notifications process(es), {replicas} Celery worker(s) (-c 2)")
+    print(f"POST /v1/offers -> match in another tenant  {percentiles(to_match)}")
+    print(f"POST /v1/offers -> mail at SMTP sink        {percentiles(to_mail)}")
+    print(f"broker produce -> consume (floor)           {percentiles(floor)}")
+    print(f"mail p50 first fifth {fifth_p50(mailed, first):.0f} ms, last fifth {fifth_p50(mailed, last):.0f} ms "
+          f"({'backlog grows' if fifth_p50(mailed, last) > 2 * fifth_p50(mailed, first) + 500 else 'held'})")
+    print("peak memory (MiB): " + ", ".join(f"{n} {m:.0f}" for n, m in sorted(memory.peak_mib.items())))
     if len(to_match) < offers or len(to_mail) < offers:
         raise SystemExit(f"incomplete: {len(to_match)} matched, {len(to_mail)} mailed of {offers}")
+
+
+async def _accepts(config: StackConfig) -> bool:
+    conn = await asyncpg.connect(config.postgres_admin_url, timeout=2)
+    await conn.close()
+    return True
+
+
+async def _match_times(config: StackConfig) -> dict[str, float]:
+    base = config.postgres_admin_url.rpartition("/")[0]
+    conn = await asyncpg.connect(f"{base}/{config.database_prefix}_matching")
+    try:
+        rows = await conn.fetch("SELECT offer_id::text, min(created_at) AS at FROM matches GROUP BY offer_id")
+    finally:
+        await conn.close()
+    return {r["offer_id"]: r["at"].astimezone(UTC).timestamp() for r in rows}
 
 
 if __name__ == "__main__":

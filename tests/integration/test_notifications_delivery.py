@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import email
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -39,7 +40,7 @@ from runtime.events import Event, validate
 from runtime.http import create_app as create_http_app
 from runtime.http import get_principal
 from runtime.service import ServiceRuntime
-from services.notifications import api, domain
+from services.notifications import api, domain, store
 from services.notifications.bootstrap import MIGRATIONS, NotificationsSettings
 from services.notifications.consumers import create_handlers
 from services.notifications.dispatcher import DeliveryDispatcher, celery_enqueue
@@ -51,6 +52,7 @@ PREFIX = f"brnotif_test{SLOT or ''}"
 REDIS_URL = f"redis://127.0.0.1:6379/{2 * SLOT if SLOT else 13}"
 QUEUE = f"notifications-brnotif-test{SLOT or ''}"
 T_A, T_B = "hellweg-hochsauerland", "lueneburg"
+SECRET = secrets.token_urlsafe(48)  # made per run, as `make up` makes its own
 
 
 def _free_port() -> int:
@@ -67,7 +69,8 @@ def settings() -> NotificationsSettings:
         env="test", database_prefix=PREFIX, redis_url=REDIS_URL, celery_queue=QUEUE, smtp_port=_free_port(),
         public_base_url="http://notifications.test", retry_base_seconds=0.5, retry_max_seconds=4,
         max_attempts=8, celery_visibility_timeout=4, celery_restore_interval=1,
-        sweep_interval_seconds=0.2, sweep_grace_seconds=60,
+        sweep_interval_seconds=0.2, sweep_grace_seconds=60, unsubscribe_secret=SECRET,
+        portal_base_url="http://portal.test", smtp_idle_check_seconds=0.5,
     )
 
 
@@ -83,11 +86,13 @@ def _env(settings: NotificationsSettings) -> dict[str, str]:
         "BR_RETRY_MAX_SECONDS": str(settings.retry_max_seconds), "BR_MAX_ATTEMPTS": str(settings.max_attempts),
         "BR_CELERY_VISIBILITY_TIMEOUT": str(settings.celery_visibility_timeout),
         "BR_CELERY_RESTORE_INTERVAL": str(settings.celery_restore_interval),
+        "BR_UNSUBSCRIBE_SECRET": SECRET, "BR_PORTAL_BASE_URL": settings.portal_base_url,
+        "BR_SMTP_IDLE_CHECK_SECONDS": str(settings.smtp_idle_check_seconds),
     }
 
 
 class Worker:
-    """``celery -A services.notifications.worker:celery_app worker`` in its own process group."""
+    """``python -m services.notifications.worker worker`` in its own process group."""
 
     def __init__(self, settings: NotificationsSettings, log_dir: Path) -> None:
         self.settings = settings
@@ -100,7 +105,7 @@ class Worker:
         log_path = self.log_dir / f"celery-worker-{self.generation}.log"
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "services.notifications.worker:celery_app", "worker",
+                [sys.executable, "-m", "services.notifications.worker", "worker",
                  "-Q", QUEUE, "-c", "2", "--without-mingle", "--without-gossip",
                  "-n", f"brnotif-test-{self.generation}@%h", "--loglevel", "INFO"],
                 cwd=ROOT, env=_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
@@ -225,8 +230,13 @@ def match_event(provider_id: str, *, demand_tenant: str = T_A, offer_tenant: str
     })
 
 
-def delivery_id_of(event: Event) -> uuid.UUID:
-    return domain.delivery_id_for(domain.match_key(event.data["id"], event.data["offer"]["provider_id"]))
+def address_of(provider_id: str) -> str:
+    return f"kurse-{provider_id[:8]}@technikum.example"
+
+
+def delivery_id_of(event: Event, address: str | None = None) -> uuid.UUID:
+    provider_id = event.data["offer"]["provider_id"]
+    return domain.delivery_id_for(domain.match_key(event.data["id"], provider_id, address or address_of(provider_id)))
 
 
 def mails_for(sink: SmtpSink, match_id: str) -> list[EmailMessage]:
@@ -273,7 +283,7 @@ async def status_becomes(pool, tenant, delivery_id, status: str, within: float =
 async def new_provider(system, tenant: str = T_A) -> str:
     provider_id = str(uuid.uuid4())
     await handle(system.pool, system.handlers,
-                 provider_event(tenant, provider_id, [f"kurse-{provider_id[:8]}@technikum.example"]))
+                 provider_event(tenant, provider_id, [address_of(provider_id)]))
     return provider_id
 
 
@@ -289,19 +299,26 @@ async def test_match_found_sends_exactly_one_mail(system):
     await asyncio.sleep(0.5)
     assert len(mails_for(system.sink, event.data["id"])) == 1
     mail = mails[0]
-    key = domain.match_key(event.data["id"], provider_id)
-    assert mail["X-Envelope-To"] == f"kurse-{provider_id[:8]}@technikum.example"
-    assert mail["To"] == f"kurse-{provider_id[:8]}@technikum.example"
-    assert mail["Subject"] == "Neue passende Nachfrage: SPS-Programmierung für Instandhalter"
+    address = address_of(provider_id)
+    key = domain.match_key(event.data["id"], provider_id, address)
+    assert mail["X-Envelope-To"] == address and mail["To"] == address
+    assert mail["Subject"] == "Neuer passender Bedarf: SPS-Programmierung für Instandhalter"
     assert mail["Message-ID"] == domain.message_id_for(key, "bildungsraum.example") == row["message_id"]
     assert mail["X-Bildungsraum-Offer"] == event.data["offer"]["id"]
     assert mail["X-Bildungsraum-Delivery"] == str(row["id"])
     assert mail["List-Unsubscribe"].startswith("<http://notifications.test/v1/unsubscribe?token=")
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     text = mail.get_body(("plain",)).get_content()
     html = mail.get_body(("html",)).get_content()
-    assert "SPS-Programmierung für Instandhalter" in text and "SPS-Programmierung für Instandhalter" in html
-    assert "Müller Metallbau GmbH, Arnsberg" in text and "Bildungsraum Hellweg-Hochsauerland" in text
-    assert row["tenant_id"] == T_A and row["recipient"] == mail["To"] and row["attempts"] == 1
+    for part in (text, html):
+        assert "SPS-Programmierung für Instandhalter" in part
+        assert "Müller Metallbau GmbH, Arnsberg" in part and "Bildungsraum Hellweg-Hochsauerland" in part
+        assert "Entfernung: 18,5 km" in part and "Beginn: 13.04.2026" in part
+        assert f"http://portal.test/anbieter/bedarfe/{event.data['demand']['id']}" in part
+        assert "http://portal.test/hellweg-hochsauerland/impressum" in part  # no imprint of its own: the portal's
+        for raw in (event.data["demand"]["id"] + " ", event.data["offer"]["id"], "distance_km", "None"):
+            assert raw not in part
+    assert row["tenant_id"] == T_A and row["recipient"] == address and row["attempts"] == 1
     assert [r["outcome"] for r in await attempt_log(system.pool, T_A, row["id"])] == ["sent"]
     # DeliverySent is in the outbox, committed with the status.
     event_types = await system.pool.fetch(
@@ -434,17 +451,17 @@ async def test_match_before_provider_is_sent_when_the_provider_arrives(system):
     provider_id = str(uuid.uuid4())
     event = match_event(provider_id)
     await handle(system.pool, system.handlers, event)
-
-    async def waited():
-        log = await attempt_log(system.pool, T_A, delivery_id_of(event))
-        return log and log[0]["outcome"] == "temporary_failure" and "Anbieter" in log[0]["error"]
-    await eventually(waited, 10, "the delivery to wait for its provider")
+    await asyncio.sleep(1.0)
     assert mails_for(system.sink, event.data["id"]) == []
 
-    await handle(system.pool, system.handlers, provider_event(T_A, provider_id, ["spaet@anbieter.example"]))
-    mails = await eventually(lambda: mails_for(system.sink, event.data["id"]), 10, "the mail")
-    assert mails[0]["To"] == "spaet@anbieter.example"
-    await status_becomes(system.pool, T_A, delivery_id_of(event), "sent")
+    await handle(system.pool, system.handlers, provider_event(T_A, provider_id, ["spaet@anbieter.example",
+                                                                                 "Info@Anbieter.example"]))
+    mails = await eventually(lambda: len(mails_for(system.sink, event.data["id"])) == 2 and
+                             mails_for(system.sink, event.data["id"]), 10, "a mail to each address")
+    assert sorted(m["To"] for m in mails) == ["info@anbieter.example", "spaet@anbieter.example"]
+    # one Message-ID per recipient, each with its own unsubscribe link
+    assert len({m["Message-ID"] for m in mails}) == 2 and len({m["List-Unsubscribe"] for m in mails}) == 2
+    await status_becomes(system.pool, T_A, delivery_id_of(event, "spaet@anbieter.example"), "sent")
 
 
 async def test_older_provider_version_does_not_overwrite(system):
@@ -499,41 +516,112 @@ async def test_delivery_log_is_tenant_scoped(system):
         assert response.headers["content-type"].startswith("application/problem+json")
 
 
-async def test_unsubscribe_link_turns_notifications_off_without_login(system):
+async def test_unsubscribe_get_changes_nothing_post_does_forged_does_nothing(system):
     provider_id = await new_provider(system)
+    address = address_of(provider_id)
     first = match_event(provider_id)
     await handle(system.pool, system.handlers, first)
     mail = (await eventually(lambda: mails_for(system.sink, first.data["id"]), what="the first mail"))[0]
     link = mail["List-Unsubscribe"].strip("<>")
     path = link.removeprefix("http://notifications.test")
+    token = path.split("token=", 1)[1]
 
     async with _api(system) as (client, act_as):
-        response = await client.get(path)  # no token: nobody logged in
-        assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
-        assert "abbestellt" in response.text and "Technikum Sauerland" in response.text
-        assert (await client.post(path)).status_code == 200  # one-click (RFC 8058): the same, idempotent
-        bad = await client.get("/v1/unsubscribe", params={"token": "x" * 32})
-        assert bad.status_code == 404 and bad.headers["content-type"].startswith("application/problem+json")
+        # A mail scanner following the link: a German page with a button, and nothing changes.
+        page = await client.get(path)  # nobody logged in
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "abbestellen" in page.text and 'method="post"' in page.text and address in page.text
+        second = match_event(provider_id)
+        await handle(system.pool, system.handlers, second)
+        await eventually(lambda: mails_for(system.sink, second.data["id"]), what="a mail after the GET")
 
-        act_as(T_A, "provider")
-        assert (await client.get(f"/v1/preferences/{provider_id}")).json()["mode"] == "off"
+        # Forged or altered links: a page saying so, and nothing changes.
+        altered = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
+        from services.notifications import unsubscribe
+        other_secret = unsubscribe.sign("x" * 48, unsubscribe.Recipient(T_A, "provider", provider_id, address))
+        for bad in (altered, other_secret, "x" * 32):
+            for method in (client.get, client.post):
+                response = await method("/v1/unsubscribe", params={"token": bad})
+                assert response.status_code == 404 and "ungültig" in response.text
+        third = match_event(provider_id)
+        await handle(system.pool, system.handlers, third)
+        await eventually(lambda: mails_for(system.sink, third.data["id"]), what="a mail after forged links")
+
+        # One-click POST (RFC 8058): unsubscribed; and whatever comes later sends nothing.
+        response = await client.post(path, data={"List-Unsubscribe": "One-Click"})
+        assert response.status_code == 200 and "abbestellt" in response.text
+        assert (await client.post(path)).status_code == 200  # again: the same, idempotent
+        act_as(T_A, "network_admin")
+        pref = (await client.get(f"/v1/preferences/{provider_id}")).json()
+        assert pref["addresses"] == [{"address": address, "mode": "off", "digest_hour": 7, "digest_weekday": 1}]
+        later = [match_event(provider_id) for _ in range(2)]
+        for event in later:
+            await handle(system.pool, system.handlers, event)
+        for event in later:
+            await status_becomes(system.pool, T_A, delivery_id_of(event), "suppressed")
+            assert mails_for(system.sink, event.data["id"]) == []
+
         act_as(T_B, "network_admin")  # another network does not see this provider
         assert (await client.get(f"/v1/preferences/{provider_id}")).status_code == 404
 
-        second = match_event(provider_id)
-        await handle(system.pool, system.handlers, second)
-        await status_becomes(system.pool, T_A, delivery_id_of(second), "suppressed")
-        assert mails_for(system.sink, second.data["id"]) == []
-
-        act_as(T_A, "network_admin")
-        response = await client.put(f"/v1/preferences/{provider_id}", json={"mode": "instant"})
-        assert response.status_code == 200 and response.json()["mode"] == "instant"
-        invalid = await client.put(f"/v1/preferences/{provider_id}", json={"mode": "weekly"})
+        act_as(T_A, "network_admin")  # opting in again
+        response = await client.put(f"/v1/preferences/{provider_id}", json={
+            "mode": "instant", "addresses": [{"address": address, "mode": "instant"}]})
+        assert response.status_code == 200 and response.json()["addresses"][0]["mode"] == "instant"
+        invalid = await client.put(f"/v1/preferences/{provider_id}", json={"mode": "hourly"})
         assert invalid.status_code == 422 and invalid.json()["errors"]
+        stranger = await client.put(f"/v1/preferences/{provider_id}", json={
+            "mode": "instant", "addresses": [{"address": "fremd@example.org", "mode": "off"}]})
+        assert stranger.status_code == 422
+        again = match_event(provider_id)
+        await handle(system.pool, system.handlers, again)
+        await eventually(lambda: mails_for(system.sink, again.data["id"]), what="the mail after opting in again")
 
-        third = match_event(provider_id)
-        await handle(system.pool, system.handlers, third)
-        await eventually(lambda: mails_for(system.sink, third.data["id"]), what="the mail after opting in again")
+
+async def test_provider_users_see_and_change_only_their_own_providers(system):
+    mine, theirs = str(uuid.uuid4()), str(uuid.uuid4())
+    for provider_id, members in ((mine, ["sub-alice"]), (theirs, ["sub-bob"])):
+        event = provider_event(T_A, provider_id, [address_of(provider_id)])
+        event.data["members"] = members
+        await handle(system.pool, system.handlers, event)
+    events = {p: match_event(p) for p in (mine, theirs)}
+    for event in events.values():
+        await handle(system.pool, system.handlers, event)
+    for event in events.values():
+        await status_becomes(system.pool, T_A, delivery_id_of(event), "sent")
+
+    async with _api(system) as (client, act_as):
+        act_as(T_A, "provider", subject="sub-alice")  # a member of `mine` by catalog's members list
+        log = (await client.get("/v1/deliveries", params={"page_size": 200})).json()["items"]
+        assert {d["provider_id"] for d in log} == {mine}
+        assert (await client.get("/v1/deliveries", params={"provider_id": theirs})).json()["items"] == []
+        assert (await client.get(f"/v1/preferences/{mine}")).status_code == 200
+        assert (await client.get(f"/v1/preferences/{theirs}")).status_code == 404
+        response = await client.put(f"/v1/preferences/{theirs}", json={"mode": "off"})
+        assert response.status_code == 404
+        act_as(T_A, "provider", subject="sub-carol", providers=[theirs])  # granted by the token's claim
+        log = (await client.get("/v1/deliveries", params={"page_size": 200})).json()["items"]
+        assert {d["provider_id"] for d in log} == {theirs}
+        assert (await client.put(f"/v1/preferences/{theirs}", json={"mode": "daily", "digest_hour": 8})).json()[
+            "mode"] == "daily"
+        act_as(T_A, "provider", subject="sub-nobody")  # a provider user of no provider sees nothing
+        assert (await client.get("/v1/deliveries")).json()["items"] == []
+        act_as(T_A, "network_admin")
+        log = (await client.get("/v1/deliveries", params={"page_size": 200})).json()["items"]
+        assert {mine, theirs} <= {d["provider_id"] for d in log}
+        await client.put(f"/v1/preferences/{theirs}", json={"mode": "instant"})
+
+    # Row-level security holds it too: a query that forgets the filter still sees only `mine`.
+    async with tenant_transaction(system.pool, T_A) as conn:
+        await store.act_for_providers(conn, {uuid.UUID(mine)})
+        assert await conn.fetchval("SELECT count(*) FROM deliveries WHERE provider_id = $1", uuid.UUID(theirs)) == 0
+        assert await conn.fetchval("SELECT count(*) FROM deliveries WHERE provider_id = $1", uuid.UUID(mine)) == 1
+        assert await conn.fetchval("SELECT count(*) FROM preferences WHERE provider_id = $1", uuid.UUID(theirs)) == 0
+        assert await conn.fetchval(
+            "SELECT count(*) FROM delivery_attempts WHERE delivery_id = $1", delivery_id_of(events[theirs])) == 0
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("INSERT INTO preferences (provider_id, tenant_id, mode) VALUES ($1, $2, 'off')",
+                               uuid.UUID(theirs), T_A)
 
 
 class _api:
@@ -547,9 +635,11 @@ class _api:
         self.principal: Principal | None = None
         self.app.dependency_overrides[get_principal] = lambda: self.principal
 
-    def act_as(self, tenant: str | None, role: str) -> None:
-        self.principal = Principal(subject=f"{role}-{tenant}", username=f"{tenant}-{role}", email=None,
-                                   roles=frozenset({role}), tenant=tenant, claims={})
+    def act_as(self, tenant: str | None, role: str, subject: str | None = None,
+               providers: list[str] | None = None, claims: dict | None = None) -> None:
+        claims = {**(claims or {}), **({"providers": providers} if providers else {})}
+        self.principal = Principal(subject=subject or f"{role}-{tenant}", username=f"{tenant}-{role}", email=None,
+                                   roles=frozenset({role}), tenant=tenant, claims=claims)
 
     async def __aenter__(self):
         self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://notifications.test")
@@ -557,3 +647,297 @@ class _api:
 
     async def __aexit__(self, *exc) -> None:
         await self.client.aclose()
+
+
+# ---- the window after the SMTP server accepted and before the delivery committed ---------------
+
+class _Blocked:
+    """An admin transaction holding a lock that the worker's next write waits for."""
+
+    def __init__(self, settings: NotificationsSettings, statement: str, *args) -> None:
+        self.settings, self.statement, self.args = settings, statement, args
+
+    async def __aenter__(self) -> _Blocked:
+        self.conn = await asyncpg.connect(self.settings.postgres_admin_url, database=self.settings.database_name)
+        self.tx = self.conn.transaction()
+        await self.tx.start()
+        await self.conn.execute(self.statement, *self.args)
+        return self
+
+    async def waiting(self) -> bool:
+        """A worker's statement is waiting for this lock."""
+        await self.conn.execute("SELECT pg_stat_clear_snapshot()")  # not the view as of this transaction's start
+        return bool(await self.conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"))
+
+    async def __aexit__(self, *exc) -> None:
+        await self.tx.rollback()
+        await self.conn.close()
+
+
+async def test_worker_killed_after_smtp_accepted_before_commit_sends_once(system):
+    """The window that matters: the server has the mail, the worker dies before its commit. The
+    worker commits "accepted" on its own at once; the delivery's commit is held (the outbox is
+    locked) until the whole worker is SIGKILLed. The next worker finishes it without resending."""
+    event = match_event(await new_provider(system))
+    async with _Blocked(system.settings, "LOCK TABLE outbox IN SHARE MODE") as blocked:
+        await handle(system.pool, system.handlers, event)
+        await eventually(lambda: mails_for(system.sink, event.data["id"]), what="the server to accept the mail")
+
+        async def accepted_and_stuck():
+            log = await attempt_log(system.pool, T_A, delivery_id_of(event))
+            return [r["outcome"] for r in log] == ["accepted"] and await blocked.waiting()
+        await eventually(accepted_and_stuck, what="the worker to wait before its commit")
+        system.worker.kill()
+    row = await delivery(system.pool, T_A, delivery_id_of(event))
+    assert row["status"] == "pending"  # the delivery's own commit never happened
+
+    system.worker.start()
+    row = await status_becomes(system.pool, T_A, delivery_id_of(event), "sent", 30)
+    await asyncio.sleep(1.0)  # time for a wrongly repeated send to arrive
+    assert len(mails_for(system.sink, event.data["id"])) == 1
+    assert [r["outcome"] for r in await attempt_log(system.pool, T_A, row["id"])] == ["sent"]
+
+
+async def test_killed_between_smtp_250_and_the_accepted_commit_the_copy_has_the_same_message_id(system):
+    """What is left of the window: the instant between the server's 250 and the commit of
+    "accepted". Held open here (the attempt's row locked) and the worker killed in it: the next
+    worker sends again, and the receiver gets a copy with the same Message-ID (README)."""
+    event = match_event(await new_provider(system))
+    system.sink.handler.accept_delay = 1.5
+    try:
+        await handle(system.pool, system.handlers, event)
+        await eventually(lambda: system.sink.handler.in_progress == 1, what="DATA to be held by the server")
+        async with _Blocked(system.settings, "SELECT 1 FROM delivery_attempts WHERE delivery_id = $1 FOR UPDATE",
+                            delivery_id_of(event)) as blocked:
+            await eventually(lambda: mails_for(system.sink, event.data["id"]), what="the server's 250")
+            await eventually(blocked.waiting, what="the worker to wait before committing 'accepted'")
+            system.worker.kill()
+    finally:
+        system.sink.handler.accept_delay = 0.0
+    system.worker.start()
+    await status_becomes(system.pool, T_A, delivery_id_of(event), "sent", 30)
+    mails = mails_for(system.sink, event.data["id"])
+    assert len(mails) == 2 and mails[0]["Message-ID"] == mails[1]["Message-ID"]
+    outcomes = [r["outcome"] for r in await attempt_log(system.pool, T_A, delivery_id_of(event))]
+    assert outcomes == ["interrupted", "sent"]
+
+
+# ---- SMTP answers ------------------------------------------------------------------------------
+
+class _GreylistOnce:
+    """451 to the first DATA of each message, then the sink's own answer."""
+
+    def __init__(self, sink: SmtpSink) -> None:
+        self.sink, self.seen = sink, set()
+
+    async def handle_DATA(self, server, session, envelope):
+        key = bytes(envelope.original_content or b"").split(b"Message-ID:", 1)[-1][:200]
+        if key not in self.seen:
+            self.seen.add(key)
+            return "451 4.7.1 Bitte später erneut versuchen"
+        return await self.sink.handler.handle_DATA(server, session, envelope)
+
+
+async def test_451_then_success_sends_one_mail_after_a_backoff(system):
+    event = match_event(await new_provider(system))
+    system.sink.stop()
+    greylisting = Controller(_GreylistOnce(system.sink), hostname=system.settings.smtp_host,
+                             port=system.settings.smtp_port)
+    greylisting.start()
+    try:
+        await handle(system.pool, system.handlers, event)
+        row = await status_becomes(system.pool, T_A, delivery_id_of(event), "sent", 20)
+    finally:
+        greylisting.stop()
+        system.sink.start()
+    await asyncio.sleep(1.0)
+    assert len(mails_for(system.sink, event.data["id"])) == 1
+    async with tenant_transaction(system.pool, T_A) as conn:
+        log = await conn.fetch("SELECT outcome, smtp_code, at, finished_at FROM delivery_attempts"
+                               " WHERE delivery_id = $1 ORDER BY attempt", row["id"])
+    assert [(r["outcome"], r["smtp_code"]) for r in log] == [("temporary_failure", 451), ("sent", None)]
+    assert (log[1]["at"] - log[0]["finished_at"]).total_seconds() >= system.settings.retry_base_seconds / 2
+
+
+# ---- retracted, closed, digests ----------------------------------------------------------------
+
+async def test_retracted_match_or_closed_demand_before_sending_sends_nothing(system):
+    from contracts import DEMAND_CLOSED, MATCH_RETRACTED
+    provider_id = await new_provider(system)
+    async with _api(system) as (client, act_as):  # gather in a digest, so nothing goes out at once
+        act_as(T_A, "network_admin")
+        assert (await client.put(f"/v1/preferences/{provider_id}", json={"mode": "daily", "digest_hour": 0})
+                ).status_code == 200
+    retracted, closed, kept = (match_event(provider_id, title=t) for t in (
+        "Zurückgezogen: Hydraulik", "Geschlossen: Pneumatik", "Bleibt: SPS-Programmierung"))
+    for event in (retracted, closed, kept):
+        await handle(system.pool, system.handlers, event)
+    for event in (retracted, closed, kept):
+        await status_becomes(system.pool, T_A, delivery_id_of(event), "digested")
+    await handle(system.pool, system.handlers, Event(MATCH_RETRACTED, "matching", T_A, retracted.key,
+                                                     {**retracted.data, "status": "retracted"}))
+    demand = closed.data["demand"]
+    await handle(system.pool, system.handlers, Event(DEMAND_CLOSED, "matching", T_A, demand["id"], {
+        "id": demand["id"], "tenant": T_A, "title": demand["title"], "description": demand["description"],
+        "skills": demand["skills"], "participants": 2, "start_from": "2026-04-01", "start_to": "2026-06-30",
+        "formats": ["presence"], "max_distance_km": 50, "funding_required": False, "status": "closed",
+        "employer": {"name": "Müller Metallbau GmbH", "lat": 51.4, "lon": 8.06}}))
+
+    from datetime import UTC, datetime
+
+    from services.notifications.digests import collect_digests
+    assert await collect_digests(system.settings, system.pool, datetime.now(UTC)) == 1
+    assert await collect_digests(system.settings, system.pool, datetime.now(UTC)) == 0  # a second beat
+    mails = await eventually(lambda: mails_for_recipient(system.sink, address_of(provider_id)), what="the digest")
+    await asyncio.sleep(1.0)
+    mails = mails_for_recipient(system.sink, address_of(provider_id))
+    assert len(mails) == 1
+    text = mails[0].get_body(("plain",)).get_content()
+    assert mails[0]["Subject"] == "Zusammenfassung: ein neuer passender Bedarf"
+    assert "Bleibt: SPS-Programmierung" in text and "Am " in text and "einen neuen passenden Bedarf" in text
+    assert "Zurückgezogen" not in text and "Geschlossen" not in text
+    async with tenant_transaction(system.pool, T_A) as conn:
+        statuses = {r["match_id"]: r["status"] for r in await conn.fetch(
+            "SELECT match_id, status FROM deliveries WHERE provider_id = $1 AND kind = 'match_found'",
+            uuid.UUID(provider_id))}
+    assert statuses[uuid.UUID(retracted.data["id"])] == statuses[uuid.UUID(closed.data["id"])] == "cancelled"
+
+
+def mails_for_recipient(sink: SmtpSink, address: str) -> list[EmailMessage]:
+    found = []
+    for path in sorted(sink.directory.glob("*.eml")):
+        msg = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+        if msg["X-Envelope-To"] == address:
+            found.append(msg)
+    return found
+
+
+async def test_daily_digest_gathers_the_days_matches_in_one_mail_and_off_sends_nothing(system):
+    from datetime import UTC, datetime
+
+    from services.notifications.digests import collect_digests
+    daily, silent = await new_provider(system), await new_provider(system)
+    async with _api(system) as (client, act_as):
+        act_as(T_A, "network_admin")
+        await client.put(f"/v1/preferences/{daily}", json={"mode": "daily", "digest_hour": 0})
+        await client.put(f"/v1/preferences/{silent}", json={"mode": "off"})
+    titles = ["Schweißen WIG für Monteure", "Excel für die Buchhaltung", "Staplerschein für Lagerhelfer"]
+    events = [match_event(daily, title=t) for t in titles] + [match_event(silent)]
+    for event in events:
+        await handle(system.pool, system.handlers, event)
+    for event in events[:3]:
+        await status_becomes(system.pool, T_A, delivery_id_of(event), "digested")
+    await status_becomes(system.pool, T_A, delivery_id_of(events[3]), "suppressed")
+    await asyncio.sleep(1.0)
+    assert mails_for_recipient(system.sink, address_of(daily)) == []  # nothing at once
+
+    # Two beats at the same time make one digest.
+    now = datetime.now(UTC)
+    made = await asyncio.gather(*(collect_digests(system.settings, system.pool, now) for _ in range(2)))
+    assert sorted(made) == [0, 1]
+    mail = (await eventually(lambda: mails_for_recipient(system.sink, address_of(daily)), what="the digest"))[0]
+    await asyncio.sleep(1.0)
+    assert len(mails_for_recipient(system.sink, address_of(daily))) == 1
+    assert mail["Subject"] == "Zusammenfassung: 3 neue passende Bedarfe"
+    text = mail.get_body(("plain",)).get_content()
+    for title in titles:
+        assert title in text
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert mails_for_recipient(system.sink, address_of(silent)) == []
+
+
+# ---- the matches topic replayed from offset 0, through the real broker ---------------------------
+
+async def test_matches_topic_replayed_from_offset_zero_sends_no_second_mail(system):
+    """MatchFound and the provider go through a real broker into the real consumer; then the group
+    is rewound to offset 0 and consumed again by a consumer whose inbox has forgotten everything
+    (as after a restore): the delivery's idempotency key alone must hold. The count is taken only
+    after the group's committed offset has passed the match's event."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    from contracts import MATCHES_TOPIC, PROVIDERS_TOPIC
+    from runtime.inbox import EventConsumer
+    from runtime.kafka import create_consumer, create_producer
+    from tests.integration.test_outbox_inbox import Broker
+
+    broker = Broker()
+    broker.start()
+    settings = system.settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
+    group = f"notifications-replay-{uuid.uuid4().hex[:6]}"
+
+    def consumer(inbox_name: str) -> EventConsumer:
+        return EventConsumer(
+            name=inbox_name, pool=system.pool, handlers=system.handlers,
+            consumer_factory=lambda: create_consumer(settings, group, [MATCHES_TOPIC, PROVIDERS_TOPIC]),
+            producer_factory=lambda: create_producer(settings))
+
+    async def run_until_committed_past(inbox_name: str, tp: TopicPartition, offset: int) -> None:
+        running = consumer(inbox_name)
+        task = asyncio.create_task(running.run())
+        probe = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False)
+        try:
+            await eventually(lambda: (probe.committed(tp) or -1) > offset, 60, "the committed offset to pass the match")
+        finally:
+            probe.close()
+            running.stop()
+            await asyncio.wait_for(task, 30)
+
+    try:
+        provider_id = str(uuid.uuid4())
+        event = match_event(provider_id)
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+        for topic, e in ((PROVIDERS_TOPIC, provider_event(T_A, provider_id, [address_of(provider_id)])),
+                         (MATCHES_TOPIC, event)):
+            metadata = producer.send(topic, key=e.key.encode(), value=e.value(), headers=e.headers()).get(10)
+        producer.close()
+        tp = TopicPartition(MATCHES_TOPIC, metadata.partition)
+
+        await run_until_committed_past("notifications", tp, metadata.offset)
+        await eventually(lambda: mails_for(system.sink, event.data["id"]), what="the first mail")
+        await status_becomes(system.pool, T_A, delivery_id_of(event), "sent")
+
+        rewind = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False)
+        partitions = [TopicPartition(t, p) for t in (MATCHES_TOPIC, PROVIDERS_TOPIC)
+                      for p in rewind.partitions_for_topic(t)]
+        rewind.commit({p: OffsetAndMetadata(0, "", -1) for p in partitions})
+        assert rewind.committed(tp) == 0
+        rewind.close()
+
+        await run_until_committed_past("notifications-restored", tp, metadata.offset)
+        # the handler did run again ...
+        assert await system.pool.fetchval("SELECT count(*) FROM inbox WHERE consumer = 'notifications-restored'") >= 2
+        await asyncio.sleep(2.0)  # time for the dispatcher and worker to send a wrong second mail
+        assert len(mails_for(system.sink, event.data["id"])) == 1  # ... and sent nothing again
+    finally:
+        broker.stop()
+
+
+async def test_employer_opted_in_hears_of_good_new_offers_for_its_demand(system):
+    firm = f"{T_A}-firma-{uuid.uuid4().hex[:6]}"
+    async with _api(system) as (client, act_as):
+        act_as(T_A, "employer", subject="sub-employer", claims={"firm": firm})
+        good = await client.put("/v1/employer-alerts", json={"address": "personal@metallbau.example",
+                                                             "mode": "instant", "min_score": 0.5})
+        assert good.status_code == 200
+        picky = await client.put("/v1/employer-alerts", json={"address": "chef@metallbau.example",
+                                                              "mode": "instant", "min_score": 0.9})
+        assert picky.status_code == 200
+        assert {a["address"] for a in (await client.get("/v1/employer-alerts")).json()["items"]} == {
+            "personal@metallbau.example", "chef@metallbau.example"}
+        assert (await client.put("/v1/employer-alerts", json={"address": "kein-mail", "mode": "instant"})
+                ).status_code == 422
+
+    event = match_event(await new_provider(system))  # score 0.82
+    event.data["demand"]["owner"] = firm
+    await handle(system.pool, system.handlers, event)
+    mails = await eventually(lambda: mails_for_recipient(system.sink, "personal@metallbau.example"),
+                             what="the employer's alert")
+    assert mails[0]["Subject"] == "Neues passendes Angebot für Ihren Bedarf: SPS-Programmierung für Instandhalter"
+    text = mails[0].get_body(("plain",)).get_content()
+    assert "SPS-Techniker/in Siemens S7 (TIA Portal)" in text and "82 %" in text
+    assert f"http://portal.test/arbeitgeber/bedarfe/{event.data['demand']['id']}" in text
+    await eventually(lambda: len(mails_for(system.sink, event.data["id"])) == 2, what="the provider's mail too")
+    await asyncio.sleep(1.0)
+    assert mails_for_recipient(system.sink, "chef@metallbau.example") == []  # below its threshold

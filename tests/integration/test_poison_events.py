@@ -1,13 +1,23 @@
 """A consumer that receives an event it cannot read or that fails its schema sends it to the
-dead-letter topic with the reason, and goes on with the next one."""
+dead-letter topic with the reason, and goes on with the next one: for every topic and every group
+that consumes it."""
 
 from __future__ import annotations
 
 import uuid
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
-from contracts import OFFER_PUBLISHED, OFFERS_TOPIC
+from contracts import (
+    MATCH_FOUND,
+    MATCHES_TOPIC,
+    OFFER_PUBLISHED,
+    OFFERS_TOPIC,
+    PROVIDER_REGISTERED,
+    PROVIDERS_TOPIC,
+    TENANT_CREATED,
+    TENANTS_TOPIC,
+)
 from runtime.kafka import dead_letter_topic
 from tests.platform import Platform, demand_body, offer_body, wait_until
 
@@ -56,3 +66,51 @@ def test_poison_offers_go_to_the_dead_letter_topic_and_matching_goes_on(platform
         demand = api.post("/v1/demands", json=demand_body()).json()
         wait_until("the later offer matched", lambda: any(
             m["offer_id"] == offer["id"] for m in api.get(f"/v1/demands/{demand['id']}/matches").json()["items"]))
+
+
+def test_every_consumer_of_every_topic_dead_letters_poison_and_moves_past_it(platform: Platform) -> None:
+    """Malformed events into every topic a service consumes: each consuming group dead-letters each
+    one with the reason and commits past it (it goes on)."""
+    bootstrap = platform.config.bootstrap
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    # Which group consumes which topic: what each has committed so far (the stack's own events).
+    groups = {g: {tp.topic for tp in admin.list_consumer_group_offsets(g)}
+              for g in ("catalog", "matching", "notifications")}
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    poisoned: dict[str, list[tuple[str, TopicPartition, int]]] = {}
+    for topic, event_type in ((TENANTS_TOPIC, TENANT_CREATED), (PROVIDERS_TOPIC, PROVIDER_REGISTERED),
+                              (OFFERS_TOPIC, OFFER_PUBLISHED), (MATCHES_TOPIC, MATCH_FOUND)):
+        for value, headers in (
+            (b"\xff\xfe not json", lambda i, t=event_type: _headers(i, t)),
+            (b'{"id": 7, "status": []}', lambda i, t=event_type: _headers(i, t)),
+            (b"[1, 2, 3]", lambda i, t=event_type: _headers(i, t)),
+            (b"{}", lambda i, t=event_type: [(k, v) for k, v in _headers(i, t) if k != "ce_tenant"]),
+            (b"{}", lambda i, t=event_type: [*_headers(i, t), ("ce_sequence", b"-1")]),
+            # nested deeper than any parser likes
+            (b'{"a":' * 5000 + b"1" + b"}" * 5000, lambda i, t=event_type: _headers(i, t)),
+        ):
+            event_id = str(uuid.uuid4())
+            meta = producer.send(topic, key=event_id.encode(), value=value, headers=headers(event_id)).get(10)
+            poisoned.setdefault(topic, []).append((event_id, TopicPartition(topic, meta.partition), meta.offset))
+    producer.close()
+
+    def past_all_poison() -> bool:
+        for group, topics in groups.items():
+            committed = admin.list_consumer_group_offsets(group)
+            for topic in topics & set(poisoned):
+                for _, tp, offset in poisoned[topic]:
+                    if committed.get(tp) is None or committed[tp].offset <= offset:
+                        return False
+        return True
+
+    wait_until("every consuming group committed past the poison", past_all_poison, timeout=60)
+    admin.close()
+    for topic, items in poisoned.items():
+        consumers = {g for g, topics in groups.items() if topic in topics}
+        dlq = KafkaConsumer(dead_letter_topic(topic), bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                            consumer_timeout_ms=2000, group_id=None)
+        dead = {(r.key.decode(), dict(r.headers)["dlq_consumer"].decode()) for r in dlq
+                if dict(r.headers).get("dlq_error")}
+        dlq.close()
+        for event_id, _, _ in items:
+            assert {(event_id, c) for c in consumers} <= dead, (topic, event_id)

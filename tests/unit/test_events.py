@@ -46,3 +46,12 @@ def test_trace_context_continues_or_starts() -> None:
     incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     assert parse_trace_id(continue_trace(incoming)) == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert parse_trace_id(continue_trace("garbage")) not in (None, "4bf92f3577b34da6a3ce929d0e0e4736")
+
+
+def test_a_payload_nested_too_deep_is_an_invalid_event_not_a_crash() -> None:
+    headers = [("ce_specversion", b"1.0"), ("ce_id", b"x"), ("ce_source", b"t"), ("ce_type", b"t"),
+               ("ce_tenant", b"t")]
+    with pytest.raises(InvalidEvent, match="not JSON"):
+        Event.from_record(b"k", b'{"a":' * 100_000 + b"1" + b"}" * 100_000, headers)
+    with pytest.raises(InvalidEvent, match="ce_sequence"):
+        Event.from_record(b"k", b"{}", [*headers, ("ce_sequence", "²".encode())])
