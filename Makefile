@@ -4,9 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up test test-unit test-integration test-e2e test-deploy bench bench-pipeline bench-catalog bench-mail chaos lint clean lock k8s k8s-realm
+.PHONY: install up test test-unit test-integration test-e2e test-deploy bench bench-pipeline bench-catalog bench-mail bench-portal chaos lint clean lock k8s k8s-realm
 
-install: $(STAMP) deploy/local/dev-issuer/node_modules/.package-lock.json $(VENV)/bin/kubectl
+install: $(STAMP) deploy/local/dev-issuer/node_modules/.package-lock.json services/portal/node_modules/.package-lock.json $(VENV)/bin/kubectl
 
 $(STAMP): pyproject.toml
 	./scripts/install-system-deps.sh
@@ -21,6 +21,10 @@ $(VENV)/bin/kubectl: | $(STAMP)
 
 deploy/local/dev-issuer/node_modules/.package-lock.json: deploy/local/dev-issuer/package-lock.json
 	npm ci --prefix deploy/local/dev-issuer --no-audit --no-fund --loglevel=error
+
+# The portal's stylesheet (KERN-UX) and axe-core for the browser tests: from npm, served by the portal.
+services/portal/node_modules/.package-lock.json: services/portal/package-lock.json
+	npm ci --prefix services/portal --no-audit --no-fund --loglevel=error
 
 up: install
 	$(PY) -m deploy.local.stack up
@@ -37,7 +41,7 @@ test-integration: install
 test-e2e: install
 	$(PY) -m pytest tests/e2e -q
 
-bench: bench-pipeline bench-catalog bench-mail
+bench: bench-pipeline bench-catalog bench-mail bench-portal
 
 # Sustained offers through all four services (see BENCHMARKS.md); RATE, SECONDS, REPLICAS to vary.
 bench-pipeline: install
@@ -52,6 +56,9 @@ bench-mail: install
 # Kills and outages under load, then the reconciliation (a short form runs in `make test`).
 chaos: install
 	$(PY) -m tests.chaos.run
+
+bench-portal: install
+	$(PY) -m tests.bench.portal
 
 lint: install
 	$(PY) -m ruff check .

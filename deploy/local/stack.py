@@ -32,7 +32,7 @@ class StackConfig:
     var_dir: Path = ROOT / "var"
     host: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=lambda: {
-        "catalog": 8001, "matching": 8002, "notifications": 8003, "identity": 8004,
+        "portal": 8000, "catalog": 8001, "matching": 8002, "notifications": 8003, "identity": 8004,
         "issuer": 8080, "broker": 9092, "smtp": 1025, "postgres": 5432, "redis": 6379,
     })
     database_prefix: str = "bildungsraum"
@@ -49,7 +49,7 @@ class StackConfig:
         slot = stack_slot()
         config = cls(env="test", var_dir=var_dir, database_prefix=f"bildungsraum_test{slot or ''}",
                      redis_db=2 * slot - 1 if slot else 15, celery_queue=f"notifications-test{slot or ''}")
-        for name in ("catalog", "matching", "notifications", "identity", "issuer", "broker", "smtp"):
+        for name in ("portal", "catalog", "matching", "notifications", "identity", "issuer", "broker", "smtp"):
             config.ports[name] += 10_000 + 100 * slot
         return config
 
@@ -210,6 +210,7 @@ class Stack:
         process = self._spawn("dev-issuer", ["node", str(ROOT / "deploy/local/dev-issuer/server.mjs")], {
             "BR_ENV": c.env, "DEV_ISSUER_HOST": c.host, "DEV_ISSUER_PORT": str(c.ports["issuer"]),
             "DEV_ISSUER_KEYS_FILE": str(c.var_dir / "dev-issuer" / "jwks.json"),
+            "DEV_ISSUER_PORTAL_URLS": c.url("portal"),
         })
         wait_for("dev issuer", lambda: httpx.get(f"{c.url('issuer')}/healthz").status_code == 200, process=process)
 
@@ -236,7 +237,7 @@ class Stack:
             # identity reaches the dev issuer's admin API as its confidential services client
             "BR_KEYCLOAK_CLIENT_ID": "bildungsraum-services",
             "BR_KEYCLOAK_CLIENT_SECRET_FILE": str(c.var_dir / "dev-issuer" / "services-client-secret"),
-            "BR_PORTAL_BASE_URL": f"http://{c.host}:{c.ports.get('portal', 8000)}",
+            "BR_PORTAL_BASE_URL": c.url("portal"),  # where links in mails lead people (/anbieter/bedarfe/{id})
             "BR_UNSUBSCRIBE_SECRET": self.local_secret("unsubscribe-secret"),
         }
 
@@ -281,6 +282,14 @@ class Stack:
         url = f"{self.config.url(name)}/readyz"
         wait_for(name, lambda: httpx.get(url, timeout=2).status_code == 200, timeout, self.processes[name])
 
+    def start_portal(self) -> None:
+        """The web portal: no database, sessions in Redis, the services' public APIs."""
+        c = self.config
+        env = {**self.service_env("portal"), "BR_PORTAL_PUBLIC_URL": c.url("portal"),
+               **{f"BR_{name.upper()}_URL": c.url(name) for name in SERVICES}}
+        self._spawn("portal", [sys.executable, "-m", "services.portal"], env)
+        self.wait_ready("portal")
+
     def start_worker(self) -> None:
         process = self._spawn("celery-worker", [
             sys.executable, "-m", "services.notifications.worker", "worker",
@@ -320,10 +329,12 @@ class Stack:
         self.start_services()
         self.start_worker()
         self.start_beat()
+        self.start_portal()
 
     def summary(self) -> str:
         c = self.config
-        rows = [(name, f"{c.url(name)}  (OpenAPI {c.url(name)}/docs)") for name in SERVICES]
+        rows = [("portal", f"{c.url('portal')}/  (the web pages: start here)")]
+        rows += [(name, f"{c.url(name)}  (OpenAPI {c.url(name)}/docs)") for name in SERVICES]
         rows += [
             ("dev issuer", c.issuer_url), ("broker", c.bootstrap),
             ("SMTP sink", f"{c.host}:{c.ports['smtp']} → {c.mail_dir}/"), ("PostgreSQL", c.postgres_admin_url),
@@ -390,9 +401,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print("Starting Bildungsraum …", flush=True)
         stack.start()
+        from deploy.local.seed import seed
+
+        made = seed(stack.config.url("catalog"), stack.config.url("matching"), stack.config.issuer_url)
+        if made:
+            print(f"Demo data: {sum(made.values())} offers in {len(made)} networks, and a demand in each.", flush=True)
         print(f"\nBildungsraum is up:\n{stack.summary()}\n\nDev users (password `dev`): operator, "
-              "<tenant>-admin, <tenant>-provider, <tenant>-employer, <tenant>-counselor\nCtrl-C stops everything.",
-              flush=True)
+              "<tenant>-admin, <tenant>-provider, <tenant>-employer, <tenant>-counselor\nCtrl-C stops everything.\n"
+              f"\nOpen the portal: {stack.config.url('portal')}/", flush=True)
         while not stopping:
             for name, process in list(stack.processes.items()):
                 if process.poll() is not None:

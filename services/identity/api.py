@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from runtime.auth import Principal
@@ -97,3 +97,20 @@ def install_directory_errors(app) -> None:
             return problem_response(409, "Conflict", "An account with this user name or e-mail exists already.")
         # The directory (Keycloak) is down or refused: not the caller's fault.
         return problem_response(503, "Service unavailable", "The identity provider cannot be reached; try again.")
+
+
+@router.get("/public/tenants", summary="The active networks, for public pages (no sign-in)")
+async def public_tenants(runtime: RuntimeDep) -> dict:
+    async with runtime.pool.acquire() as conn:
+        items = await handlers.list_tenants(conn, None)
+    return {"items": [{"id": t["id"], "name": t["name"]} for t in items if t["status"] == "active"]}
+
+
+@router.get("/public/tenants/{tenant_id}", summary="A network's public face: name (no sign-in)")
+async def public_tenant(tenant_id: Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")],
+                        runtime: RuntimeDep) -> dict:
+    async with runtime.pool.acquire() as conn:
+        items = await handlers.list_tenants(conn, tenant_id)
+    if not items or items[0]["status"] != "active":
+        raise Problem(404, "Not found", "No such network.")
+    return {"id": items[0]["id"], "name": items[0]["name"]}

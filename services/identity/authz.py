@@ -14,4 +14,6 @@ RULES = RuleTable(
     rule("POST /v1/members", **ADMINS),
     rule("DELETE /v1/members/{user_id}", **ADMINS),
     rule("GET /v1/audit", **ADMINS),
+    rule("GET /v1/public/tenants", public=True),
+    rule("GET /v1/public/tenants/{tenant_id}", public=True),
 )

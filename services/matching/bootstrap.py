@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from runtime.http import create_app as create_http_app
 from runtime.service import ServiceRuntime
 from runtime.settings import ServiceSettings
-from services.matching import api
+from services.matching import api, requests
 from services.matching.consumers import CONSUMERS
 
 
@@ -22,5 +22,5 @@ def create_app(settings: MatchingSettings | None = None) -> FastAPI:
     settings = settings or MatchingSettings()
     runtime = ServiceRuntime(settings, Path(__file__).parent / "migrations", consumer_specs=CONSUMERS)
 
-    return create_http_app(runtime, "Bildungsraum matching", [api.router],
+    return create_http_app(runtime, "Bildungsraum matching", [api.router, requests.router],
                            "Demands of employers and the offers that fit them.")

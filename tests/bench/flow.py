@@ -46,7 +46,7 @@ def bench_config() -> StackConfig:
     config.database_prefix = f"bildungsraum_bench{slot or ''}"
     config.redis_db = config.redis_db if slot else 14
     config.celery_queue = f"notifications-bench{slot or ''}"
-    for name in ("catalog", "matching", "notifications", "identity", "issuer", "broker", "smtp"):
+    for name in ("portal", "catalog", "matching", "notifications", "identity", "issuer", "broker", "smtp"):
         config.ports[name] += 10_000
     # A PostgreSQL of its own under var/bench: the machine's shared one runs out of connections when
     # several suites run, and its other load would be in the figures.

@@ -192,6 +192,8 @@ RECIPES: dict[str, Recipe] = {
         "POST", "/v1/members", {"email": f"walk-{uuid.uuid4().hex[:8]}@beratung.example", "role": "counselor"}),
     "DELETE /v1/members/{user_id}": lambda w, t: Call("DELETE", f"/v1/members/{w.member(tenant=t)}"),
     "GET /v1/audit": lambda w, t: Call("GET", "/v1/audit"),
+    "GET /v1/public/tenants": lambda w, t: Call("GET", "/v1/public/tenants"),
+    "GET /v1/public/tenants/{tenant_id}": lambda w, t: Call("GET", f"/v1/public/tenants/{t}"),
 }
 # The calls above that target a thing of the network (so another owner or network must not reach it).
 TARGETED = {r for r in RECIPES if "{" in r} | {"POST /v1/offers", "GET /v1/deliveries"}

@@ -5,6 +5,7 @@ import * as crypto from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
 
 import MemoryAdapter from './adapter.mjs';
+import { portalClient, portalProviderOptions } from './portal-login.mjs';
 import {
   API_AUDIENCE,
   API_RESOURCE,
@@ -107,8 +108,12 @@ export function createProvider(cfg, jwks, directory) {
     };
   }
 
+  const portalOptions = portalProviderOptions(cfg.realmPath);
   const provider = new Provider(cfg.issuer, {
+    interactions: portalOptions.interactions,
+    loadExistingGrant: portalOptions.loadExistingGrant,
     clients: [
+      portalClient(),
       {
         client_id: CLI_CLIENT_ID,
         token_endpoint_auth_method: 'none',
@@ -143,6 +148,7 @@ export function createProvider(cfg, jwks, directory) {
       introspection: { enabled: true },
       userinfo: { enabled: true },
       revocation: { enabled: false },
+      rpInitiatedLogout: portalOptions.rpInitiatedLogout,
       resourceIndicators: {
         enabled: true,
         defaultResource: async () => API_RESOURCE,

@@ -9,6 +9,7 @@ import {
 } from './config.mjs';
 import { createAdmin } from './admin.mjs';
 import { loadOrCreateKeys, publicJwk } from './keys.mjs';
+import { portalLoginRoutes } from './portal-login.mjs';
 import { DEFAULT_ROLES, buildDirectory, userClaims } from './users.mjs';
 
 function fail(message) {
@@ -40,6 +41,7 @@ const { createProvider, KEYCLOAK_ROUTES } = await import('./provider.mjs');
 
 const provider = createProvider(cfg, structuredClone(jwks), directory);
 const providerCallback = provider.callback();
+const portalLogin = portalLoginRoutes(provider, directory, cfg.realmPath);
 
 const signingKeys = new Map(jwks.keys.map((k) => [k.kid, crypto.createPublicKey({ key: publicJwk(k), format: 'jwk' })]));
 
@@ -229,6 +231,12 @@ const server = http.createServer((req, res) => {
     return admin.handle(req, res, path, query).catch((err) => {
       log({ level: 'error', msg: 'admin handler failed', path, error: String(err?.stack || err) });
       if (!res.headersSent) sendJson(res, 500, { error: 'unknown_error' });
+    });
+  }
+  if (path.startsWith(`${cfg.realmPath}/login-actions/`)) {
+    return portalLogin(req, res, path).catch((err) => {
+      log({ level: 'error', msg: 'login page failed', path, error: String(err?.stack || err) });
+      if (!res.headersSent) sendJson(res, err.status && err.status < 500 ? err.status : 500, { error: 'invalid_request' });
     });
   }
   const own = ownRoutes.get(`${req.method} ${path}`);

@@ -1,0 +1,157 @@
+"""Wires the portal: settings, HTTP client, Redis sessions, OIDC, the place index, templates,
+middleware (sessions, security headers, tracing, metrics), error pages and the page routers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import httpx
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from runtime import metrics
+from runtime.tracing import continue_trace, current_traceparent
+from services.portal import pages_auth, pages_public, pages_roles
+from services.portal.backends import BackendError, BackendMissing, BackendNotFound, Backends
+from services.portal.oidc import OidcClient
+from services.portal.places import Gazetteer
+from services.portal.security import CsrfRefused, security_headers
+from services.portal.sessions import COOKIE, SessionStore
+from services.portal.settings import PortalSettings
+from services.portal.web import HERE, Forbidden, Portal, SignInRequired, error_page, make_templates, redirect
+
+KERN_DIST = HERE / "node_modules" / "@kern-ux" / "native" / "dist"
+
+
+def create_app(settings: PortalSettings | None = None) -> FastAPI:
+    settings = settings or PortalSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        http = httpx.AsyncClient(timeout=settings.backend_timeout_seconds,
+                                 limits=httpx.Limits(max_connections=200, max_keepalive_connections=64))
+        redis = aioredis.Redis.from_url(settings.redis_url)
+        gazetteer = await asyncio.to_thread(lambda: Gazetteer().load(Path(settings.cache_dir)))
+        app.state.portal = Portal(
+            settings=settings, http=http, redis=redis, backends=Backends(settings, http),
+            oidc=OidcClient(settings, http),
+            sessions=SessionStore(redis, settings.session_ttl_seconds, settings.anonymous_session_ttl_seconds),
+            gazetteer=gazetteer, templates=make_templates())
+        yield
+        await http.aclose()
+        await redis.aclose()
+
+    app = FastAPI(title="Bildungsraum portal", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    issuer = urlsplit(settings.browser_issuer_url)
+    headers = security_headers(f"{issuer.scheme}://{issuer.netloc}")
+
+    @app.middleware("http")
+    async def sessions_and_headers(request: Request, call_next):
+        continue_trace(request.headers.get("traceparent"))
+        started = time.perf_counter()
+        portal: Portal | None = getattr(request.app.state, "portal", None)
+        needs_session = portal is not None and not request.url.path.startswith(("/assets/", "/static/", "/healthz",
+                                                                                  "/readyz", "/metrics"))
+        if needs_session:
+            request.state.session = await portal.sessions.load(request.cookies.get(COOKIE))
+        response: Response = await call_next(request)
+        if needs_session:
+            session = request.state.session
+            if session.changed and session.data:
+                await portal.sessions.save(session)
+                response.set_cookie(COOKIE, session.id, httponly=True, samesite="lax", secure=settings.secure_cookies,
+                                    path="/", max_age=None)
+            if getattr(session, "ended", False):
+                response.delete_cookie(COOKIE, path="/", httponly=True, samesite="lax",
+                                       secure=settings.secure_cookies)
+            response.headers.setdefault("Cache-Control", "no-store")
+        response.headers.update(headers)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.HTTP_REQUESTS.labels(request.method, path, response.status_code).inc()
+        metrics.HTTP_LATENCY.labels(request.method, path).observe(time.perf_counter() - started)
+        response.headers["traceparent"] = current_traceparent.get() or ""
+        return response
+
+    @app.exception_handler(SignInRequired)
+    async def _sign_in(request: Request, exc: SignInRequired):
+        return redirect(f"/anmelden?next={quote(exc.next_path, safe='/')}")
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(request: Request, exc: Forbidden):
+        return error_page(request, 403, "Kein Zugriff",
+                          "Diese Seite gehört zu einer anderen Rolle. Wählen Sie oben „Mein Bereich“.")
+
+    @app.exception_handler(CsrfRefused)
+    async def _csrf(request: Request, exc: CsrfRefused):
+        return error_page(request, 403, "Formular abgelaufen",
+                          "Das Formular war veraltet oder kam nicht von dieser Seite. Laden Sie die Seite neu "
+                          "und senden Sie es noch einmal ab.")
+
+    @app.exception_handler(BackendNotFound)
+    async def _backend_not_found(request: Request, exc: BackendNotFound):
+        return error_page(request, 404, "Nicht gefunden", "Diese Seite gibt es nicht oder nicht mehr.")
+
+    @app.exception_handler(BackendMissing)
+    async def _backend_missing(request: Request, exc: BackendMissing):
+        return error_page(request, 503, "Vorübergehend nicht verfügbar",
+                          "Dieser Teil der Plattform ist gerade nicht erreichbar oder noch nicht freigeschaltet. "
+                          "Versuchen Sie es später noch einmal.")
+
+    @app.exception_handler(BackendError)
+    async def _backend_error(request: Request, exc: BackendError):
+        return error_page(request, 502 if exc.status >= 500 else 400, "Das hat nicht geklappt",
+                          "Die Angaben wurden nicht übernommen. Prüfen Sie sie und versuchen Sie es noch einmal.")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        if not hasattr(request.state, "session"):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        if exc.status_code == 404:
+            return error_page(request, 404, "Seite nicht gefunden",
+                              "Diese Adresse gibt es nicht. Prüfen Sie sie oder gehen Sie zur Startseite.")
+        if exc.status_code == 405:
+            return error_page(request, 405, "Nicht möglich", "Diese Seite kann so nicht aufgerufen werden.")
+        return error_page(request, exc.status_code, "Fehler", "Die Anfrage konnte nicht bearbeitet werden.")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        portal: Portal = request.app.state.portal
+        checks = {}
+        try:
+            await portal.redis.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = f"error: {exc}"
+        try:
+            r = await portal.http.get(f"{settings.issuer_url}/.well-known/openid-configuration", timeout=2)
+            checks["issuer"] = "ok" if r.status_code == 200 else f"error: HTTP {r.status_code}"
+        except httpx.HTTPError as exc:
+            checks["issuer"] = f"error: {exc}"
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ready" if ready else "unready", "checks": checks},
+                            status_code=200 if ready else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.mount("/assets/kern", StaticFiles(directory=KERN_DIST, check_dir=False), name="kern")
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.include_router(pages_auth.router)
+    app.include_router(pages_roles.router)
+    app.include_router(pages_public.router)  # last: /{tenant}/ would shadow the fixed paths
+    return app

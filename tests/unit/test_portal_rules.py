@@ -1,0 +1,97 @@
+"""The portal's plain rules: where a sign-in may lead, what an employer pays, what an offer lacks,
+how the search form and the charts read their input."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+from starlette.datastructures import QueryParams
+
+from services.portal import charts, demand_form, domain
+from services.portal.places import Place
+from services.portal.security import safe_next
+
+
+@pytest.mark.parametrize("target", ["https://evil.example", "//evil.example", "/\\evil.example", "http:/x",
+                                    "javascript:alert(1)", "evil.example/x", "/ok\r\nSet-Cookie: x=1", ""])
+def test_next_off_site_falls_back_to_the_own_area(target):
+    assert safe_next(target) == "/mein-bereich"
+
+
+def test_next_inside_the_portal_is_kept():
+    assert safe_next("/arbeitgeber/bedarfe/neu/zeit?x=1") == "/arbeitgeber/bedarfe/neu/zeit?x=1"
+
+
+@pytest.mark.parametrize(("employees", "expected"), [(10, 0.0), (49, 0.0), (50, 500.0), (499, 500.0), (500, 750.0)])
+def test_employer_cost_after_section_82(employees, expected):
+    cost, why = domain.employer_cost(1000, employees, qcg=True)
+    assert cost == expected and why
+
+
+def test_no_funding_means_the_full_price():
+    assert domain.employer_cost(1000, 10, qcg=False)[0] == 1000
+
+
+def test_completeness_names_what_is_missing():
+    offer = {"description": "kurz", "skills": ["a"], "hours": 40, "price_eur": 100,
+             "sessions": [{"start": (date.today() + timedelta(days=5)).isoformat()}], "funding": {"qcg": True}}
+    score, missing = domain.completeness(offer)
+    assert score == 57
+    assert "Beschreibung mit mindestens 200 Zeichen" in missing and "Dauer in Unterrichtsstunden" not in missing
+
+
+def _resolve(text):
+    return Place("Lüneburg", 53.25, 10.41, "21335") if text.startswith("21335") else None
+
+
+def test_search_form_errors_name_the_field_and_the_fix():
+    form, errors = domain.parse_search(QueryParams("ort=99999&preis_max=viel&beginn_ab=2027-05-01&beginn_bis=2027-01-01"
+                                                   "&format=teleport"), _resolve)
+    fields = [f for f, _ in errors.items]
+    assert fields == ["format", "beginn_bis", "preis_max", "ort"]
+    assert "zum Beispiel „21335 Lüneburg“" in errors.for_field("ort")
+
+
+def test_search_form_to_catalog_query():
+    form, errors = domain.parse_search(QueryParams("q=Stapler&ort=21335&umkreis=25&format=presence&foerderung=qcg"
+                                                   "&seite=2"), _resolve)
+    assert not errors
+    params = form.catalog_params(20)
+    assert ("lat", 53.25) in params and ("radius_km", 25) in params and ("funding", "qcg") in params
+    assert ("page", 2) in params
+    assert ("seite", 3) in form.query_string(page=3)
+
+
+def test_demand_steps_build_the_matching_body():
+    draft = {**demand_form.defaults(), "title": "Staplerschein", "participants": "3", "employer_name": "Heide GmbH",
+             "employees": "35", "place": "21335 Lüneburg", "skills": "Gabelstapler, Flurförderzeuge",
+             "place_resolved": {"name": "Lüneburg", "lat": 53.25, "lon": 10.41, "zip": "21335"},
+             "share_contact": ["ja"], "contact_email": "a@b.example"}
+    assert demand_form.missing_step(draft) is None
+    body = demand_form.demand_body(draft)
+    assert body["employer"] == {"name": "Heide GmbH", "city": "Lüneburg", "lat": 53.25, "lon": 10.41,
+                                "share_contact": True, "zip": "21335", "employees": 35,
+                                "contact": {"email": "a@b.example"}}
+    assert body["skills"] == ["Gabelstapler", "Flurförderzeuge"] and body["funding_required"] is False
+    assert demand_form.draft_from_demand(body)["place"] == "21335 Lüneburg"
+
+
+def test_a_skipped_step_is_found_before_submitting():
+    assert demand_form.missing_step({**demand_form.defaults(), "title": "x", "participants": "1"}) == "betrieb"
+
+
+def test_gap_chart_and_csv():
+    gaps = charts.gaps_from({"items": [{"skill_cluster": "=HYPERLINK(1)", "district": "Lüneburg", "demand": 5,
+                                        "supply": 1}, {"skill_cluster": "Logistik", "district": "Harburg",
+                                                       "demand": 2, "supply": 3}]})
+    assert [g.unmet for g in gaps] == [4, 0]
+    svg = charts.bar_chart(gaps, "Bedarf & Angebot")
+    assert 'role="img"' in svg and "Bedarf &amp; Angebot" in svg
+    assert "'=HYPERLINK(1);Lüneburg;5;1;4" in charts.gaps_csv(gaps)
+
+
+def test_json_ld_cannot_close_its_script_element():
+    text = domain.offer_jsonld({"id": "x", "title": "</script><script>alert(1)</script>", "sessions": []},
+                               "http://p/x", None)
+    assert "</script>" not in text
