@@ -74,7 +74,7 @@ def test_every_consumer_of_every_topic_dead_letters_poison_and_moves_past_it(pla
     bootstrap = platform.config.bootstrap
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     # Which group consumes which topic: what each has committed so far (the stack's own events).
-    groups = {g: {tp.topic for tp in admin.list_consumer_group_offsets(g)}
+    groups = {g: {tp.topic for tp in admin.list_group_offsets(g)[g]}
               for g in ("catalog", "matching", "notifications")}
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     poisoned: dict[str, list[tuple[str, TopicPartition, int]]] = {}
@@ -96,7 +96,7 @@ def test_every_consumer_of_every_topic_dead_letters_poison_and_moves_past_it(pla
 
     def past_all_poison() -> bool:
         for group, topics in groups.items():
-            committed = admin.list_consumer_group_offsets(group)
+            committed = admin.list_group_offsets(group)[group]
             for topic in topics & set(poisoned):
                 for _, tp, offset in poisoned[topic]:
                     if committed.get(tp) is None or committed[tp].offset <= offset:
