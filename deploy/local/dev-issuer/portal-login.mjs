@@ -2,6 +2,7 @@
 // code flow with PKCE, as Keycloak's standard flow), a German, accessible login page at Keycloak's
 // `login-actions` path, and German sign-out pages. Kept apart from the rest of the issuer.
 import { API_RESOURCE } from './config.mjs';
+import { readForm } from './forms.mjs';
 
 export const PORTAL_CLIENT_ID = 'bildungsraum-portal';
 const PORTAL_SCOPE = 'openid profile email';
@@ -91,17 +92,6 @@ export function portalProviderOptions(realmPath) {
   };
 }
 
-async function readForm(req, limit = 16 * 1024) {
-  const chunks = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += chunk.length;
-    if (size > limit) throw Object.assign(new Error('request body too large'), { status: 413 });
-    chunks.push(chunk);
-  }
-  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
-}
-
 function sendHtml(res, status, html) {
   const data = Buffer.from(html);
   res.writeHead(status, {
@@ -138,7 +128,7 @@ export function portalLoginRoutes(provider, directory, realmPath) {
       return true;
     }
     if (req.method === 'POST' && action === 'login') {
-      const form = await readForm(req);
+      const form = await readForm(req, 16 * 1024);
       const user = directory.authenticate(form.get('username'), form.get('password'));
       if (!user) {
         sendHtml(res, 401, loginPage(realmPath, uid, { username: form.get('username') || '', failed: true }));

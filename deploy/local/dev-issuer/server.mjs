@@ -8,6 +8,7 @@ import {
   ALLOWED_ENVS, ConfigError, SERVICES_CLIENT_ID, loadConfig,
 } from './config.mjs';
 import { createAdmin } from './admin.mjs';
+import { readForm } from './forms.mjs';
 import { loadOrCreateKeys, publicJwk } from './keys.mjs';
 import { portalLoginRoutes } from './portal-login.mjs';
 import { DEFAULT_ROLES, buildDirectory, userClaims } from './users.mjs';
@@ -59,22 +60,6 @@ function sendJson(res, status, body, headers = {}) {
     ...headers,
   });
   res.end(data);
-}
-
-async function readForm(req, limit = 64 * 1024) {
-  const type = (req.headers['content-type'] || '').split(';')[0].trim().toLowerCase();
-  const chunks = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += chunk.length;
-    if (size > limit) throw Object.assign(new Error('request body too large'), { status: 413 });
-    chunks.push(chunk);
-  }
-  if (size === 0) return new URLSearchParams();
-  if (type !== 'application/x-www-form-urlencoded') {
-    throw Object.assign(new Error('only application/x-www-form-urlencoded is supported'), { status: 400 });
-  }
-  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
 }
 
 function b64json(part) {
