@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import date
 from typing import Annotated
 from uuid import UUID
@@ -15,11 +15,9 @@ from uuid import UUID
 import asyncpg
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from limits import parse as parse_limit
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 
 from runtime.db import tenant_transaction
-from runtime.guards import route_policy
+from runtime.guards import UnsafeJson, route_policy, strict_json
 from runtime.http import Actor, Problem, RuntimeDep, require_roles
 from runtime.models import Text
 from runtime.service import ServiceRuntime
@@ -166,25 +164,37 @@ async def _spool(request: Request) -> tempfile.SpooledTemporaryFile:
     return spool
 
 
+@dataclass(frozen=True)
+class ImportOptions:
+    """How imported offers arrive: published or as drafts, seen at home or by all networks."""
+
+    status: Annotated[str, Query(pattern="^(published|draft)$")] = "published"
+    scope: Annotated[str, Query(pattern="^(home|all)$", description="visibility of imported offers")] = "home"
+
+
+ImportOptionsDep = Annotated[ImportOptions, Depends()]
+
+
+async def _import(runtime: ServiceRuntime, actor: Actor, provider_id: UUID, records, options: ImportOptions) -> dict:
+    async with acting_transaction(runtime, actor) as (conn, acting):
+        return await importing.import_catalogue(
+            conn, acting, provider_id, records, status=options.status,
+            visibility={"scope": options.scope, "networks": []})
+
+
 @router.post(
     "/imports/openqcat", summary="Import a provider's open-Qcat 1.1 catalogue (body: the XML)",
     openapi_extra={"requestBody": {"required": True, "content": {"application/xml": {"schema": {
         "type": "string", "format": "binary"}}}}},
 )
 @route_policy(max_body=IMPORT_MAX_BYTES, rate="30/minute")
-async def import_openqcat(
-    request: Request, actor: Publisher, runtime: RuntimeDep, provider_id: UUID,
-    status: Annotated[str, Query(pattern="^(published|draft)$")] = "published",
-    scope: Annotated[str, Query(pattern="^(home|all)$", description="visibility of imported offers")] = "home",
-) -> dict:
+async def import_openqcat(request: Request, actor: Publisher, runtime: RuntimeDep, provider_id: UUID,
+                          options: ImportOptionsDep) -> dict:
     """NEW_CATALOG replaces the provider's catalogue, UPDATE_CATALOG applies DELETE then NEW. The
     answer reports created, updated, deleted and every rejected record with its place and reason."""
     spool = await _spool(request)
     try:
-        async with acting_transaction(runtime, actor) as (conn, acting):
-            return await importing.import_catalogue(
-                conn, acting, provider_id, openqcat.read(spool), status=status,
-                visibility={"scope": scope, "networks": []})
+        return await _import(runtime, actor, provider_id, openqcat.read(spool), options)
     except openqcat.UnreadableFile as exc:
         raise Problem(422, "Unreadable import", f"The file cannot be imported: {exc}",
                       errors=[{"field": "body", "message": str(exc), "type": "openqcat"}]) from None
@@ -197,25 +207,19 @@ async def import_openqcat(
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}},
 )
 @route_policy(max_body=IMPORT_MAX_BYTES, rate="30/minute")
-async def import_wbsuche(
-    request: Request, actor: Publisher, runtime: RuntimeDep, provider_id: UUID,
-    status: Annotated[str, Query(pattern="^(published|draft)$")] = "published",
-    scope: Annotated[str, Query(pattern="^(home|all)$", description="visibility of imported offers")] = "home",
-) -> dict:
+async def import_wbsuche(request: Request, actor: Publisher, runtime: RuntimeDep, provider_id: UUID,
+                         options: ImportOptionsDep) -> dict:
     """Each angebot becomes (or updates) an offer, each termin a dated session; nothing is deleted."""
     spool = await _spool(request)
-    try:
-        document = json.load(spool)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+    try:  # the checks every other JSON body gets from the request guard (NaN, depth, surrogates)
+        document = strict_json(spool.read())
+    except UnsafeJson as exc:
         raise Problem(422, "Invalid request", "The body is not valid JSON.",
-                      errors=[{"field": "body", "message": "not valid JSON", "type": "json_invalid"}]) from None
+                      errors=[{"field": "body", "message": str(exc), "type": "json_invalid"}]) from None
     finally:
         spool.close()
     try:
-        async with acting_transaction(runtime, actor) as (conn, acting):
-            return await importing.import_catalogue(
-                conn, acting, provider_id, wbsuche.read(document), status=status,
-                visibility={"scope": scope, "networks": []})
+        return await _import(runtime, actor, provider_id, wbsuche.read(document), options)
     except wbsuche.UnreadableJson as exc:
         raise Problem(422, "Unreadable import", f"The document cannot be imported: {exc}",
                       errors=[{"field": "body", "message": str(exc), "type": "wbsuche"}]) from None
@@ -286,8 +290,8 @@ async def search_offers(actor: Reader, runtime: RuntimeDep, query: QueryDep,
 
 public = APIRouter(prefix="/v1/public/{tenant}", tags=["public"])
 # Per client: the whole public view, and one page hammered (the narrower one trips first there).
+# Counted in the runtime's Redis-backed limits, so every catalog process shares them.
 PUBLIC_LIMITS = (parse_limit("600/minute"), parse_limit("60/minute"))
-_limiter = MovingWindowRateLimiter(MemoryStorage())
 PUBLIC_MAX_AGE = 60
 
 
@@ -295,9 +299,9 @@ async def _public_tenant(tenant: Annotated[str, Path(pattern=TENANT_SLUG)], requ
                          runtime: RuntimeDep) -> str:
     client = request.client.host if request.client else "unknown"
     for limit, key in zip(PUBLIC_LIMITS, ("all", str(request.url)), strict=True):
-        if not _limiter.hit(limit, "public", client, key):
-            reset, _ = _limiter.get_window_stats(limit, "public", client, key)
-            raise handlers.RateLimited(max(1, int(reset - time.time())))
+        if wait := await request.app.state.rate_limits.retry_after(limit, "public", client, key):
+            raise Problem(429, "Too many requests", "Please wait a moment and ask again.",
+                          headers={"Retry-After": str(wait)})
     if not await runtime.tenant_exists(tenant):
         raise Problem(404, "Not found", "There is no such network.")
     return tenant

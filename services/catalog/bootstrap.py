@@ -14,7 +14,7 @@ from runtime.settings import ServiceSettings
 from services.catalog import api
 from services.catalog.consumers import CONSUMERS
 from services.catalog.domain import RuleBroken
-from services.catalog.handlers import Forbidden, RateLimited, StaleWrite
+from services.catalog.handlers import Forbidden, StaleWrite
 
 
 class CatalogSettings(ServiceSettings):
@@ -44,12 +44,6 @@ def install_catalog_problems(app: FastAPI) -> None:
     @app.exception_handler(Forbidden)
     async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
         return problem_response(403, "Forbidden", str(exc))
-
-    @app.exception_handler(RateLimited)
-    async def _rate(_: Request, exc: RateLimited) -> JSONResponse:
-        response = problem_response(429, "Too many requests", "Please wait a moment and ask again.")
-        response.headers["Retry-After"] = str(exc.retry_after)
-        return response
 
     @app.exception_handler(StaleWrite)
     async def _stale(_: Request, exc: StaleWrite) -> JSONResponse:

@@ -33,14 +33,6 @@ class Forbidden(Exception):
     """The actor sees the thing but may not change it (answered 403)."""
 
 
-class RateLimited(Exception):
-    """Too many requests from one client (answered 429 with Retry-After)."""
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"retry after {retry_after} s")
-        self.retry_after = retry_after
-
-
 class StaleWrite(Exception):
     """If-Match named a version that is no longer current (answered 412)."""
 
