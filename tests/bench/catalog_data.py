@@ -129,8 +129,8 @@ def offer_rows(n: int, seed: int = 2026, providers_per_tenant: int = 200) -> Ite
 
 # Indexes of later migrations that a bulk load drops and builds again afterwards (faster than
 # keeping them up to date row by row): their names, and the statements that build them.
-BULK_DROPPED_INDEXES: tuple[str, ...] = ()
-BULK_INDEXES: tuple[str, ...] = ()
+BULK_DROPPED_INDEXES: tuple[str, ...] = ("offers_search_title",)
+BULK_INDEXES: tuple[str, ...] = ("CREATE INDEX offers_search_title ON offers USING gin (search_title)",)
 
 
 def _visible_to(offer: dict) -> list[str]:
@@ -164,7 +164,7 @@ async def load_offers(admin_dsn: str, n: int, *, seed: int = 2026, batch: int = 
         columns = ", ".join(offer_columns)
         await conn.execute(f"CREATE TEMP TABLE bench_stage AS SELECT {columns} FROM offers WITH NO DATA")
         await conn.execute("CREATE TEMP TABLE bench_documents (title text, skills text[], description text,"
-                           " search tsvector)")
+                           " search tsvector, search_title tsvector)")
         seen_providers: set[uuid.UUID] = set()
         offers, sessions, providers, loaded = [], [], [], 0
 
@@ -175,12 +175,14 @@ async def load_offers(admin_dsn: str, n: int, *, seed: int = 2026, batch: int = 
             await conn.copy_records_to_table("bench_stage", records=offers, columns=offer_columns)
             await conn.execute(
                 "INSERT INTO bench_documents SELECT t.title, t.skills, t.description,"
-                " offer_document(t.title, t.skills, t.description) FROM (SELECT DISTINCT title, skills, description"
-                " FROM bench_stage) t WHERE NOT EXISTS (SELECT 1 FROM bench_documents d WHERE d.title = t.title"
-                " AND d.skills = t.skills AND d.description = t.description)")
+                " offer_document(t.title, t.skills, t.description), offer_title_document(t.title, t.skills)"
+                " FROM (SELECT DISTINCT title, skills, description FROM bench_stage) t WHERE NOT EXISTS"
+                " (SELECT 1 FROM bench_documents d WHERE d.title = t.title AND d.skills = t.skills"
+                " AND d.description = t.description)")
             await conn.execute(
-                f"INSERT INTO offers ({columns}, search) SELECT {', '.join('s.' + c for c in offer_columns)},"
-                " d.search FROM bench_stage s JOIN bench_documents d ON d.title = s.title AND d.skills = s.skills"
+                f"INSERT INTO offers ({columns}, search, search_title) SELECT"
+                f" {', '.join('s.' + c for c in offer_columns)}, d.search, d.search_title FROM bench_stage s"
+                " JOIN bench_documents d ON d.title = s.title AND d.skills = s.skills"
                 " AND d.description = s.description")
             await conn.execute("TRUNCATE bench_stage")
             await conn.copy_records_to_table("offer_sessions", records=sessions, columns=session_columns)
