@@ -259,7 +259,11 @@ async def search_offers(conn: asyncpg.Connection, query: store.OfferQuery, *, wi
     hits = await store.search_offers(conn, query)
     offers = await store.get_offers(conn, [h["id"] for h in hits])
     rank = {h["id"]: h["rank"] for h in hits}
-    total = await store.count_offers(conn, query)
+    if with_facets:  # one pass over the hits counts both: every offer has exactly one format
+        facets = await store.facet_offers(conn, query, store.TOTAL_BOUND + 1)
+        total = sum(facets["format"].values())
+    else:
+        total = await store.count_offers(conn, query)
     answer = {
         "items": [(public_offer_state(o) if public else store.offer_state(o)) | {"rank": round(rank[o["id"]], 6)}
                   for o in offers],
@@ -269,7 +273,7 @@ async def search_offers(conn: asyncpg.Connection, query: store.OfferQuery, *, wi
         "total_exceeds": total > store.TOTAL_BOUND,  # then: "more than 1000"
     }
     if with_facets:
-        answer["facets"] = await store.facet_offers(conn, query)
+        answer["facets"] = facets
     return answer
 
 

@@ -282,7 +282,6 @@ async def _insert_sessions(conn: asyncpg.Connection, tenant: str, offer_id: uuid
 # ---- search ----------------------------------------------------------------------------------
 
 TOTAL_BOUND = 1000    # exact total up to here, "more than" beyond (as search engines do)
-FACET_BOUND = 10_000  # facets are counted over at most this many hits
 _WORD = re.compile(r"[0-9A-Za-zÀ-ÖØ-öø-ÿ]+")  # Latin letters and digits: nothing to_tsquery could misread
 # Words a German query carries that say nothing (once folded, "für" is no longer a stop word of
 # PostgreSQL's list, so they are dropped here).
@@ -352,7 +351,9 @@ async def count_offers(conn: asyncpg.Connection, query: OfferQuery, bound: int =
     return await conn.fetchval("SELECT search_offer_count($1, $2)", query.filters(), bound)
 
 
-async def facet_offers(conn: asyncpg.Connection, query: OfferQuery, bound: int = FACET_BOUND) -> dict:
+async def facet_offers(conn: asyncpg.Connection, query: OfferQuery, bound: int = TOTAL_BOUND + 1) -> dict:
+    """Counts by format, schedule, qualification and funding over the first ``bound`` hits: all of
+    them while the total is exact (the search's own total is taken from the same pass)."""
     facets: dict[str, dict[str, int]] = {"format": {}, "schedule": {}, "qualification": {}, "funding": {}}
     for row in await conn.fetch("SELECT facet, value, n FROM search_offer_facets($1, $2)", query.filters(), bound):
         facets[row["facet"]][row["value"]] = row["n"]
