@@ -50,12 +50,12 @@ async def acting_transaction(runtime: ServiceRuntime, actor: Actor) -> AsyncIter
     """The tenant's transaction, told (for row-level security too) which providers the actor acts
     for: all of the network's for network_admin and operator; else its claim and its memberships."""
     async with tenant_transaction(runtime.pool, actor.tenant) as conn:
-        subject = actor.principal.subject
+        subject, username = actor.principal.subject, actor.principal.username
         if actor.has_any(*NETWORK_WIDE):
-            acting = Acting(actor.tenant, subject, None)
+            acting = Acting(actor.tenant, subject, None, username)
         else:
             acting = Acting(actor.tenant, subject,
-                            actor.principal.providers | await store.member_provider_ids(conn, subject))
+                            actor.principal.providers | await store.member_provider_ids(conn, subject), username)
         await store.set_acting(conn, acting)
         yield conn, acting
 
@@ -118,6 +118,15 @@ async def get_sharing(actor: Reader, runtime: RuntimeDep) -> dict:
 async def set_sharing(body: SharingIn, actor: Admin, runtime: RuntimeDep) -> dict:
     async with acting_transaction(runtime, actor) as (conn, acting):
         return await handlers.set_sharing(conn, acting, body)
+
+
+@router.get("/audit", summary="Administrative actions in the catalog of this network, newest first (admins)")
+async def audit_log(actor: Admin, runtime: RuntimeDep,
+                    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+                    page_size: Annotated[int, Query(ge=1, le=200)] = 50) -> dict:
+    async with acting_transaction(runtime, actor) as (conn, _):
+        items = await handlers.audit_log(conn, page_size, (page - 1) * page_size)
+    return {"items": items, "page": page, "page_size": page_size}
 
 
 @router.post("/offers", status_code=201, summary="Publish an offer (or save a draft)")

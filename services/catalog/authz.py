@@ -15,6 +15,7 @@ RULES = RuleTable(
     rule("PUT /v1/providers/{provider_id}/members", **ADMINS),
     rule("GET /v1/sharing", **everyone(TENANT)),
     rule("PUT /v1/sharing", **ADMINS),
+    rule("GET /v1/audit", **ADMINS),
     rule("POST /v1/offers", **PUBLISHERS),
     rule("GET /v1/offers", **everyone(TENANT)),
     rule("GET /v1/offers/{offer_id}", **everyone(TENANT)),

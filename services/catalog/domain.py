@@ -206,6 +206,7 @@ class Acting:
     tenant: str
     subject: str
     providers: frozenset[str] | None
+    username: str = ""  # for the audit log
 
     def for_provider(self, provider_id: object) -> bool:
         return self.providers is None or str(provider_id) in self.providers

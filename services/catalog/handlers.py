@@ -6,11 +6,13 @@ import base64
 import binascii
 import json
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import asyncpg
 
 from contracts import OFFER_UPDATED, OFFERS_TOPIC, PROVIDER_REGISTERED, PROVIDER_UPDATED, PROVIDERS_TOPIC
+from runtime import audit
 from runtime.errors import Conflict, NotFound
 from runtime.events import Event
 from runtime.outbox import add_to_outbox
@@ -59,8 +61,7 @@ async def register_provider(conn: asyncpg.Connection, acting: Acting, body: Prov
     except asyncpg.UniqueViolationError:
         raise Conflict(f"a provider with external_id {body.external_id!r} exists") from None
     if becomes_member:
-        await store.set_acting(conn, Acting(acting.tenant, acting.subject,
-                                            (acting.providers or frozenset()) | {str(provider_id)}))
+        await store.set_acting(conn, replace(acting, providers=(acting.providers or frozenset()) | {str(provider_id)}))
         await store.add_member(conn, acting.tenant, provider_id, acting.subject)
     return await _announce_provider(conn, acting.tenant, provider_id, PROVIDER_REGISTERED)
 
@@ -98,8 +99,11 @@ async def change_provider(conn: asyncpg.Connection, acting: Acting, provider_id:
 async def set_members(conn: asyncpg.Connection, acting: Acting, provider_id: uuid.UUID, body: MembersIn) -> dict:
     """network_admin decides who acts for a provider (route rule); the event carries the members."""
     await own_provider(conn, acting, provider_id)
-    await store.set_members(conn, acting.tenant, provider_id, sorted(set(body.members)))
+    members = sorted(set(body.members))
+    await store.set_members(conn, acting.tenant, provider_id, members)
     await store.touch_provider(conn, provider_id)
+    await audit.record(conn, acting.tenant, acting.subject, acting.username, "provider.members_set",
+                       str(provider_id), {"members": members})
     return await _announce_provider(conn, acting.tenant, provider_id, PROVIDER_UPDATED)
 
 
@@ -114,10 +118,18 @@ async def set_sharing(conn: asyncpg.Connection, acting: Acting, body: SharingIn)
     """Share every published offer of the network with these networks too; each offer whose
     audience changed is announced, so matching sees (or stops seeing) it."""
     networks = sorted(set(body.networks) - {acting.tenant})
+    before = await store.get_sharing(conn, acting.tenant)
     for offer_id in await store.set_sharing(conn, acting.tenant, networks):
         state = store.offer_state(await store.get_offer(conn, offer_id))
         await add_to_outbox(conn, OFFERS_TOPIC, Event(OFFER_UPDATED, SOURCE, acting.tenant, state["id"], state))
+    if before != networks:
+        await audit.record(conn, acting.tenant, acting.subject, acting.username, "sharing.set", acting.tenant,
+                           {"before": before, "networks": networks})
     return {"networks": networks}
+
+
+async def audit_log(conn: asyncpg.Connection, limit: int, offset: int) -> list[dict]:
+    return await audit.read(conn, limit, offset)
 
 
 # ---- offers ----------------------------------------------------------------------------------

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import asyncpg
 
 from contracts import TENANT_CREATED, TENANT_UPDATED, TENANTS_TOPIC
+from runtime import audit
 from runtime.auth import Principal
-from runtime.db import set_tenant, tenant_transaction
+from runtime.db import tenant_transaction
 from runtime.errors import Conflict, NotFound
 from runtime.events import Event
 from runtime.outbox import add_to_outbox
@@ -37,13 +36,8 @@ def _org_attributes(settings: TenantSettings) -> dict[str, list[str]]:
 
 async def _audit(conn: asyncpg.Connection, tenant: str, actor: Principal | None, action: str, target: str,
                  details: dict | None = None) -> None:
-    """One row per administrative action, in the transaction of the change it records."""
-    await set_tenant(conn, tenant)
-    await conn.execute(
-        "INSERT INTO audit_log (tenant_id, actor_sub, actor_username, action, target, details)"
-        " VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
-        tenant, actor.subject if actor else "system", actor.username if actor else "system", action, target,
-        json.dumps(details or {}))
+    await audit.record(conn, tenant, actor.subject if actor else "system", actor.username if actor else "system",
+                       action, target, details)
 
 
 async def provision_tenant(pool: asyncpg.Pool, directory: Directory, command: CreateTenant,
@@ -148,9 +142,4 @@ async def remove_member(pool: asyncpg.Pool, directory: Directory, tenant: str, u
 
 async def audit_log(pool: asyncpg.Pool, tenant: str, limit: int, offset: int) -> list[dict]:
     async with tenant_transaction(pool, tenant) as conn:
-        rows = await conn.fetch("SELECT * FROM audit_log ORDER BY at DESC, id DESC LIMIT $1 OFFSET $2",
-                                limit, offset)
-    return [{"at": r["at"].isoformat(), "tenant": r["tenant_id"], "actor": r["actor_username"],
-             "actor_sub": r["actor_sub"], "action": r["action"], "target": r["target"],
-             "details": json.loads(r["details"]) if isinstance(r["details"], str) else r["details"]}
-            for r in rows]
+        return await audit.read(conn, limit, offset)

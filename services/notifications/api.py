@@ -70,7 +70,9 @@ async def list_deliveries(
     page_size: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict:
     async with tenant_transaction(runtime.pool, actor.tenant) as conn:
-        await acting_for(conn, actor)
+        scope = await acting_for(conn, actor)
+        if provider_id is not None and scope is not None and provider_id not in scope:
+            raise _not_found(provider_id)  # an empty list would hide that the filter names another's provider
         items = await store.list_deliveries(conn, limit=page_size, offset=(page - 1) * page_size,
                                             status=status, provider_id=provider_id)
     return {"items": items, "page": page, "page_size": page_size}

@@ -85,9 +85,9 @@ def main() -> None:
     mail_dir = config.var_dir / "mail"
     for path in mail_dir.glob("*"):
         path.unlink()
-    stack.reset_databases()
     print("starting broker, PostgreSQL, Redis, SMTP sink, notifications, two workers …", flush=True)
-    stack.ensure_postgres()
+    stack.ensure_postgres()  # its own server: it must run before its databases can be reset
+    stack.reset_databases()
     stack.ensure_redis()
     import redis
     redis.Redis.from_url(config.redis_url).flushdb()

@@ -41,7 +41,6 @@ PENDING: set[tuple[str, str, str]] = {
     ("matching", "GET /v1/demands/{demand_id}", "other owner"),
     ("matching", "POST /v1/demands/{demand_id}/close", "other owner"),
     ("matching", "GET /v1/demands/{demand_id}/matches", "other owner"),
-    ("notifications", "GET /v1/deliveries", "other owner"),
 }
 
 

