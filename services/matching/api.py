@@ -166,7 +166,9 @@ CSV_COLUMNS = (("skill_cluster", "Themenfeld"), ("district", "Region"), ("demand
                ("offers_available", "Angebote"))
 
 
-@router.get("/insights/gaps", response_model=None,
+@router.get("/insights/gaps", response_model=None, responses={200: {
+    "description": "The rows as JSON (`items`) or, with `format=csv` or `Accept: text/csv`, as CSV",
+    "content": {"application/json": {}, "text/csv": {"schema": {"type": "string"}}}}},
             summary="Unmet demand against supply per skill cluster and district (JSON or CSV)")
 async def gaps(request: Request, actor: Acting, runtime: RuntimeDep,
                from_: Annotated[date | None, Query(alias="from")] = None,
