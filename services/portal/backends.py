@@ -92,6 +92,9 @@ class Backends:
     async def put(self, service: str, path: str, **kwargs) -> Any:
         return (await self.call(service, "PUT", path, **kwargs)).body
 
+    async def delete(self, service: str, path: str, **kwargs) -> Any:
+        return (await self.call(service, "DELETE", path, **kwargs)).body
+
 
 def _no_such_route(body: Any) -> bool:
     """FastAPI's own 404 for an unknown path ("Not Found", no detail), not a service's

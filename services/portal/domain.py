@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -27,6 +28,68 @@ ROLE_NAMES = {"operator": "Plattformbetrieb", "network_admin": "Netzwerkverwaltu
 ROLE_HOME = {"operator": "/betrieb/netzwerke", "network_admin": "/netzwerk", "counselor": "/beratung",
              "provider": "/anbieter", "employer": "/arbeitgeber"}
 ROLE_ORDER = ("operator", "network_admin", "counselor", "provider", "employer")
+
+# The audit log's actions as a person reads them (identity's and the catalog's).
+AUDIT_ACTIONS = {"tenant.provisioned": "Netzwerk angelegt", "tenant.changed": "Netzwerk geändert",
+                 "member.invited": "Mitglied eingeladen", "member.removed": "Mitglied entfernt",
+                 "sharing.set": "Freigabe für andere Netzwerke geändert",
+                 "provider.members_set": "Mitglieder eines Bildungsanbieters festgelegt"}
+INVITABLE_ROLES = {"provider": "Bildungsanbieter", "employer": "Arbeitgeber", "counselor": "Beratung",
+                   "network_admin": "Netzwerkverwaltung"}
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def audit_line(entry: dict, provider_names: dict[str, str], tenant_names: dict[str, str]) -> str:
+    """One audit entry as a sentence: names, never ids."""
+    action, details, target = entry.get("action"), entry.get("details") or {}, entry.get("target", "")
+    if action == "member.invited":
+        role = ROLE_NAMES.get(details.get("role"), "Mitglied")
+        return f"{target} eingeladen ({role})"
+    if action == "member.removed":
+        return "Ein Mitglied entfernt"
+    if action == "sharing.set":
+        networks = [tenant_names.get(n, n) for n in details.get("networks", [])]
+        return ("Angebote geteilt mit: " + ", ".join(networks)) if networks else \
+            "Angebote mit keinem anderen Netzwerk mehr geteilt"
+    if action == "provider.members_set":
+        count = len(details.get("members", []))
+        who = "einer Person" if count == 1 else f"{count} Personen"
+        return f"„{provider_names.get(target, 'Ein Bildungsanbieter')}“ wird jetzt von {who} vertreten"
+    if action in ("tenant.provisioned", "tenant.changed"):
+        name = details.get("name") or tenant_names.get(target, "das Netzwerk")
+        return f"{AUDIT_ACTIONS[action]}: {name}"
+    return AUDIT_ACTIONS.get(action, "Verwaltungsaktion")
+
+
+def german_datetime(value: str | None) -> str:
+    if not value:
+        return "—"
+    moment = datetime.fromisoformat(value)
+    return f"{german_date(moment.date())}, {moment:%H:%M} Uhr"
+
+
+def invitation(form: Any, provider_ids: set[str]) -> tuple[dict, dict, FormErrors]:
+    """The invite form's values (to show again), identity's body, and the errors that name each field."""
+    values = {k: (form.get(k) or "").strip() for k in ("email", "first_name", "last_name", "role", "firm")}
+    values["providers"] = [p for p in form.getlist("providers") if p]
+    errors = FormErrors()
+    if not _EMAIL.match(values["email"]):
+        errors.add("email", "Geben Sie die E-Mail-Adresse der Person an, zum Beispiel name@beispiel.de.")
+    if values["role"] not in INVITABLE_ROLES:
+        errors.add("role", "Wählen Sie, in welcher Rolle die Person mitarbeitet.")
+    if values["role"] == "provider" and not values["providers"]:
+        errors.add("providers", "Wählen Sie mindestens einen Bildungsanbieter, für den die Person handelt.")
+    if any(p not in provider_ids for p in values["providers"]):
+        errors.add("providers", "Wählen Sie Bildungsanbieter aus der Liste.")
+    if values["role"] == "employer" and not values["firm"]:
+        errors.add("firm", "Geben Sie den Betrieb an, für den die Person Bedarfe meldet.")
+    body = {"email": values["email"], "first_name": values["first_name"], "last_name": values["last_name"],
+            "role": values["role"]}
+    if values["role"] == "provider":
+        body["providers"] = values["providers"]
+    if values["role"] == "employer":
+        body["firm"] = values["firm"]
+    return values, body, errors
 
 MONTHS = ("Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September", "Oktober",
           "November", "Dezember")

@@ -505,6 +505,77 @@ async def save_sharing(request: Request, portal: PortalDep, session: SessionDep,
     return redirect("/netzwerk/freigaben")
 
 
+async def _members_page(request: Request, portal, me: Me, values: dict | None = None,
+                        errors: domain.FormErrors | None = None, status: int = 200):
+    members, missing = await _optional(portal.backends.get("identity", "/v1/members", token=me.token),
+                                       {"items": []})
+    providers, _ = await _optional(portal.backends.get(
+        "catalog", "/v1/providers", token=me.token, params={"page_size": 200}), {"items": []})
+    names = {p["id"]: p["name"] for p in providers.get("items", [])}
+    return render(request, "members.html", status, members=members.get("items", []), missing=missing,
+                  provider_names=names, roles=domain.INVITABLE_ROLES, values=values or {"role": "provider"},
+                  errors=errors, title="Mitglieder des Netzwerks")
+
+
+@router.get("/netzwerk/mitglieder", summary="Network admin: members, invite and remove")
+async def members(request: Request, portal: PortalDep, me: Me = signed_in("network_admin")):
+    return await _members_page(request, portal, me)
+
+
+@router.post("/netzwerk/mitglieder", summary="Network admin: invite a member")
+async def invite_member(request: Request, portal: PortalDep, session: SessionDep,
+                        me: Me = signed_in("network_admin")):
+    form = await checked_form(request, session)
+    providers, _ = await _optional(portal.backends.get(
+        "catalog", "/v1/providers", token=me.token, params={"page_size": 200}), {"items": []})
+    values, body, errors = domain.invitation(form, {p["id"] for p in providers.get("items", [])})
+    if not errors:
+        try:
+            await portal.backends.post("identity", "/v1/members", token=me.token, json=body)
+        except BackendError as exc:
+            if exc.status != 409:
+                raise
+            errors.add("email", "Eine Person mit dieser E-Mail-Adresse ist schon Mitglied. "
+                                "Prüfen Sie die Adresse oder wählen Sie eine andere.")
+        else:
+            session.flash(f"{values['email']} ist eingeladen und erhält eine E-Mail, um ein Passwort festzulegen.")
+            return redirect("/netzwerk/mitglieder")
+    return await _members_page(request, portal, me, values, errors, status=400)
+
+
+@router.post("/netzwerk/mitglieder/{user_id}/entfernen", summary="Network admin: remove a member")
+async def remove_member(request: Request, user_id: UUID, portal: PortalDep, session: SessionDep,
+                        me: Me = signed_in("network_admin")):
+    await checked_form(request, session)
+    try:
+        await portal.backends.delete("identity", f"/v1/members/{user_id}", token=me.token)
+    except BackendError as exc:
+        if exc.status != 409:
+            raise
+        session.flash("Sie können sich nicht selbst entfernen. Bitten Sie eine andere Person der Netzwerkverwaltung.")
+    else:
+        session.flash("Die Person ist aus dem Netzwerk entfernt und kann sich nicht mehr anmelden.")
+    return redirect("/netzwerk/mitglieder")
+
+
+@router.get("/netzwerk/protokoll", summary="Network admin: administrative actions (identity and catalog)")
+async def audit_page(request: Request, portal: PortalDep, me: Me = signed_in("network_admin")):
+    entries, missing = [], False
+    for service in ("identity", "catalog"):
+        log, gone = await _optional(portal.backends.get(service, "/v1/audit", token=me.token,
+                                                        params={"page_size": 100}), {"items": []})
+        entries += log.get("items", [])
+        missing = missing or gone
+    entries.sort(key=lambda e: e["at"], reverse=True)
+    providers, _ = await _optional(portal.backends.get(
+        "catalog", "/v1/providers", token=me.token, params={"page_size": 200}), {"items": []})
+    provider_names = {p["id"]: p["name"] for p in providers.get("items", [])}
+    tenant_names = {t["id"]: t["name"] for t in await portal.tenant_list()}
+    lines = [{"at": e["at"], "actor": e.get("actor"), "what": domain.audit_line(e, provider_names, tenant_names)}
+             for e in entries[:100]]
+    return render(request, "audit.html", entries=lines, missing=missing, title="Protokoll der Verwaltung")
+
+
 @router.get("/netzwerk/zustellungen", summary="Network admin: delivery log")
 async def deliveries(request: Request, portal: PortalDep, me: Me = signed_in(*ADMIN)):
     log, missing = await _optional(portal.backends.get("notifications", "/v1/deliveries", token=me.token,
