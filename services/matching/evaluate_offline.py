@@ -87,7 +87,8 @@ def summarise(data: EvalSet, results: dict[str, tuple[list[str], list[str]]]) ->
         did = demand["id"]
         matches, ranking = results.get(did, ([], []))
         feasible_ids = {o["id"] for o in data.offers if data.feasible(o, demand)}
-        bad = [o for o in set(matches) | set(ranking) if o not in feasible_ids or o not in offers]
+        # an id the set does not know (an offer from elsewhere on a live platform) has no rules to check
+        bad = sorted(o for o in set(matches) | set(ranking) if o in offers and o not in feasible_ids)
         violations += len(bad)
         good = sum(1 for o in matches if data.grades.get((did, o), 0) >= 1)
         announced += len(matches)
