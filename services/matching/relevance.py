@@ -293,15 +293,16 @@ def rank(demand: dict[str, Any], candidates: Sequence[tuple[dict[str, Any], Feas
 
 
 def announce(ranked: list[Ranked], threshold: float | None = None, margin: float | None = None,
-             per_provider: int = 1) -> list[Ranked]:
+             per_provider: int = 1, best: float | None = None) -> list[Ranked]:
     """The matches of one demand, best first: at or above ``MATCH_THRESHOLD`` and within ``MATCH_MARGIN``
     of the demand's best score, ``per_provider`` offers per provider (its best), at most
-    MAX_MATCHES_PER_DEMAND. ``ranked`` is the demand's whole ranking as ``rank`` gives it; for a single
-    pair, ``announce([pair])`` tells whether it clears the absolute threshold."""
+    MAX_MATCHES_PER_DEMAND. ``ranked`` is the demand's whole ranking as ``rank`` gives it; when it is
+    only part of it (one changed offer), ``best`` is the demand's best score known otherwise."""
     limit = MATCH_THRESHOLD if threshold is None else threshold
     ordered = sorted(ranked, key=lambda r: (-r.score, r.offer_id))
-    if ordered:
-        limit = max(limit, ordered[0].score - (MATCH_MARGIN if margin is None else margin))
+    top = max([r.score for r in ordered[:1]] + ([best] if best is not None else []), default=None)
+    if top is not None:
+        limit = max(limit, top - (MATCH_MARGIN if margin is None else margin))
     out: list[Ranked] = []
     per: dict[str, int] = {}
     for item in ordered:

@@ -102,6 +102,11 @@ def test_announce_caps_dedups_providers_and_honours_the_threshold() -> None:
     spread = [_r("a", "p1", 0.95), _r("b", "p2", 0.95 - MATCH_MARGIN - 0.01)]
     assert [m.offer_id for m in announce(spread)] == ["a"]
     assert [m.offer_id for m in announce(spread, per_provider=1, margin=1.0)] == ["a", "b"]
+    # one changed offer judged alone: the demand's best score comes from elsewhere
+    assert announce([spread[1]]) == [spread[1]]
+    assert announce([spread[1]], best=0.95) == []
+    several = [_r("a", "p1", 0.97), _r("b", "p1", 0.96), _r("c", "p2", 0.95)]
+    assert [m.offer_id for m in announce(several, per_provider=2)] == ["a", "b", "c"]
 
 
 def test_expand_query_moves_towards_the_nearest_candidates() -> None:
