@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from limits import parse as parse_rate
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from runtime import metrics
@@ -25,6 +26,30 @@ from runtime.tracing import continue_trace, current_traceparent
 
 PROBLEM_JSON = "application/problem+json"
 _UNPARSABLE_BODY = "There was an error parsing the body"  # FastAPI's own detail for such a body
+
+
+class ProblemDocument(BaseModel):
+    """RFC 9457 problem details as every service answers an error (documented in each OpenAPI)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[dict[str, Any]] | None = None  # per field: field, message, type
+
+
+# Documented on every route, so that generated requests can check each error answer's status,
+# content type and shape against the service's own OpenAPI.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": description, "content": {PROBLEM_JSON: {"schema": ProblemDocument.model_json_schema()}}}
+    for status, description in {
+        400: "Bad request", 401: "No valid token", 403: "Not allowed", 404: "Not found (or not visible)",
+        405: "Method not allowed", 409: "Conflict", 412: "Stale If-Match", 413: "Body too large",
+        415: "Unsupported content type", 422: "Invalid fields", 428: "If-Match required", 429: "Too many requests",
+        503: "A dependency is unavailable"}.items()
+}
 
 
 class Problem(Exception):
@@ -183,14 +208,16 @@ def health_router() -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz", summary="Readiness: database, broker and issuer reachable")
+    @router.get("/readyz", summary="Readiness: database, broker and issuer reachable",
+                responses={503: {"description": "Not ready: the checks say which dependency is gone"}})
     async def readyz(runtime: RuntimeDep) -> JSONResponse:
         checks = await runtime.readiness()
         ready = all(v == "ok" for v in checks.values())
         return JSONResponse({"status": "ready" if ready else "unready", "checks": checks},
                             status_code=200 if ready else 503)
 
-    @router.get("/metrics", summary="Prometheus metrics")
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response, responses={
+        200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}})
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -237,6 +264,6 @@ def create_app(
     routers = list(routers)
     app.include_router(health_router())
     for router in routers:
-        app.include_router(router)
+        app.include_router(router, responses=PROBLEM_RESPONSES)
     app.state.route_policies = route_policies(routers)
     return app

@@ -53,6 +53,9 @@ class DemandIn(StrictModel):
     max_distance_km: float = Field(ge=0, le=1000)
     max_price_eur: float | None = Field(default=None, ge=0, le=1_000_000)
     funding_required: Flag = False
+    firm: Line(100, min_length=1) | None = Field(
+        default=None, description="the employer firm the demand is for (counsellors record demand on behalf of a "
+                                  "firm; an employer's own firm comes from its sign-in)")
 
     @model_validator(mode="after")
     def _window(self) -> DemandIn:

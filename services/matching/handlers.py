@@ -1,12 +1,23 @@
-"""Matching use cases: open and close demands, keep the offer read model, find and retract matches."""
+"""Matching use cases: demands (open, change, close, expire), the offer and provider read models, the
+ranking of a demand's feasible offers, and its matches (found, kept, retracted).
+
+Concurrency. A demand opening or changing takes its network's matching lock exclusively; an offer
+event takes the lock of every network it visits in shared mode (in name order). So a demand and an
+offer handled at the same time never miss each other: whichever commits second sees the first. Offer
+events do not wait for each other; they serialise per demand on the demand's row (FOR UPDATE, in id
+order), which also keeps a demand's matches within their bounds (one per provider, at most ten)."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import logging
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
+import numpy as np
 
 from contracts import (
     DEMAND_CLOSED,
@@ -20,99 +31,395 @@ from runtime.db import set_tenant
 from runtime.errors import NotFound
 from runtime.events import Event
 from runtime.outbox import add_to_outbox
-from services.matching import store
-from services.matching.domain import DemandIn, evaluate
+from services.matching import clusters, geo, relevance, store
+from services.matching.domain import DemandIn, Feasibility, check
+from services.matching.index import from_bytes, offer_index, to_bytes
+
+log = logging.getLogger(__name__)
 
 SOURCE = "matching"
+DEMAND_OPENED_TYPE = DEMAND_OPENED  # (opened and changed: the demand's full state; see README)
+# Ranking runs in two steps at scale: every feasible offer is scored by meaning (one matrix product
+# over the in-process index), the best STAGE_TWO of them by the full relevance (words, skills,
+# preferences), which needs their records. Offers beyond that are listed by meaning alone.
+STAGE_TWO = 200
+
+
+class Refused(Exception):
+    """A change the caller may not make (answered 403)."""
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def _match_state(match: asyncpg.Record, demand: dict[str, Any], offer: dict[str, Any], status: str) -> dict:
+# ---- vectors -----------------------------------------------------------------------------------
+
+def _encode(text: str, kind: str) -> np.ndarray:
+    vector = relevance.load_encoder().encode([text], kind)[0]
+    return from_bytes(to_bytes(vector))  # as stored: every replica ranks with the same numbers
+
+
+async def encode_demand(body: dict[str, Any]) -> np.ndarray:
+    """The demand's vector, computed off the event loop (the encoder takes tens of milliseconds)."""
+    return await asyncio.to_thread(_encode, relevance.demand_text(body), "query")
+
+
+def _text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ---- views --------------------------------------------------------------------------------------
+
+def employer_view(demand: dict[str, Any]) -> dict[str, Any]:
+    """What a provider sees of the employer: the contact only where the employer agreed to share it."""
     employer = demand["employer"]
+    return {"name": employer["name"], "city": employer.get("city"), "zip": employer.get("zip"),
+            "employees": employer.get("employees"),
+            "contact": employer.get("contact") if employer.get("share_contact") else None}
+
+
+def provider_demand_view(demand: dict[str, Any]) -> dict[str, Any]:
+    return {k: demand.get(k) for k in ("id", "tenant", "title", "description", "skills", "participants",
+                                       "start_from", "start_to", "formats", "schedules", "max_distance_km",
+                                       "funding_required", "status")}
+
+
+def _offer_brief(offer: dict[str, Any]) -> dict[str, Any]:
+    return {"id": offer["id"], "tenant": offer["tenant"], "provider_id": offer["provider_id"],
+            "external_id": offer.get("external_id"), "title": offer["title"]}
+
+
+def _match_state(match: asyncpg.Record, demand: dict[str, Any], offer: dict[str, Any], status: str) -> dict:
     return {
         "id": str(match["id"]), "tenant": demand["tenant"], "score": match["score"], "reasons": match["reasons"],
         "status": status, "created_at": match["created_at"].isoformat(),
         "demand": {
             "id": demand["id"], "title": demand["title"], "description": demand["description"],
             "skills": demand["skills"], "participants": demand["participants"],
-            "start_from": demand["start_from"], "start_to": demand["start_to"],
-            "employer": {
-                "name": employer["name"], "city": employer.get("city"), "employees": employer.get("employees"),
-                # A provider sees the employer's contact only where the employer agreed to share it.
-                "contact": employer.get("contact") if employer.get("share_contact") else None,
-            },
+            "start_from": demand["start_from"], "start_to": demand["start_to"], "owner": demand.get("owner"),
+            "employer": {k: v for k, v in employer_view(demand).items() if k != "zip"},
         },
-        "offer": {"id": offer["id"], "tenant": offer["tenant"], "provider_id": offer["provider_id"],
-                  "external_id": offer.get("external_id"), "title": offer["title"]},
+        "offer": _offer_brief(offer),
     }
 
+
+# ---- ranking ------------------------------------------------------------------------------------
+
+async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_vector: np.ndarray, *,
+                      depth: int = STAGE_TWO, include: set[str] | frozenset[str] = frozenset(),
+                      override: dict[str, np.ndarray] | None = None
+                      ) -> tuple[list[relevance.Ranked], dict[str, dict], int]:
+    """The demand's feasible offers, best first: the top ``depth`` by meaning (and ``include``) fully
+    ranked, then the rest by meaning. Answers the ranking, the records of the fully ranked offers and
+    the number of feasible offers."""
+    feasible = await store.feasible_offers(conn, demand)
+    if not feasible:
+        return [], {}, 0
+    index = offer_index()
+    await index.sync(conn)
+    ids = [f.offer_id for f in feasible]
+    matrix, _ = index.vectors(ids)
+    for i, offer_id in enumerate(ids):
+        if override and offer_id in override:
+            matrix[i] = override[offer_id]
+    cosines = matrix @ np.asarray(demand_vector, dtype=np.float32)
+    order = np.argsort(-cosines, kind="stable")
+    head = [int(i) for i in order[:depth]]
+    head_ids = {ids[i] for i in head}
+    head += [i for i, offer_id in enumerate(ids) if offer_id in include and offer_id not in head_ids]
+    states = await store.offer_states(conn, [ids[i] for i in head])
+    candidates = []
+    for i in head:
+        f, state = feasible[i], states.get(ids[i])
+        if state is None:
+            continue
+        session = {"start": f.start, "location": {"city": f.city} if f.city else None}
+        candidates.append((state, Feasibility((), session, f.distance_km), matrix[i]))
+    ranked = relevance.rank(demand, candidates, demand_vector)
+    ranked_ids = {r.offer_id for r in ranked}
+    for i in order[depth:]:  # the long tail, by meaning alone (a page that deep is rarely read)
+        offer_id = ids[int(i)]
+        if offer_id not in ranked_ids:
+            ranked.append(relevance.Ranked(offer_id, "", round(float(cosines[int(i)]) * 0.5, 4), {}))
+    return ranked, states, len(feasible)
+
+
+# ---- matches ------------------------------------------------------------------------------------
 
 async def _announce(conn: asyncpg.Connection, event_type: str, state: dict) -> None:
     await add_to_outbox(conn, MATCHES_TOPIC, Event(event_type, SOURCE, state["tenant"], state["demand"]["id"], state))
 
 
-async def _reconcile(conn: asyncpg.Connection, demand: dict, offer: dict, existing: asyncpg.Record | None) -> None:
-    """Bring one (demand, offer) pair's match in line with the rules: found, kept, or retracted."""
-    verdict = evaluate(offer, demand) if demand["status"] == "open" else None
-    if verdict is not None:
-        score, reasons = verdict
-        if existing is None:
-            match = await store.insert_match(conn, demand["tenant"], demand["id"], offer["id"], score, reasons)
-            if match is not None:
-                await _announce(conn, MATCH_FOUND, _match_state(match, demand, offer, "active"))
+async def _in_tenant(conn: asyncpg.Connection, tenant: str, back: str, work) -> None:
+    await set_tenant(conn, tenant)
+    try:
+        await work()
+    finally:
+        await set_tenant(conn, back)
+
+
+async def _show_to_provider(conn: asyncpg.Connection, demand: dict, match: asyncpg.Record, offer: dict) -> None:
+    await _in_tenant(conn, offer["tenant"], demand["tenant"], lambda: store.put_provider_match(
+        conn, match, offer, provider_demand_view(demand), employer_view(demand)))
+
+
+async def _hide_from_provider(conn: asyncpg.Connection, demand: dict, match: asyncpg.Record) -> None:
+    tenant = match["offer_tenant"] or demand["tenant"]
+    await _in_tenant(conn, tenant, demand["tenant"], lambda: store.drop_provider_match(conn, match["id"]))
+
+
+async def _offer_of(conn: asyncpg.Connection, match: asyncpg.Record, known: dict | None) -> dict:
+    if known is not None:
+        return known
+    states = await store.offer_states(conn, [str(match["offer_id"])])
+    offer = states.get(str(match["offer_id"]))
+    if offer is None:  # no longer visible to the demand's network: the match row knows enough
+        offer = {"id": str(match["offer_id"]), "tenant": match["offer_tenant"] or "",
+                 "provider_id": str(match["provider_id"]), "external_id": None,
+                 "title": (match["reasons"] or {}).get("offer_title") or "Angebot"}
+    return offer
+
+
+async def _retract(conn: asyncpg.Connection, demand: dict, match: asyncpg.Record, offer: dict | None = None) -> None:
+    retracted = await store.update_match(conn, match["id"], "retracted")
+    await _hide_from_provider(conn, demand, match)
+    if match["announced"]:
+        offer = await _offer_of(conn, match, offer)
+        await _announce(conn, MATCH_RETRACTED, _match_state(retracted, demand, offer, "retracted"))
+
+
+async def _keep(conn: asyncpg.Connection, demand: dict, match: asyncpg.Record, ranked: relevance.Ranked,
+                offer: dict) -> None:
+    """A match that still holds: new score and reasons, quietly (it was announced once)."""
+    kept = await store.update_match(conn, match["id"], "active", ranked.score, ranked.reasons)
+    await _show_to_provider(conn, demand, kept, offer)
+
+
+async def _add(conn: asyncpg.Connection, demand: dict, ranked: relevance.Ranked, offer: dict,
+               existing: list[asyncpg.Record]) -> None:
+    """A new match. MatchFound unless the pair was announced before, or the provider already heard of
+    this demand through another of its offers."""
+    before = next((m for m in existing if str(m["offer_id"]) == ranked.offer_id), None)
+    if before is not None:  # matched once, then retracted: back quietly, never announced twice
+        await _keep(conn, demand, before, ranked, offer)
+        return
+    heard = any(str(m["provider_id"]) == ranked.provider_id and m["announced"] for m in existing)
+    match = await store.insert_match(conn, demand["tenant"], demand["id"], offer, ranked.score, ranked.reasons,
+                                     announced=not heard)
+    if match is None:
+        return
+    await _show_to_provider(conn, demand, match, offer)
+    if not heard:
+        await _announce(conn, MATCH_FOUND, _match_state(match, demand, offer, "active"))
+
+
+def _holds(ranked: relevance.Ranked | None) -> bool:
+    return ranked is not None and bool(ranked.reasons) and bool(relevance.announce([ranked]))
+
+
+async def rematch(conn: asyncpg.Connection, demand: dict, demand_vector: np.ndarray | None,
+                  override: dict[str, np.ndarray] | None = None) -> None:
+    """Bring all of a demand's matches in line (caller holds the demand's row). Matches that still hold
+    stay; those that do not are retracted; free places (one per provider, at most ten) go to the best
+    new pairs above the threshold."""
+    existing = await store.matches_of_demand(conn, demand["id"])
+    active = {str(m["offer_id"]): m for m in existing if m["status"] == "active"}
+    if demand["status"] != "open" or demand_vector is None:
+        for m in active.values():
+            await _retract(conn, demand, m)
+        return
+    ranked, states, _ = await rank_demand(conn, demand, demand_vector, include=set(active), override=override)
+    by_id = {r.offer_id: r for r in ranked}
+    held_providers = set()
+    for offer_id, m in sorted(active.items()):
+        r = by_id.get(offer_id)
+        if _holds(r):
+            held_providers.add(r.provider_id)
+            await _keep(conn, demand, m, r, states[offer_id])
         else:
-            # Re-activation or a new score is kept quietly: the pair was announced once already.
-            await store.update_match(conn, existing["id"], "active", score, reasons)
-    elif existing is not None and existing["status"] == "active":
-        await store.update_match(conn, existing["id"], "retracted")
-        await _announce(conn, MATCH_RETRACTED, _match_state(existing, demand, offer, "retracted"))
+            await _retract(conn, demand, m, states.get(offer_id))
+    room = relevance.MAX_MATCHES_PER_DEMAND - len(held_providers)
+    fresh = [r for r in ranked if r.reasons and r.provider_id not in held_providers and r.offer_id not in active]
+    for r in relevance.announce(fresh)[:max(room, 0)]:
+        await _add(conn, demand, r, states[r.offer_id], existing)
 
 
-async def _lock_tenant_matching(conn: asyncpg.Connection, tenant: str) -> None:
-    """Serialise a tenant's demand openings with offer re-evaluations in that tenant. Without it a
-    demand opened while an offer event is handled sees neither the other's uncommitted row, and
-    that pair is never matched. Held to commit; taken in tenant order, so no deadlock."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"matching:{tenant}")
+async def _lock_network(conn: asyncpg.Connection, tenant: str, *, shared: bool) -> None:
+    fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    await conn.execute(f"SELECT {fn}(hashtext($1))", f"matching:{tenant}")
 
 
-async def open_demand(conn: asyncpg.Connection, tenant: str, body: DemandIn, created_by: str) -> dict:
-    await _lock_tenant_matching(conn, tenant)
+# ---- demands ------------------------------------------------------------------------------------
+
+def _owner_for(body: DemandIn, actor_subject: str, actor_firm: str | None, whole_network: bool) -> str:
+    if body.firm and not whole_network and body.firm != actor_firm:
+        raise Refused("An employer records demand only for its own firm.")
+    return body.firm or actor_firm or actor_subject
+
+
+async def open_demand(conn: asyncpg.Connection, tenant: str, body: DemandIn, created_by: str, *,
+                      firm: str | None = None, whole_network: bool = True,
+                      vector: np.ndarray | None = None) -> dict:
+    """A new demand, matched at once. ``firm`` is the employer's own firm (from its token); network staff
+    record demand for a firm named in the body (or for nobody in particular)."""
+    data = body.model_dump(mode="json", exclude={"firm"})
+    if vector is None:
+        vector = await encode_demand(data)
+    await _lock_network(conn, tenant, shared=False)
     demand = {"id": str(uuid.uuid4()), "tenant": tenant, "status": "open", "updated_at": _now(),
-              **body.model_dump(mode="json")}
-    await store.insert_demand(conn, demand, created_by)
+              "created_at": _now(), "owner": _owner_for(body, created_by, firm, whole_network),
+              "recorded_by": created_by, **data}
+    await store.insert_demand(conn, demand, created_by, to_bytes(vector), clusters.of_vector(vector, "query"),
+                              geo.region(demand["employer"].get("zip"), demand["employer"]["lat"],
+                                         demand["employer"]["lon"]))
+    await store.replace_keys(conn, demand)
     await add_to_outbox(conn, DEMANDS_TOPIC, Event(DEMAND_OPENED, SOURCE, tenant, demand["id"], demand))
-    for offer in await store.candidate_offers(conn, tenant, demand):
-        await _reconcile(conn, demand, offer, None)
+    await rematch(conn, demand, vector)
     return demand
 
 
-async def close_demand(conn: asyncpg.Connection, tenant: str, demand_id: uuid.UUID) -> dict:
-    row = await store.get_demand(conn, demand_id)
+async def change_demand(conn: asyncpg.Connection, tenant: str, row: asyncpg.Record, body: DemandIn, *,
+                        whole_network: bool, vector: np.ndarray | None = None) -> dict:
+    """``PUT``: the new content, re-matched at once (matches that no longer hold are retracted). The
+    owner stays unless network staff name another firm. A closed demand is not reopened."""
+    await _lock_network(conn, tenant, shared=False)
+    row = await store.get_demand(conn, row["id"], lock=True)
+    old = row["state"]
+    if old["status"] != "open":
+        raise Refused("Ein geschlossener Bedarf kann nicht mehr geändert werden.")
+    if body.firm and not whole_network and body.firm != old.get("owner"):
+        raise Refused("An employer records demand only for its own firm.")
+    data = body.model_dump(mode="json", exclude={"firm"})
+    if vector is None:
+        vector = await encode_demand(data)
+    demand = {**old, **data, "updated_at": _now(), "owner": body.firm if body.firm and whole_network
+              else old.get("owner")}
+    await store.update_demand(conn, demand, to_bytes(vector), clusters.of_vector(vector, "query"),
+                              geo.region(demand["employer"].get("zip"), demand["employer"]["lat"],
+                                         demand["employer"]["lon"]))
+    await store.replace_keys(conn, demand)
+    await add_to_outbox(conn, DEMANDS_TOPIC, Event(DEMAND_OPENED, SOURCE, tenant, demand["id"], demand))
+    await rematch(conn, demand, vector)
+    return demand
+
+
+async def close_demand(conn: asyncpg.Connection, tenant: str, demand_id: uuid.UUID | str,
+                       reason: str = "closed") -> dict:
+    """Closed by a person, or expired after its start window: its matches are retracted."""
+    row = await store.get_demand(conn, demand_id, lock=True)
     if row is None or row["tenant_id"] != tenant:
         raise NotFound(f"demand {demand_id}")
     demand = row["state"]
     if demand["status"] == "closed":
         return demand
-    demand = demand | {"status": "closed", "updated_at": _now()}
-    await store.close_demand(conn, demand_id, demand)
+    demand = demand | {"status": "closed", "closed_reason": reason, "updated_at": _now()}
+    await store.update_demand(conn, demand)
+    await store.replace_keys(conn, demand)
     await add_to_outbox(conn, DEMANDS_TOPIC, Event(DEMAND_CLOSED, SOURCE, tenant, demand["id"], demand))
+    await rematch(conn, demand, None)
     return demand
 
 
+async def expire_due(pool: asyncpg.Pool, today: date | None = None) -> int:
+    """Close every open demand whose start window has passed (closed_reason "expired"), network by
+    network; answers how many."""
+    today = today or date.today()
+    expired = 0
+    tenants = [r["id"] for r in await pool.fetch("SELECT id FROM known_tenants ORDER BY id")]
+    for tenant in tenants:
+        while True:
+            async with pool.acquire() as conn, conn.transaction():
+                await set_tenant(conn, tenant)
+                due = await store.expired_demands(conn, today, 50)
+                for r in due:
+                    await close_demand(conn, tenant, r["id"], "expired")
+            expired += len(due)
+            if len(due) < 50:
+                break
+    return expired
+
+
+# ---- offers -------------------------------------------------------------------------------------
+
+def _visible_networks(offer: dict[str, Any] | None, all_tenants: list[str]) -> set[str]:
+    if offer is None:
+        return set()
+    scope = offer["visibility"]["scope"]
+    if scope == "all":
+        return set(all_tenants) | {offer["tenant"]}
+    if scope == "networks":
+        return set(offer["visibility"].get("networks") or []) | {offer["tenant"]}
+    return {offer["tenant"]}
+
+
 async def offer_changed(conn: asyncpg.Connection, event: Event) -> None:
-    """An offer was published, changed or withdrawn: keep its state and re-evaluate every open
-    demand of every network; networks that can no longer see it get their matches retracted."""
+    """An offer was published, changed, made draft or withdrawn: keep its state, sessions and vector,
+    then re-evaluate the open demands it can concern, found through their keys in every network that
+    could see the old or can see the new version (not by visiting every demand)."""
     offer = event.data
     await set_tenant(conn, offer["tenant"])
-    if not await store.upsert_offer(conn, offer):
+    before = await store.get_offer(conn, offer["id"])
+    text = relevance.offer_text(offer)
+    digest = _text_hash(text)
+    stored = await store.vector_hash(conn, offer["id"])
+    vector = None
+    if stored != digest:
+        vector = await asyncio.to_thread(_encode, text, "passage")
+    else:
+        raw = (await store.stored_vectors(conn, [offer["id"]]))[offer["id"]]
+        vector = from_bytes(raw)
+    if not await store.upsert_offer(conn, offer, clusters.of_offer(offer, vector)):
         return  # an older version arrived late: the newer one was evaluated already
+    await store.replace_sessions(conn, offer)
+    if stored != digest:
+        await store.put_vector(conn, offer["id"], digest, to_bytes(vector))
     tenants = [r["id"] for r in await conn.fetch("SELECT id FROM known_tenants WHERE status = 'active'")]
-    for tenant in sorted(set(tenants) | {offer["tenant"]}):
-        await _lock_tenant_matching(conn, tenant)
+    old_state = before["state"] if before else None
+    for tenant in sorted(_visible_networks(old_state, tenants) | _visible_networks(offer, tenants)):
         await set_tenant(conn, tenant)
-        existing = await store.matches_of_offer(conn, tenant, uuid.UUID(offer["id"]))
-        for demand in await store.open_demands(conn, tenant):
-            await _reconcile(conn, demand, offer, existing.get(demand["id"]))
+        await _lock_network(conn, tenant, shared=True)
+        concerned = set(await store.demands_for_offer(conn, tenant, offer) if offer["status"] == "published"
+                        else [])
+        concerned |= set(await store.demands_matched_to_offer(conn, offer["id"]))
+        for demand_id in sorted(concerned):
+            await _reconsider(conn, demand_id, offer, vector)
+    await set_tenant(conn, offer["tenant"])
+    if stored != digest:
+        await store.stamp_vectors(conn, [offer["id"]])
+
+
+async def _reconsider(conn: asyncpg.Connection, demand_id: str, offer: dict, vector: np.ndarray) -> None:
+    """One demand against one changed offer (the pair's score depends on that pair only)."""
+    row = await store.get_demand(conn, demand_id, lock=True)
+    if row is None or row["state"]["status"] != "open":
+        return
+    demand = row["state"]
+    demand_vector = from_bytes(row["vector"]) if row["vector"] is not None else None
+    existing = await store.matches_of_demand(conn, demand_id)
+    active = [m for m in existing if m["status"] == "active"]
+    current = next((m for m in active if str(m["offer_id"]) == offer["id"]), None)
+    feasibility = check(offer, demand)
+    ranked = None
+    if feasibility.ok and demand_vector is not None:
+        ranked = relevance.rank(demand, [(offer, feasibility, vector)], demand_vector)[0]
+    if current is not None:
+        if _holds(ranked):
+            await _keep(conn, demand, current, ranked, offer)
+        else:  # retracted; its place may go to the next best offer
+            await _retract(conn, demand, current, offer)
+            await rematch(conn, demand, demand_vector, override={offer["id"]: vector})
+        return
+    if not _holds(ranked) or len(active) >= relevance.MAX_MATCHES_PER_DEMAND:
+        return
+    if any(str(m["provider_id"]) == ranked.provider_id for m in active):
+        return  # the provider holds a match for this demand already: one per provider
+    await _add(conn, demand, ranked, offer, existing)
+
+
+# ---- providers ----------------------------------------------------------------------------------
+
+async def provider_changed(conn: asyncpg.Connection, event: Event) -> None:
+    """Who acts for which provider (catalog's members), for the provider's view of matched demands."""
+    await set_tenant(conn, event.data["tenant"])
+    await store.upsert_provider(conn, event.data)

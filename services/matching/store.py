@@ -3,93 +3,354 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import asyncpg
 
+from services.matching import geo
+from services.matching.domain import LOCATED_FORMATS
 
-async def upsert_offer(conn: asyncpg.Connection, offer: dict[str, Any]) -> bool:
+REMOTE_FORMATS = ("online", "distance")
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def _date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+
+
+# ---- offers ---------------------------------------------------------------------------------------
+
+async def get_offer(conn: asyncpg.Connection, offer_id: str) -> asyncpg.Record | None:
+    """The stored offer (acting as its home tenant, which sees drafts too)."""
+    return await conn.fetchrow("SELECT state, status, version FROM offers WHERE id = $1", _uuid(offer_id))
+
+
+async def upsert_offer(conn: asyncpg.Connection, offer: dict[str, Any], skill_cluster: str | None) -> bool:
     """Store the offer's state unless a newer version is already here; True when stored."""
     starts = [s["start"] for s in offer["sessions"]] or [None]
     row = await conn.fetchval(
         "INSERT INTO offers (id, tenant_id, provider_id, external_id, title, format, price_eur, qcg,"
-        " visibility_scope, visibility_networks, status, version, state, first_start, last_start)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::text::date, $15::text::date)"
+        " visibility_scope, visibility_networks, status, version, state, first_start, last_start, skill_cluster,"
+        " remote)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::text::date, $15::text::date, $16,"
+        " $17)"
         " ON CONFLICT (id) DO UPDATE SET provider_id = excluded.provider_id, external_id = excluded.external_id,"
         " title = excluded.title, format = excluded.format, price_eur = excluded.price_eur, qcg = excluded.qcg,"
         " visibility_scope = excluded.visibility_scope, visibility_networks = excluded.visibility_networks,"
         " status = excluded.status, version = excluded.version, state = excluded.state,"
-        " first_start = excluded.first_start, last_start = excluded.last_start, updated_at = now()"
+        " first_start = excluded.first_start, last_start = excluded.last_start,"
+        " skill_cluster = coalesce(excluded.skill_cluster, offers.skill_cluster), remote = excluded.remote,"
+        " updated_at = now()"
         " WHERE offers.version < excluded.version RETURNING true",
-        uuid.UUID(offer["id"]), offer["tenant"], uuid.UUID(offer["provider_id"]), offer.get("external_id"),
+        _uuid(offer["id"]), offer["tenant"], _uuid(offer["provider_id"]), offer.get("external_id"),
         offer["title"], offer["format"], offer.get("price_eur"), offer["funding"]["qcg"],
         offer["visibility"]["scope"], offer["visibility"].get("networks", []), offer["status"], offer["version"],
-        offer, min(filter(None, starts), default=None), max(filter(None, starts), default=None),
+        offer, min(filter(None, starts), default=None), max(filter(None, starts), default=None), skill_cluster,
+        offer["format"] in REMOTE_FORMATS,
     )
     return bool(row)
 
 
-async def candidate_offers(conn: asyncpg.Connection, tenant: str, demand: dict[str, Any]) -> list[dict]:
-    """Published offers the tenant may see that can pass the cheap constraints; the rest is domain.check."""
-    rows = await conn.fetch(
-        "SELECT state FROM offers WHERE status = 'published'"
-        " AND (tenant_id = $1 OR visibility_scope = 'all' OR $1 = ANY (visibility_networks))"
-        " AND format = ANY ($2::text[]) AND first_start <= $4::text::date AND last_start >= $3::text::date"
-        " AND ($5::numeric IS NULL OR coalesce(price_eur, 0) <= $5) AND (NOT $6 OR qcg)",
-        tenant, demand["formats"], demand["start_from"], demand["start_to"], demand.get("max_price_eur"),
-        demand["funding_required"],
-    )
-    return [r["state"] for r in rows]
+async def replace_sessions(conn: asyncpg.Connection, offer: dict[str, Any]) -> None:
+    """The offer's sessions as rows of hard-constraint columns (acting as the offer's home tenant)."""
+    offer_id = _uuid(offer["id"])
+    await conn.execute("DELETE FROM offer_sessions WHERE offer_id = $1", offer_id)
+    located = offer["format"] in LOCATED_FORMATS
+    rows = []
+    for n, session in enumerate(offer["sessions"]):
+        loc = session.get("location") or None
+        lat, lon = (loc["lat"], loc["lon"]) if loc else (None, None)
+        rows.append((
+            offer_id, n, offer["tenant"], offer["status"], offer["visibility"]["scope"],
+            offer["visibility"].get("networks", []), offer["format"], offer.get("price_eur"),
+            bool(offer["funding"]["qcg"]), _date(session["start"]), lat, lon,
+            geo.cell(lat, lon) if located and loc else None, (loc or {}).get("city"),
+            geo.region((loc or {}).get("zip"), lat, lon) if loc else None,
+        ))
+    if rows:  # (COPY does not go with row-level security)
+        await conn.executemany(
+            "INSERT INTO offer_sessions (offer_id, n, tenant_id, status, visibility_scope, visibility_networks,"
+            " format, price_eur, qcg, start_date, lat, lon, cell, city, region)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)", rows)
 
 
-async def insert_demand(conn: asyncpg.Connection, demand: dict[str, Any], created_by: str) -> None:
+async def vector_hash(conn: asyncpg.Connection, offer_id: str) -> str | None:
+    return await conn.fetchval("SELECT text_hash FROM offer_vectors WHERE offer_id = $1", _uuid(offer_id))
+
+
+async def stored_vectors(conn: asyncpg.Connection, offer_ids: list[str]) -> dict[str, bytes]:
+    rows = await conn.fetch("SELECT offer_id, vector FROM offer_vectors WHERE offer_id = ANY($1::uuid[])",
+                            [_uuid(i) for i in offer_ids])
+    return {str(r["offer_id"]): r["vector"] for r in rows}
+
+
+async def put_vector(conn: asyncpg.Connection, offer_id: str, text_hash: str, vector: bytes) -> None:
+    """Store a new vector; it gets its change sequence at the end of the transaction (stamp_vectors)."""
     await conn.execute(
-        "INSERT INTO demands (id, tenant_id, created_by, status, formats, start_from, start_to, state)"
-        " VALUES ($1, $2, $3, $4, $5, $6::text::date, $7::text::date, $8)",
-        uuid.UUID(demand["id"]), demand["tenant"], created_by, demand["status"], demand["formats"],
-        demand["start_from"], demand["start_to"], demand,
+        "INSERT INTO offer_vectors (offer_id, text_hash, vector, change_seq) VALUES ($1, $2, $3, 0)"
+        " ON CONFLICT (offer_id) DO UPDATE SET text_hash = excluded.text_hash, vector = excluded.vector,"
+        " change_seq = 0", _uuid(offer_id), text_hash, vector)
+
+
+async def stamp_vectors(conn: asyncpg.Connection, offer_ids: list[str]) -> None:
+    """Give new vectors their change sequence as the last step of the transaction, under a lock held
+    to commit: sequences are then given in commit order, so a replica reading "everything above N"
+    never skips a vector that commits late."""
+    if not offer_ids:
+        return
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('matching:offer-vector-seq'))")
+    await conn.execute("UPDATE offer_vectors SET change_seq = nextval('offer_vector_seq') WHERE offer_id = ANY($1)",
+                       [_uuid(i) for i in offer_ids])
+
+
+async def offer_states(conn: asyncpg.Connection, offer_ids: list[str]) -> dict[str, dict]:
+    rows = await conn.fetch("SELECT id, state FROM offers WHERE id = ANY($1::uuid[])", [_uuid(i) for i in offer_ids])
+    return {str(r["id"]): r["state"] for r in rows}
+
+
+@dataclass(frozen=True)
+class Feasible:
+    """An offer that passes every hard constraint for a demand, with the session that makes it pass."""
+    offer_id: str
+    start: str
+    city: str | None
+    distance_km: float | None
+
+
+_HAVERSINE = ("2 * 6371.0088 * asin(sqrt(least(1.0, power(sin(radians(s.lat - $8) / 2), 2)"
+              " + cos(radians($8)) * cos(radians(s.lat)) * power(sin(radians(s.lon - $9) / 2), 2))))")
+
+
+async def feasible_offers(conn: asyncpg.Connection, demand: dict[str, Any]) -> list[Feasible]:
+    """Every offer the demand's tenant may see that passes the six hard constraints, found through the
+    session indexes: located formats by the grid cells of the demand's distance box and the start
+    window, the others by format and start window; price and funding on the same rows; the exact
+    great-circle distance last. For each offer, its earliest session that passes."""
+    formats = set(demand["formats"])
+    start_from, start_to = _date(demand["start_from"]), _date(demand["start_to"])
+    ceiling = demand.get("max_price_eur")
+    funding = bool(demand["funding_required"])
+    found: dict[str, Feasible] = {}
+    located = sorted(formats & LOCATED_FORMATS)
+    if located:
+        employer = demand["employer"]
+        radius = float(demand["max_distance_km"])
+        lat_min, lat_max, lon_min, lon_max = geo.box(employer["lat"], employer["lon"], radius)
+        cells = geo.cells_of_box(lat_min, lat_max, lon_min, lon_max)
+        where_cell = ("s.cell = ANY($10::int[])" if cells is not None
+                      else "s.cell IS NOT NULL AND cardinality($10::int[]) = 0")
+        rows = await conn.fetch(
+            "SELECT DISTINCT ON (offer_id) offer_id, start_date, city, km FROM ("
+            f" SELECT s.offer_id, s.start_date, s.city, {_HAVERSINE} AS km FROM offer_sessions s"
+            f" WHERE s.status = 'published' AND {where_cell} AND s.start_date BETWEEN $1 AND $2"
+            " AND s.format = ANY($3::text[]) AND ($4::numeric IS NULL OR coalesce(s.price_eur, 0) <= $4)"
+            " AND (NOT $5 OR s.qcg) AND s.lat BETWEEN $6 AND $7 AND s.lon BETWEEN $11 AND $12"
+            ") x WHERE km <= $13 ORDER BY offer_id, start_date, km",
+            start_from, start_to, located, ceiling, funding, lat_min, lat_max, employer["lat"], employer["lon"],
+            cells or [], lon_min, lon_max, radius,
+        )
+        for r in rows:
+            found[str(r["offer_id"])] = Feasible(str(r["offer_id"]), r["start_date"].isoformat(), r["city"],
+                                                 float(r["km"]))
+    remote = sorted(formats & set(REMOTE_FORMATS))
+    if remote:
+        rows = await conn.fetch(
+            "SELECT DISTINCT ON (offer_id) s.offer_id, s.start_date, s.city FROM offer_sessions s"
+            " WHERE s.status = 'published' AND s.cell IS NULL AND s.format = ANY($3::text[])"
+            " AND s.start_date BETWEEN $1 AND $2 AND ($4::numeric IS NULL OR coalesce(s.price_eur, 0) <= $4)"
+            " AND (NOT $5 OR s.qcg) ORDER BY s.offer_id, s.start_date",
+            start_from, start_to, remote, ceiling, funding,
+        )
+        for r in rows:
+            found.setdefault(str(r["offer_id"]), Feasible(str(r["offer_id"]), r["start_date"].isoformat(),
+                                                          r["city"], None))
+    return list(found.values())
+
+
+# ---- demands ----------------------------------------------------------------------------------------
+
+async def insert_demand(conn: asyncpg.Connection, demand: dict[str, Any], created_by: str, vector: bytes,
+                        skill_cluster: str | None, region: str | None) -> None:
+    await conn.execute(
+        "INSERT INTO demands (id, tenant_id, created_by, owner, status, formats, start_from, start_to, state,"
+        " vector, skill_cluster, region, participants)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7::text::date, $8::text::date, $9, $10, $11, $12, $13)",
+        _uuid(demand["id"]), demand["tenant"], created_by, demand["owner"], demand["status"], demand["formats"],
+        demand["start_from"], demand["start_to"], demand, vector, skill_cluster, region, demand["participants"],
     )
 
 
-async def get_demand(conn: asyncpg.Connection, demand_id: uuid.UUID) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM demands WHERE id = $1", demand_id)
+async def update_demand(conn: asyncpg.Connection, demand: dict[str, Any], vector: bytes | None = None,
+                        skill_cluster: str | None = None, region: str | None = None) -> None:
+    await conn.execute(
+        "UPDATE demands SET status = $2, formats = $3, start_from = $4::text::date, start_to = $5::text::date,"
+        " state = $6, vector = coalesce($7, vector), skill_cluster = coalesce($8, skill_cluster),"
+        " region = coalesce($9, region), participants = $10, closed_reason = $11, updated_at = now()"
+        " WHERE id = $1",
+        _uuid(demand["id"]), demand["status"], demand["formats"], demand["start_from"], demand["start_to"], demand,
+        vector, skill_cluster, region, demand["participants"], demand.get("closed_reason"),
+    )
 
 
-async def close_demand(conn: asyncpg.Connection, demand_id: uuid.UUID, state: dict[str, Any]) -> None:
-    await conn.execute("UPDATE demands SET status = 'closed', state = $2, updated_at = now() WHERE id = $1",
-                       demand_id, state)
+async def get_demand(conn: asyncpg.Connection, demand_id: uuid.UUID | str, *, lock: bool = False
+                     ) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM demands WHERE id = $1" + (" FOR UPDATE" if lock else ""),
+                               _uuid(demand_id))
 
 
-async def open_demands(conn: asyncpg.Connection, tenant: str) -> list[dict]:
-    rows = await conn.fetch("SELECT state FROM demands WHERE tenant_id = $1 AND status = 'open'", tenant)
-    return [r["state"] for r in rows]
+async def list_demands(conn: asyncpg.Connection, owner: str | None, status: str | None, limit: int,
+                       offset: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT state FROM demands WHERE ($1::text IS NULL OR owner = $1) AND ($2::text IS NULL OR status = $2)"
+        " ORDER BY created_at DESC, id LIMIT $3 OFFSET $4", owner, status, limit, offset)
 
 
-async def matches_of_offer(conn: asyncpg.Connection, tenant: str, offer_id: uuid.UUID) -> dict[str, asyncpg.Record]:
-    rows = await conn.fetch("SELECT * FROM matches WHERE tenant_id = $1 AND offer_id = $2", tenant, offer_id)
-    return {str(r["demand_id"]): r for r in rows}
+async def replace_keys(conn: asyncpg.Connection, demand: dict[str, Any]) -> None:
+    """The demand's reverse-matching keys: one per acceptable format and grid cell (cell -1 for
+    anywhere). Removed when the demand is no longer open."""
+    demand_id = _uuid(demand["id"])
+    await conn.execute("DELETE FROM demand_keys WHERE demand_id = $1", demand_id)
+    if demand["status"] != "open":
+        return
+    employer = demand["employer"]
+    cells = geo.cells_of_box(*geo.box(employer["lat"], employer["lon"], float(demand["max_distance_km"])))
+    rows = []
+    for fmt in sorted(set(demand["formats"])):
+        for c in (cells if fmt in LOCATED_FORMATS and cells is not None else [geo.WIDE]):
+            rows.append((demand_id, demand["tenant"], fmt, c, _date(demand["start_from"]), _date(demand["start_to"]),
+                         demand.get("max_price_eur"), bool(demand["funding_required"])))
+    await conn.execute(
+        "INSERT INTO demand_keys (demand_id, tenant_id, format, cell, start_from, start_to, max_price_eur,"
+        " funding_required) SELECT $1, $2, f, c, $5, $6, $7, $8 FROM unnest($3::text[], $4::int[]) AS k(f, c)",
+        demand_id, demand["tenant"], [r[2] for r in rows], [r[3] for r in rows], _date(demand["start_from"]),
+        _date(demand["start_to"]), demand.get("max_price_eur"), bool(demand["funding_required"]))
 
 
-async def insert_match(conn: asyncpg.Connection, tenant: str, demand_id: str, offer_id: str,
-                       score: float, reasons: dict) -> asyncpg.Record | None:
+async def demands_for_offer(conn: asyncpg.Connection, tenant: str, offer: dict[str, Any]) -> list[str]:
+    """The open demands of the acting tenant that an offer's sessions can concern, by the demand keys:
+    same format, the session's cell (or anywhere), the session's start inside the window, price and
+    funding. Exact distance is checked afterwards on the few found."""
+    located = offer["format"] in LOCATED_FORMATS
+    starts, cells = [], []
+    for session in offer["sessions"]:
+        loc = session.get("location")
+        if located and not loc:
+            continue
+        starts.append(_date(session["start"]))
+        cells.append(geo.cell(loc["lat"], loc["lon"]) if located else geo.WIDE)
+    if not starts:
+        return []
+    rows = await conn.fetch(
+        "SELECT DISTINCT k.demand_id FROM unnest($2::date[], $3::int[]) AS s(start_date, cell)"
+        " JOIN demand_keys k ON k.tenant_id = $1 AND k.format = $4 AND k.cell IN (s.cell, -1)"
+        " AND k.start_from <= s.start_date AND k.start_to >= s.start_date"
+        " WHERE (k.max_price_eur IS NULL OR $5::numeric <= k.max_price_eur) AND (NOT k.funding_required OR $6)",
+        tenant, starts, cells, offer["format"], offer.get("price_eur") or 0,
+        bool(offer["funding"]["qcg"]),
+    )
+    return [str(r["demand_id"]) for r in rows]
+
+
+async def demand_states(conn: asyncpg.Connection, demand_ids: list[str]) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT id, state, vector FROM demands WHERE id = ANY($1::uuid[]) ORDER BY id",
+                            [_uuid(i) for i in demand_ids])
+
+
+async def expired_demands(conn: asyncpg.Connection, today: date, limit: int = 200) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT id FROM demands WHERE status = 'open' AND start_to < $1 ORDER BY start_to LIMIT $2", today, limit)
+
+
+# ---- matches ---------------------------------------------------------------------------------------
+
+async def matches_of_demand(conn: asyncpg.Connection, demand_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM matches WHERE demand_id = $1", _uuid(demand_id))
+
+
+async def demands_matched_to_offer(conn: asyncpg.Connection, offer_id: str) -> list[str]:
+    rows = await conn.fetch("SELECT demand_id FROM matches WHERE offer_id = $1 AND status = 'active'", _uuid(offer_id))
+    return [str(r["demand_id"]) for r in rows]
+
+
+async def insert_match(conn: asyncpg.Connection, tenant: str, demand_id: str, offer: dict, score: float,
+                       reasons: dict, announced: bool) -> asyncpg.Record | None:
     """A new match, or None when the pair was matched before (never announced twice)."""
     return await conn.fetchrow(
-        "INSERT INTO matches (id, tenant_id, demand_id, offer_id, score, reasons, status)"
-        " VALUES ($1, $2, $3, $4, $5, $6, 'active') ON CONFLICT (demand_id, offer_id) DO NOTHING RETURNING *",
-        uuid.uuid4(), tenant, uuid.UUID(demand_id), uuid.UUID(offer_id), score, reasons,
+        "INSERT INTO matches (id, tenant_id, demand_id, offer_id, score, reasons, status, provider_id, offer_tenant,"
+        " announced) VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9)"
+        " ON CONFLICT (demand_id, offer_id) DO NOTHING RETURNING *",
+        uuid.uuid4(), tenant, _uuid(demand_id), _uuid(offer["id"]), score, reasons, _uuid(offer["provider_id"]),
+        offer["tenant"], announced,
     )
 
 
 async def update_match(conn: asyncpg.Connection, match_id: uuid.UUID, status: str,
-                       score: float | None = None, reasons: dict | None = None) -> None:
-    await conn.execute(
+                       score: float | None = None, reasons: dict | None = None) -> asyncpg.Record:
+    return await conn.fetchrow(
         "UPDATE matches SET status = $2, score = coalesce($3, score), reasons = coalesce($4, reasons),"
-        " updated_at = now() WHERE id = $1", match_id, status, score, reasons,
+        " updated_at = now() WHERE id = $1 RETURNING *", match_id, status, score, reasons,
     )
 
 
 async def active_matches(conn: asyncpg.Connection, demand_id: uuid.UUID) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT m.*, o.external_id, o.title, o.provider_id FROM matches m JOIN offers o ON o.id = m.offer_id"
-        " WHERE m.demand_id = $1 AND m.status = 'active' ORDER BY m.score DESC, m.created_at", demand_id,
+        "SELECT m.*, o.external_id, o.title, o.provider_id AS offer_provider, o.state AS offer"
+        " FROM matches m LEFT JOIN offers o ON o.id = m.offer_id"
+        " WHERE m.demand_id = $1 AND m.status = 'active' ORDER BY m.score DESC, m.offer_id", demand_id,
     )
+
+
+# ---- providers and the provider's view ---------------------------------------------------------------
+
+async def upsert_provider(conn: asyncpg.Connection, provider: dict[str, Any]) -> None:
+    await conn.execute(
+        "INSERT INTO providers (id, tenant_id, name, members, version) VALUES ($1, $2, $3, $4, $5)"
+        " ON CONFLICT (id) DO UPDATE SET name = excluded.name, members = excluded.members,"
+        " version = excluded.version, updated_at = now() WHERE providers.version <= excluded.version",
+        _uuid(provider["id"]), provider["tenant"], provider["name"], list(provider.get("members") or []),
+        int(provider.get("version") or 0),
+    )
+
+
+async def providers_of(conn: asyncpg.Connection, subject: str, claimed: list[str]) -> list[str]:
+    rows = await conn.fetch("SELECT id FROM providers WHERE $1 = ANY (members) OR id = ANY($2::uuid[])",
+                            subject, [_uuid(p) for p in claimed if _is_uuid(p)])
+    return [str(r["id"]) for r in rows]
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+        return True
+    except ValueError:
+        return False
+
+
+async def put_provider_match(conn: asyncpg.Connection, match: asyncpg.Record, offer: dict, demand_view: dict,
+                             employer: dict) -> None:
+    """In the provider's tenant (the caller switched to it)."""
+    await conn.execute(
+        "INSERT INTO provider_matches (match_id, tenant_id, provider_id, offer_id, offer_title, demand_id,"
+        " demand_tenant, demand, employer, score, reasons) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        " ON CONFLICT (match_id) DO UPDATE SET offer_title = excluded.offer_title, demand = excluded.demand,"
+        " employer = excluded.employer, score = excluded.score, reasons = excluded.reasons, updated_at = now()",
+        match["id"], offer["tenant"], _uuid(offer["provider_id"]), _uuid(offer["id"]), offer["title"],
+        match["demand_id"], match["tenant_id"], demand_view, employer, match["score"], match["reasons"],
+    )
+
+
+async def drop_provider_match(conn: asyncpg.Connection, match_id: uuid.UUID) -> None:
+    await conn.execute("DELETE FROM provider_matches WHERE match_id = $1", match_id)
+
+
+async def provider_view(conn: asyncpg.Connection, provider_ids: list[str] | None, limit: int,
+                        offset: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT * FROM provider_matches WHERE ($1::uuid[] IS NULL OR provider_id = ANY($1::uuid[]))"
+        " ORDER BY updated_at DESC, match_id LIMIT $2 OFFSET $3",
+        [_uuid(p) for p in provider_ids] if provider_ids is not None else None, limit, offset)

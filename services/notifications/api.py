@@ -172,12 +172,18 @@ _INVALID = ("Link ungültig", "Dieser Abmeldelink ist ungültig oder unvollstän
                              "vollständigen Link aus einer aktuellen E-Mail. Es wurde nichts geändert.")
 
 
+# A person opens these links in a browser: even a broken link answers with a German page.
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+_HTML_PAGES = {200: {"description": "A page for the recipient", "content": _HTML},
+               404: {"description": "The link is invalid: a page saying so", "content": _HTML}}
+
+
 def _page(title: str, text: str, status: int = 200, action: str | None = None) -> HTMLResponse:
     return HTMLResponse(render_page(title=title, text=text, action=action), status_code=status,
                         headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 
 
-@router.get("/unsubscribe", response_class=HTMLResponse,
+@router.get("/unsubscribe", response_class=HTMLResponse, responses=_HTML_PAGES,
             summary="The unsubscribe link of a mail: a page with a button; changes nothing (RFC 8058)")
 async def unsubscribe_page(request: Request, token: Annotated[Text, Query(min_length=16, max_length=600)],
                            runtime: RuntimeDep) -> HTMLResponse:
@@ -190,7 +196,7 @@ async def unsubscribe_page(request: Request, token: Annotated[Text, Query(min_le
                  action=f"{request.url.path}?{request.url.query}")
 
 
-@router.post("/unsubscribe", response_class=HTMLResponse,
+@router.post("/unsubscribe", response_class=HTMLResponse, responses=_HTML_PAGES,
              summary="One-click unsubscribe (RFC 8058 List-Unsubscribe-Post), also the page's button")
 async def unsubscribe_now(token: Annotated[Text, Query(min_length=16, max_length=600)],
                           runtime: RuntimeDep) -> HTMLResponse:

@@ -141,7 +141,7 @@ def test_health_readiness_and_metrics(platform: Platform) -> None:
         with platform.client(service) as api:
             assert api.get("/healthz").json() == {"status": "ok"}
             ready = api.get("/readyz").json()
-            extra = {"redis"} if service == "notifications" else set()
+            extra = {"notifications": {"redis"}, "matching": {"offer_index"}}.get(service, set())
             assert ready["status"] == "ready"
             assert set(ready["checks"]) == {"database", "migrations", "tenants", "broker", "issuer"} | extra
             assert "http_requests_total" in api.get("/metrics").text

@@ -38,9 +38,6 @@ SECOND_OWNER = {"provider": "provider2", "employer": "employer2"}
 
 # (service, route, case) the owner has not enforced yet; case is "other owner" or "other tenant".
 PENDING: set[tuple[str, str, str]] = {
-    ("matching", "GET /v1/demands/{demand_id}", "other owner"),
-    ("matching", "POST /v1/demands/{demand_id}/close", "other owner"),
-    ("matching", "GET /v1/demands/{demand_id}/matches", "other owner"),
 }
 
 
@@ -168,6 +165,11 @@ RECIPES: dict[str, Recipe] = {
     "POST /v1/demands/{demand_id}/close": lambda w, t: Call(
         "POST", f"/v1/demands/{w.demand(fresh=True, tenant=t)}/close"),
     "GET /v1/demands/{demand_id}/matches": lambda w, t: Call("GET", f"/v1/demands/{w.demand(tenant=t)}/matches"),
+    "GET /v1/demands": lambda w, t: Call("GET", "/v1/demands"),
+    "PUT /v1/demands/{demand_id}": lambda w, t: Call("PUT", f"/v1/demands/{w.demand(tenant=t)}", demand_body()),
+    "GET /v1/demands/{demand_id}/offers": lambda w, t: Call("GET", f"/v1/demands/{w.demand(tenant=t)}/offers"),
+    "GET /v1/matched-demands": lambda w, t: Call("GET", "/v1/matched-demands"),
+    "GET /v1/insights/gaps": lambda w, t: Call("GET", "/v1/insights/gaps"),
     # notifications
     "GET /v1/deliveries": lambda w, t: Call("GET", "/v1/deliveries", params={"provider_id": w.provider(tenant=t)}),
     "GET /v1/preferences/{provider_id}": lambda w, t: Call("GET", f"/v1/preferences/{w.provider(tenant=t)}"),

@@ -4,10 +4,12 @@ records and reports each broken one; hostile XML is refused."""
 
 from __future__ import annotations
 
+import re
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import httpx
 import pytest
 from kafka import KafkaConsumer
 
@@ -154,6 +156,45 @@ def test_hostile_xml_is_refused_and_changes_nothing(platform: Platform, attack: 
     assert "/etc/passwd" not in response.text and "root:" not in response.text
     with platform.client("catalog", USER) as api:
         assert api.get("/v1/offers", params={"provider_id": provider["id"]}).json()["items"] == []
+
+
+def _peak_rss_mib(pid: int) -> float:
+    """The process's peak resident memory so far (VmHWM), in MiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def test_a_1_gb_stream_is_refused_with_bounded_memory(platform: Platform) -> None:
+    provider = _provider(platform, "Ziel eines endlosen Stroms")
+    catalog = platform.stack.processes["catalog"].pid
+    before = _peak_rss_mib(catalog)
+    record = b"<SERVICE><PRODUCT_ID>x</PRODUCT_ID><SERVICE_DETAILS><TITLE>y</TITLE></SERVICE_DETAILS></SERVICE>"
+    chunk = record * (2**20 // len(record))
+    sent = 0
+
+    def endless():  # 1 GiB of well-formed records that never close the catalogue
+        nonlocal sent
+        yield b'<?xml version="1.0" encoding="UTF-8"?><OPENQCAT><NEW_CATALOG>'
+        while sent < 2**30:
+            sent += len(chunk)
+            yield chunk
+
+    started = time.monotonic()
+    with platform.client("catalog", USER) as api:
+        try:
+            response = api.post("/v1/imports/openqcat", params={"provider_id": provider["id"]}, content=endless(),
+                                headers={"Content-Type": "application/xml"}, timeout=120)
+            status = response.status_code
+        except (httpx.WriteError, httpx.RemoteProtocolError):
+            status = None  # the server answered and closed while we were still sending
+    elapsed = time.monotonic() - started
+    assert status in (413, None), status
+    assert sent < 2**30, "the whole gigabyte was read"
+    assert _peak_rss_mib(catalog) - before < 100, "the stream was held in memory"
+    with platform.client("catalog", USER) as api:
+        assert api.get("/v1/offers", params={"provider_id": provider["id"]}).json()["items"] == []
+        assert api.get("/healthz").status_code == 200  # and the catalog still serves
+    print(f"refused after {sent / 2**20:.0f} MiB in {elapsed:.1f} s")
 
 
 def test_only_those_acting_for_the_provider_may_import(platform: Platform, kursnet: dict) -> None:

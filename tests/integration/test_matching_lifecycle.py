@@ -84,8 +84,11 @@ def test_closed_demand_takes_no_new_matches_and_is_private(platform: Platform, p
         later = api.post("/v1/offers", json=offer_body(pair["provider"]["id"])).json()
     with platform.client("matching", "lueneburg-counselor") as api:  # a probe demand shows the offer was consumed
         probe = api.post("/v1/demands", json=demand_body()).json()
-        wait_until("the later offer consumed", lambda: later["id"] in {
-            m["offer_id"] for m in api.get(f"/v1/demands/{probe['id']}/matches").json()["items"]})
+        def ranked() -> set[str]:  # one match per provider: the later offer shows in the ranking
+            listed = api.get(f"/v1/demands/{probe['id']}/offers", params={"page_size": 100}).json()["items"]
+            return {m["offer_id"] for m in listed}
+
+        wait_until("the later offer consumed", lambda: later["id"] in ranked())
     assert later["id"] not in _match_ids(platform, demand_id)
     with platform.client("matching", "hellweg-hochsauerland-employer") as api:
         assert api.get(f"/v1/demands/{demand_id}").status_code == 404

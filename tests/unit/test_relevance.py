@@ -7,7 +7,15 @@ import pytest
 
 from services.matching import relevance
 from services.matching.domain import Feasibility, check
-from services.matching.relevance import MATCH_THRESHOLD, MAX_MATCHES_PER_DEMAND, Ranked, announce, rank
+from services.matching.relevance import (
+    MATCH_MARGIN,
+    MATCH_THRESHOLD,
+    MAX_MATCHES_PER_DEMAND,
+    Ranked,
+    announce,
+    expand_query,
+    rank,
+)
 
 SESSION = {"start": "2027-03-08", "end": "2027-03-12",
            "location": {"zip": "59494", "city": "Soest", "lat": 51.57, "lon": 8.11}}
@@ -85,11 +93,35 @@ def _r(oid: str, provider: str, score: float) -> Ranked:
 def test_announce_caps_dedups_providers_and_honours_the_threshold() -> None:
     ranked = [_r(f"o{i:02d}", f"p{i:02d}", 0.99 - i * 0.001) for i in range(15)]
     assert [m.offer_id for m in announce(ranked)] == [f"o{i:02d}" for i in range(MAX_MATCHES_PER_DEMAND)]
-    same = [_r("a", "p1", 0.95), _r("b", "p1", 0.97), _r("c", "p2", 0.9)]
+    same = [_r("a", "p1", 0.95), _r("b", "p1", 0.97), _r("c", "p2", 0.94)]
     assert [m.offer_id for m in announce(same)] == ["b", "c"]  # the provider's best offer only
     low = [_r("a", "p1", MATCH_THRESHOLD - 0.01), _r("b", "p2", MATCH_THRESHOLD)]
     assert [m.offer_id for m in announce(low)] == ["b"]
     assert announce([]) == []
+    # far below the demand's best offer: not worth the provider's time, whatever the absolute score
+    spread = [_r("a", "p1", 0.95), _r("b", "p2", 0.95 - MATCH_MARGIN - 0.01)]
+    assert [m.offer_id for m in announce(spread)] == ["a"]
+    assert [m.offer_id for m in announce(spread, per_provider=1, margin=1.0)] == ["a", "b"]
+    # one changed offer judged alone: the demand's best score comes from elsewhere
+    assert announce([spread[1]]) == [spread[1]]
+    assert announce([spread[1]], best=0.95) == []
+    several = [_r("a", "p1", 0.97), _r("b", "p1", 0.96), _r("c", "p2", 0.95)]
+    assert [m.offer_id for m in announce(several, per_provider=2)] == ["a", "b", "c"]
+
+
+def test_expand_query_moves_towards_the_nearest_candidates() -> None:
+    rng = np.random.default_rng(7)
+    query = rng.normal(size=8).astype(np.float32)
+    query /= np.linalg.norm(query)
+    cluster = query + 0.8 * rng.normal(size=(5, 8)).astype(np.float32)
+    far = -query + 0.1 * rng.normal(size=(5, 8)).astype(np.float32)
+    matrix = np.vstack([cluster, far])
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    expanded = expand_query(query, matrix)
+    assert expanded.shape == (8,) and abs(float(np.linalg.norm(expanded)) - 1) < 1e-5
+    centroid = cluster.mean(axis=0) / np.linalg.norm(cluster.mean(axis=0))
+    assert float(expanded @ centroid) > float(query @ centroid)
+    assert np.allclose(expand_query(query, np.zeros((0, 8), dtype=np.float32)), query)
 
 
 @pytest.mark.parametrize(("employees", "cost"), [(12, 0.0), (49, 0.0), (50, 1000.0), (499, 1000.0),

@@ -1,0 +1,395 @@
+"""Demands and matches through the real broker: each hard constraint, each reaction (demand opened,
+changed, closed, expired; offer published, changed, made draft, withdrawn, shared, unshared), one
+announcement per provider, owners apart, the provider's view with the employer's consent, the gap
+report, and a second matching process whose in-memory index follows offers the first one handled.
+
+Each test works at a place of its own (random coordinates), so offers of other tests never fit its
+demands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+import uuid
+
+import asyncpg
+import httpx
+import pytest
+from kafka import KafkaConsumer
+
+from contracts import DEMAND_CLOSED, DEMANDS_TOPIC, MATCH_FOUND, MATCH_RETRACTED, MATCHES_TOPIC
+from tests.platform import Platform, demand_body, future, offer_body, wait_until
+
+PROVIDER, EMPLOYER, EMPLOYER2 = "lueneburg-provider", "lueneburg-employer", "lueneburg-employer2"
+COUNSELOR, ADMIN = "lueneburg-counselor", "lueneburg-admin"
+AZAV = {"certified": True, "valid_until": future(400), "certifier": "CERTQUA"}
+WELDING = {"title": "MAG-Schweißen für Einsteiger mit Prüfung", "skills": ["Schweißen", "MAG"],
+           "description": "Grundkurs Metall-Aktivgas-Schweißen an Baustahl mit Schweißerprüfung."}
+
+
+def _spot() -> tuple[float, float]:
+    """A place of this test's own in Germany (far from the fixed places other tests use)."""
+    return round(random.uniform(47.6, 54.6), 4), round(random.uniform(6.2, 14.8), 4)
+
+
+class Place:
+    def __init__(self) -> None:
+        self.lat, self.lon = _spot()
+
+    def location(self, km_north: float = 0.0) -> dict:
+        return {"zip": "21335", "city": "Testort", "lat": round(self.lat + km_north / 111.2, 5), "lon": self.lon}
+
+    def offer(self, provider_id: str, **changes) -> dict:
+        sessions = changes.pop("sessions", None) or [{"start": future(40), "end": future(42),
+                                                      "location": self.location()}]
+        return offer_body(provider_id, sessions=sessions, **changes)
+
+    def demand(self, **changes) -> dict:
+        employer = {"name": "Logistik Heide GmbH", "employees": 35, "zip": "21335", "city": "Testort",
+                    "lat": self.lat, "lon": self.lon, **changes.pop("employer", {})}
+        return demand_body(employer=employer, **changes)
+
+
+@pytest.fixture
+def place() -> Place:
+    return Place()
+
+
+@pytest.fixture(scope="module")
+def provider(platform: Platform) -> str:
+    with platform.client("catalog", PROVIDER) as api:
+        made = api.post("/v1/providers", json={"name": "Matching-Akademie", "emails": ["m@akademie.example"]})
+    assert made.status_code == 201, made.text
+    return made.json()["id"]
+
+
+def _new_provider(platform: Platform, user: str = PROVIDER) -> str:
+    with platform.client("catalog", user) as api:
+        made = api.post("/v1/providers", json={"name": f"Akademie {uuid.uuid4().hex[:4]}",
+                                               "emails": ["p@akademie.example"], "azav": AZAV})
+    assert made.status_code == 201, made.text
+    return made.json()["id"]
+
+
+def _publish(platform: Platform, body: dict, user: str = PROVIDER) -> dict:
+    with platform.client("catalog", user) as api:
+        made = api.post("/v1/offers", json=body)
+    assert made.status_code == 201, made.text
+    return made.json()
+
+
+def _put_offer(platform: Platform, offer: dict, body: dict, user: str = PROVIDER) -> None:
+    body = {**body, "external_id": offer["external_id"]}
+    with platform.client("catalog", user) as api:
+        changed = api.put(f"/v1/offers/{offer['id']}", json=body)
+    assert changed.status_code == 200, changed.text
+
+
+def _open(platform: Platform, body: dict, user: str = EMPLOYER) -> dict:
+    with platform.client("matching", user) as api:
+        made = api.post("/v1/demands", json=body)
+    assert made.status_code == 201, made.text
+    return made.json()
+
+
+def _ranked(platform: Platform, demand_id: str, user: str = EMPLOYER) -> list[str]:
+    with platform.client("matching", user) as api:
+        return [i["offer_id"] for i in api.get(f"/v1/demands/{demand_id}/offers",
+                                               params={"page_size": 100}).json()["items"]]
+
+
+def _matches(platform: Platform, demand_id: str, user: str = EMPLOYER) -> list[str]:
+    with platform.client("matching", user) as api:
+        return [i["offer_id"] for i in api.get(f"/v1/demands/{demand_id}/matches").json()["items"]]
+
+
+def _events(platform: Platform, topic: str, key: str) -> list[tuple[str, dict]]:
+    consumer = KafkaConsumer(topic, bootstrap_servers=platform.config.bootstrap, group_id=None,
+                             auto_offset_reset="earliest", consumer_timeout_ms=700)
+    found = [(dict(r.headers)["ce_type"].decode(), json.loads(r.value)) for r in consumer if r.key.decode() == key]
+    consumer.close()
+    return found
+
+
+def _pair_events(platform: Platform, demand_id: str, offer_id: str) -> list[str]:
+    return [t for t, data in _events(platform, MATCHES_TOPIC, demand_id) if data["offer"]["id"] == offer_id]
+
+
+def _matched(platform: Platform, demand: dict, offer: dict, user: str = EMPLOYER) -> None:
+    wait_until("the match", lambda: offer["id"] in _matches(platform, demand["id"], user))
+
+
+# ---- hard constraints: an offer that breaks one is never returned -----------------------------------
+
+BREAKS = {
+    "visibility": lambda p, pid: p.offer(pid, visibility={"scope": "home", "networks": []}),
+    "format": lambda p, pid: p.offer(pid, format="online", sessions=[{"start": future(40), "location": None}]),
+    "start window": lambda p, pid: p.offer(pid, sessions=[{"start": future(200), "location": p.location()}]),
+    "distance": lambda p, pid: p.offer(pid, sessions=[{"start": future(40), "location": p.location(km_north=80)}]),
+    "price": lambda p, pid: p.offer(pid, price_eur=2000),
+    "funding": lambda p, pid: p.offer(pid, funding={"bildungsgutschein": True, "qcg": False,
+                                                    "aufstiegsbafoeg": False}),
+}
+
+
+@pytest.mark.parametrize("constraint", sorted(BREAKS))
+def test_an_offer_breaking_a_hard_constraint_is_never_returned(platform: Platform, place: Place,
+                                                               constraint: str) -> None:
+    home = "lueneburg" if constraint != "visibility" else "hellweg-hochsauerland"
+    user = f"{home}-provider"
+    pid = _new_provider(platform, user)
+    funded = {"bildungsgutschein": True, "qcg": True, "aufstiegsbafoeg": False}
+    fitting = _publish(platform, place.offer(pid, funding=funded, hours=160,
+                                             visibility={"scope": "networks", "networks": ["lueneburg"]}), user)
+    breaking_body = BREAKS[constraint](place, pid)
+    if constraint != "funding":
+        breaking_body["funding"] = funded
+    breaking_body["hours"] = 160
+    if constraint != "visibility":
+        breaking_body["visibility"] = {"scope": "networks", "networks": ["lueneburg"]}
+    breaking = _publish(platform, breaking_body, user)
+    demand = _open(platform, place.demand(max_price_eur=800, funding_required=True, max_distance_km=30,
+                                          start_from=future(10), start_to=future(90)))
+    wait_until("the fitting offer ranked", lambda: fitting["id"] in _ranked(platform, demand["id"]))
+    # the breaking one was published before the fitting one: it was consumed and still is not there
+    assert breaking["id"] not in _ranked(platform, demand["id"])
+    assert breaking["id"] not in _matches(platform, demand["id"])
+
+
+# ---- reactions --------------------------------------------------------------------------------------
+
+def test_demand_opened_is_matched_at_once_and_closing_retracts(platform: Platform, place: Place, provider) -> None:
+    offer = _publish(platform, place.offer(provider))
+    probe = _open(platform, place.demand(), COUNSELOR)
+    wait_until("the offer consumed", lambda: offer["id"] in _ranked(platform, probe["id"], COUNSELOR))
+    demand = _open(platform, place.demand())
+    assert offer["id"] in _matches(platform, demand["id"])  # matched in the request itself
+    with platform.client("matching", EMPLOYER) as api:
+        closed = api.post(f"/v1/demands/{demand['id']}/close").json()
+    assert closed["status"] == "closed" and closed["closed_reason"] == "closed"
+    assert _matches(platform, demand["id"]) == []
+    wait_until("found, then retracted", lambda: _pair_events(platform, demand["id"], offer["id"])
+               == [MATCH_FOUND, MATCH_RETRACTED])
+    assert [t for t, _ in _events(platform, DEMANDS_TOPIC, demand["id"])][-1] == DEMAND_CLOSED
+
+
+def test_demand_changed_is_matched_again_and_what_no_longer_holds_is_retracted(platform: Platform, place: Place,
+                                                                               provider) -> None:
+    stapler = _publish(platform, place.offer(provider))
+    welder = _publish(platform, place.offer(_new_provider(platform), **WELDING))
+    demand = _open(platform, place.demand())
+    _matched(platform, demand, stapler)
+    assert welder["id"] not in _matches(platform, demand["id"])  # feasible, but not what is needed
+    assert set(_ranked(platform, demand["id"])) >= {stapler["id"], welder["id"]}  # both browsable
+    welding = place.demand(title="Schweißerprüfung MAG für Monteure", skills=["MAG-Schweißen", "Schweißen"],
+                           description="Zwei Monteure sollen MAG-Schweißen an Baustahl lernen.")
+    with platform.client("matching", EMPLOYER) as api:
+        changed = api.put(f"/v1/demands/{demand['id']}", json=welding)
+    assert changed.status_code == 200, changed.text
+    assert _matches(platform, demand["id"]) == [welder["id"]]  # re-matched at once
+    found_retracted = [MATCH_FOUND, MATCH_RETRACTED]
+    wait_until("the events", lambda: _pair_events(platform, demand["id"], stapler["id"]) == found_retracted
+               and _pair_events(platform, demand["id"], welder["id"]) == [MATCH_FOUND])
+
+
+def test_demand_expired_after_its_window_is_closed_and_retracted(platform: Platform, place: Place, provider) -> None:
+    offer = _publish(platform, place.offer(provider))
+    demand = _open(platform, place.demand())
+    _matched(platform, demand, offer)
+
+    async def pass_the_window() -> None:
+        conn = await asyncpg.connect(platform.config.postgres_admin_url.rpartition("/")[0]
+                                     + f"/{platform.config.database_prefix}_matching")
+        try:
+            await conn.execute(
+                "UPDATE demands SET start_from = current_date - 30, start_to = current_date - 1 WHERE id = $1",
+                uuid.UUID(demand["id"]))
+            await conn.execute("NOTIFY matching_expiry")
+        finally:
+            await conn.close()
+
+    asyncio.run(pass_the_window())
+
+    def expired() -> bool:
+        with platform.client("matching", EMPLOYER) as api:
+            return api.get(f"/v1/demands/{demand['id']}").json().get("closed_reason") == "expired"
+
+    wait_until("the demand expired", expired, timeout=30)
+    assert _matches(platform, demand["id"]) == []
+    wait_until("retracted", lambda: _pair_events(platform, demand["id"], offer["id"]) == [MATCH_FOUND, MATCH_RETRACTED])
+    closed = [d for t, d in _events(platform, DEMANDS_TOPIC, demand["id"]) if t == DEMAND_CLOSED]
+    assert closed and closed[-1]["closed_reason"] == "expired"
+
+
+def test_offer_published_later_is_matched_to_the_open_demand(platform: Platform, place: Place, provider) -> None:
+    demand = _open(platform, place.demand())
+    offer = _publish(platform, place.offer(provider))
+    _matched(platform, demand, offer)
+    wait_until("MatchFound", lambda: _pair_events(platform, demand["id"], offer["id"]) == [MATCH_FOUND])
+
+
+def test_offer_made_draft_is_retracted_and_published_again_restored_quietly(platform: Platform, place: Place,
+                                                                            provider) -> None:
+    offer = _publish(platform, place.offer(provider))
+    demand = _open(platform, place.demand())
+    _matched(platform, demand, offer)
+    _put_offer(platform, offer, place.offer(provider, status="draft"))
+    wait_until("retracted", lambda: offer["id"] not in _matches(platform, demand["id"]))
+    _put_offer(platform, offer, place.offer(provider, status="published"))
+    _matched(platform, demand, offer)
+    wait_until("events", lambda: len(_pair_events(platform, demand["id"], offer["id"])) >= 2)
+    assert _pair_events(platform, demand["id"], offer["id"]) == [MATCH_FOUND, MATCH_RETRACTED]
+
+
+def test_offer_changed_to_another_topic_is_retracted(platform: Platform, place: Place, provider) -> None:
+    offer = _publish(platform, place.offer(provider))
+    demand = _open(platform, place.demand())
+    _matched(platform, demand, offer)
+    _put_offer(platform, offer, place.offer(provider, **WELDING))
+    wait_until("retracted", lambda: offer["id"] not in _matches(platform, demand["id"]))
+    assert offer["id"] in _ranked(platform, demand["id"])  # still feasible: the employer can browse it
+
+
+def test_offer_shared_later_is_matched_in_the_other_network(platform: Platform, place: Place) -> None:
+    pid = _new_provider(platform, "hellweg-hochsauerland-provider")
+    body = place.offer(pid, visibility={"scope": "home", "networks": []})
+    offer = _publish(platform, body, "hellweg-hochsauerland-provider")
+    demand = _open(platform, place.demand())
+    _put_offer(platform, offer, {**body, "visibility": {"scope": "networks", "networks": ["lueneburg"]}},
+               "hellweg-hochsauerland-provider")
+    _matched(platform, demand, offer)
+
+
+# ---- announcing -------------------------------------------------------------------------------------
+
+def test_a_provider_hears_of_a_demand_once_and_a_demand_has_at_most_ten_matches(platform: Platform,
+                                                                                 place: Place) -> None:
+    pid = _new_provider(platform)
+    twins = [_publish(platform, place.offer(pid)) for _ in range(2)]
+    others = [_publish(platform, place.offer(_new_provider(platform))) for _ in range(10)]
+    demand = _open(platform, place.demand())
+    wait_until("all offers ranked", lambda: len(set(_ranked(platform, demand["id"]))
+                                                & {o["id"] for o in twins + others}) == 12)
+    with platform.client("matching", EMPLOYER) as api:  # matched again with all of them in the read model
+        api.put(f"/v1/demands/{demand['id']}", json=place.demand())
+    matched = _matches(platform, demand["id"])
+    assert len(matched) == 10
+    assert len(set(matched) & {t["id"] for t in twins}) <= 1
+    found = [d["offer"]["provider_id"] for t, d in _events(platform, MATCHES_TOPIC, demand["id"]) if t == MATCH_FOUND]
+    assert len(found) == len(set(found))  # one MatchFound per provider
+
+
+# ---- owners -----------------------------------------------------------------------------------------
+
+def test_an_employer_reaches_only_its_firms_demands(platform: Platform, place: Place) -> None:
+    demand = _open(platform, place.demand())
+    with platform.client("matching", EMPLOYER2) as api:
+        for path in ("", "/matches", "/offers"):
+            assert api.get(f"/v1/demands/{demand['id']}{path}").status_code == 404
+        assert api.put(f"/v1/demands/{demand['id']}", json=place.demand()).status_code == 404
+        assert api.post(f"/v1/demands/{demand['id']}/close").status_code == 404
+        assert demand["id"] not in {d["id"] for d in api.get("/v1/demands").json()["items"]}
+        assert api.post("/v1/demands", json=place.demand(firm="lueneburg-firma-1")).status_code == 403
+    with platform.client("matching", EMPLOYER) as api:
+        assert demand["id"] in {d["id"] for d in api.get("/v1/demands").json()["items"]}
+    with platform.client("matching", COUNSELOR) as api:
+        assert api.get(f"/v1/demands/{demand['id']}").status_code == 200
+
+
+def test_a_counselor_records_demand_on_behalf_of_a_firm(platform: Platform, place: Place) -> None:
+    recorded = _open(platform, place.demand(firm="lueneburg-firma-2"), COUNSELOR)
+    assert recorded["owner"] == "lueneburg-firma-2"
+    with platform.client("matching", EMPLOYER2) as api:
+        assert api.get(f"/v1/demands/{recorded['id']}").status_code == 200
+    with platform.client("matching", EMPLOYER) as api:
+        assert api.get(f"/v1/demands/{recorded['id']}").status_code == 404
+
+
+# ---- the provider's view ----------------------------------------------------------------------------
+
+def test_the_provider_sees_its_matched_demands_and_the_contact_only_with_consent(platform: Platform,
+                                                                                place: Place) -> None:
+    pid = _new_provider(platform)
+    offer = _publish(platform, place.offer(pid))
+    contact = {"name": "Frau Heide", "email": "lager@heide.example"}
+    shared = _open(platform, place.demand(employer={"contact": contact, "share_contact": True}))
+    private = _open(platform, place.demand(employer={"contact": contact, "share_contact": False}))
+    _matched(platform, shared, offer)
+    _matched(platform, private, offer)
+
+    def view() -> dict:
+        with platform.client("matching", PROVIDER) as api:
+            return {i["demand"]["id"]: i for i in api.get("/v1/matched-demands").json()["items"]
+                    if i["offer_id"] == offer["id"]}
+
+    items = wait_until("both in the provider's view", lambda: (v := view()) and len(v) == 2 and v)
+    assert items[shared["id"]]["employer"]["contact"] | contact == items[shared["id"]]["employer"]["contact"]
+    assert items[private["id"]]["employer"]["contact"] is None
+    assert items[shared["id"]]["demand"]["title"] == shared["title"] and items[shared["id"]]["reasons"]["skills"]
+    with platform.client("matching", "lueneburg-provider2") as api:  # another provider of the network
+        assert offer["id"] not in {i["offer_id"] for i in api.get("/v1/matched-demands").json()["items"]}
+    with platform.client("matching", EMPLOYER) as api:
+        api.post(f"/v1/demands/{shared['id']}/close")
+    assert shared["id"] not in view()
+
+
+# ---- unmet demand -----------------------------------------------------------------------------------
+
+def test_gaps_per_skill_cluster_and_district_as_json_and_csv(platform: Platform) -> None:
+    lueneburg = {"name": "Pflegeheim Am Kurpark", "employees": 80, "zip": "21335", "city": "Lüneburg",
+                 "lat": 53.2464, "lon": 10.4115}
+    _open(platform, demand_body(employer=lueneburg, title="Pflegeassistenz für Hilfskräfte",
+                                skills=["Pflegeassistenz"], participants=4,
+                                description="Vier ungelernte Kräfte sollen zur Pflegeassistenz qualifiziert werden."),
+          COUNSELOR)
+    with platform.client("matching", ADMIN) as api:
+        body = api.get("/v1/insights/gaps", params={"from": future(-1), "to": future(0)}).json()
+        csv = api.get("/v1/insights/gaps", params={"from": future(-1), "to": future(0)},
+                      headers={"Accept": "text/csv"})
+    row = next(i for i in body["items"] if i["district"] == "Lüneburg" and "Pflege" in i["skill_cluster"])
+    assert row["demands"] >= 1 and row["participants"] >= 4 and row["demands_without_good_match"] >= 1
+    assert {"offers_available", "offers_in_district", "offers_remote"} <= set(row)
+    assert csv.headers["content-type"].startswith("text/csv")
+    assert csv.text.startswith("\ufeffThemenfeld;Region;Bedarfe;Teilnehmende;Ohne passendes Angebot;Angebote")
+    with platform.client("matching", EMPLOYER) as api:
+        assert api.get("/v1/insights/gaps").status_code == 403
+
+
+# ---- two matching processes -------------------------------------------------------------------------
+
+def test_a_second_matching_process_ranks_with_offers_the_first_one_handled(platform: Platform, place: Place,
+                                                                          provider) -> None:
+    """The second process serves HTTP only (its own in-memory index, no consumer): every vector it
+    ranks with came from PostgreSQL, written by the first process's consumer."""
+    stack = platform.stack
+    port = stack.config.ports["matching"] + 57
+    env = {**stack.service_env("matching"), "BR_HTTP_PORT": str(port)}
+    stack._spawn("matching-replica", [sys.executable, "-m", "services.matching", "api"], env)
+    second = f"http://{stack.config.host}:{port}"
+    try:
+        wait_until("the second process ready", lambda: _ready(second), timeout=60)
+        offer = _publish(platform, place.offer(provider, **WELDING))  # feasible, not what is needed
+        demand = _open(platform, place.demand())
+
+        def scores(base: str) -> float | None:
+            headers = {"Authorization": f"Bearer {platform.token(EMPLOYER)}"}
+            items = httpx.get(f"{base}/v1/demands/{demand['id']}/offers", headers=headers, timeout=15).json()["items"]
+            return next((i["score"] for i in items if i["offer_id"] == offer["id"]), None)
+
+        before = wait_until("the welding offer ranked by the second process", lambda: scores(second))
+        assert before == scores(platform.config.url("matching"))
+        _put_offer(platform, offer, place.offer(provider))  # now the forklift course: re-encoded by the first
+        after = wait_until("the new vector in the second process's index",
+                           lambda: (s := scores(second)) is not None and s > before + 0.2 and s)
+        assert after == scores(platform.config.url("matching"))
+    finally:
+        stack.stop("matching-replica")
+
+
+def _ready(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
