@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 import asyncpg
 
 from contracts import OFFER_UPDATED, OFFERS_TOPIC, PROVIDER_REGISTERED, PROVIDER_UPDATED, PROVIDERS_TOPIC
-from runtime import audit
+from runtime import audit, places
 from runtime.errors import Conflict, NotFound
 from runtime.events import Event
 from runtime.outbox import add_many_to_outbox, add_to_outbox
-from services.catalog import geocode, store
+from services.catalog import store
 from services.catalog.domain import (
     Acting,
     MembersIn,
@@ -140,7 +140,7 @@ def locate_sessions(body: OfferIn) -> OfferIn:
     for index, session in enumerate(body.sessions):
         place = session.location
         if place is not None and place.lat is None:
-            found = geocode.locate(place.zip, place.city)
+            found = places.gazetteer().locate(place.zip, place.city)
             if found is None:
                 raise RuleBroken(f"sessions.{index}.location",
                                  f"the place {place.zip} {place.city} was not found; give lat and lon")
