@@ -99,6 +99,7 @@ async def _stage(conn: asyncpg.Connection, records: Iterator[Record | str], repo
         if progress:
             progress("read", seq, 0)
     await conn.execute("CREATE INDEX ON import_staging (course_id) WHERE kind = 'instance'")
+    await conn.execute("CREATE INDEX ON import_staging (product_id) WHERE kind = 'offer'")
     await conn.execute("ANALYZE import_staging")
 
 
@@ -158,7 +159,10 @@ async def _apply_offers(conn: asyncpg.Connection, acting: Acting, provider: asyn
     today = datetime.now(UTC).date()
     while True:
         rows = await conn.fetch(
-            "SELECT s.seq, s.product_id, s.place, s.data, count(*) OVER (PARTITION BY s.product_id) AS copies,"
+            # copies over the whole file, by index (a window over the rest of the file made each
+            # batch sort everything after it: 100,000 offers imported at 82/s)
+            "SELECT s.seq, s.product_id, s.place, s.data, (SELECT count(*) FROM import_staging c"
+            "  WHERE c.kind = 'offer' AND c.product_id = s.product_id) AS copies,"
             " coalesce((SELECT jsonb_agg(i.data::jsonb ORDER BY i.seq) FROM import_staging i"
             "  WHERE i.kind = 'instance' AND i.course_id = s.product_id), '[]') AS instances"
             " FROM import_staging s WHERE s.kind = 'offer' AND s.seq > $1 ORDER BY s.seq LIMIT $2", last, BATCH)
