@@ -42,7 +42,8 @@ DEMAND_OPENED_TYPE = DEMAND_OPENED  # (opened and changed: the demand's full sta
 # Ranking runs in two steps at scale: every feasible offer is scored by meaning (one matrix product
 # over the in-process index), the best STAGE_TWO of them by the full relevance (words, skills,
 # preferences), which needs their records. Offers beyond that are listed by meaning alone.
-STAGE_TWO = 200
+STAGE_TWO = 100
+DEEPEST = 2000  # a deeper page is ordered by meaning alone
 
 
 class Refused(Exception):
@@ -108,10 +109,10 @@ def _match_state(match: asyncpg.Record, demand: dict[str, Any], offer: dict[str,
 
 async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_vector: np.ndarray, *,
                       depth: int = STAGE_TWO, include: set[str] | frozenset[str] = frozenset(),
-                      override: dict[str, np.ndarray] | None = None
+                      override: dict[str, np.ndarray] | None = None, tail: bool = False
                       ) -> tuple[list[relevance.Ranked], dict[str, dict], int]:
     """The demand's feasible offers, best first: the top ``depth`` by meaning (and ``include``) fully
-    ranked, then the rest by meaning. Answers the ranking, the records of the fully ranked offers and
+    ranked, then (``tail``) the rest by meaning. Answers the ranking, the records of the fully ranked offers and
     the number of feasible offers."""
     feasible = await store.feasible_offers(conn, demand)
     if not feasible:
@@ -120,14 +121,19 @@ async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_v
     await index.sync(conn)
     ids = [f.offer_id for f in feasible]
     matrix, _ = index.vectors(ids)
-    for i, offer_id in enumerate(ids):
-        if override and offer_id in override:
-            matrix[i] = override[offer_id]
+    positions = {offer_id: i for i, offer_id in enumerate(ids)}
+    for offer_id, vector in (override or {}).items():
+        if offer_id in positions:
+            matrix[positions[offer_id]] = vector
     cosines = matrix @ np.asarray(demand_vector, dtype=np.float32)
-    order = np.argsort(-cosines, kind="stable")
-    head = [int(i) for i in order[:depth]]
+    if len(ids) > depth:
+        top = np.argpartition(-cosines, depth - 1)[:depth]
+        order = top[np.argsort(-cosines[top], kind="stable")]
+    else:
+        order = np.argsort(-cosines, kind="stable")
+    head = [int(i) for i in order]
     head_ids = {ids[i] for i in head}
-    head += [i for i, offer_id in enumerate(ids) if offer_id in include and offer_id not in head_ids]
+    head += [positions[offer_id] for offer_id in sorted(include) if offer_id in positions and offer_id not in head_ids]
     states = await store.offer_states(conn, [ids[i] for i in head])
     candidates = []
     for i in head:
@@ -137,11 +143,10 @@ async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_v
         session = {"start": f.start, "location": {"city": f.city} if f.city else None}
         candidates.append((state, Feasibility((), session, f.distance_km), matrix[i]))
     ranked = relevance.rank(demand, candidates, demand_vector)
-    ranked_ids = {r.offer_id for r in ranked}
-    for i in order[depth:]:  # the long tail, by meaning alone (a page that deep is rarely read)
-        offer_id = ids[int(i)]
-        if offer_id not in ranked_ids:
-            ranked.append(relevance.Ranked(offer_id, "", round(float(cosines[int(i)]) * 0.5, 4), {}))
+    if tail and len(ids) > len(head):  # the long tail, by meaning alone (a page that deep is rare)
+        ranked_ids = {r.offer_id for r in ranked}
+        rest = [i for i in np.argsort(-cosines, kind="stable") if ids[int(i)] not in ranked_ids]
+        ranked += [relevance.Ranked(ids[int(i)], "", round(float(cosines[int(i)]) * 0.5, 4), {}) for i in rest]
     return ranked, states, len(feasible)
 
 
@@ -379,14 +384,32 @@ async def offer_changed(conn: asyncpg.Connection, event: Event) -> None:
     for tenant in sorted(_visible_networks(old_state, tenants) | _visible_networks(offer, tenants)):
         await set_tenant(conn, tenant)
         await _lock_network(conn, tenant, shared=True)
-        concerned = set(await store.demands_for_offer(conn, tenant, offer) if offer["status"] == "published"
-                        else [])
-        concerned |= set(await store.demands_matched_to_offer(conn, offer["id"]))
-        for demand_id in sorted(concerned):
+        matched = set(await store.demands_matched_to_offer(conn, offer["id"]))
+        reached = set(await store.demands_for_offer(conn, tenant, offer) if offer["status"] == "published"
+                      else []) - matched
+        for demand_id in sorted(matched | await _qualifying(conn, reached, offer, vector)):
             await _reconsider(conn, demand_id, offer, vector)
     await set_tenant(conn, offer["tenant"])
     if stored != digest:
         await store.stamp_vectors(conn, [offer["id"]])
+
+
+async def _qualifying(conn: asyncpg.Connection, demand_ids: set[str], offer: dict, vector: np.ndarray) -> set[str]:
+    """Of the open demands an offer reaches, those for which it passes every constraint and scores
+    above the threshold: read in one go, without locks (only these are then taken one by one). A
+    demand's content cannot change meanwhile: changing it takes the network's lock exclusively."""
+    if not demand_ids:
+        return set()
+    out = set()
+    for row in await store.open_demand_states(conn, sorted(demand_ids)):
+        if row["vector"] is None:
+            continue
+        demand = row["state"]
+        feasibility = check(offer, demand)
+        if feasibility.ok and _holds(relevance.rank(demand, [(offer, feasibility, vector)],
+                                                    from_bytes(row["vector"]))[0]):
+            out.add(row["id"])
+    return out
 
 
 async def _reconsider(conn: asyncpg.Connection, demand_id: str, offer: dict, vector: np.ndarray) -> None:

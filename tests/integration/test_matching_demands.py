@@ -118,7 +118,7 @@ def _pair_events(platform: Platform, demand_id: str, offer_id: str) -> list[str]
 
 
 def _matched(platform: Platform, demand: dict, offer: dict, user: str = EMPLOYER) -> None:
-    wait_until("the match", lambda: offer["id"] in _matches(platform, demand["id"], user))
+    wait_until("the match", lambda: offer["id"] in _matches(platform, demand["id"], user), timeout=60)
 
 
 # ---- hard constraints: an offer that breaks one is never returned -----------------------------------
@@ -321,10 +321,10 @@ def test_the_provider_sees_its_matched_demands_and_the_contact_only_with_consent
 
     def view() -> dict:
         with platform.client("matching", PROVIDER) as api:
-            return {i["demand"]["id"]: i for i in api.get("/v1/matched-demands").json()["items"]
-                    if i["offer_id"] == offer["id"]}
+            items = api.get("/v1/matched-demands", params={"page_size": 200}).json()["items"]
+            return {i["demand"]["id"]: i for i in items if i["offer_id"] == offer["id"]}
 
-    items = wait_until("both in the provider's view", lambda: (v := view()) and len(v) == 2 and v)
+    items = wait_until("both in the provider's view", lambda: (v := view()) and len(v) == 2 and v, timeout=60)
     assert items[shared["id"]]["employer"]["contact"] | contact == items[shared["id"]]["employer"]["contact"]
     assert items[private["id"]]["employer"]["contact"] is None
     assert items[shared["id"]]["demand"]["title"] == shared["title"] and items[shared["id"]]["reasons"]["skills"]
