@@ -156,7 +156,7 @@ async def feasible_offers(conn: asyncpg.Connection, demand: dict[str, Any]) -> l
     remote = sorted(formats & set(REMOTE_FORMATS))
     if remote:
         rows = await conn.fetch(
-            "SELECT DISTINCT ON (offer_id) s.offer_id::text, s.start_date::text, s.city, NULL::float8"
+            "SELECT DISTINCT ON (s.offer_id) s.offer_id::text, s.start_date::text, s.city, NULL::float8"
             " FROM offer_sessions s"
             " WHERE s.status = 'published' AND s.cell IS NULL AND s.format = ANY($3::text[])"
             " AND s.start_date BETWEEN $1 AND $2 AND ($4::numeric IS NULL OR coalesce(s.price_eur, 0) <= $4)"

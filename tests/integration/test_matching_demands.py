@@ -158,6 +158,16 @@ def test_an_offer_breaking_a_hard_constraint_is_never_returned(platform: Platfor
     assert breaking["id"] not in _matches(platform, demand["id"])
 
 
+def test_online_learning_ignores_distance(platform: Platform, place: Place, provider) -> None:
+    far = Place()
+    online = _publish(platform, far.offer(provider, format="online",
+                                          sessions=[{"start": future(40), "location": None}]))
+    presence_far = _publish(platform, far.offer(provider))
+    demand = _open(platform, place.demand(formats=["online", "presence"], max_distance_km=25))
+    wait_until("the online offer ranked", lambda: online["id"] in _ranked(platform, demand["id"]))
+    assert presence_far["id"] not in _ranked(platform, demand["id"])
+
+
 # ---- reactions --------------------------------------------------------------------------------------
 
 def test_demand_opened_is_matched_at_once_and_closing_retracts(platform: Platform, place: Place, provider) -> None:
