@@ -42,7 +42,7 @@ DEMAND_OPENED_TYPE = DEMAND_OPENED  # (opened and changed: the demand's full sta
 # Ranking runs in two steps at scale: every feasible offer is scored by meaning (one matrix product
 # over the in-process index), the best STAGE_TWO of them by the full relevance (words, skills,
 # preferences), which needs their records. Offers beyond that are listed by meaning alone.
-STAGE_TWO = 100
+STAGE_TWO = 150
 DEEPEST = 2000  # a deeper page is ordered by meaning alone
 
 
@@ -126,11 +126,12 @@ async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_v
         if offer_id in positions:
             matrix[positions[offer_id]] = vector
     cosines = matrix @ np.asarray(demand_vector, dtype=np.float32)
+    first = _first_step(demand, feasible, cosines)
     if len(ids) > depth:
-        top = np.argpartition(-cosines, depth - 1)[:depth]
-        order = top[np.argsort(-cosines[top], kind="stable")]
+        top = np.argpartition(-first, depth - 1)[:depth]
+        order = top[np.argsort(-first[top], kind="stable")]
     else:
-        order = np.argsort(-cosines, kind="stable")
+        order = np.argsort(-first, kind="stable")
     head = [int(i) for i in order]
     head_ids = {ids[i] for i in head}
     head += [positions[offer_id] for offer_id in sorted(include) if offer_id in positions and offer_id not in head_ids]
@@ -145,9 +146,48 @@ async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_v
     ranked = relevance.rank(demand, candidates, demand_vector)
     if tail and len(ids) > len(head):  # the long tail, by meaning alone (a page that deep is rare)
         ranked_ids = {r.offer_id for r in ranked}
-        rest = [i for i in np.argsort(-cosines, kind="stable") if ids[int(i)] not in ranked_ids]
-        ranked += [relevance.Ranked(ids[int(i)], "", round(float(cosines[int(i)]) * 0.5, 4), {}) for i in rest]
+        rest = [i for i in np.argsort(-first, kind="stable") if ids[int(i)] not in ranked_ids]
+        ranked += [relevance.Ranked(ids[int(i)], "", round(max(float(first[int(i)]), 0.0), 4), {}) for i in rest]
     return ranked, states, len(feasible)
+
+
+def _meaning(cosines: np.ndarray) -> np.ndarray:
+    """The meaning part of relevance's score, from cosines, as relevance.WEIGHTS scales it (cosine
+    alone where the weights do not say)."""
+    w = relevance.WEIGHTS
+    low, high, weight = getattr(w, "cos_low", None), getattr(w, "cos_high", None), getattr(w, "meaning", None)
+    if None in (low, high, weight) or high <= low:
+        return cosines
+    return weight * np.clip((cosines - low) / (high - low), 0.0, 1.0)
+
+
+def _first_step(demand: dict, feasible: list, cosines: np.ndarray) -> np.ndarray:
+    """What the first step orders by: meaning, less the soft penalties the SQL already knows (distance
+    to the session, its start late in the window), so that among offers alike in meaning the nearer and
+    earlier ones reach the full ranking."""
+    w = relevance.WEIGHTS
+    score = _meaning(cosines)
+    limit = float(demand.get("max_distance_km") or 0)
+    if limit > 0 and getattr(w, "distance", 0):
+        km = np.fromiter((f.distance_km or 0.0 for f in feasible), dtype=np.float32, count=len(feasible))
+        score = score - w.distance * np.minimum(1.0, km / limit)
+    lo, hi = date.fromisoformat(str(demand["start_from"])), date.fromisoformat(str(demand["start_to"]))
+    span = (hi - lo).days
+    if span > 0 and getattr(w, "start", 0):
+        start = np.fromiter(((date.fromisoformat(f.start) - lo).days for f in feasible), dtype=np.float32,
+                            count=len(feasible))
+        score = score - w.start * np.clip(start / span, 0.0, 1.0)
+    return score
+
+
+def _may_hold(cosines: np.ndarray) -> np.ndarray:
+    """Pairs whose score could reach the threshold at best (full marks for words, skills and
+    preferences): the others need no full scoring."""
+    w = relevance.WEIGHTS
+    rest = sum(getattr(w, k, 0.0) for k in ("words", "skills", "schedule"))
+    if not rest or not hasattr(w, "meaning"):
+        return np.ones(len(cosines), dtype=bool)
+    return _meaning(cosines) + rest >= relevance.MATCH_THRESHOLD - 1e-6
 
 
 # ---- matches ------------------------------------------------------------------------------------
@@ -401,8 +441,12 @@ async def _qualifying(conn: asyncpg.Connection, demand_ids: set[str], offer: dic
     if not demand_ids:
         return set()
     out = set()
-    for row in await store.open_demand_states(conn, sorted(demand_ids)):
-        if row["vector"] is None:
+    rows = [r for r in await store.open_demand_states(conn, sorted(demand_ids)) if r["vector"] is not None]
+    if not rows:
+        return out
+    vectors = np.stack([from_bytes(r["vector"]) for r in rows])
+    for row, possible in zip(rows, _may_hold(vectors @ np.asarray(vector, dtype=np.float32)), strict=True):
+        if not possible:
             continue
         demand = row["state"]
         feasibility = check(offer, demand)
