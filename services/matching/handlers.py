@@ -5,7 +5,8 @@ Concurrency. A demand opening or changing takes its network's matching lock excl
 event takes the lock of every network it visits in shared mode (in name order). So a demand and an
 offer handled at the same time never miss each other: whichever commits second sees the first. Offer
 events do not wait for each other; they serialise per demand on the demand's row (FOR UPDATE, in id
-order), which also keeps a demand's matches within their bounds (one per provider, at most ten)."""
+order), which also keeps a demand's matches within their bounds (at most ten; a provider may hold
+several, MatchFound goes out for its first only)."""
 
 from __future__ import annotations
 
@@ -109,13 +110,16 @@ def _match_state(match: asyncpg.Record, demand: dict[str, Any], offer: dict[str,
 async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_vector: np.ndarray, *,
                       depth: int = STAGE_TWO, include: set[str] | frozenset[str] = frozenset(),
                       override: dict[str, np.ndarray] | None = None
-                      ) -> tuple[list[relevance.Ranked], dict[str, dict], int]:
+                      ) -> tuple[list[relevance.Ranked], dict[str, dict], int, np.ndarray]:
     """The demand's feasible offers, best first: the top ``depth`` by meaning (and ``include``) fully
-    ranked, then the rest by meaning. Answers the ranking, the records of the fully ranked offers and
-    the number of feasible offers."""
+    ranked, then the rest by meaning. ``demand_vector`` is the demand's own vector; the ranking uses it
+    expanded over the feasible offers' vectors (``relevance.expand_query``). Answers the ranking, the
+    records of the fully ranked offers, the number of feasible offers and the expanded vector (as
+    stored: every replica judges with the same numbers)."""
+    plain = np.asarray(demand_vector, dtype=np.float32).reshape(-1)
     feasible = await store.feasible_offers(conn, demand)
     if not feasible:
-        return [], {}, 0
+        return [], {}, 0, plain
     index = offer_index()
     await index.sync(conn)
     ids = [f.offer_id for f in feasible]
@@ -123,7 +127,8 @@ async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_v
     for i, offer_id in enumerate(ids):
         if override and offer_id in override:
             matrix[i] = override[offer_id]
-    cosines = matrix @ np.asarray(demand_vector, dtype=np.float32)
+    expanded = from_bytes(to_bytes(relevance.expand_query(plain, matrix)))
+    cosines = matrix @ expanded
     order = np.argsort(-cosines, kind="stable")
     head = [int(i) for i in order[:depth]]
     head_ids = {ids[i] for i in head}
@@ -136,13 +141,13 @@ async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_v
             continue
         session = {"start": f.start, "location": {"city": f.city} if f.city else None}
         candidates.append((state, Feasibility((), session, f.distance_km), matrix[i]))
-    ranked = relevance.rank(demand, candidates, demand_vector)
+    ranked = relevance.rank(demand, candidates, expanded, plain_vector=plain)
     ranked_ids = {r.offer_id for r in ranked}
     for i in order[depth:]:  # the long tail, by meaning alone (a page that deep is rarely read)
         offer_id = ids[int(i)]
         if offer_id not in ranked_ids:
             ranked.append(relevance.Ranked(offer_id, "", round(float(cosines[int(i)]) * 0.5, 4), {}))
-    return ranked, states, len(feasible)
+    return ranked, states, len(feasible), expanded
 
 
 # ---- matches ------------------------------------------------------------------------------------
@@ -215,33 +220,42 @@ async def _add(conn: asyncpg.Connection, demand: dict, ranked: relevance.Ranked,
 
 
 def _holds(ranked: relevance.Ranked | None) -> bool:
+    """A match still holds while it passes the threshold and the floor; the margin below the demand's
+    best decides only which new pairs become matches (a better offer arriving later retracts nothing)."""
     return ranked is not None and bool(ranked.reasons) and bool(relevance.announce([ranked]))
 
 
 async def rematch(conn: asyncpg.Connection, demand: dict, demand_vector: np.ndarray | None,
                   override: dict[str, np.ndarray] | None = None) -> None:
     """Bring all of a demand's matches in line (caller holds the demand's row). Matches that still hold
-    stay; those that do not are retracted; free places (one per provider, at most ten) go to the best
-    new pairs above the threshold."""
+    stay; those that do not are retracted; free places (at most ten in all) go to the best new pairs
+    ``relevance.announce`` lets through, several of one provider too (MatchFound only for a provider's
+    first). Keeps the demand's expanded vector and best score for judging single offers later."""
     existing = await store.matches_of_demand(conn, demand["id"])
     active = {str(m["offer_id"]): m for m in existing if m["status"] == "active"}
     if demand["status"] != "open" or demand_vector is None:
         for m in active.values():
             await _retract(conn, demand, m)
         return
-    ranked, states, _ = await rank_demand(conn, demand, demand_vector, include=set(active), override=override)
+    ranked, states, total, expanded = await rank_demand(conn, demand, demand_vector, include=set(active),
+                                                        override=override)
+    best = max((r.score for r in ranked if r.reasons), default=None)
+    # With fewer feasible offers than the feedback step takes, each new one moves the expanded vector:
+    # none is kept, so a changed offer brings the whole (small) ranking back here.
+    thin = total < relevance.WEIGHTS.feedback_k
+    await store.set_ranking(conn, demand["id"], None if thin else to_bytes(expanded), best)
     by_id = {r.offer_id: r for r in ranked}
-    held_providers = set()
+    held = 0
     for offer_id, m in sorted(active.items()):
         r = by_id.get(offer_id)
         if _holds(r):
-            held_providers.add(r.provider_id)
+            held += 1
             await _keep(conn, demand, m, r, states[offer_id])
         else:
             await _retract(conn, demand, m, states.get(offer_id))
-    room = relevance.MAX_MATCHES_PER_DEMAND - len(held_providers)
-    fresh = [r for r in ranked if r.reasons and r.provider_id not in held_providers and r.offer_id not in active]
-    for r in relevance.announce(fresh)[:max(room, 0)]:
+    room = relevance.MAX_MATCHES_PER_DEMAND - held
+    fresh = [r for r in ranked if r.reasons and r.offer_id not in active]
+    for r in relevance.announce(fresh, best=best)[:max(room, 0)]:
         await _add(conn, demand, r, states[r.offer_id], existing)
 
 
@@ -396,13 +410,19 @@ async def _reconsider(conn: asyncpg.Connection, demand_id: str, offer: dict, vec
         return
     demand = row["state"]
     demand_vector = from_bytes(row["vector"]) if row["vector"] is not None else None
+    if demand_vector is None:
+        return
+    if row["ranking_vector"] is None:  # few feasible offers (or an older row): rank them all again
+        await rematch(conn, demand, demand_vector, override={offer["id"]: vector})
+        return
     existing = await store.matches_of_demand(conn, demand_id)
     active = [m for m in existing if m["status"] == "active"]
     current = next((m for m in active if str(m["offer_id"]) == offer["id"]), None)
     feasibility = check(offer, demand)
     ranked = None
-    if feasibility.ok and demand_vector is not None:
-        ranked = relevance.rank(demand, [(offer, feasibility, vector)], demand_vector)[0]
+    if feasibility.ok:
+        ranked = relevance.rank(demand, [(offer, feasibility, vector)], from_bytes(row["ranking_vector"]),
+                                plain_vector=demand_vector)[0]
     if current is not None:
         if _holds(ranked):
             await _keep(conn, demand, current, ranked, offer)
@@ -410,11 +430,14 @@ async def _reconsider(conn: asyncpg.Connection, demand_id: str, offer: dict, vec
             await _retract(conn, demand, current, offer)
             await rematch(conn, demand, demand_vector, override={offer["id"]: vector})
         return
-    if not _holds(ranked) or len(active) >= relevance.MAX_MATCHES_PER_DEMAND:
+    if ranked is None or len(active) >= relevance.MAX_MATCHES_PER_DEMAND:
         return
-    if any(str(m["provider_id"]) == ranked.provider_id for m in active):
-        return  # the provider holds a match for this demand already: one per provider
-    await _add(conn, demand, ranked, offer, existing)
+    best = row["best_score"]
+    if not relevance.announce([ranked], best=best):
+        return
+    if best is None or ranked.score > best:
+        await store.raise_best_score(conn, demand_id, ranked.score)
+    await _add(conn, demand, ranked, offer, existing)  # MatchFound unless its provider heard of the demand
 
 
 # ---- providers ----------------------------------------------------------------------------------
