@@ -201,21 +201,28 @@ async def _keep(conn: asyncpg.Connection, demand: dict, match: asyncpg.Record, r
     await _show_to_provider(conn, demand, kept, offer)
 
 
+def _heard(existing: list[asyncpg.Record]) -> set[str]:
+    """The providers told of the demand already (a MatchFound for one of their offers)."""
+    return {str(m["provider_id"]) for m in existing if m["announced"]}
+
+
 async def _add(conn: asyncpg.Connection, demand: dict, ranked: relevance.Ranked, offer: dict,
-               existing: list[asyncpg.Record]) -> None:
+               existing: list[asyncpg.Record], heard: set[str]) -> None:
     """A new match. MatchFound unless the pair was announced before, or the provider already heard of
-    this demand through another of its offers."""
+    this demand through another of its offers (``heard``, kept up to date here)."""
     before = next((m for m in existing if str(m["offer_id"]) == ranked.offer_id), None)
     if before is not None:  # matched once, then retracted: back quietly, never announced twice
         await _keep(conn, demand, before, ranked, offer)
         return
-    heard = any(str(m["provider_id"]) == ranked.provider_id and m["announced"] for m in existing)
+    provider = str(offer["provider_id"])
+    told = provider in heard
     match = await store.insert_match(conn, demand["tenant"], demand["id"], offer, ranked.score, ranked.reasons,
-                                     announced=not heard)
+                                     announced=not told)
     if match is None:
         return
     await _show_to_provider(conn, demand, match, offer)
-    if not heard:
+    if not told:
+        heard.add(provider)
         await _announce(conn, MATCH_FOUND, _match_state(match, demand, offer, "active"))
 
 
@@ -255,8 +262,9 @@ async def rematch(conn: asyncpg.Connection, demand: dict, demand_vector: np.ndar
             await _retract(conn, demand, m, states.get(offer_id))
     room = relevance.MAX_MATCHES_PER_DEMAND - held
     fresh = [r for r in ranked if r.reasons and r.offer_id not in active]
+    heard = _heard(existing)
     for r in relevance.announce(fresh, best=best)[:max(room, 0)]:
-        await _add(conn, demand, r, states[r.offer_id], existing)
+        await _add(conn, demand, r, states[r.offer_id], existing, heard)
 
 
 async def _lock_network(conn: asyncpg.Connection, tenant: str, *, shared: bool) -> None:
@@ -437,7 +445,7 @@ async def _reconsider(conn: asyncpg.Connection, demand_id: str, offer: dict, vec
         return
     if best is None or ranked.score > best:
         await store.raise_best_score(conn, demand_id, ranked.score)
-    await _add(conn, demand, ranked, offer, existing)  # MatchFound unless its provider heard of the demand
+    await _add(conn, demand, ranked, offer, existing, _heard(existing))  # MatchFound unless its provider heard
 
 
 # ---- providers ----------------------------------------------------------------------------------
