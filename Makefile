@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up test test-unit test-integration test-e2e test-deploy bench bench-pipeline bench-catalog bench-mail bench-portal bench-matching chaos lint clean lock k8s k8s-realm
+.PHONY: eval eval-offline install up test test-unit test-integration test-e2e test-deploy bench bench-pipeline bench-catalog bench-mail bench-portal bench-matching chaos lint clean lock k8s k8s-realm
 
 install: $(STAMP) deploy/local/dev-issuer/node_modules/.package-lock.json services/portal/node_modules/.package-lock.json $(VENV)/bin/kubectl
 
@@ -40,6 +40,15 @@ test-integration: install
 
 test-e2e: install
 	$(PY) -m pytest tests/e2e -q
+
+# Matching quality on the running services (`make up` first): a folder of the shared/eval layout
+EVAL ?= $(CURDIR)/../shared/eval/dev
+eval: install
+	$(PY) -m tests.eval.live $(EVAL)
+
+# the same figures without the services: domain.check, relevance.rank and announce applied directly
+eval-offline: install
+	$(PY) -m services.matching.evaluate_offline $(EVAL)
 
 bench: bench-pipeline bench-catalog bench-mail bench-portal bench-matching
 

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import asyncpg
 from kafka import KafkaProducer
@@ -63,6 +63,40 @@ async def add_to_outbox(conn: asyncpg.Connection, topic: str, event: Event) -> i
     # Delivered at commit, and only if the transaction commits.
     await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
     return sequence
+
+
+async def add_many_to_outbox(conn: asyncpg.Connection, topic: str, events: Sequence[Event]) -> None:
+    """``add_to_outbox`` for many events of distinct aggregates at once (a batch of an import): the
+    same contract check and size limit for each, their sequences in one statement, the rows in one
+    pipelined round trip and one NOTIFY. Events of one aggregate in the batch go one by one."""
+    if len({e.key for e in events}) != len(events):
+        for event in events:
+            await add_to_outbox(conn, topic, event)
+        return
+    staged = []
+    for event in events:
+        validate(event)
+    rows = await conn.fetch(
+        "INSERT INTO outbox_sequences (topic, aggregate_key, last_sequence) SELECT $1, k, 1 FROM unnest($2::text[]) k"
+        " ON CONFLICT (topic, aggregate_key) DO UPDATE SET last_sequence = outbox_sequences.last_sequence + 1"
+        " RETURNING aggregate_key, last_sequence",
+        topic, [e.key for e in events],
+    )
+    sequences = {r["aggregate_key"]: r["last_sequence"] for r in rows}
+    for event in events:
+        event = dataclasses.replace(event, sequence=sequences[event.key])
+        headers, value = event.headers(), event.value()
+        size = record_size(event.key.encode(), value, headers)
+        if size > MAX_EVENT_BYTES:
+            raise EventTooLarge(f"the {event.type} event would be {size} bytes, more than the {MAX_EVENT_BYTES}"
+                                " bytes an event may have")
+        staged.append((topic, event.id, event.type, event.tenant, event.key, [[k, v.decode()] for k, v in headers],
+                       value, event.sequence))
+    await conn.executemany(
+        "INSERT INTO outbox (topic, event_id, event_type, tenant_id, aggregate_key, headers, payload, sequence)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", staged)
+    if staged:
+        await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
 
 
 class BrokerUnavailable(Exception):

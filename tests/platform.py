@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import json
+import random
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -119,6 +120,22 @@ def offer_body(provider_id: str, **overrides) -> dict:
     }
     body.update(overrides)
     return body
+
+
+def lonely_place() -> dict:
+    """A random spot in Germany: a demand there with a small radius sees only the offers a test puts
+    there, whatever earlier tests of the session left elsewhere (matching announces only the best few
+    pairs of a demand, so a crowd of older look-alikes would take the places)."""
+    return {"zip": "21335", "city": "Lüneburg", "lat": round(random.uniform(47.6, 54.4), 4),
+            "lon": round(random.uniform(6.3, 14.6), 4)}
+
+
+def alone_at(place: dict) -> tuple[dict, dict]:
+    """Overrides of offer_body and demand_body that put the pair at ``place``, 5 km around it."""
+    employer = {"name": "Logistik Heide GmbH", "employees": 35, "zip": place["zip"], "city": place["city"],
+                "lat": place["lat"], "lon": place["lon"]}
+    sessions = [{"start": future(40), "end": future(42), "location": dict(place)}]
+    return {"sessions": sessions}, {"employer": employer, "max_distance_km": 5}
 
 
 def demand_body(**overrides) -> dict:

@@ -16,12 +16,13 @@ import asyncpg
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from limits import parse as parse_limit
 
+from runtime import places
 from runtime.db import tenant_transaction
 from runtime.guards import UnsafeJson, route_policy, strict_json
 from runtime.http import Actor, Problem, RuntimeDep, require_roles
 from runtime.models import Text
 from runtime.service import ServiceRuntime
-from services.catalog import geocode, handlers, importing, openqcat, store, wbsuche
+from services.catalog import handlers, importing, openqcat, store, wbsuche
 from services.catalog.domain import (
     TENANT_SLUG,
     Acting,
@@ -256,7 +257,7 @@ def offer_query(
 ) -> store.OfferQuery:
     """The search's filters (one definition for the network's and the public search)."""
     if place is not None:
-        found = geocode.locate(place, place)
+        found = places.gazetteer().locate(place, place)
         if found is None:
             raise Problem(422, "Invalid request", f"The place {place!r} is not known.",
                           errors=[{"field": "query.place", "message": "unknown postcode or town"}])

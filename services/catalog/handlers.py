@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 import asyncpg
 
 from contracts import OFFER_UPDATED, OFFERS_TOPIC, PROVIDER_REGISTERED, PROVIDER_UPDATED, PROVIDERS_TOPIC
-from runtime import audit
+from runtime import audit, places
 from runtime.errors import Conflict, NotFound
 from runtime.events import Event
-from runtime.outbox import add_to_outbox
-from services.catalog import geocode, store
+from runtime.outbox import add_many_to_outbox, add_to_outbox
+from services.catalog import store
 from services.catalog.domain import (
     Acting,
     MembersIn,
@@ -140,7 +140,7 @@ def locate_sessions(body: OfferIn) -> OfferIn:
     for index, session in enumerate(body.sessions):
         place = session.location
         if place is not None and place.lat is None:
-            found = geocode.locate(place.zip, place.city)
+            found = places.gazetteer().locate(place.zip, place.city)
             if found is None:
                 raise RuleBroken(f"sessions.{index}.location",
                                  f"the place {place.zip} {place.city} was not found; give lat and lon")
@@ -154,6 +154,19 @@ async def announce_offer(conn: asyncpg.Connection, tenant: str, offer_id: uuid.U
     if event_type:
         await add_to_outbox(conn, OFFERS_TOPIC, Event(event_type, SOURCE, tenant, state["id"], state))
     return state
+
+
+async def announce_offers(conn: asyncpg.Connection, tenant: str, changes: list[tuple[uuid.UUID, str | None]],
+                          ) -> None:
+    """``announce_offer`` for many offers (id, previous status) at once: one read, one outbox batch."""
+    previous = dict(changes)
+    events = []
+    for row in await store.get_offers(conn, [offer_id for offer_id, _ in changes]):
+        state = store.offer_state(row)
+        event_type = offer_event_type_for(previous[row["id"]], state["status"])
+        if event_type:
+            events.append(Event(event_type, SOURCE, tenant, state["id"], state))
+    await add_many_to_outbox(conn, OFFERS_TOPIC, events)
 
 
 async def _check_offer(conn: asyncpg.Connection, acting: Acting, body: OfferIn) -> None:
@@ -246,7 +259,11 @@ async def search_offers(conn: asyncpg.Connection, query: store.OfferQuery, *, wi
     hits = await store.search_offers(conn, query)
     offers = await store.get_offers(conn, [h["id"] for h in hits])
     rank = {h["id"]: h["rank"] for h in hits}
-    total = await store.count_offers(conn, query)
+    if with_facets:  # one pass over the hits counts both: every offer has exactly one format
+        facets = await store.facet_offers(conn, query, store.TOTAL_BOUND + 1)
+        total = sum(facets["format"].values())
+    else:
+        total = await store.count_offers(conn, query)
     answer = {
         "items": [(public_offer_state(o) if public else store.offer_state(o)) | {"rank": round(rank[o["id"]], 6)}
                   for o in offers],
@@ -256,7 +273,7 @@ async def search_offers(conn: asyncpg.Connection, query: store.OfferQuery, *, wi
         "total_exceeds": total > store.TOTAL_BOUND,  # then: "more than 1000"
     }
     if with_facets:
-        answer["facets"] = await store.facet_offers(conn, query)
+        answer["facets"] = facets
     return answer
 
 

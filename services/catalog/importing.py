@@ -1,7 +1,8 @@
 """Importing a provider's catalogue (open-Qcat, the national course search's JSON): records are
-streamed into a temporary staging table, then applied offer by offer in keyset batches, so memory
-stays flat whatever the file's size. Each offer is validated like an API write; an offer whose
-content is unchanged is left alone (no write, no event), so re-importing a file changes nothing."""
+streamed into a temporary staging table, then applied in keyset batches (each batch's inserts,
+updates and events in a few pipelined statements), so memory stays flat whatever the file's size.
+Each offer is validated like an API write; an offer whose content is unchanged is left alone (no
+write, no event), so re-importing a file changes nothing."""
 
 from __future__ import annotations
 
@@ -166,6 +167,9 @@ async def _apply_offers(conn: asyncpg.Connection, acting: Acting, provider: asyn
         existing = {r["external_id"]: r for r in await conn.fetch(
             "SELECT id, external_id, import_hash, status FROM offers WHERE provider_id = $1"
             " AND external_id = ANY($2::text[])", provider_id, [r["product_id"] for r in rows])}
+        creates: list[tuple[uuid.UUID, OfferIn, str]] = []
+        updates: list[tuple[uuid.UUID, OfferIn, str]] = []
+        previous: dict[uuid.UUID, str] = {}
         for row in rows:
             last, product_id = row["seq"], row["product_id"]
             done += 1
@@ -191,16 +195,24 @@ async def _apply_offers(conn: asyncpg.Connection, acting: Acting, provider: asyn
             digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
             current = existing.get(product_id)
             if current is None:
-                offer_id = await store.insert_offer(conn, acting.tenant, body, import_hash=digest)
-                await handlers.announce_offer(conn, acting.tenant, offer_id, None)
+                creates.append((uuid.uuid4(), body, digest))
                 report.count("created", product_id)
             elif current["import_hash"] == digest and current["status"] == status:
                 report.counts["unchanged"] += 1
             else:
-                await conn.execute("SELECT 1 FROM offers WHERE id = $1 FOR UPDATE", current["id"])
-                await store.update_offer(conn, acting.tenant, current["id"], body, import_hash=digest)
-                await handlers.announce_offer(conn, acting.tenant, current["id"], current["status"])
+                updates.append((current["id"], body, digest))
+                previous[current["id"]] = current["status"]
                 report.count("updated", product_id)
+        # The batch's writes and events together: a few pipelined round trips, not a few per offer.
+        if creates:
+            await store.insert_offers(conn, acting.tenant, creates)
+        if updates:
+            await conn.execute("SELECT 1 FROM offers WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
+                               [u[0] for u in updates])
+            await store.update_offers(conn, acting.tenant, updates)
+        if creates or updates:
+            await handlers.announce_offers(conn, acting.tenant, [(c[0], None) for c in creates]
+                                           + [(u[0], previous[u[0]]) for u in updates])
         if progress:
             progress("apply", done, report.offers_in_file)
 

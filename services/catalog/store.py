@@ -200,14 +200,18 @@ _OFFER_FIELDS = ("external_id, title, description, skills, esco_skills, occupati
                  " language, status, import_hash")
 
 
+_INSERT_OFFER = (f"INSERT INTO offers (id, tenant_id, provider_id, {_OFFER_FIELDS}) VALUES"
+                 " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,"
+                 " $22)")
+_INSERT_SESSION = (
+    "INSERT INTO offer_sessions (offer_id, tenant_id, position, external_id, start_date, end_date, price_eur,"
+    " schedule, street, zip, city, lat, lon) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
+
+
 async def insert_offer(conn: asyncpg.Connection, tenant: str, body: OfferIn, import_hash: str | None = None,
                        ) -> uuid.UUID:
     offer_id = uuid.uuid4()
-    await conn.execute(
-        f"INSERT INTO offers (id, tenant_id, provider_id, {_OFFER_FIELDS}) VALUES"
-        " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
-        offer_id, tenant, body.provider_id, *_offer_values(body), import_hash,
-    )
+    await conn.execute(_INSERT_OFFER, offer_id, tenant, body.provider_id, *_offer_values(body), import_hash)
     await _insert_sessions(conn, tenant, offer_id, body)
     return offer_id
 
@@ -222,6 +226,28 @@ async def update_offer(conn: asyncpg.Connection, tenant: str, offer_id: uuid.UUI
     )
     await conn.execute("DELETE FROM offer_sessions WHERE offer_id = $1", offer_id)
     await _insert_sessions(conn, tenant, offer_id, body)
+
+
+async def insert_offers(conn: asyncpg.Connection, tenant: str, offers: list[tuple[uuid.UUID, OfferIn, str | None]],
+                        ) -> None:
+    """Many new offers (id, body, import hash) with their sessions: two pipelined round trips."""
+    await conn.executemany(_INSERT_OFFER, [(offer_id, tenant, body.provider_id, *_offer_values(body), digest)
+                                           for offer_id, body, digest in offers])
+    await conn.executemany(_INSERT_SESSION, [row for offer_id, body, _ in offers
+                                             for row in _session_rows(tenant, offer_id, body)])
+
+
+async def update_offers(conn: asyncpg.Connection, tenant: str, offers: list[tuple[uuid.UUID, OfferIn, str | None]],
+                        ) -> None:
+    """``update_offer`` for many offers (the caller holds their row locks)."""
+    assignments = ", ".join(f"{c.strip()} = ${i}" for i, c in enumerate(_OFFER_FIELDS.split(","), start=4))
+    await conn.executemany(
+        f"UPDATE offers SET provider_id = $3, {assignments}, version = version + 1, updated_at = now()"
+        " WHERE id = $1 AND tenant_id = $2",
+        [(offer_id, tenant, body.provider_id, *_offer_values(body), digest) for offer_id, body, digest in offers])
+    await conn.execute("DELETE FROM offer_sessions WHERE offer_id = ANY($1::uuid[])", [o[0] for o in offers])
+    await conn.executemany(_INSERT_SESSION, [row for offer_id, body, _ in offers
+                                             for row in _session_rows(tenant, offer_id, body)])
 
 
 async def set_offer_status(conn: asyncpg.Connection, tenant: str, offer_id: uuid.UUID, status: str) -> None:
@@ -240,23 +266,22 @@ def _offer_values(body: OfferIn) -> tuple:
     )
 
 
+def _session_rows(tenant: str, offer_id: uuid.UUID, body: OfferIn) -> list[tuple]:
+    return [
+        (offer_id, tenant, i, s.external_id, s.start, s.end, s.price_eur, s.schedule.value if s.schedule else None,
+         *((s.location.street, s.location.zip, s.location.city, s.location.lat, s.location.lon)
+           if s.location else (None,) * 5))
+        for i, s in enumerate(body.sessions)
+    ]
+
+
 async def _insert_sessions(conn: asyncpg.Connection, tenant: str, offer_id: uuid.UUID, body: OfferIn) -> None:
-    await conn.executemany(
-        "INSERT INTO offer_sessions (offer_id, tenant_id, position, external_id, start_date, end_date, price_eur,"
-        " schedule, street, zip, city, lat, lon) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        [
-            (offer_id, tenant, i, s.external_id, s.start, s.end, s.price_eur, s.schedule.value if s.schedule else None,
-             *((s.location.street, s.location.zip, s.location.city, s.location.lat, s.location.lon)
-               if s.location else (None,) * 5))
-            for i, s in enumerate(body.sessions)
-        ],
-    )
+    await conn.executemany(_INSERT_SESSION, _session_rows(tenant, offer_id, body))
 
 
 # ---- search ----------------------------------------------------------------------------------
 
 TOTAL_BOUND = 1000    # exact total up to here, "more than" beyond (as search engines do)
-FACET_BOUND = 10_000  # facets are counted over at most this many hits
 _WORD = re.compile(r"[0-9A-Za-zÀ-ÖØ-öø-ÿ]+")  # Latin letters and digits: nothing to_tsquery could misread
 # Words a German query carries that say nothing (once folded, "für" is no longer a stop word of
 # PostgreSQL's list, so they are dropped here).
@@ -326,7 +351,9 @@ async def count_offers(conn: asyncpg.Connection, query: OfferQuery, bound: int =
     return await conn.fetchval("SELECT search_offer_count($1, $2)", query.filters(), bound)
 
 
-async def facet_offers(conn: asyncpg.Connection, query: OfferQuery, bound: int = FACET_BOUND) -> dict:
+async def facet_offers(conn: asyncpg.Connection, query: OfferQuery, bound: int = TOTAL_BOUND + 1) -> dict:
+    """Counts by format, schedule, qualification and funding over the first ``bound`` hits: all of
+    them while the total is exact (the search's own total is taken from the same pass)."""
     facets: dict[str, dict[str, int]] = {"format": {}, "schedule": {}, "qualification": {}, "funding": {}}
     for row in await conn.fetch("SELECT facet, value, n FROM search_offer_facets($1, $2)", query.filters(), bound):
         facets[row["facet"]][row["value"]] = row["n"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -12,9 +11,9 @@ from typing import Any, Literal
 from pydantic import EmailStr, Field, model_validator
 
 from runtime.models import Flag, Items, Line, Paragraphs, StrictModel
+from runtime.places import haversine_km
 
 LOCATED_FORMATS = frozenset({"presence", "hybrid", "blended"})
-EARTH_RADIUS_KM = 6371.0088
 MIN_SCORE = 0.12  # below this an offer fits the rules but not the need: no match announced
 
 FormatName = Literal["presence", "online", "hybrid", "blended", "distance"]
@@ -62,12 +61,6 @@ class DemandIn(StrictModel):
         if self.start_to < self.start_from:
             raise ValueError("start_to lies before start_from")
         return self
-
-
-def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(a))
 
 
 def visible_to(offer: dict[str, Any], tenant: str) -> bool:

@@ -13,6 +13,7 @@ definition of ``shared/eval/baseline.py``). Violations are counted against the f
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import math
@@ -21,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from services.matching import relevance
 from services.matching.domain import check
@@ -84,7 +87,8 @@ def summarise(data: EvalSet, results: dict[str, tuple[list[str], list[str]]]) ->
         did = demand["id"]
         matches, ranking = results.get(did, ([], []))
         feasible_ids = {o["id"] for o in data.offers if data.feasible(o, demand)}
-        bad = [o for o in set(matches) | set(ranking) if o not in feasible_ids or o not in offers]
+        # an id the set does not know (an offer from elsewhere on a live platform) has no rules to check
+        bad = sorted(o for o in set(matches) | set(ranking) if o in offers and o not in feasible_ids)
         violations += len(bad)
         good = sum(1 for o in matches if data.grades.get((did, o), 0) >= 1)
         announced += len(matches)
@@ -97,29 +101,60 @@ def summarise(data: EvalSet, results: dict[str, tuple[list[str], list[str]]]) ->
                    sum(p["ndcg_ranking"] for p in per.values()) / n, violations, announced, relevant, per)
 
 
-def run_offline(data: EvalSet, encoder: relevance.Encoder | None = None, weights: relevance.Weights | None = None,
-                threshold: float | None = None, vectors: dict[str, Any] | None = None) -> Figures:
-    encoder = encoder or relevance.load_encoder()
-    if vectors is None:
-        vectors = offer_and_demand_vectors(data, encoder)
-    results = {}
+def rank_set(data: EvalSet, vectors: dict[str, dict[str, Any]], weights: relevance.Weights | None = None
+             ) -> dict[str, list[relevance.Ranked]]:
+    """Each demand's feasible offers ranked as the service ranks them: ``domain.check``, the demand's
+    vector expanded over its candidates (``relevance.expand_query``), ``relevance.rank``."""
+    rankings = {}
     for demand in data.demands:
         candidates = []
         for offer in data.offers:
             feasibility = check(offer, demand)
             if feasibility.ok:
                 candidates.append((offer, feasibility, vectors["offers"][offer["id"]]))
-        ranked = relevance.rank(demand, candidates, vectors["demands"][demand["id"]], weights=weights)
-        matches = relevance.announce(ranked, threshold=threshold)
-        results[demand["id"]] = ([m.offer_id for m in matches], [r.offer_id for r in ranked])
+        plain = vectors["demands"][demand["id"]]
+        query = plain
+        if candidates:
+            query = relevance.expand_query(plain, np.stack([c[2] for c in candidates]), weights)
+        rankings[demand["id"]] = relevance.rank(demand, candidates, query, weights=weights, plain_vector=plain)
+    return rankings
+
+
+def run_offline(data: EvalSet, vectors: dict[str, dict[str, Any]], weights: relevance.Weights | None = None,
+                per_provider: int | None = None, **announce_args: Any) -> Figures:
+    """The matches as the service makes them when a demand opens: ``relevance.announce`` over the
+    demand's whole ranking (several offers of one provider may be matches; only its first is mailed)."""
+    results = {}
+    for demand_id, ranked in rank_set(data, vectors, weights).items():
+        matches = relevance.announce(ranked, per_provider=per_provider, **announce_args)
+        results[demand_id] = ([m.offer_id for m in matches], [r.offer_id for r in ranked])
     return summarise(data, results)
 
 
-def offer_and_demand_vectors(data: EvalSet, encoder: relevance.Encoder) -> dict[str, dict[str, Any]]:
-    offer_vectors = encoder.encode([relevance.offer_text(o) for o in data.offers], "passage")
-    demand_vectors = encoder.encode([relevance.demand_text(d) for d in data.demands], "query")
-    return {"offers": {o["id"]: v for o, v in zip(data.offers, offer_vectors, strict=True)},
-            "demands": {d["id"]: v for d, v in zip(data.demands, demand_vectors, strict=True)}}
+def offer_and_demand_vectors(data: EvalSet, encoder: relevance.Encoder | None = None,
+                             cache: Path | None = None) -> dict[str, dict[str, Any]]:
+    """The encoder's vectors of every offer and demand; with ``cache``, kept in that .npz file by the
+    SHA-256 of kind and text (encoding a set takes minutes on a busy machine)."""
+    stored: dict[str, np.ndarray] = {}
+    if cache is not None and cache.exists():
+        with np.load(cache) as npz:
+            stored = {k: npz[k] for k in npz.files}
+    jobs = [("passage", relevance.offer_text(o)) for o in data.offers] + \
+           [("query", relevance.demand_text(d)) for d in data.demands]
+    keys = [hashlib.sha256(f"{kind}\0{text}".encode()).hexdigest() for kind, text in jobs]
+    missing = [(key, kind, text) for key, (kind, text) in zip(keys, jobs, strict=True) if key not in stored]
+    if missing:
+        encoder = encoder or relevance.load_encoder()
+        for kind in ("passage", "query"):
+            todo = [(key, text) for key, k, text in missing if k == kind]
+            if todo:
+                for (key, _), vector in zip(todo, encoder.encode([t for _, t in todo], kind), strict=True):
+                    stored[key] = vector
+        if cache is not None:
+            np.savez(cache, **stored)
+    n = len(data.offers)
+    return {"offers": {o["id"]: stored[k] for o, k in zip(data.offers, keys[:n], strict=True)},
+            "demands": {d["id"]: stored[k] for d, k in zip(data.demands, keys[n:], strict=True)}}
 
 
 def report(figures: Figures, title: str, verbose: bool = False) -> str:
@@ -142,15 +177,20 @@ def report(figures: Figures, title: str, verbose: bool = False) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path)
-    parser.add_argument("--verbose", "-v", action="store_true")
+    parser.add_argument("--verbose", "-v", action="store_true", help="figures per demand")
+    parser.add_argument("--cache", type=Path, help="keep the vectors in this .npz file")
     args = parser.parse_args(argv)
     if not (args.folder / "offers.jsonl").exists():
         print(f"{args.folder}: no offers.jsonl here (expected the shared/eval layout)", file=sys.stderr)
         return 2
     data = load_set(args.folder)
-    figures = run_offline(data)
-    print(report(figures, f"{args.folder} (offline: domain.check + relevance.rank + relevance.announce, "
-                          f"threshold {relevance.MATCH_THRESHOLD})", args.verbose))
+    vectors = offer_and_demand_vectors(data, cache=args.cache)
+    figures = run_offline(data, vectors)
+    print(report(figures, f"{args.folder}: offline (domain.check, relevance.expand_query + rank + announce; "
+                          f"threshold {relevance.MATCH_THRESHOLD}, margin {relevance.MATCH_MARGIN}, "
+                          f"floor {relevance.MATCH_FLOOR})", args.verbose))
+    mailed = sum(len({m.provider_id for m in relevance.announce(r)}) for r in rank_set(data, vectors).values())
+    print(f"providers mailed (one mail per provider and demand):  {mailed}")
     return 0
 
 

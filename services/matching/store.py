@@ -200,6 +200,18 @@ async def get_demand(conn: asyncpg.Connection, demand_id: uuid.UUID | str, *, lo
                                _uuid(demand_id))
 
 
+async def set_ranking(conn: asyncpg.Connection, demand_id: str, ranking_vector: bytes | None,
+                      best_score: float | None) -> None:
+    """The demand's expanded vector and its best score, as its last full ranking found them."""
+    await conn.execute("UPDATE demands SET ranking_vector = $2, best_score = $3 WHERE id = $1", _uuid(demand_id),
+                       ranking_vector, best_score)
+
+
+async def raise_best_score(conn: asyncpg.Connection, demand_id: str, score: float) -> None:
+    await conn.execute("UPDATE demands SET best_score = greatest(best_score, $2) WHERE id = $1", _uuid(demand_id),
+                       score)
+
+
 async def list_demands(conn: asyncpg.Connection, owner: str | None, status: str | None, limit: int,
                        offset: int) -> list[asyncpg.Record]:
     return await conn.fetch(
@@ -265,7 +277,8 @@ async def demands_for_offer(conn: asyncpg.Connection, tenant: str, offer: dict[s
 
 async def open_demand_states(conn: asyncpg.Connection, demand_ids: list[str]) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT id::text, state, vector FROM demands WHERE id = ANY($1::uuid[]) AND status = 'open' ORDER BY id",
+        "SELECT id::text, state, vector, ranking_vector, best_score FROM demands"
+        " WHERE id = ANY($1::uuid[]) AND status = 'open' ORDER BY id",
         [_uuid(i) for i in demand_ids])
 
 

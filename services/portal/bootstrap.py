@@ -18,11 +18,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from runtime import metrics
+from runtime.places import Gazetteer
 from runtime.tracing import continue_trace, current_traceparent
 from services.portal import pages_auth, pages_public, pages_roles
 from services.portal.backends import BackendError, BackendMissing, BackendNotFound, Backends
 from services.portal.oidc import OidcClient
-from services.portal.places import Gazetteer
 from services.portal.security import CsrfRefused, security_headers
 from services.portal.sessions import COOKIE, SessionStore
 from services.portal.settings import PortalSettings

@@ -144,7 +144,7 @@ def missing_step(draft: dict) -> str | None:
 
 
 def _resolved(draft: dict):
-    from services.portal.places import Place
+    from runtime.places import Place
 
     p = draft.get("place_resolved")
     return Place(p["name"], p["lat"], p["lon"], p.get("zip")) if p else None

@@ -16,10 +16,10 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
+from runtime.places import Gazetteer
 from services.portal import domain
 from services.portal.backends import BackendMissing, Backends
 from services.portal.oidc import OidcClient, SignInFailed
-from services.portal.places import Gazetteer
 from services.portal.sessions import Session, SessionStore
 from services.portal.settings import PortalSettings
 

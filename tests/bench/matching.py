@@ -165,7 +165,7 @@ async def load(admin_dsn: str, offers: list[dict], demands: list[dict], offer_ve
             d["vector"] = from_bytes(to_bytes(vector))
             demand_recs.append((demand_id, tenant, "bench", state["owner"], "open", body["formats"],
                                 date.fromisoformat(body["start_from"]), date.fromisoformat(body["start_to"]),
-                                json.dumps(state), to_bytes(vector), body["participants"]))
+                                json.dumps(state), to_bytes(vector), body["participants"], to_bytes(vector)))
             employer = body["employer"]
             cells = geo.cells_of_box(*geo.box(employer["lat"], employer["lon"], body["max_distance_km"]))
             for fmt in sorted(set(body["formats"])):
@@ -175,7 +175,7 @@ async def load(admin_dsn: str, offers: list[dict], demands: list[dict], offer_ve
                                      body["funding_required"]))
         await conn.copy_records_to_table("demands", records=demand_recs, columns=[
             "id", "tenant_id", "created_by", "owner", "status", "formats", "start_from", "start_to", "state", "vector",
-            "participants"])
+            "participants", "ranking_vector"])  # (the plain vector: expanding 10,000 rankings at load is too slow)
         await conn.copy_records_to_table("demand_keys", records=key_recs, columns=[
             "demand_id", "tenant_id", "format", "cell", "start_from", "start_to", "max_price_eur",
             "funding_required"])
@@ -223,7 +223,11 @@ def brute_force_demand(demand: dict, offers: list[dict], vectors: np.ndarray, de
         f = check(offer, demand)
         if f.ok:
             feasible.append((offer, f, vectors[i]))
-    ranked = relevance.rank(demand, feasible, demand_vector)
+    if not feasible:
+        return [], 0
+    plain = np.asarray(demand_vector, dtype=np.float32)
+    expanded = from_bytes(to_bytes(relevance.expand_query(plain, np.stack([v for _, _, v in feasible]))))
+    ranked = relevance.rank(demand, feasible, expanded, plain_vector=plain)
     return [r.offer_id for r in ranked[:20]], len(feasible)
 
 

@@ -33,8 +33,8 @@ def catalog_params(page: dict) -> dict:
     """What the portal sends the catalog for a page's parameters (services/portal/domain.py)."""
     from starlette.datastructures import QueryParams
 
+    from runtime.places import Gazetteer
     from services.portal.domain import parse_search
-    from services.portal.places import Gazetteer
 
     gazetteer = catalog_params.gazetteer = getattr(catalog_params, "gazetteer", None) or Gazetteer().load()
     form, errors = parse_search(QueryParams(page), gazetteer.resolve)

@@ -14,7 +14,7 @@ from kafka.structs import OffsetAndMetadata
 
 from contracts import MATCH_FOUND, MATCHES_TOPIC
 from runtime.tracing import parse_trace_id
-from tests.platform import Platform, body_text, demand_body, offer_body, wait_until
+from tests.platform import Platform, alone_at, body_text, demand_body, lonely_place, offer_body, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -173,13 +173,18 @@ def test_other_network_never_sees_a_home_offer(platform: Platform, hellweg_provi
 
 def test_trace_context_travels_from_the_request_to_the_mail(platform: Platform, shared_flow: dict,
                                                             hellweg_provider: dict) -> None:
+    # A demand of its own: the provider has heard of shared_flow's demand already (once per demand).
+    offer_at, demand_at = alone_at(lonely_place())
+    with platform.client("matching", "lueneburg-employer") as api:
+        demand = api.post("/v1/demands", json=demand_body(**demand_at))
+    assert demand.status_code == 201, demand.text
     trace_id = secrets.token_hex(16)
     with platform.client("catalog", HELLWEG_PROVIDER, traceparent=f"00-{trace_id}-{secrets.token_hex(8)}-01") as api:
-        response = api.post("/v1/offers", json=offer_body(hellweg_provider["id"]))
+        response = api.post("/v1/offers", json=offer_body(hellweg_provider["id"], **offer_at))
     assert response.status_code == 201 and parse_trace_id(response.headers["traceparent"]) == trace_id
     offer_id = response.json()["id"]
 
-    # two hops later: matching's MatchFound for this offer (the Lüneburg demand of shared_flow fits it)
+    # two hops later: matching's MatchFound for this offer (the demand above fits it)
     matches = KafkaConsumer(MATCHES_TOPIC, bootstrap_servers=platform.config.bootstrap, group_id=None,
                             auto_offset_reset="earliest", consumer_timeout_ms=500)
 
@@ -202,3 +207,5 @@ def test_trace_context_travels_from_the_request_to_the_mail(platform: Platform, 
                    for line in worker_log.splitlines() if line.startswith("{"))
 
     wait_until("the worker's log line of the sent mail", logged_sent, timeout=15)
+    with platform.client("matching", "lueneburg-employer") as api:
+        api.post(f"/v1/demands/{demand.json()['id']}/close")

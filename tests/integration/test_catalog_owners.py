@@ -249,13 +249,15 @@ def test_sharing_and_member_changes_are_in_the_network_audit_log(platform: Platf
 
 def test_offer_moved_back_to_draft_leaves_search_and_matches(platform: Platform) -> None:
     """Published → draft: gone from search, and matching retracts the match (through the broker)."""
-    from tests.platform import demand_body
+    from tests.platform import alone_at, demand_body, lonely_place
 
+    offer_at, demand_at = alone_at(lonely_place())
     with platform.client("catalog", ALICE) as api:
         provider = api.post("/v1/providers", json={"name": "Entwurfsschule", "emails": ["e@s.example"]}).json()
-        offer = api.post("/v1/offers", json=offer_body(provider["id"], title="Staplerschein Entwurfstest")).json()
+        offer = api.post("/v1/offers", json=offer_body(provider["id"], title="Staplerschein Entwurfstest",
+                                                       **offer_at)).json()
     with platform.client("matching", "lueneburg-employer") as api:
-        demand = api.post("/v1/demands", json=demand_body()).json()
+        demand = api.post("/v1/demands", json=demand_body(**demand_at)).json()
 
     def matched() -> set[str]:
         with platform.client("matching", "lueneburg-employer") as api:
@@ -263,7 +265,8 @@ def test_offer_moved_back_to_draft_leaves_search_and_matches(platform: Platform)
 
     wait_until("the match", lambda: offer["id"] in matched())
     with platform.client("catalog", ALICE) as api:
-        body = offer_body(provider["id"], external_id=offer["external_id"], title=offer["title"], status="draft")
+        body = offer_body(provider["id"], external_id=offer["external_id"], title=offer["title"], status="draft",
+                          **offer_at)
         assert api.put(f"/v1/offers/{offer['id']}", json=body).status_code == 200
     wait_until("the match retracted", lambda: offer["id"] not in matched())
     with platform.client("catalog", "lueneburg-employer") as api:

@@ -1,6 +1,6 @@
 """Demands and matches through the real broker: each hard constraint, each reaction (demand opened,
-changed, closed, expired; offer published, changed, made draft, withdrawn, shared, unshared), one
-announcement per provider, owners apart, the provider's view with the employer's consent, the gap
+changed, closed, expired; offer published, changed, made draft, withdrawn, shared, unshared), several
+matches of one provider announced once, owners apart, the provider's view with the employer's consent, the gap
 report, and a second matching process whose in-memory index follows offers the first one handled.
 
 Each test works at a place of its own (random coordinates), so offers of other tests never fit its
@@ -286,9 +286,27 @@ def test_a_provider_hears_of_a_demand_once_and_a_demand_has_at_most_ten_matches(
         api.put(f"/v1/demands/{demand['id']}", json=place.demand())
     matched = _matches(platform, demand["id"])
     assert len(matched) == 10
-    assert len(set(matched) & {t["id"] for t in twins}) <= 1
     found = [d["offer"]["provider_id"] for t, d in _events(platform, MATCHES_TOPIC, demand["id"]) if t == MATCH_FOUND]
-    assert len(found) == len(set(found))  # one MatchFound per provider
+    assert len(found) == len(set(found))  # one MatchFound per provider, whichever of its offers are matches
+
+
+def test_several_offers_of_one_provider_are_matches_and_announced_once(platform: Platform, place: Place) -> None:
+    pid = _new_provider(platform)
+    demand = _open(platform, place.demand())
+    first = _publish(platform, place.offer(pid))
+    _matched(platform, demand, first)
+    second = _publish(platform, place.offer(pid, title="Staplerschein kompakt vor Ort"))
+    _matched(platform, demand, second)
+    assert set(_matches(platform, demand["id"])) == {first["id"], second["id"]}
+    wait_until("MatchFound for the first", lambda: _pair_events(platform, demand["id"], first["id"]) == [MATCH_FOUND])
+    assert _pair_events(platform, demand["id"], second["id"]) == []  # the provider heard of the demand already
+
+    def view() -> set[str]:
+        with platform.client("matching", PROVIDER) as api:
+            return {i["offer_id"] for i in api.get("/v1/matched-demands", params={"page_size": 200}).json()["items"]
+                    if i["demand"]["id"] == demand["id"]}
+
+    wait_until("both offers in the provider's view", lambda: view() == {first["id"], second["id"]})
 
 
 # ---- owners -----------------------------------------------------------------------------------------

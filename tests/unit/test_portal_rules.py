@@ -8,8 +8,8 @@ from datetime import date, timedelta
 import pytest
 from starlette.datastructures import QueryParams
 
+from runtime.places import Place
 from services.portal import charts, demand_form, domain
-from services.portal.places import Place
 from services.portal.security import safe_next
 
 
