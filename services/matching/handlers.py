@@ -411,6 +411,18 @@ async def offer_changed(conn: asyncpg.Connection, event: Event) -> None:
         await store.stamp_vectors(conn, [offer["id"]])
 
 
+def judge_pair(row: asyncpg.Record, offer: dict, vector: np.ndarray) -> relevance.Ranked | None:
+    """One offer against a demand's row as the demand's last full ranking would judge it: its stored
+    expanded vector for the score, its own vector for the floor. None when the offer is not feasible;
+    call only where ``row["ranking_vector"]`` is set (else rank the demand in full: ``rematch``)."""
+    demand = row["state"]
+    feasibility = check(offer, demand)
+    if not feasibility.ok:
+        return None
+    return relevance.rank(demand, [(offer, feasibility, vector)], from_bytes(row["ranking_vector"]),
+                          plain_vector=from_bytes(row["vector"]))[0]
+
+
 async def _reconsider(conn: asyncpg.Connection, demand_id: str, offer: dict, vector: np.ndarray) -> None:
     """One demand against one changed offer (the pair's score depends on that pair only)."""
     row = await store.get_demand(conn, demand_id, lock=True)
@@ -426,11 +438,7 @@ async def _reconsider(conn: asyncpg.Connection, demand_id: str, offer: dict, vec
     existing = await store.matches_of_demand(conn, demand_id)
     active = [m for m in existing if m["status"] == "active"]
     current = next((m for m in active if str(m["offer_id"]) == offer["id"]), None)
-    feasibility = check(offer, demand)
-    ranked = None
-    if feasibility.ok:
-        ranked = relevance.rank(demand, [(offer, feasibility, vector)], from_bytes(row["ranking_vector"]),
-                                plain_vector=demand_vector)[0]
+    ranked = judge_pair(row, offer, vector)
     if current is not None:
         if _holds(ranked):
             await _keep(conn, demand, current, ranked, offer)
