@@ -440,6 +440,18 @@ async def offer_changed(conn: asyncpg.Connection, event: Event) -> None:
         await store.stamp_vectors(conn, [offer["id"]])
 
 
+def judge_pair(row: asyncpg.Record, offer: dict, vector: np.ndarray) -> relevance.Ranked | None:
+    """One offer against a demand's row as the demand's last full ranking would judge it: its stored
+    expanded vector for the score, its own vector for the floor. None when the offer is not feasible;
+    call only where ``row["ranking_vector"]`` is set (else rank the demand in full: ``rematch``)."""
+    demand = row["state"]
+    feasibility = check(offer, demand)
+    if not feasibility.ok:
+        return None
+    return relevance.rank(demand, [(offer, feasibility, vector)], from_bytes(row["ranking_vector"]),
+                          plain_vector=from_bytes(row["vector"]))[0]
+
+
 async def _qualifying(conn: asyncpg.Connection, demand_ids: set[str], offer: dict, vector: np.ndarray) -> set[str]:
     """Of the open demands an offer reaches, those it may become a match of (as _reconsider judges):
     read in one go, without locks; only these are then taken one by one. A demand's content cannot
@@ -453,13 +465,8 @@ async def _qualifying(conn: asyncpg.Connection, demand_ids: set[str], offer: dic
         if row["ranking_vector"] is None:  # judged by a whole new ranking there
             out.add(row["id"])
             continue
-        demand = row["state"]
-        feasibility = check(offer, demand)
-        if not feasibility.ok:
-            continue
-        ranked = relevance.rank(demand, [(offer, feasibility, vector)], from_bytes(row["ranking_vector"]),
-                                plain_vector=from_bytes(row["vector"]))[0]
-        if relevance.announce([ranked], best=row["best_score"]):
+        ranked = judge_pair(row, offer, vector)
+        if ranked is not None and relevance.announce([ranked], best=row["best_score"]):
             out.add(row["id"])
     return out
 
@@ -479,11 +486,7 @@ async def _reconsider(conn: asyncpg.Connection, demand_id: str, offer: dict, vec
     existing = await store.matches_of_demand(conn, demand_id)
     active = [m for m in existing if m["status"] == "active"]
     current = next((m for m in active if str(m["offer_id"]) == offer["id"]), None)
-    feasibility = check(offer, demand)
-    ranked = None
-    if feasibility.ok:
-        ranked = relevance.rank(demand, [(offer, feasibility, vector)], from_bytes(row["ranking_vector"]),
-                                plain_vector=demand_vector)[0]
+    ranked = judge_pair(row, offer, vector)
     if current is not None:
         if _holds(ranked):
             await _keep(conn, demand, current, ranked, offer)
