@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: eval eval-offline install up test test-unit test-integration test-e2e test-deploy bench bench-pipeline bench-catalog bench-mail bench-portal chaos lint clean lock k8s k8s-realm
+.PHONY: eval eval-offline install up test test-unit test-integration test-e2e test-deploy bench bench-pipeline bench-catalog bench-mail bench-portal bench-matching chaos lint clean lock k8s k8s-realm
 
 install: $(STAMP) deploy/local/dev-issuer/node_modules/.package-lock.json services/portal/node_modules/.package-lock.json $(VENV)/bin/kubectl
 
@@ -50,7 +50,7 @@ eval: install
 eval-offline: install
 	$(PY) -m services.matching.evaluate_offline $(EVAL)
 
-bench: bench-pipeline bench-catalog bench-mail bench-portal
+bench: bench-pipeline bench-catalog bench-mail bench-portal bench-matching
 
 # Sustained offers through all four services (see BENCHMARKS.md); RATE, SECONDS, REPLICAS to vary.
 bench-pipeline: install
@@ -58,6 +58,10 @@ bench-pipeline: install
 
 bench-catalog: install
 	$(PY) -m tests.bench.catalog
+
+# Matching at scale against a brute-force reference (see BENCHMARKS.md); OFFERS, DEMANDS to vary.
+bench-matching: install
+	$(PY) -m tests.bench.matching --offers $(or $(OFFERS),100000) --demands $(or $(DEMANDS),10000)
 
 bench-mail: install
 	$(PY) -m tests.bench.mail

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import asyncpg
@@ -11,7 +12,7 @@ from runtime.http import create_app as create_http_app
 from runtime.loops import ListeningLoop
 from runtime.service import ServiceRuntime
 from runtime.settings import ServiceSettings
-from services.matching import api, handlers, requests
+from services.matching import api, clusters, geo, handlers, requests
 from services.matching.consumers import CONSUMERS
 from services.matching.index import offer_index
 
@@ -50,6 +51,8 @@ def create_app(settings: MatchingSettings | None = None) -> FastAPI:
         index = offer_index()
         async with runtime.pool.acquire() as conn:
             await index.sync(conn)
+        await asyncio.to_thread(geo.region_of_point, 53.25, 10.41)  # the towns' table, read once
+        await asyncio.to_thread(clusters.warm)  # the encoder and the skill groups' vectors, made once
         return "ok"
 
     runtime.readiness_checks["offer_index"] = index_ready

@@ -71,6 +71,12 @@ def _group_vectors(kind: str) -> np.ndarray:
     return _vectors[kind]
 
 
+def warm() -> None:
+    """Build the encoder and both encodings of the group names (before traffic: tens of encodings)."""
+    _group_vectors("passage")
+    _group_vectors("query")
+
+
 def of_vector(vector: np.ndarray | None, vector_kind: str) -> str:
     """The group nearest in meaning to a demand's (``query``) or an offer's (``passage``) vector."""
     if vector is None:

@@ -5,7 +5,8 @@ Concurrency. A demand opening or changing takes its network's matching lock excl
 event takes the lock of every network it visits in shared mode (in name order). So a demand and an
 offer handled at the same time never miss each other: whichever commits second sees the first. Offer
 events do not wait for each other; they serialise per demand on the demand's row (FOR UPDATE, in id
-order), which also keeps a demand's matches within their bounds (one per provider, at most ten)."""
+order), which also keeps a demand's matches within their bounds (at most ten; a provider may hold
+several, MatchFound goes out for its first only)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ DEMAND_OPENED_TYPE = DEMAND_OPENED  # (opened and changed: the demand's full sta
 # Ranking runs in two steps at scale: every feasible offer is scored by meaning (one matrix product
 # over the in-process index), the best STAGE_TWO of them by the full relevance (words, skills,
 # preferences), which needs their records. Offers beyond that are listed by meaning alone.
-STAGE_TWO = 200
+STAGE_TWO = 150
+DEEPEST = 2000  # a deeper page is ordered by the first step alone
 
 
 class Refused(Exception):
@@ -108,26 +110,37 @@ def _match_state(match: asyncpg.Record, demand: dict[str, Any], offer: dict[str,
 
 async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_vector: np.ndarray, *,
                       depth: int = STAGE_TWO, include: set[str] | frozenset[str] = frozenset(),
-                      override: dict[str, np.ndarray] | None = None
-                      ) -> tuple[list[relevance.Ranked], dict[str, dict], int]:
-    """The demand's feasible offers, best first: the top ``depth`` by meaning (and ``include``) fully
-    ranked, then the rest by meaning. Answers the ranking, the records of the fully ranked offers and
-    the number of feasible offers."""
+                      override: dict[str, np.ndarray] | None = None, tail: bool = False
+                      ) -> tuple[list[relevance.Ranked], dict[str, dict], int, np.ndarray]:
+    """The demand's feasible offers, best first: the top ``depth`` by meaning less the distance and
+    start penalties (and ``include``) fully ranked, then (``tail``) the rest in that order.
+    ``demand_vector`` is the demand's own vector; the ranking uses it expanded over the feasible
+    offers' vectors (``relevance.expand_query``). Answers the ranking, the records of the fully ranked
+    offers, the number of feasible offers and the expanded vector (as stored: every replica judges
+    with the same numbers)."""
+    plain = np.asarray(demand_vector, dtype=np.float32).reshape(-1)
     feasible = await store.feasible_offers(conn, demand)
     if not feasible:
-        return [], {}, 0
+        return [], {}, 0, plain
     index = offer_index()
     await index.sync(conn)
     ids = [f.offer_id for f in feasible]
     matrix, _ = index.vectors(ids)
-    for i, offer_id in enumerate(ids):
-        if override and offer_id in override:
-            matrix[i] = override[offer_id]
-    cosines = matrix @ np.asarray(demand_vector, dtype=np.float32)
-    order = np.argsort(-cosines, kind="stable")
-    head = [int(i) for i in order[:depth]]
+    positions = {offer_id: i for i, offer_id in enumerate(ids)}
+    for offer_id, vector in (override or {}).items():
+        if offer_id in positions:
+            matrix[positions[offer_id]] = vector
+    expanded = from_bytes(to_bytes(relevance.expand_query(plain, matrix)))
+    cosines = matrix @ expanded
+    first = _first_step(demand, feasible, cosines)
+    if len(ids) > depth:
+        top = np.argpartition(-first, depth - 1)[:depth]
+        order = top[np.argsort(-first[top], kind="stable")]
+    else:
+        order = np.argsort(-first, kind="stable")
+    head = [int(i) for i in order]
     head_ids = {ids[i] for i in head}
-    head += [i for i, offer_id in enumerate(ids) if offer_id in include and offer_id not in head_ids]
+    head += [positions[offer_id] for offer_id in sorted(include) if offer_id in positions and offer_id not in head_ids]
     states = await store.offer_states(conn, [ids[i] for i in head])
     candidates = []
     for i in head:
@@ -136,13 +149,34 @@ async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_v
             continue
         session = {"start": f.start, "location": {"city": f.city} if f.city else None}
         candidates.append((state, Feasibility((), session, f.distance_km), matrix[i]))
-    ranked = relevance.rank(demand, candidates, demand_vector)
-    ranked_ids = {r.offer_id for r in ranked}
-    for i in order[depth:]:  # the long tail, by meaning alone (a page that deep is rarely read)
-        offer_id = ids[int(i)]
-        if offer_id not in ranked_ids:
-            ranked.append(relevance.Ranked(offer_id, "", round(float(cosines[int(i)]) * 0.5, 4), {}))
-    return ranked, states, len(feasible)
+    ranked = relevance.rank(demand, candidates, expanded, plain_vector=plain)
+    if tail and len(ids) > len(head):  # the long tail, by the first step alone (a page that deep is rare)
+        ranked_ids = {r.offer_id for r in ranked}
+        rest = [i for i in np.argsort(-first, kind="stable") if ids[int(i)] not in ranked_ids]
+        ranked += [relevance.Ranked(ids[int(i)], "", round(max(float(first[int(i)]), 0.0), 4), {}) for i in rest]
+    return ranked, states, len(feasible), expanded
+
+
+def _first_step(demand: dict, feasible: list, cosines: np.ndarray) -> np.ndarray:
+    """What the first step orders by: meaning (as relevance.WEIGHTS scales it), less the soft penalties
+    the SQL already knows (distance to the session, its start late in the window), so that among
+    offers alike in meaning the nearer and earlier ones reach the full ranking."""
+    w = relevance.WEIGHTS
+    low, high, weight = getattr(w, "cos_low", None), getattr(w, "cos_high", None), getattr(w, "meaning", None)
+    if None in (low, high, weight) or high <= low:
+        return cosines
+    score = weight * np.clip((cosines - low) / (high - low), 0.0, 1.0)
+    limit = float(demand.get("max_distance_km") or 0)
+    if limit > 0 and getattr(w, "distance", 0):
+        km = np.fromiter((f.distance_km or 0.0 for f in feasible), dtype=np.float32, count=len(feasible))
+        score = score - w.distance * np.minimum(1.0, km / limit)
+    lo, hi = date.fromisoformat(str(demand["start_from"])), date.fromisoformat(str(demand["start_to"]))
+    span = (hi - lo).days
+    if span > 0 and getattr(w, "start", 0):
+        start = np.fromiter(((date.fromisoformat(f.start) - lo).days for f in feasible), dtype=np.float32,
+                            count=len(feasible))
+        score = score - w.start * np.clip(start / span, 0.0, 1.0)
+    return score
 
 
 # ---- matches ------------------------------------------------------------------------------------
@@ -196,53 +230,70 @@ async def _keep(conn: asyncpg.Connection, demand: dict, match: asyncpg.Record, r
     await _show_to_provider(conn, demand, kept, offer)
 
 
+def _heard(existing: list[asyncpg.Record]) -> set[str]:
+    """The providers told of the demand already (a MatchFound for one of their offers)."""
+    return {str(m["provider_id"]) for m in existing if m["announced"]}
+
+
 async def _add(conn: asyncpg.Connection, demand: dict, ranked: relevance.Ranked, offer: dict,
-               existing: list[asyncpg.Record]) -> None:
+               existing: list[asyncpg.Record], heard: set[str]) -> None:
     """A new match. MatchFound unless the pair was announced before, or the provider already heard of
-    this demand through another of its offers."""
+    this demand through another of its offers (``heard``, kept up to date here)."""
     before = next((m for m in existing if str(m["offer_id"]) == ranked.offer_id), None)
     if before is not None:  # matched once, then retracted: back quietly, never announced twice
         await _keep(conn, demand, before, ranked, offer)
         return
-    heard = any(str(m["provider_id"]) == ranked.provider_id and m["announced"] for m in existing)
+    provider = str(offer["provider_id"])
+    told = provider in heard
     match = await store.insert_match(conn, demand["tenant"], demand["id"], offer, ranked.score, ranked.reasons,
-                                     announced=not heard)
+                                     announced=not told)
     if match is None:
         return
     await _show_to_provider(conn, demand, match, offer)
-    if not heard:
+    if not told:
+        heard.add(provider)
         await _announce(conn, MATCH_FOUND, _match_state(match, demand, offer, "active"))
 
 
 def _holds(ranked: relevance.Ranked | None) -> bool:
+    """A match still holds while it passes the threshold and the floor; the margin below the demand's
+    best decides only which new pairs become matches (a better offer arriving later retracts nothing)."""
     return ranked is not None and bool(ranked.reasons) and bool(relevance.announce([ranked]))
 
 
 async def rematch(conn: asyncpg.Connection, demand: dict, demand_vector: np.ndarray | None,
                   override: dict[str, np.ndarray] | None = None) -> None:
     """Bring all of a demand's matches in line (caller holds the demand's row). Matches that still hold
-    stay; those that do not are retracted; free places (one per provider, at most ten) go to the best
-    new pairs above the threshold."""
+    stay; those that do not are retracted; free places (at most ten in all) go to the best new pairs
+    ``relevance.announce`` lets through, several of one provider too (MatchFound only for a provider's
+    first). Keeps the demand's expanded vector and best score for judging single offers later."""
     existing = await store.matches_of_demand(conn, demand["id"])
     active = {str(m["offer_id"]): m for m in existing if m["status"] == "active"}
     if demand["status"] != "open" or demand_vector is None:
         for m in active.values():
             await _retract(conn, demand, m)
         return
-    ranked, states, _ = await rank_demand(conn, demand, demand_vector, include=set(active), override=override)
+    ranked, states, total, expanded = await rank_demand(conn, demand, demand_vector, include=set(active),
+                                                        override=override)
+    best = max((r.score for r in ranked if r.reasons), default=None)
+    # With fewer feasible offers than the feedback step takes, each new one moves the expanded vector:
+    # none is kept, so a changed offer brings the whole (small) ranking back here.
+    thin = total < relevance.WEIGHTS.feedback_k
+    await store.set_ranking(conn, demand["id"], None if thin else to_bytes(expanded), best)
     by_id = {r.offer_id: r for r in ranked}
-    held_providers = set()
+    held = 0
     for offer_id, m in sorted(active.items()):
         r = by_id.get(offer_id)
         if _holds(r):
-            held_providers.add(r.provider_id)
+            held += 1
             await _keep(conn, demand, m, r, states[offer_id])
         else:
             await _retract(conn, demand, m, states.get(offer_id))
-    room = relevance.MAX_MATCHES_PER_DEMAND - len(held_providers)
-    fresh = [r for r in ranked if r.reasons and r.provider_id not in held_providers and r.offer_id not in active]
-    for r in relevance.announce(fresh)[:max(room, 0)]:
-        await _add(conn, demand, r, states[r.offer_id], existing)
+    room = relevance.MAX_MATCHES_PER_DEMAND - held
+    fresh = [r for r in ranked if r.reasons and r.offer_id not in active]
+    heard = _heard(existing)
+    for r in relevance.announce(fresh, best=best)[:max(room, 0)]:
+        await _add(conn, demand, r, states[r.offer_id], existing, heard)
 
 
 async def _lock_network(conn: asyncpg.Connection, tenant: str, *, shared: bool) -> None:
@@ -379,14 +430,45 @@ async def offer_changed(conn: asyncpg.Connection, event: Event) -> None:
     for tenant in sorted(_visible_networks(old_state, tenants) | _visible_networks(offer, tenants)):
         await set_tenant(conn, tenant)
         await _lock_network(conn, tenant, shared=True)
-        concerned = set(await store.demands_for_offer(conn, tenant, offer) if offer["status"] == "published"
-                        else [])
-        concerned |= set(await store.demands_matched_to_offer(conn, offer["id"]))
-        for demand_id in sorted(concerned):
+        matched = set(await store.demands_matched_to_offer(conn, offer["id"]))
+        reached = set(await store.demands_for_offer(conn, tenant, offer) if offer["status"] == "published"
+                      else []) - matched
+        for demand_id in sorted(matched | await _qualifying(conn, reached, offer, vector)):
             await _reconsider(conn, demand_id, offer, vector)
     await set_tenant(conn, offer["tenant"])
     if stored != digest:
         await store.stamp_vectors(conn, [offer["id"]])
+
+
+def judge_pair(row: asyncpg.Record, offer: dict, vector: np.ndarray) -> relevance.Ranked | None:
+    """One offer against a demand's row as the demand's last full ranking would judge it: its stored
+    expanded vector for the score, its own vector for the floor. None when the offer is not feasible;
+    call only where ``row["ranking_vector"]`` is set (else rank the demand in full: ``rematch``)."""
+    demand = row["state"]
+    feasibility = check(offer, demand)
+    if not feasibility.ok:
+        return None
+    return relevance.rank(demand, [(offer, feasibility, vector)], from_bytes(row["ranking_vector"]),
+                          plain_vector=from_bytes(row["vector"]))[0]
+
+
+async def _qualifying(conn: asyncpg.Connection, demand_ids: set[str], offer: dict, vector: np.ndarray) -> set[str]:
+    """Of the open demands an offer reaches, those it may become a match of (as _reconsider judges):
+    read in one go, without locks; only these are then taken one by one. A demand's content cannot
+    change meanwhile (changing it takes the network's lock exclusively)."""
+    out: set[str] = set()
+    if not demand_ids:
+        return out
+    for row in await store.open_demand_states(conn, sorted(demand_ids)):
+        if row["vector"] is None:
+            continue
+        if row["ranking_vector"] is None:  # judged by a whole new ranking there
+            out.add(row["id"])
+            continue
+        ranked = judge_pair(row, offer, vector)
+        if ranked is not None and relevance.announce([ranked], best=row["best_score"]):
+            out.add(row["id"])
+    return out
 
 
 async def _reconsider(conn: asyncpg.Connection, demand_id: str, offer: dict, vector: np.ndarray) -> None:
@@ -396,13 +478,15 @@ async def _reconsider(conn: asyncpg.Connection, demand_id: str, offer: dict, vec
         return
     demand = row["state"]
     demand_vector = from_bytes(row["vector"]) if row["vector"] is not None else None
+    if demand_vector is None:
+        return
+    if row["ranking_vector"] is None:  # few feasible offers (or an older row): rank them all again
+        await rematch(conn, demand, demand_vector, override={offer["id"]: vector})
+        return
     existing = await store.matches_of_demand(conn, demand_id)
     active = [m for m in existing if m["status"] == "active"]
     current = next((m for m in active if str(m["offer_id"]) == offer["id"]), None)
-    feasibility = check(offer, demand)
-    ranked = None
-    if feasibility.ok and demand_vector is not None:
-        ranked = relevance.rank(demand, [(offer, feasibility, vector)], demand_vector)[0]
+    ranked = judge_pair(row, offer, vector)
     if current is not None:
         if _holds(ranked):
             await _keep(conn, demand, current, ranked, offer)
@@ -410,11 +494,14 @@ async def _reconsider(conn: asyncpg.Connection, demand_id: str, offer: dict, vec
             await _retract(conn, demand, current, offer)
             await rematch(conn, demand, demand_vector, override={offer["id"]: vector})
         return
-    if not _holds(ranked) or len(active) >= relevance.MAX_MATCHES_PER_DEMAND:
+    if ranked is None or len(active) >= relevance.MAX_MATCHES_PER_DEMAND:
         return
-    if any(str(m["provider_id"]) == ranked.provider_id for m in active):
-        return  # the provider holds a match for this demand already: one per provider
-    await _add(conn, demand, ranked, offer, existing)
+    best = row["best_score"]
+    if not relevance.announce([ranked], best=best):
+        return
+    if best is None or ranked.score > best:
+        await store.raise_best_score(conn, demand_id, ranked.score)
+    await _add(conn, demand, ranked, offer, existing, _heard(existing))  # MatchFound unless its provider heard
 
 
 # ---- providers ----------------------------------------------------------------------------------

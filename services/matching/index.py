@@ -76,14 +76,15 @@ class OfferIndex:
                 log.info("offer index loaded", extra={"offers": len(self._rows), "mark": self.mark})
         return read
 
-    def vectors(self, offer_ids: Iterable[str]) -> tuple[np.ndarray, list[bool]]:
-        """The vectors of the given offers as float32 rows (zeros where none is known yet)."""
-        ids = list(offer_ids)
-        rows = [self._rows.get(i, -1) for i in ids]
-        found = [r >= 0 for r in rows]
-        out = self._matrix[[max(r, 0) for r in rows]].astype(np.float32) if ids else np.zeros((0, self.dim),
-                                                                                            np.float32)
-        out[[i for i, ok in enumerate(found) if not ok]] = 0.0
+    def vectors(self, offer_ids: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The vectors of the given offers as float32 rows (zeros where none is known yet), and which
+        were known."""
+        get = self._rows.get
+        rows = np.fromiter((get(i, -1) for i in offer_ids), dtype=np.int64)
+        found = rows >= 0
+        out = self._matrix[np.where(found, rows, 0)].astype(np.float32)
+        if not found.all():
+            out[~found] = 0.0
         return out, found
 
     def stats(self) -> dict:

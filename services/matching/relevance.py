@@ -32,8 +32,10 @@ import numpy as np
 from services.matching.domain import Feasibility, employer_share
 
 MAX_MATCHES_PER_DEMAND = 10
-MATCH_THRESHOLD = 0.5  # absolute floor of a match's score (calibrated on the graded sets, see README)
-MATCH_MARGIN = 0.05  # and at most this far below the demand's best offer
+# What makes a pair a match (calibrated on the graded sets, see README "Matching quality"):
+MATCH_THRESHOLD = 0.4  # the score (read on the expanded vector) at least this,
+MATCH_MARGIN = 0.32  # at most this far below the demand's best offer,
+MATCH_FLOOR = 0.855  # and the pair's own cosine (the demand's plain vector, no feedback) at least this
 
 
 class Encoder(Protocol):
@@ -171,6 +173,7 @@ def _words_score(dw: _DemandWords, ow: _OfferWords) -> tuple[float, float, list[
 class Weights:
     feedback_k: int = 8        # expand_query: how many of the best candidates form the centroid
     feedback_beta: float = 3.0  # and how strongly the demand's vector moves towards it
+    feedback_floor: float = 0.83  # only candidates whose own cosine reaches this take part
     cos_low: float = 0.85      # the (expanded) cosine read as 0 % ...
     cos_high: float = 0.97     # ... and as 100 %
     words: float = 0.005       # near-tie breakers: share of the demand's terms and skills covered
@@ -186,17 +189,23 @@ WEIGHTS = Weights()
 def expand_query(demand_vector: np.ndarray, candidate_vectors: np.ndarray, weights: Weights | None = None
                  ) -> np.ndarray:
     """The demand's ranking vector: its own vector moved towards the mean of its ``feedback_k`` nearest
-    candidates (the feasible offers' vectors, one row each), L2-normalised. With no candidates it is
-    the demand's vector itself."""
+    candidates (the feasible offers' vectors, one row each), L2-normalised. Only candidates whose
+    cosine reaches ``feedback_floor`` take part, and places in the mean that no such candidate fills
+    are taken by the demand's own vector: with few candidates the demand moves little (else it would
+    be pulled onto whatever is there, and a lone unrelated offer would score as a perfect fit). With
+    no such candidate it is the demand's vector itself."""
     w = weights or WEIGHTS
     query = np.asarray(demand_vector, dtype=np.float32).reshape(-1)
+    query = query / max(float(np.linalg.norm(query)), 1e-12)
     matrix = np.asarray(candidate_vectors, dtype=np.float32).reshape(-1, query.shape[0])
-    if matrix.shape[0] == 0 or w.feedback_beta <= 0:
-        return query / max(float(np.linalg.norm(query)), 1e-12)
-    cosines = matrix @ query
-    k = min(w.feedback_k, matrix.shape[0])
-    top = np.argpartition(-cosines, k - 1)[:k] if k < matrix.shape[0] else np.arange(matrix.shape[0])
-    expanded = query + w.feedback_beta * matrix[top].mean(axis=0)
+    cosines = matrix @ query if matrix.shape[0] else np.zeros(0, dtype=np.float32)
+    near = np.flatnonzero(cosines >= w.feedback_floor)
+    if near.size == 0 or w.feedback_beta <= 0 or w.feedback_k <= 0:
+        return query
+    k = min(w.feedback_k, near.size)
+    top = near[np.argpartition(-cosines[near], k - 1)[:k]] if k < near.size else near
+    centroid = (matrix[top].sum(axis=0) + (w.feedback_k - k) * query) / w.feedback_k
+    expanded = query + w.feedback_beta * centroid
     return (expanded / max(float(np.linalg.norm(expanded)), 1e-12)).astype(np.float32)
 
 
@@ -206,6 +215,7 @@ class Ranked:
     provider_id: str
     score: float
     reasons: dict[str, Any] = field(default_factory=dict)
+    direct: float | None = None  # cosine of the offer and the demand's own (not expanded) vector
 
 
 def _provider_id(offer: dict[str, Any]) -> str:
@@ -271,34 +281,47 @@ def _score(demand: dict[str, Any], offer: dict[str, Any], feasibility: Feasibili
     return score, reasons
 
 
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    cosine = float(np.dot(np.asarray(a, dtype=np.float32).reshape(-1), b))
+    return cosine if math.isfinite(cosine) else 0.0
+
+
 def rank(demand: dict[str, Any], candidates: Sequence[tuple[dict[str, Any], Feasibility, np.ndarray]],
-         demand_vector: np.ndarray, weights: Weights | None = None) -> list[Ranked]:
+         demand_vector: np.ndarray, weights: Weights | None = None, plain_vector: np.ndarray | None = None
+         ) -> list[Ranked]:
     """Every feasible candidate (``domain.check`` passed), best first (ties: offer id). ``demand_vector``
     is best the expanded one (``expand_query`` over the demand's feasible candidates); the demand's
-    plain vector works too, ranking by meaning without the feedback step."""
+    plain vector works too, ranking by meaning without the feedback step. ``plain_vector`` is the
+    demand's own vector when ``demand_vector`` is the expanded one: each pair's ``direct`` cosine,
+    which ``announce`` requires to reach ``MATCH_FLOOR`` (the feedback step pulls the demand towards its
+    candidates, whatever they are: a lone unrelated offer would score as a perfect fit)."""
     w = weights or WEIGHTS
     dw = _demand_words(demand)
     query = np.asarray(demand_vector, dtype=np.float32).reshape(-1)
+    own = query if plain_vector is None else np.asarray(plain_vector, dtype=np.float32).reshape(-1)
     out = []
     for offer, feasibility, vector in candidates:
         if not feasibility.ok:
             continue  # never ranked, whatever the caller passed
-        cosine = float(np.dot(np.asarray(vector, dtype=np.float32).reshape(-1), query))
-        if not math.isfinite(cosine):
-            cosine = 0.0
+        cosine = _cosine(vector, query)
         score, reasons = _score(demand, offer, feasibility, cosine, dw, w)
-        out.append(Ranked(str(offer["id"]), _provider_id(offer), score, reasons))
+        out.append(Ranked(str(offer["id"]), _provider_id(offer), score, reasons, round(_cosine(vector, own), 4)))
     out.sort(key=lambda r: (-r.score, r.offer_id))
     return out
 
 
 def announce(ranked: list[Ranked], threshold: float | None = None, margin: float | None = None,
-             per_provider: int = 1, best: float | None = None) -> list[Ranked]:
-    """The matches of one demand, best first: at or above ``MATCH_THRESHOLD`` and within ``MATCH_MARGIN``
-    of the demand's best score, ``per_provider`` offers per provider (its best), at most
-    MAX_MATCHES_PER_DEMAND. ``ranked`` is the demand's whole ranking as ``rank`` gives it; when it is
-    only part of it (one changed offer), ``best`` is the demand's best score known otherwise."""
+             per_provider: int | None = None, best: float | None = None, floor: float | None = None
+             ) -> list[Ranked]:
+    """The matches of one demand, best first, at most MAX_MATCHES_PER_DEMAND: score at least
+    ``MATCH_THRESHOLD`` and within ``MATCH_MARGIN`` of the demand's best score, and the pair's own
+    cosine (``Ranked.direct``, where known) at least ``MATCH_FLOOR``. A provider may hold several
+    matches of a demand (``per_provider`` limits them; matching announces only a provider's first, so
+    it hears of a demand once). ``ranked`` is the demand's whole ranking as ``rank`` gives it; when it
+    is only part of it (one changed offer, or the offers not matched yet), ``best`` is the demand's
+    best score known otherwise."""
     limit = MATCH_THRESHOLD if threshold is None else threshold
+    lowest = MATCH_FLOOR if floor is None else floor
     ordered = sorted(ranked, key=lambda r: (-r.score, r.offer_id))
     top = max([r.score for r in ordered[:1]] + ([best] if best is not None else []), default=None)
     if top is not None:
@@ -308,7 +331,9 @@ def announce(ranked: list[Ranked], threshold: float | None = None, margin: float
     for item in ordered:
         if item.score < limit:
             break
-        if per.get(item.provider_id, 0) >= per_provider:
+        if item.direct is not None and item.direct < lowest:
+            continue
+        if per_provider is not None and per.get(item.provider_id, 0) >= per_provider:
             continue
         per[item.provider_id] = per.get(item.provider_id, 0) + 1
         out.append(item)

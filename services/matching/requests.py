@@ -40,7 +40,8 @@ async def submit_request(tenant: TenantSlug, body: DemandIn, runtime: RuntimeDep
             raise Problem(429, "Too many requests", "This network receives too many requests; try again later.")
         row = await conn.fetchrow(
             "INSERT INTO demand_requests (id, tenant_id, body) VALUES ($1, $2, $3) RETURNING *",
-            uuid.uuid4(), tenant, body.model_dump(mode="json", exclude_none=True))
+            # No firm from the public form: who a demand belongs to is for the counsellor to say.
+            uuid.uuid4(), tenant, body.model_dump(mode="json", exclude_none=True, exclude={"firm"}))
     return {"id": str(row["id"]), "status": row["status"]}
 
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -113,8 +112,7 @@ async def offer_states(conn: asyncpg.Connection, offer_ids: list[str]) -> dict[s
     return {str(r["id"]): r["state"] for r in rows}
 
 
-@dataclass(frozen=True)
-class Feasible:
+class Feasible(NamedTuple):
     """An offer that passes every hard constraint for a demand, with the session that makes it pass."""
     offer_id: str
     start: str
@@ -145,7 +143,7 @@ async def feasible_offers(conn: asyncpg.Connection, demand: dict[str, Any]) -> l
         where_cell = ("s.cell = ANY($10::int[])" if cells is not None
                       else "s.cell IS NOT NULL AND cardinality($10::int[]) = 0")
         rows = await conn.fetch(
-            "SELECT DISTINCT ON (offer_id) offer_id, start_date, city, km FROM ("
+            "SELECT DISTINCT ON (offer_id) offer_id::text, start_date::text, city, km FROM ("
             f" SELECT s.offer_id, s.start_date, s.city, {_HAVERSINE} AS km FROM offer_sessions s"
             f" WHERE s.status = 'published' AND {where_cell} AND s.start_date BETWEEN $1 AND $2"
             " AND s.format = ANY($3::text[]) AND ($4::numeric IS NULL OR coalesce(s.price_eur, 0) <= $4)"
@@ -154,21 +152,20 @@ async def feasible_offers(conn: asyncpg.Connection, demand: dict[str, Any]) -> l
             start_from, start_to, located, ceiling, funding, lat_min, lat_max, employer["lat"], employer["lon"],
             cells or [], lon_min, lon_max, radius,
         )
-        for r in rows:
-            found[str(r["offer_id"])] = Feasible(str(r["offer_id"]), r["start_date"].isoformat(), r["city"],
-                                                 float(r["km"]))
+        found = {r[0]: Feasible(*r) for r in rows}
     remote = sorted(formats & set(REMOTE_FORMATS))
     if remote:
         rows = await conn.fetch(
-            "SELECT DISTINCT ON (offer_id) s.offer_id, s.start_date, s.city FROM offer_sessions s"
+            "SELECT DISTINCT ON (s.offer_id) s.offer_id::text, s.start_date::text, s.city, NULL::float8"
+            " FROM offer_sessions s"
             " WHERE s.status = 'published' AND s.cell IS NULL AND s.format = ANY($3::text[])"
             " AND s.start_date BETWEEN $1 AND $2 AND ($4::numeric IS NULL OR coalesce(s.price_eur, 0) <= $4)"
             " AND (NOT $5 OR s.qcg) ORDER BY s.offer_id, s.start_date",
             start_from, start_to, remote, ceiling, funding,
         )
         for r in rows:
-            found.setdefault(str(r["offer_id"]), Feasible(str(r["offer_id"]), r["start_date"].isoformat(),
-                                                          r["city"], None))
+            if r[0] not in found:
+                found[r[0]] = Feasible(*r)
     return list(found.values())
 
 
@@ -203,6 +200,18 @@ async def get_demand(conn: asyncpg.Connection, demand_id: uuid.UUID | str, *, lo
                                _uuid(demand_id))
 
 
+async def set_ranking(conn: asyncpg.Connection, demand_id: str, ranking_vector: bytes | None,
+                      best_score: float | None) -> None:
+    """The demand's expanded vector and its best score, as its last full ranking found them."""
+    await conn.execute("UPDATE demands SET ranking_vector = $2, best_score = $3 WHERE id = $1", _uuid(demand_id),
+                       ranking_vector, best_score)
+
+
+async def raise_best_score(conn: asyncpg.Connection, demand_id: str, score: float) -> None:
+    await conn.execute("UPDATE demands SET best_score = greatest(best_score, $2) WHERE id = $1", _uuid(demand_id),
+                       score)
+
+
 async def list_demands(conn: asyncpg.Connection, owner: str | None, status: str | None, limit: int,
                        offset: int) -> list[asyncpg.Record]:
     return await conn.fetch(
@@ -224,41 +233,54 @@ async def replace_keys(conn: asyncpg.Connection, demand: dict[str, Any]) -> None
         for c in (cells if fmt in LOCATED_FORMATS and cells is not None else [geo.WIDE]):
             rows.append((demand_id, demand["tenant"], fmt, c, _date(demand["start_from"]), _date(demand["start_to"]),
                          demand.get("max_price_eur"), bool(demand["funding_required"])))
+    located = [r[2] in LOCATED_FORMATS for r in rows]
     await conn.execute(
         "INSERT INTO demand_keys (demand_id, tenant_id, format, cell, start_from, start_to, max_price_eur,"
-        " funding_required) SELECT $1, $2, f, c, $5, $6, $7, $8 FROM unnest($3::text[], $4::int[]) AS k(f, c)",
+        " funding_required, lat, lon, max_distance_km)"
+        " SELECT $1, $2, f, c, $5, $6, $7, $8, CASE WHEN l THEN $9::float8 END, CASE WHEN l THEN $10::float8 END,"
+        " CASE WHEN l THEN $11::float8 END FROM unnest($3::text[], $4::int[], $12::bool[]) AS k(f, c, l)",
         demand_id, demand["tenant"], [r[2] for r in rows], [r[3] for r in rows], _date(demand["start_from"]),
-        _date(demand["start_to"]), demand.get("max_price_eur"), bool(demand["funding_required"]))
+        _date(demand["start_to"]), demand.get("max_price_eur"), bool(demand["funding_required"]),
+        float(employer["lat"]), float(employer["lon"]), float(demand["max_distance_km"]), located)
 
 
 async def demands_for_offer(conn: asyncpg.Connection, tenant: str, offer: dict[str, Any]) -> list[str]:
     """The open demands of the acting tenant that an offer's sessions can concern, by the demand keys:
-    same format, the session's cell (or anywhere), the session's start inside the window, price and
-    funding. Exact distance is checked afterwards on the few found."""
+    same format, the session's cell (or anywhere), the session's start inside the window, price,
+    funding, and for located formats the exact great-circle distance."""
     located = offer["format"] in LOCATED_FORMATS
-    starts, cells = [], []
+    starts, cells, lats, lons = [], [], [], []
     for session in offer["sessions"]:
         loc = session.get("location")
         if located and not loc:
             continue
         starts.append(_date(session["start"]))
         cells.append(geo.cell(loc["lat"], loc["lon"]) if located else geo.WIDE)
+        lats.append(float(loc["lat"]) if located else None)
+        lons.append(float(loc["lon"]) if located else None)
     if not starts:
         return []
     rows = await conn.fetch(
-        "SELECT DISTINCT k.demand_id FROM unnest($2::date[], $3::int[]) AS s(start_date, cell)"
+        "SELECT DISTINCT k.demand_id::text FROM unnest($2::date[], $3::int[], $7::float8[], $8::float8[])"
+        " AS s(start_date, cell, lat, lon)"
         " JOIN demand_keys k ON k.tenant_id = $1 AND k.format = $4 AND k.cell IN (s.cell, -1)"
         " AND k.start_from <= s.start_date AND k.start_to >= s.start_date"
-        " WHERE (k.max_price_eur IS NULL OR $5::numeric <= k.max_price_eur) AND (NOT k.funding_required OR $6)",
-        tenant, starts, cells, offer["format"], offer.get("price_eur") or 0,
-        bool(offer["funding"]["qcg"]),
+        " WHERE (k.max_price_eur IS NULL OR $5::numeric <= k.max_price_eur) AND (NOT k.funding_required OR $6)"
+        " AND (k.lat IS NULL OR s.lat IS NULL OR 2 * 6371.0088 * asin(sqrt(least(1.0,"
+        " power(sin(radians(s.lat - k.lat) / 2), 2) + cos(radians(k.lat)) * cos(radians(s.lat))"
+        " * power(sin(radians(s.lon - k.lon) / 2), 2)))) <= k.max_distance_km)",
+        tenant, starts, cells, offer["format"], offer.get("price_eur") or 0, bool(offer["funding"]["qcg"]),
+        lats, lons,
     )
-    return [str(r["demand_id"]) for r in rows]
+    return [r[0] for r in rows]
 
 
-async def demand_states(conn: asyncpg.Connection, demand_ids: list[str]) -> list[asyncpg.Record]:
-    return await conn.fetch("SELECT id, state, vector FROM demands WHERE id = ANY($1::uuid[]) ORDER BY id",
-                            [_uuid(i) for i in demand_ids])
+async def open_demand_states(conn: asyncpg.Connection, demand_ids: list[str]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT id::text, state, vector, ranking_vector, best_score FROM demands"
+        " WHERE id = ANY($1::uuid[]) AND status = 'open' ORDER BY id",
+        [_uuid(i) for i in demand_ids])
+
 
 
 async def expired_demands(conn: asyncpg.Connection, today: date, limit: int = 200) -> list[asyncpg.Record]:

@@ -4,8 +4,10 @@ Loads a folder of the ``shared/eval`` layout (offers.jsonl, demands.jsonl, qrels
 each provider through ``POST /v1/providers`` and each offer through ``POST /v1/offers`` (published) in
 the catalog, as the network's provider user; then each demand through ``POST /v1/demands`` in
 matching, as the network's employer user. Once matching's read model holds every offer (the
-demand's ranked offers, ``GET /v1/demands/{id}/offers``, list all of the set's feasible ones) and the
-matches have settled, it reads ``GET /v1/demands/{id}/matches`` and prints
+demand's ranked offers, ``GET /v1/demands/{id}/offers``, list all of the set's feasible ones), it
+closes those demands and opens them again (each now matched at once against every offer, as an
+employer posting against a settled catalog); once the matches have settled, it reads
+``GET /v1/demands/{id}/matches`` and prints
 
   * mean nDCG@10 of the matches (gain = grade, ideal from the feasible judged offers, as baseline.py),
   * the returned offers that break a hard constraint (matches and ranked offers, by the set's checker),
@@ -125,6 +127,12 @@ def open_demands(api: Api, data: EvalSet) -> dict[str, str]:
     return ids
 
 
+def close_demands(api: Api, data: EvalSet, demand_ids: dict[str, str]) -> None:
+    for did, demand_id in demand_ids.items():
+        tenant = next(d["tenant"] for d in data.demands if d["id"] == did)
+        api.call("POST", "matching", f"/v1/demands/{demand_id}/close", f"{tenant}-employer")
+
+
 def ranked_offers(api: Api, user: str, demand_id: str) -> list[str]:
     out, page = [], 1
     while True:
@@ -179,6 +187,12 @@ def run(folder: Path, config: StackConfig | None = None, verbose: bool = False) 
         if lagging:
             print(f"warning: after {WAIT_SECONDS} s matching still misses feasible offers of {lagging}",
                   file=sys.stderr)
+        # The demands above were opened while matching was still learning of the offers, so their
+        # matches grew offer by offer in arrival order. An employer posts against a settled catalog:
+        # close them and open the same demands again, each matched at once against every offer.
+        close_demands(api, data, demand_ids)
+        print("opening them again against the settled read model …", flush=True)
+        demand_ids = open_demands(api, data)
         previous: dict[str, list[str]] | None = None
         for _ in range(30):
             found = {d: matches(api, users[d], demand_ids[d]) for d in demand_ids}
@@ -220,9 +234,7 @@ def run(folder: Path, config: StackConfig | None = None, verbose: bool = False) 
         print("\n".join(lines))
         return 0
     finally:
-        for did, demand_id in demand_ids.items():
-            tenant = next(d["tenant"] for d in data.demands if d["id"] == did)
-            api.call("POST", "matching", f"/v1/demands/{demand_id}/close", f"{tenant}-employer")
+        close_demands(api, data, demand_ids)
         for eval_id, catalog_id in offer_ids.items():
             tenant = next(o["tenant"] for o in data.offers if o["id"] == eval_id)
             api.call("POST", "catalog", f"/v1/offers/{catalog_id}/withdraw", f"{tenant}-provider")

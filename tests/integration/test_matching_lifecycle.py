@@ -10,7 +10,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from contracts import MATCH_FOUND, MATCH_RETRACTED, MATCHES_TOPIC
-from tests.platform import Platform, demand_body, offer_body, wait_until
+from tests.platform import Platform, alone_at, demand_body, lonely_place, offer_body, wait_until
 
 PROVIDER = "hellweg-hochsauerland-provider"
 EMPLOYER = "lueneburg-employer"
@@ -35,17 +35,19 @@ def _events(platform: Platform, demand_id: str) -> list[tuple[str, str]]:
 
 @pytest.fixture
 def pair(platform: Platform) -> dict:
+    """A pair at a place of its own: look-alikes of earlier tests would take a freed place."""
+    offer_at, demand_at = alone_at(lonely_place())
     with platform.client("catalog", PROVIDER) as api:
         provider = api.post("/v1/providers", json={"name": "Lifecycle", "emails": ["l@c.example"]}).json()
-        offer = api.post("/v1/offers", json=offer_body(provider["id"])).json()
+        offer = api.post("/v1/offers", json=offer_body(provider["id"], **offer_at)).json()
     with platform.client("matching", EMPLOYER) as api:
-        demand = api.post("/v1/demands", json=demand_body(max_price_eur=500)).json()
+        demand = api.post("/v1/demands", json=demand_body(max_price_eur=500, **demand_at)).json()
     wait_until("the first match", lambda: offer["id"] in _match_ids(platform, demand["id"]))
-    return {"provider": provider, "offer": offer, "demand": demand}
+    return {"provider": provider, "offer": offer, "demand": demand, "offer_at": offer_at, "demand_at": demand_at}
 
 
 def _put(platform: Platform, pair: dict, **changes) -> None:
-    body = offer_body(pair["provider"]["id"], external_id=pair["offer"]["external_id"], **changes)
+    body = offer_body(pair["provider"]["id"], external_id=pair["offer"]["external_id"], **(pair["offer_at"] | changes))
     with platform.client("catalog", PROVIDER) as api:
         assert api.put(f"/v1/offers/{pair['offer']['id']}", json=body).status_code == 200
 
@@ -81,9 +83,9 @@ def test_closed_demand_takes_no_new_matches_and_is_private(platform: Platform, p
         closed = api.post(f"/v1/demands/{demand_id}/close").json()
         assert closed["status"] == "closed" and api.get(f"/v1/demands/{demand_id}").json()["status"] == "closed"
     with platform.client("catalog", PROVIDER) as api:
-        later = api.post("/v1/offers", json=offer_body(pair["provider"]["id"])).json()
+        later = api.post("/v1/offers", json=offer_body(pair["provider"]["id"], **pair["offer_at"])).json()
     with platform.client("matching", "lueneburg-counselor") as api:  # a probe demand shows the offer was consumed
-        probe = api.post("/v1/demands", json=demand_body()).json()
+        probe = api.post("/v1/demands", json=demand_body(**pair["demand_at"])).json()
         def ranked() -> set[str]:  # one match per provider: the later offer shows in the ranking
             listed = api.get(f"/v1/demands/{probe['id']}/offers", params={"page_size": 100}).json()["items"]
             return {m["offer_id"] for m in listed}

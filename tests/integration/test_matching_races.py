@@ -49,7 +49,7 @@ async def test_demand_opened_while_an_offer_is_handled_is_matched(pool: asyncpg.
         # the demand's candidates are read; the offer event is handled before the demand commits
         offer_task = asyncio.create_task(handle_offer())
         await asyncio.sleep(0.5)
-    await asyncio.wait_for(offer_task, 10)
+    await asyncio.wait_for(offer_task, 60)  # (the first offer loads the encoder and the towns)
 
     async with tenant_transaction(pool, "lueneburg") as conn:
         matched = await conn.fetchval("SELECT count(*) FROM matches WHERE demand_id = $1 AND offer_id = $2",

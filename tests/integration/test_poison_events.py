@@ -19,7 +19,7 @@ from contracts import (
     TENANTS_TOPIC,
 )
 from runtime.kafka import dead_letter_topic
-from tests.platform import Platform, demand_body, offer_body, wait_until
+from tests.platform import Platform, alone_at, demand_body, lonely_place, offer_body, wait_until
 
 
 def _headers(event_id: str, event_type: str = OFFER_PUBLISHED) -> list[tuple[str, bytes]]:
@@ -61,9 +61,10 @@ def test_poison_offers_go_to_the_dead_letter_topic_and_matching_goes_on(platform
     # The consumer went on: an offer published after the poison is matched.
     with platform.client("catalog", "lueneburg-provider") as api:
         provider = api.post("/v1/providers", json={"name": "Nach dem Gift", "emails": ["a@b.example"]}).json()
-        offer = api.post("/v1/offers", json=offer_body(provider["id"])).json()
+        offer_at, demand_at = alone_at(lonely_place())  # no look-alike of an earlier test takes its place
+        offer = api.post("/v1/offers", json=offer_body(provider["id"], **offer_at)).json()
     with platform.client("matching", "lueneburg-counselor") as api:
-        demand = api.post("/v1/demands", json=demand_body()).json()
+        demand = api.post("/v1/demands", json=demand_body(**demand_at)).json()
         wait_until("the later offer matched", lambda: any(
             m["offer_id"] == offer["id"] for m in api.get(f"/v1/demands/{demand['id']}/matches").json()["items"]))
 

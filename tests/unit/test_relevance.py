@@ -8,6 +8,7 @@ import pytest
 from services.matching import relevance
 from services.matching.domain import Feasibility, check
 from services.matching.relevance import (
+    MATCH_FLOOR,
     MATCH_MARGIN,
     MATCH_THRESHOLD,
     MAX_MATCHES_PER_DEMAND,
@@ -86,27 +87,61 @@ def test_infeasible_candidates_are_never_ranked() -> None:
     assert rank(demand, [(offer, Feasibility(("distance",)), vector)], vector) == []
 
 
-def _r(oid: str, provider: str, score: float) -> Ranked:
-    return Ranked(oid, provider, score, {})
+def _r(oid: str, provider: str, score: float, direct: float | None = None) -> Ranked:
+    return Ranked(oid, provider, score, {}, direct)
 
 
-def test_announce_caps_dedups_providers_and_honours_the_threshold() -> None:
+def test_announce_caps_and_honours_the_threshold_the_margin_and_the_floor() -> None:
     ranked = [_r(f"o{i:02d}", f"p{i:02d}", 0.99 - i * 0.001) for i in range(15)]
     assert [m.offer_id for m in announce(ranked)] == [f"o{i:02d}" for i in range(MAX_MATCHES_PER_DEMAND)]
+    # several offers of one provider may be matches (matching mails the provider once per demand)
     same = [_r("a", "p1", 0.95), _r("b", "p1", 0.97), _r("c", "p2", 0.94)]
-    assert [m.offer_id for m in announce(same)] == ["b", "c"]  # the provider's best offer only
+    assert [m.offer_id for m in announce(same)] == ["b", "a", "c"]
+    assert [m.offer_id for m in announce(same, per_provider=1)] == ["b", "c"]
     low = [_r("a", "p1", MATCH_THRESHOLD - 0.01), _r("b", "p2", MATCH_THRESHOLD)]
     assert [m.offer_id for m in announce(low)] == ["b"]
     assert announce([]) == []
     # far below the demand's best offer: not worth the provider's time, whatever the absolute score
     spread = [_r("a", "p1", 0.95), _r("b", "p2", 0.95 - MATCH_MARGIN - 0.01)]
     assert [m.offer_id for m in announce(spread)] == ["a"]
-    assert [m.offer_id for m in announce(spread, per_provider=1, margin=1.0)] == ["a", "b"]
+    assert [m.offer_id for m in announce(spread, margin=1.0)] == ["a", "b"]
     # one changed offer judged alone: the demand's best score comes from elsewhere
     assert announce([spread[1]]) == [spread[1]]
     assert announce([spread[1]], best=0.95) == []
-    several = [_r("a", "p1", 0.97), _r("b", "p1", 0.96), _r("c", "p2", 0.95)]
-    assert [m.offer_id for m in announce(several, per_provider=2)] == ["a", "b", "c"]
+    # the pair's own cosine (without the feedback step) below the floor: never a match
+    direct = [_r("a", "p1", 0.99, MATCH_FLOOR - 0.001), _r("b", "p2", 0.98, MATCH_FLOOR)]
+    assert [m.offer_id for m in announce(direct)] == ["b"]
+
+
+def _alone(demand: dict, offer: dict) -> Ranked:
+    """The pair as matching judges it when the offer is the demand's only feasible one."""
+    encoder = relevance.load_encoder()
+    plain = encoder.encode([relevance.demand_text(demand)], "query")[0]
+    vector = encoder.encode([relevance.offer_text(offer)], "passage")[0]
+    (item,) = rank(demand, [(offer, check(offer, demand), vector)], expand_query(plain, vector[None, :]),
+                   plain_vector=plain)
+    return item
+
+
+FORKLIFT = _demand("Gabelstapler-Ausbildung für Lagerhelfer", "Drei Lagerhelfer sollen den Staplerschein "
+                   "machen und Flurförderzeuge sicher führen.", ["Gabelstapler", "Flurförderzeuge"])
+
+
+@pytest.mark.parametrize("title", ["Staplerschein kompakt vor Ort", "Staplerschein Entwurfstest",
+                                   "Staplerschein: Flurförderzeuge sicher führen"])
+def test_a_lone_fitting_offer_is_a_match(title: str) -> None:
+    offer = _offer("o", title, "Ausbildung zum Gabelstaplerfahrer nach DGUV Grundsatz 308-001 mit Prüfung.",
+                   ["Gabelstapler", "Flurförderzeuge", "DGUV 308-001"])
+    assert announce([_alone(FORKLIFT, offer)])
+
+
+@pytest.mark.parametrize("offer", DISTRACTORS, ids=lambda o: o["id"])
+def test_a_lone_unrelated_offer_is_no_match(offer: dict) -> None:
+    """The feedback step pulls the demand onto its only candidate (a perfect score); the pair's own
+    cosine keeps a first-aid course from being announced for forklift training."""
+    item = _alone(FORKLIFT, offer)
+    assert item.direct is not None and item.direct < MATCH_FLOOR
+    assert announce([item]) == []
 
 
 def test_expand_query_moves_towards_the_nearest_candidates() -> None:
@@ -117,11 +152,27 @@ def test_expand_query_moves_towards_the_nearest_candidates() -> None:
     far = -query + 0.1 * rng.normal(size=(5, 8)).astype(np.float32)
     matrix = np.vstack([cluster, far])
     matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
-    expanded = expand_query(query, matrix)
+    anyone = relevance.Weights(feedback_floor=-1.0)  # random toy vectors: every candidate may take part
+    expanded = expand_query(query, matrix, anyone)
     assert expanded.shape == (8,) and abs(float(np.linalg.norm(expanded)) - 1) < 1e-5
     centroid = cluster.mean(axis=0) / np.linalg.norm(cluster.mean(axis=0))
     assert float(expanded @ centroid) > float(query @ centroid)
     assert np.allclose(expand_query(query, np.zeros((0, 8), dtype=np.float32)), query)
+
+
+def test_expand_query_moves_little_with_few_near_candidates_and_not_at_all_with_none() -> None:
+    rng = np.random.default_rng(3)
+    query = rng.normal(size=8).astype(np.float32)
+    query /= np.linalg.norm(query)
+    other = rng.normal(size=8).astype(np.float32)
+    other -= (other @ query) * query
+    other /= np.linalg.norm(other)
+    near = 0.9 * query + np.sqrt(1 - 0.81) * other  # cosine 0.9 with the demand
+    far = 0.5 * query + np.sqrt(1 - 0.25) * other  # cosine 0.5: below the feedback floor
+    assert np.allclose(expand_query(query, far[None, :]), query)
+    lone = expand_query(query, near[None, :])
+    crowd = expand_query(query, np.tile(near, (relevance.WEIGHTS.feedback_k, 1)))
+    assert float(query @ near) < float(lone @ near) < float(crowd @ near)
 
 
 @pytest.mark.parametrize(("employees", "cost"), [(12, 0.0), (49, 0.0), (50, 1000.0), (499, 1000.0),
