@@ -1,9 +1,8 @@
-"""Demands, the six hard constraints of DESIGN.md, relevance and reasons: plain rules, no I/O."""
+"""Demands, the six hard constraints of DESIGN.md and the employer's share after § 82: plain rules, no I/O
+(ranking and reasons are services/matching/relevance.py)."""
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal
@@ -14,7 +13,6 @@ from runtime.models import Flag, Items, Line, Paragraphs, StrictModel
 from runtime.places import haversine_km
 
 LOCATED_FORMATS = frozenset({"presence", "hybrid", "blended"})
-MIN_SCORE = 0.12  # below this an offer fits the rules but not the need: no match announced
 
 FormatName = Literal["presence", "online", "hybrid", "blended", "distance"]
 ScheduleName = Literal["full_time", "part_time", "evening", "weekend", "flexible"]
@@ -118,70 +116,6 @@ def check(offer: dict[str, Any], demand: dict[str, Any]) -> Feasibility:
     return Feasibility(tuple(violations), chosen if not violations else None, distance)
 
 
-# ---- relevance -------------------------------------------------------------------------------
-
-_STOPWORDS = frozenset(
-    "und oder der die das den dem des ein eine einer eines einem einen fuer mit von zu zum zur im in am an auf"
-    " aus bei bis ist sind wird werden wir sie ihr unsere unser sollen soll koennen kann nach als auch nicht"
-    " sich es so wie gern gerne etwa ca pro per bzw oder sowie ueber unter durch the and for of kurs kurse"
-    " mitarbeiter mitarbeitende beschaeftigte kollegen kolleginnen".split()
-)
-_SUFFIXES = ("ungen", "ung", "heiten", "keiten", "heit", "keit", "lich", "isch", "ern", "en", "er", "es", "e", "n", "s")
-
-
-def _fold(text: str) -> str:
-    text = text.lower().replace("ß", "ss")
-    for umlaut, folded in (("ä", "ae"), ("ö", "oe"), ("ü", "ue")):
-        text = text.replace(umlaut, folded)
-    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-
-
-def stem(token: str) -> str:
-    for suffix in _SUFFIXES:
-        if token.endswith(suffix) and len(token) - len(suffix) >= 4:
-            return token[: -len(suffix)]
-    return token
-
-
-def terms(text: str) -> list[str]:
-    return [stem(t) for t in re.findall(r"[a-z0-9]+", _fold(text)) if t not in _STOPWORDS and len(t) > 1]
-
-
-def _covered(term: str, offer_terms: set[str]) -> float:
-    """1 for the same stem; 0.5 when one is part of the other (German compounds: schweiss in
-    schutzgasschweiss), counted only for parts of five letters or more."""
-    if term in offer_terms:
-        return 1.0
-    if len(term) >= 5 and any(term in t or (len(t) >= 5 and t in term) for t in offer_terms):
-        return 0.5
-    return 0.0
-
-
-def relevance(offer: dict[str, Any], demand: dict[str, Any]) -> tuple[float, list[str]]:
-    """Weighted share of the demand's terms the offer covers, skills counted whole; returns the
-    score in [0, 1] and the demand skills the offer covers."""
-    offer_terms = set(terms(" ".join([offer["title"], " ".join(offer["skills"]), offer.get("description", "")])))
-    matched_skills = []
-    skill_score = 0.0
-    for skill in demand["skills"]:
-        skill_terms = terms(skill)
-        if not skill_terms:
-            continue
-        coverage = sum(_covered(t, offer_terms) for t in skill_terms) / len(skill_terms)
-        skill_score += coverage
-        if coverage >= 0.5:
-            matched_skills.append(skill)
-    skill_share = skill_score / len(demand["skills"]) if demand["skills"] else 0.0
-    weighted: dict[str, float] = {}
-    for text, weight in ((demand["title"], 2.0), (demand.get("description", ""), 1.0)):
-        for term in terms(text):
-            weighted[term] = max(weighted.get(term, 0.0), weight)
-    total = sum(weighted.values())
-    text_share = sum(w * _covered(t, offer_terms) for t, w in weighted.items()) / total if total else 0.0
-    score = 0.55 * skill_share + 0.45 * text_share if demand["skills"] else text_share
-    return round(score, 4), matched_skills
-
-
 def employer_share(employees: int | None) -> float | None:
     """Share of the course fee the employer pays under §82 SGB III (before the 45+ waiver)."""
     if employees is None:
@@ -189,30 +123,3 @@ def employer_share(employees: int | None) -> float | None:
     if employees < 50:
         return 0.0
     return 0.5 if employees < 500 else 0.75
-
-
-def evaluate(offer: dict[str, Any], demand: dict[str, Any]) -> tuple[float, dict[str, Any]] | None:
-    """Score and readable reasons when the offer satisfies every hard constraint and fits the need."""
-    feasibility = check(offer, demand)
-    if not feasibility.ok:
-        return None
-    score, skills = relevance(offer, demand)
-    if score < MIN_SCORE:
-        return None
-    session = feasibility.session or {}
-    reasons: dict[str, Any] = {
-        "skills": skills,
-        "start": session.get("start"),
-        "place": (session.get("location") or {}).get("city"),
-        "distance_km": round(feasibility.distance_km, 1) if feasibility.distance_km is not None else None,
-        "format": offer["format"],
-        "schedule_preferred": offer["schedule"] in demand.get("schedules", []) if demand.get("schedules") else None,
-        "price_eur": offer.get("price_eur"),
-        "funding": offer["funding"],
-    }
-    share = employer_share(demand["employer"].get("employees"))
-    if offer["funding"]["qcg"] and share is not None and offer.get("price_eur") is not None:
-        reasons["employer_cost_eur_after_qcg"] = round(offer["price_eur"] * share, 2)
-    if reasons["schedule_preferred"]:
-        score = min(1.0, score + 0.05)  # schedule is a soft preference
-    return round(score, 4), reasons

@@ -6,10 +6,12 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from services.matching.domain import DemandIn, check, employer_share, evaluate, relevance
+from services.matching import relevance
+from services.matching.domain import DemandIn, check, employer_share
 
 EVAL = Path(__file__).resolve().parents[2].parent / "shared" / "eval"
 
@@ -33,19 +35,25 @@ def test_hard_constraints_agree_with_the_reference_checker(folder: str) -> None:
     assert any(not check(o, d).ok for o, d in pairs)
 
 
+def _ranked(demand: dict, offers: list[dict]) -> list[relevance.Ranked]:
+    """The live ranking with one vector for all: words, skills and preferences decide."""
+    same = np.ones(4, dtype=np.float32) / 2
+    return relevance.rank(demand, [(o, check(o, demand), same) for o in offers], same)
+
+
 def test_no_infeasible_offer_is_ever_evaluated_as_a_match() -> None:
     offers, demands, checker = _load("dev")
+    by_id = {o["id"]: o for o in offers}
     for demand in demands:
-        for offer in offers:
-            if evaluate(offer, demand) is not None:
-                assert checker.is_feasible(offer, demand), (demand["id"], offer["id"])
+        for ranked in _ranked(demand, offers):
+            assert checker.is_feasible(by_id[ranked.offer_id], demand), (demand["id"], ranked.offer_id)
 
 
 def test_reasons_name_skills_place_start_and_cost() -> None:
     offers, demands, _ = _load("dev")
     demand = next(d for d in demands if d["id"] == "d-01")
-    scored = [(evaluate(o, demand), o) for o in offers]
-    (score, reasons), offer = max(((v, o) for v, o in scored if v), key=lambda x: x[0][0])
+    best = _ranked(demand, offers)[0]
+    score, reasons, offer = best.score, best.reasons, next(o for o in offers if o["id"] == best.offer_id)
     assert 0 < score <= 1
     assert reasons["skills"] and reasons["start"] and reasons["format"] == offer["format"]
     if offer["funding"]["qcg"]:
@@ -65,8 +73,11 @@ def test_relevance_prefers_the_offer_about_the_need() -> None:
               "skills": ["Gabelstapler"]}
     stapler = {"title": "Gabelstaplerfahrer-Grundkurs", "skills": ["Flurförderzeuge"], "description": ""}
     excel = {"title": "Excel für Einsteiger", "skills": ["Tabellenkalkulation"], "description": ""}
-    assert relevance(stapler, demand)[0] > relevance(excel, demand)[0]
-    assert relevance(stapler, demand)[1] == ["Gabelstapler"]  # compound: gabelstapl in gabelstaplerfahr
+    words = relevance._demand_words(demand)
+    stapler_text, _, stapler_skills = relevance._words_score(words, relevance._offer_words(stapler))
+    excel_text, _, _ = relevance._words_score(words, relevance._offer_words(excel))
+    assert stapler_text > excel_text
+    assert stapler_skills == ["Gabelstapler"]  # compound: gabelstapl in gabelstaplerfahr
 
 
 def test_demand_window_must_not_run_backwards() -> None:
