@@ -14,6 +14,7 @@ from email.message import Message
 import httpx
 import jwt
 import redis
+from kafka import KafkaConsumer
 
 from deploy.local.stack import ROOT, Stack, StackConfig
 
@@ -72,6 +73,15 @@ class Platform:
         claims.update(overrides)
         key = self.signing_key()
         return jwt.encode(claims, jwt.PyJWK(key).key, algorithm="RS256", headers={"kid": key["kid"]})
+
+    def events(self, topic: str, key: str) -> list[tuple[str, dict]]:
+        """(CloudEvents type, data) of every event of ``key`` in ``topic``, in topic order."""
+        consumer = KafkaConsumer(topic, bootstrap_servers=self.config.bootstrap, group_id=None,
+                                 auto_offset_reset="earliest", consumer_timeout_ms=700)
+        found = [(dict(r.headers)["ce_type"].decode(), json.loads(r.value)) for r in consumer
+                 if r.key.decode() == key]
+        consumer.close()
+        return found
 
     def mails(self) -> list[Message]:
         return [email.message_from_bytes(p.read_bytes()) for p in sorted(self.config.mail_dir.glob("*.eml"))]

@@ -309,6 +309,20 @@ def _owner_for(body: DemandIn, actor_subject: str, actor_firm: str | None, whole
     return body.firm or actor_firm or actor_subject
 
 
+def _row_extras(demand: dict, vector: np.ndarray) -> tuple[bytes, str, str | None]:
+    """What a demand's row keeps beside its state: its vector, skill group and region."""
+    employer = demand["employer"]
+    return (to_bytes(vector), clusters.of_vector(vector, "query"),
+            geo.region(employer.get("zip"), employer["lat"], employer["lon"]))
+
+
+async def _publish_and_match(conn: asyncpg.Connection, demand: dict, vector: np.ndarray) -> None:
+    """Its keys for reverse matching, its event, and its matches, in the caller's transaction."""
+    await store.replace_keys(conn, demand)
+    await add_to_outbox(conn, DEMANDS_TOPIC, Event(DEMAND_OPENED, SOURCE, demand["tenant"], demand["id"], demand))
+    await rematch(conn, demand, vector)
+
+
 async def open_demand(conn: asyncpg.Connection, tenant: str, body: DemandIn, created_by: str, *,
                       firm: str | None = None, whole_network: bool = True,
                       vector: np.ndarray | None = None) -> dict:
@@ -321,12 +335,8 @@ async def open_demand(conn: asyncpg.Connection, tenant: str, body: DemandIn, cre
     demand = {"id": str(uuid.uuid4()), "tenant": tenant, "status": "open", "updated_at": _now(),
               "created_at": _now(), "owner": _owner_for(body, created_by, firm, whole_network),
               "recorded_by": created_by, **data}
-    await store.insert_demand(conn, demand, created_by, to_bytes(vector), clusters.of_vector(vector, "query"),
-                              geo.region(demand["employer"].get("zip"), demand["employer"]["lat"],
-                                         demand["employer"]["lon"]))
-    await store.replace_keys(conn, demand)
-    await add_to_outbox(conn, DEMANDS_TOPIC, Event(DEMAND_OPENED, SOURCE, tenant, demand["id"], demand))
-    await rematch(conn, demand, vector)
+    await store.insert_demand(conn, demand, created_by, *_row_extras(demand, vector))
+    await _publish_and_match(conn, demand, vector)
     return demand
 
 
@@ -346,12 +356,8 @@ async def change_demand(conn: asyncpg.Connection, tenant: str, row: asyncpg.Reco
         vector = await encode_demand(data)
     demand = {**old, **data, "updated_at": _now(), "owner": body.firm if body.firm and whole_network
               else old.get("owner")}
-    await store.update_demand(conn, demand, to_bytes(vector), clusters.of_vector(vector, "query"),
-                              geo.region(demand["employer"].get("zip"), demand["employer"]["lat"],
-                                         demand["employer"]["lon"]))
-    await store.replace_keys(conn, demand)
-    await add_to_outbox(conn, DEMANDS_TOPIC, Event(DEMAND_OPENED, SOURCE, tenant, demand["id"], demand))
-    await rematch(conn, demand, vector)
+    await store.update_demand(conn, demand, *_row_extras(demand, vector))
+    await _publish_and_match(conn, demand, vector)
     return demand
 
 

@@ -6,14 +6,12 @@ event; network-level sharing defaults."""
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import asyncpg
 import httpx
 import pytest
-from kafka import KafkaConsumer
 
 from contracts import OFFER_UPDATED, OFFER_WITHDRAWN, OFFERS_TOPIC, PROVIDERS_TOPIC
 from tests.platform import Platform, future, offer_body, wait_until
@@ -31,14 +29,6 @@ def _bob(platform: Platform, **claims) -> httpx.Client:
                         timeout=15)
 
 
-def _events(platform: Platform, topic: str, key: str) -> list[tuple[str, dict]]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=platform.config.bootstrap, group_id=None,
-                             auto_offset_reset="earliest", consumer_timeout_ms=700)
-    found = [(dict(r.headers)["ce_type"].decode(), json.loads(r.value)) for r in consumer if r.key.decode() == key]
-    consumer.close()
-    return found
-
-
 @pytest.fixture(scope="module")
 def alice(platform: Platform) -> dict:
     with platform.client("catalog", ALICE) as api:
@@ -53,7 +43,7 @@ def alice(platform: Platform) -> dict:
 def test_creator_becomes_member_and_the_event_names_the_members(platform: Platform, alice: dict) -> None:
     provider = alice["provider"]
     assert len(provider["members"]) == 1
-    registered = wait_until("provider event", lambda: _events(platform, PROVIDERS_TOPIC, provider["id"]))
+    registered = wait_until("provider event", lambda: platform.events(PROVIDERS_TOPIC, provider["id"]))
     assert registered[0][1]["members"] == provider["members"]
     with platform.client("catalog", ALICE) as api:
         assert provider["id"] in [p["id"] for p in api.get("/v1/providers", params={"mine": True}).json()["items"]]
@@ -101,7 +91,7 @@ def test_claim_and_membership_set_by_the_network_admin_grant(platform: Platform,
             admin.put(f"/v1/providers/{provider['id']}/members", json={"members": provider["members"]})
         assert bob.put(f"/v1/offers/{offer['id']}", json=body).status_code == 403
     event = wait_until("members event", lambda: [
-        e for t, e in _events(platform, PROVIDERS_TOPIC, provider["id"]) if "bob-member" in e["members"]])
+        e for t, e in platform.events(PROVIDERS_TOPIC, provider["id"]) if "bob-member" in e["members"]])
     assert event
 
 
@@ -195,7 +185,7 @@ def test_every_status_change_is_an_event(platform: Platform, alice: dict) -> Non
         assert api.put(f"/v1/offers/{offer['id']}", json=body | {"status": "draft", "title": "Still"}
                        ).status_code == 200  # a draft's edit: nobody outside sees it, no event
         assert api.post(f"/v1/offers/{offer['id']}/withdraw").status_code == 200
-    events = wait_until("three events", lambda: (e := _events(platform, OFFERS_TOPIC, offer["id"])) and len(e) >= 3
+    events = wait_until("three events", lambda: (e := platform.events(OFFERS_TOPIC, offer["id"])) and len(e) >= 3
                         and e)
     assert [(t.rsplit(".", 2)[-2], e["status"]) for t, e in events] == [
         ("published", "published"), ("updated", "draft"), ("withdrawn", "withdrawn")]
@@ -216,7 +206,7 @@ def test_network_sharing_defaults_widen_what_other_networks_see(platform: Platfo
             assert seen.status_code == 200 and seen.json()["visibility"]["networks"] == ["lueneburg"]
             assert api.get(f"/v1/offers/{alice['draft']['id']}").status_code == 404  # drafts stay home
         event = wait_until("offer event with the widened audience", lambda: [
-            e for _, e in _events(platform, OFFERS_TOPIC, offer["id"]) if "lueneburg" in e["visibility"]["networks"]])
+            e for _, e in platform.events(OFFERS_TOPIC, offer["id"]) if "lueneburg" in e["visibility"]["networks"]])
         assert event
     finally:
         with platform.client("catalog", ADMIN) as admin:

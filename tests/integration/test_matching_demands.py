@@ -9,7 +9,6 @@ demands."""
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import sys
 import uuid
@@ -17,7 +16,6 @@ import uuid
 import asyncpg
 import httpx
 import pytest
-from kafka import KafkaConsumer
 
 from contracts import DEMAND_CLOSED, DEMANDS_TOPIC, MATCH_FOUND, MATCH_RETRACTED, MATCHES_TOPIC
 from tests.platform import Platform, demand_body, future, offer_body, wait_until
@@ -105,16 +103,8 @@ def _matches(platform: Platform, demand_id: str, user: str = EMPLOYER) -> list[s
         return [i["offer_id"] for i in api.get(f"/v1/demands/{demand_id}/matches").json()["items"]]
 
 
-def _events(platform: Platform, topic: str, key: str) -> list[tuple[str, dict]]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=platform.config.bootstrap, group_id=None,
-                             auto_offset_reset="earliest", consumer_timeout_ms=700)
-    found = [(dict(r.headers)["ce_type"].decode(), json.loads(r.value)) for r in consumer if r.key.decode() == key]
-    consumer.close()
-    return found
-
-
 def _pair_events(platform: Platform, demand_id: str, offer_id: str) -> list[str]:
-    return [t for t, data in _events(platform, MATCHES_TOPIC, demand_id) if data["offer"]["id"] == offer_id]
+    return [t for t, data in platform.events(MATCHES_TOPIC, demand_id) if data["offer"]["id"] == offer_id]
 
 
 def _matched(platform: Platform, demand: dict, offer: dict, user: str = EMPLOYER) -> None:
@@ -182,7 +172,7 @@ def test_demand_opened_is_matched_at_once_and_closing_retracts(platform: Platfor
     assert _matches(platform, demand["id"]) == []
     wait_until("found, then retracted", lambda: _pair_events(platform, demand["id"], offer["id"])
                == [MATCH_FOUND, MATCH_RETRACTED])
-    assert [t for t, _ in _events(platform, DEMANDS_TOPIC, demand["id"])][-1] == DEMAND_CLOSED
+    assert [t for t, _ in platform.events(DEMANDS_TOPIC, demand["id"])][-1] == DEMAND_CLOSED
 
 
 def test_demand_changed_is_matched_again_and_what_no_longer_holds_is_retracted(platform: Platform, place: Place,
@@ -229,7 +219,7 @@ def test_demand_expired_after_its_window_is_closed_and_retracted(platform: Platf
     wait_until("the demand expired", expired, timeout=30)
     assert _matches(platform, demand["id"]) == []
     wait_until("retracted", lambda: _pair_events(platform, demand["id"], offer["id"]) == [MATCH_FOUND, MATCH_RETRACTED])
-    closed = [d for t, d in _events(platform, DEMANDS_TOPIC, demand["id"]) if t == DEMAND_CLOSED]
+    closed = [d for t, d in platform.events(DEMANDS_TOPIC, demand["id"]) if t == DEMAND_CLOSED]
     assert closed and closed[-1]["closed_reason"] == "expired"
 
 
@@ -286,7 +276,7 @@ def test_a_provider_hears_of_a_demand_once_and_a_demand_has_at_most_ten_matches(
         api.put(f"/v1/demands/{demand['id']}", json=place.demand())
     matched = _matches(platform, demand["id"])
     assert len(matched) == 10
-    found = [d["offer"]["provider_id"] for t, d in _events(platform, MATCHES_TOPIC, demand["id"]) if t == MATCH_FOUND]
+    found = [d["offer"]["provider_id"] for t, d in platform.events(MATCHES_TOPIC, demand["id"]) if t == MATCH_FOUND]
     assert len(found) == len(set(found))  # one MatchFound per provider, whichever of its offers are matches
 
 

@@ -4,10 +4,7 @@ withdrawn or no longer shared offer is retracted, a closed demand takes no new m
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from kafka import KafkaConsumer
 
 from contracts import MATCH_FOUND, MATCH_RETRACTED, MATCHES_TOPIC
 from tests.platform import Platform, alone_at, demand_body, lonely_place, offer_body, wait_until
@@ -23,14 +20,7 @@ def _match_ids(platform: Platform, demand_id: str) -> set[str]:
 
 def _events(platform: Platform, demand_id: str) -> list[tuple[str, str]]:
     """(event type, offer id) of every match event of the demand, in topic order."""
-    consumer = KafkaConsumer(MATCHES_TOPIC, bootstrap_servers=platform.config.bootstrap, group_id=None,
-                             auto_offset_reset="earliest", consumer_timeout_ms=700)
-    events = []
-    for record in consumer:  # the demand id is the key: one partition, in order
-        if record.key.decode() == demand_id:
-            events.append((dict(record.headers)["ce_type"].decode(), json.loads(record.value)["offer"]["id"]))
-    consumer.close()
-    return events
+    return [(event_type, data["offer"]["id"]) for event_type, data in platform.events(MATCHES_TOPIC, demand_id)]
 
 
 @pytest.fixture
