@@ -35,12 +35,27 @@ STUCK_AFTER_ATTEMPTS = 3
 PENDING = "sent_at IS NULL AND skipped_at IS NULL"
 
 
+_INSERT_ROW = (
+    "INSERT INTO outbox (topic, event_id, event_type, tenant_id, aggregate_key, headers, payload, sequence)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+
+
+def _row(topic: str, event: Event, sequence: int) -> tuple:
+    """The outbox row of an event with its sequence, or EventTooLarge (HTTP 413) when the record would
+    exceed what the broker accepts: refused here, where the request can still fail cleanly, never
+    discovered by the relay."""
+    event = dataclasses.replace(event, sequence=sequence)
+    headers, value = event.headers(), event.value()
+    size = record_size(event.key.encode(), value, headers)
+    if size > MAX_EVENT_BYTES:
+        raise EventTooLarge(
+            f"the {event.type} event would be {size} bytes, more than the {MAX_EVENT_BYTES} bytes an event may have")
+    return topic, event.id, event.type, event.tenant, event.key, [[k, v.decode()] for k, v in headers], value, sequence
+
+
 async def add_to_outbox(conn: asyncpg.Connection, topic: str, event: Event) -> int:
     """Validate against the contract, check the size, give the event its aggregate's next sequence
-    and stage it in the caller's transaction. Returns the sequence.
-
-    Raises EventTooLarge (HTTP 413) when the record would exceed what the broker accepts: refused
-    here, where the request can still fail cleanly, never discovered by the relay."""
+    and stage it in the caller's transaction. Returns the sequence."""
     validate(event)
     # The sequence row is locked to commit: an aggregate's events get their numbers in commit order.
     sequence = await conn.fetchval(
@@ -49,17 +64,7 @@ async def add_to_outbox(conn: asyncpg.Connection, topic: str, event: Event) -> i
         " RETURNING last_sequence",
         topic, event.key,
     )
-    event = dataclasses.replace(event, sequence=sequence)
-    headers, value = event.headers(), event.value()
-    size = record_size(event.key.encode(), value, headers)
-    if size > MAX_EVENT_BYTES:
-        raise EventTooLarge(
-            f"the {event.type} event would be {size} bytes, more than the {MAX_EVENT_BYTES} bytes an event may have")
-    await conn.execute(
-        "INSERT INTO outbox (topic, event_id, event_type, tenant_id, aggregate_key, headers, payload, sequence)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        topic, event.id, event.type, event.tenant, event.key, [[k, v.decode()] for k, v in headers], value, sequence,
-    )
+    await conn.execute(_INSERT_ROW, *_row(topic, event, sequence))
     # Delivered at commit, and only if the transaction commits.
     await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
     return sequence
@@ -73,7 +78,6 @@ async def add_many_to_outbox(conn: asyncpg.Connection, topic: str, events: Seque
         for event in events:
             await add_to_outbox(conn, topic, event)
         return
-    staged = []
     for event in events:
         validate(event)
     rows = await conn.fetch(
@@ -83,18 +87,8 @@ async def add_many_to_outbox(conn: asyncpg.Connection, topic: str, events: Seque
         topic, [e.key for e in events],
     )
     sequences = {r["aggregate_key"]: r["last_sequence"] for r in rows}
-    for event in events:
-        event = dataclasses.replace(event, sequence=sequences[event.key])
-        headers, value = event.headers(), event.value()
-        size = record_size(event.key.encode(), value, headers)
-        if size > MAX_EVENT_BYTES:
-            raise EventTooLarge(f"the {event.type} event would be {size} bytes, more than the {MAX_EVENT_BYTES}"
-                                " bytes an event may have")
-        staged.append((topic, event.id, event.type, event.tenant, event.key, [[k, v.decode()] for k, v in headers],
-                       value, event.sequence))
-    await conn.executemany(
-        "INSERT INTO outbox (topic, event_id, event_type, tenant_id, aggregate_key, headers, payload, sequence)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", staged)
+    staged = [_row(topic, event, sequences[event.key]) for event in events]
+    await conn.executemany(_INSERT_ROW, staged)
     if staged:
         await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
 
