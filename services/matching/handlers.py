@@ -39,7 +39,6 @@ from services.matching.index import from_bytes, offer_index, to_bytes
 log = logging.getLogger(__name__)
 
 SOURCE = "matching"
-DEMAND_OPENED_TYPE = DEMAND_OPENED  # (opened and changed: the demand's full state; see README)
 # Ranking runs in two steps at scale: every feasible offer is scored by meaning (one matrix product
 # over the in-process index), the best STAGE_TWO of them by the full relevance (words, skills,
 # preferences), which needs their records. Offers beyond that are listed by meaning alone.
@@ -112,8 +111,8 @@ async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_v
                       depth: int = STAGE_TWO, include: set[str] | frozenset[str] = frozenset(),
                       override: dict[str, np.ndarray] | None = None, tail: bool = False
                       ) -> tuple[list[relevance.Ranked], dict[str, dict], int, np.ndarray]:
-    """The demand's feasible offers, best first: the top ``depth`` by meaning less the distance and
-    start penalties (and ``include``) fully ranked, then (``tail``) the rest in that order.
+    """The demand's feasible offers, best first: the top ``depth`` by meaning (and ``include``) fully
+    ranked, then (``tail``) the rest in that order.
     ``demand_vector`` is the demand's own vector; the ranking uses it expanded over the feasible
     offers' vectors (``relevance.expand_query``). Answers the ranking, the records of the fully ranked
     offers, the number of feasible offers and the expanded vector (as stored: every replica judges
@@ -132,7 +131,7 @@ async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_v
             matrix[positions[offer_id]] = vector
     expanded = from_bytes(to_bytes(relevance.expand_query(plain, matrix)))
     cosines = matrix @ expanded
-    first = _first_step(demand, feasible, cosines)
+    first = cosines  # the first step orders by meaning alone
     if len(ids) > depth:
         top = np.argpartition(-first, depth - 1)[:depth]
         order = top[np.argsort(-first[top], kind="stable")]
@@ -155,28 +154,6 @@ async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_v
         rest = [i for i in np.argsort(-first, kind="stable") if ids[int(i)] not in ranked_ids]
         ranked += [relevance.Ranked(ids[int(i)], "", round(max(float(first[int(i)]), 0.0), 4), {}) for i in rest]
     return ranked, states, len(feasible), expanded
-
-
-def _first_step(demand: dict, feasible: list, cosines: np.ndarray) -> np.ndarray:
-    """What the first step orders by: meaning (as relevance.WEIGHTS scales it), less the soft penalties
-    the SQL already knows (distance to the session, its start late in the window), so that among
-    offers alike in meaning the nearer and earlier ones reach the full ranking."""
-    w = relevance.WEIGHTS
-    low, high, weight = getattr(w, "cos_low", None), getattr(w, "cos_high", None), getattr(w, "meaning", None)
-    if None in (low, high, weight) or high <= low:
-        return cosines
-    score = weight * np.clip((cosines - low) / (high - low), 0.0, 1.0)
-    limit = float(demand.get("max_distance_km") or 0)
-    if limit > 0 and getattr(w, "distance", 0):
-        km = np.fromiter((f.distance_km or 0.0 for f in feasible), dtype=np.float32, count=len(feasible))
-        score = score - w.distance * np.minimum(1.0, km / limit)
-    lo, hi = date.fromisoformat(str(demand["start_from"])), date.fromisoformat(str(demand["start_to"]))
-    span = (hi - lo).days
-    if span > 0 and getattr(w, "start", 0):
-        start = np.fromiter(((date.fromisoformat(f.start) - lo).days for f in feasible), dtype=np.float32,
-                            count=len(feasible))
-        score = score - w.start * np.clip(start / span, 0.0, 1.0)
-    return score
 
 
 # ---- matches ------------------------------------------------------------------------------------
