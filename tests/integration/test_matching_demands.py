@@ -47,6 +47,8 @@ class Place:
     def demand(self, **changes) -> dict:
         employer = {"name": "Logistik Heide GmbH", "employees": 35, "zip": "21335", "city": "Testort",
                     "lat": self.lat, "lon": self.lon, **changes.pop("employer", {})}
+        # 10 km, not the usual 50: at 50 km one in fifty of the session's other random places lies inside
+        changes.setdefault("max_distance_km", 10)
         return demand_body(employer=employer, **changes)
 
 
