@@ -50,7 +50,8 @@ eval: install
 eval-offline: install
 	$(PY) -m services.matching.evaluate_offline $(EVAL)
 
-bench: bench-pipeline bench-catalog bench-mail bench-portal bench-matching
+# bench-portal right after bench-catalog: it searches the offers bench-catalog loaded (make runs these in order)
+bench: bench-pipeline bench-catalog bench-portal bench-mail bench-matching
 
 # Sustained offers through all four services (see BENCHMARKS.md); RATE, SECONDS, REPLICAS to vary.
 bench-pipeline: install

@@ -19,6 +19,7 @@ import os
 import signal
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,6 +32,8 @@ class MaildirHandler:
         self.directory = Path(directory)
         self.accept_delay = accept_delay
         self.in_progress = 0  # DATA commands received and not yet answered
+        # Called once a message is kept and before its 250 goes out (tests: a client dying in between).
+        self.on_kept: Callable[[], None] | None = None
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
@@ -49,6 +52,8 @@ class MaildirHandler:
                 # Cancelled when the client goes away before hearing the answer: then not kept.
                 await asyncio.sleep(self.accept_delay)
             os.replace(temporary, final)
+            if self.on_kept:
+                self.on_kept()
         finally:
             self.in_progress -= 1
             with contextlib.suppress(FileNotFoundError):

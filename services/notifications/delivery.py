@@ -7,10 +7,11 @@ event commit together. A worker killed before the commit leaves the row pending 
 the task comes back (``task_acks_late``, ``task_reject_on_worker_lost``, or the dispatcher's sweep).
 
 Two steps are committed on a side connection, outside that transaction: the attempt's start
-(before SMTP) and its acceptance (the moment the server answered 250 to DATA). A worker that dies
-after the acceptance and before the delivery's commit leaves "accepted" behind; whoever takes the
-delivery next finishes it as sent without sending again. What remains is the instant between the
-server's 250 and that side commit (see README, "Mail exactly once").
+(before SMTP) and its acceptance, written before DATA and committed the moment the server answers
+250. A worker that dies after that commit and before the delivery's leaves "accepted" behind;
+whoever takes the delivery next finishes it as sent without sending again. What remains is the
+instant between the server's 250 and the COMMIT message reaching PostgreSQL (see README, "Mail
+exactly once").
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
 import asyncpg
+from asyncpg.transaction import Transaction
 
 from contracts import DELIVERIES_TOPIC, DELIVERY_FAILED, DELIVERY_SENT
 from runtime.db import set_tenant
@@ -191,17 +193,19 @@ async def _deliver_locked(
     if isinstance(composed, Result):
         return composed
     message = composed
-    await _log_start(pool, d, attempt)
-    try:
-        refused = await asyncio.to_thread(sender.send, message, [d["recipient"]])
-    except Exception as exc:  # noqa: BLE001 - every failure is classified and logged
-        failure = classify_smtp_error(exc)
-        log.warning("sending delivery %s failed: %s", d["id"], failure.error,
-                    extra={"delivery_id": str(d["id"]), "attempt": attempt, "temporary": failure.temporary})
-        if failure.temporary:
-            return await _temporary(conn, settings, d, attempt, failure)
-        return await _fail(conn, d, attempt, failure)
-    await _log_accepted(pool, d, attempt)
+    async with pool.acquire() as side:
+        accepted = await _log_start(side, d, attempt)
+        try:
+            refused = await asyncio.to_thread(sender.send, message, [d["recipient"]])
+        except Exception as exc:  # noqa: BLE001 - every failure is classified and logged
+            await accepted.rollback()
+            failure = classify_smtp_error(exc)
+            log.warning("sending delivery %s failed: %s", d["id"], failure.error,
+                        extra={"delivery_id": str(d["id"]), "attempt": attempt, "temporary": failure.temporary})
+            if failure.temporary:
+                return await _temporary(conn, settings, d, attempt, failure)
+            return await _fail(conn, d, attempt, failure)
+        await accepted.commit()
     note = "; ".join(f"{rcpt}: {code} {msg!r}" for rcpt, (code, msg) in refused.items()) or None
     return await _sent(conn, d, attempt, note)
 
@@ -294,19 +298,20 @@ def _period_label(period: str | None) -> str:
         return "Zuletzt"
 
 
-async def _log_start(pool: asyncpg.Pool, d: asyncpg.Record, attempt: int) -> None:
-    """The attempt is in the log before the mail goes out, even if this worker dies mid-send:
-    committed on a second connection, outside the delivery's transaction."""
-    async with pool.acquire() as side, side.transaction():
+async def _log_start(side: asyncpg.Connection, d: asyncpg.Record, attempt: int) -> Transaction:
+    """On a second connection, outside the delivery's transaction: the attempt is committed as
+    started before the mail goes out (in the log even if this worker dies mid-send), and "accepted"
+    is written at once in a transaction left open. The caller commits it the moment the server
+    answers 250, so what stands between that answer and "accepted" being durable is one COMMIT
+    message to PostgreSQL, not a connection, a statement and a commit."""
+    async with side.transaction():
         await set_tenant(side, d["tenant_id"])
         await store.start_attempt(side, d, attempt)
-
-
-async def _log_accepted(pool: asyncpg.Pool, d: asyncpg.Record, attempt: int) -> None:
-    """The server's 250 to DATA, committed at once: from here on a dead worker sends nothing again."""
-    async with pool.acquire() as side, side.transaction():
-        await set_tenant(side, d["tenant_id"])
-        await store.mark_accepted(side, d["id"], attempt)
+    accepted = side.transaction()
+    await accepted.start()
+    await set_tenant(side, d["tenant_id"])
+    await store.mark_accepted(side, d["id"], attempt)
+    return accepted
 
 
 async def _sent(conn: asyncpg.Connection, d: asyncpg.Record, attempt: int, note: str | None) -> Result:

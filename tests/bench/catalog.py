@@ -232,7 +232,7 @@ def configure_postgres(stack: Stack) -> None:
                   flush=True)
 
 
-async def _count_offers(dsn: str) -> int:
+async def count_bench_offers(dsn: str) -> int:
     conn = await asyncpg.connect(dsn)
     try:
         return await conn.fetchval("SELECT count(*) FROM offers WHERE external_id LIKE 'bench-%'")
@@ -258,7 +258,7 @@ def main() -> None:
         platform = Platform(stack)
         catalog_db = stack.config.postgres_admin_url.rsplit("/", 1)[0] + f"/{stack.config.database_prefix}_catalog"
         started = time.perf_counter()
-        present = asyncio.run(_count_offers(catalog_db))
+        present = asyncio.run(count_bench_offers(catalog_db))
         if args.reuse and present >= args.offers:
             print(f"  reusing the {present} offers of the last run", flush=True)
         else:

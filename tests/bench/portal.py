@@ -1,30 +1,35 @@
 """`make bench-portal`: the public search page over HTTP at concurrency 16, against the catalog API
 call it makes (the floor), in the same run on the same stack.
 
-The stack is the bench stack (own ports and databases), filled with `make up`'s demo data
-(deploy/local/seed.py: 330 offers in three networks), or the data already there. Each request is
-a search a visitor would make: a word, a postcode with radius, sometimes a filter; the portal's
-page and the catalog's `GET /v1/public/{tenant}/offers` with the very parameters the portal sends."""
+The data is the catalog benchmark's (tests/bench/catalog_data.py, 1,000,000 offers across the three
+networks, in the bench stack's own PostgreSQL): reused when `make bench-catalog` left them there,
+loaded otherwise. Each request is a search a visitor would make: a word, a postcode or town with
+radius, sometimes a filter; the portal's page and the catalog's `GET /v1/public/{tenant}/offers`
+with the very parameters the portal sends."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import threading
 import time
 
+import asyncpg
 import httpx
 
-from deploy.local.seed import seed
 from deploy.local.stack import Stack
+from tests.bench.catalog import configure_postgres, count_bench_offers
+from tests.bench.catalog_data import load_offers
 from tests.bench.flow import bench_config, percentiles
 
 SEARCHES = [
-    ("lueneburg", {"q": "Staplerschein", "ort": "21335", "umkreis": "50"}),
+    ("lueneburg", {"q": "Gabelstapler", "ort": "21335", "umkreis": "50"}),
     ("lueneburg", {"q": "Schweißen"}),
     ("hellweg-hochsauerland", {"ort": "59821 Arnsberg", "umkreis": "25", "format": "presence"}),
-    ("westfaelisches-ruhrgebiet", {"q": "SAP", "foerderung": "bildungsgutschein"}),
+    ("westfaelisches-ruhrgebiet", {"q": "Buchhaltung", "foerderung": "bildungsgutschein"}),
     ("westfaelisches-ruhrgebiet", {"ort": "Dortmund", "umkreis": "100", "zeit": "full_time"}),
+    ("hellweg-hochsauerland", {"q": "Pflege", "ort": "Kassel", "umkreis": "100"}),
     ("lueneburg", {}),
 ]
 
@@ -73,26 +78,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=50, help="requests per client")
+    parser.add_argument("--offers", type=int, default=1_000_000, help="the catalog benchmark's offers")
     args = parser.parse_args()
     stack = Stack(bench_config())
-    stack.reset_databases()
+    configure_postgres(stack)
+    catalog_db = stack.config.postgres_admin_url.rsplit("/", 1)[0] + f"/{stack.config.database_prefix}_catalog"
+    present = asyncio.run(count_bench_offers(catalog_db)) if _exists(stack, catalog_db) else 0
+    if present < args.offers:
+        stack.reset_databases()
     try:
         stack.start()
         c = stack.config
-        probe = httpx.get(f"{c.url('catalog')}/v1/public/lueneburg/offers")
-        if probe.status_code == 404 and probe.json().get("title") == "Not Found":
-            print("bench-portal: skipped, the catalog has no public offer API (GET /v1/public/{tenant}/offers) yet")
-            return
-        made = seed(c.url("catalog"), c.url("matching"), c.issuer_url)
-        print(f"demo data: {made or 'already there'}")
-        time.sleep(2)
+        if present >= args.offers:
+            print(f"reusing the catalog benchmark's {present} offers", flush=True)
+        else:
+            started = time.perf_counter()
+            loaded = asyncio.run(load_offers(catalog_db, args.offers, progress=lambda d, t: print(
+                f"\r  loaded {d} of {t} offers", end="", flush=True)))
+            print(f"\n{loaded} offers loaded in {time.perf_counter() - started:.0f} s", flush=True)
         portal = [(f"{c.url('portal')}/{tenant}/", page) for tenant, page in SEARCHES]
         catalog = [(f"{c.url('catalog')}/v1/public/{tenant}/offers", catalog_params(page))
                    for tenant, page in SEARCHES]
         hammer(portal + catalog, args.concurrency, 5)  # warm both (pools, caches, plans)
         floor, floor_failed = hammer(catalog, args.concurrency, args.rounds)
         pages, pages_failed = hammer(portal, args.concurrency, args.rounds)
-        print(f"concurrency {args.concurrency}, {args.rounds} requests per client")
+        print(f"{args.offers} offers, concurrency {args.concurrency}, {args.rounds} requests per client")
         print(f"catalog GET /v1/public/{{tenant}}/offers  {percentiles(floor)}  failed {floor_failed}")
         print(f"portal  GET /{{tenant}}/ (search page)   {percentiles(pages)}  failed {pages_failed}")
         if floor and pages:
@@ -102,6 +112,21 @@ def main() -> None:
                   f"p99 {(q_pages[98] - q_floor[98]) * 1000:.1f} ms (goal: at most 20 ms at p99)")
     finally:
         stack.stop_all()
+
+
+def _exists(stack: Stack, catalog_db: str) -> bool:
+    """Whether the catalog database is there with its offers table (a first run finds neither)."""
+    async def check() -> bool:
+        try:
+            conn = await asyncpg.connect(catalog_db)
+        except asyncpg.InvalidCatalogNameError:
+            return False
+        try:
+            return bool(await conn.fetchval("SELECT to_regclass('offers') IS NOT NULL"))
+        finally:
+            await conn.close()
+
+    return asyncio.run(check())
 
 
 if __name__ == "__main__":

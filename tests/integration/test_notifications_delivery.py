@@ -700,21 +700,21 @@ async def test_worker_killed_after_smtp_accepted_before_commit_sends_once(system
 
 
 async def test_killed_between_smtp_250_and_the_accepted_commit_the_copy_has_the_same_message_id(system):
-    """What is left of the window: the instant between the server's 250 and the commit of
-    "accepted". Held open here (the attempt's row locked) and the worker killed in it: the next
-    worker sends again, and the receiver gets a copy with the same Message-ID (README)."""
+    """What is left of the window: the instant between the server's 250 and the worker's COMMIT of
+    "accepted". Hit here by the server itself, which SIGKILLs the worker once it has kept the mail
+    and before its 250 goes out: the next worker sends again, and the receiver gets a copy with the
+    same Message-ID (README)."""
     event = match_event(await new_provider(system))
-    system.sink.handler.accept_delay = 1.5
+    system.sink.handler.on_kept = system.worker.kill
     try:
         await handle(system.pool, system.handlers, event)
-        await eventually(lambda: system.sink.handler.in_progress == 1, what="DATA to be held by the server")
-        async with _Blocked(system.settings, "SELECT 1 FROM delivery_attempts WHERE delivery_id = $1 FOR UPDATE",
-                            delivery_id_of(event)) as blocked:
-            await eventually(lambda: mails_for(system.sink, event.data["id"]), what="the server's 250")
-            await eventually(blocked.waiting, what="the worker to wait before committing 'accepted'")
-            system.worker.kill()
+        await eventually(lambda: mails_for(system.sink, event.data["id"]), what="the server to keep the mail")
+        await eventually(lambda: system.worker.process.poll() is not None, what="the worker to be killed")
     finally:
-        system.sink.handler.accept_delay = 0.0
+        system.sink.handler.on_kept = None
+    row = await delivery(system.pool, T_A, delivery_id_of(event))
+    assert row["status"] == "pending"
+    assert [r["outcome"] for r in await attempt_log(system.pool, T_A, row["id"])] == ["started"]  # not accepted
     system.worker.start()
     await status_becomes(system.pool, T_A, delivery_id_of(event), "sent", 30)
     mails = mails_for(system.sink, event.data["id"])
