@@ -4,6 +4,8 @@ cannot bypass RLS), whatever the SQL says."""
 
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
 import pytest
 
@@ -68,3 +70,45 @@ async def test_a_query_without_a_tenant_filter_sees_only_the_acting_tenant(
                 await conn.fetch(FORGETFUL[service][0])
     finally:
         await conn.close()
+
+
+async def test_a_provider_user_sees_only_its_own_providers_attempt_log(platform: Platform) -> None:
+    """The attempt log follows its delivery's owner: a provider user's query that forgets the
+    ownership check still sees only the attempts of deliveries to providers it acts for; the worker
+    and consumers (no provider acting) see the tenant's whole log."""
+    c = platform.config
+    admin = await asyncpg.connect(platform.config.postgres_admin_url.rsplit("/", 1)[0]
+                                  + f"/{c.database_prefix}_notifications")
+    mine, theirs = uuid.uuid4(), uuid.uuid4()
+    deliveries = {provider: uuid.uuid4() for provider in (mine, theirs)}
+    try:
+        for provider, delivery in deliveries.items():
+            await admin.execute(
+                "INSERT INTO deliveries (id, tenant_id, kind, idempotency_key, provider_id, owner_id, recipient,"
+                " payload, message_id) VALUES ($1, $2, 'match_found', $3, $4, $5, 'a@b.example', '{}', $3)",
+                delivery, A, f"rls-{delivery}", provider, str(provider))
+            await admin.execute("INSERT INTO delivery_attempts (delivery_id, tenant_id, attempt, outcome)"
+                                " VALUES ($1, $2, 1, 'sent')", delivery, A)
+        conn = await _app_connection(platform, "notifications")
+        try:
+            async def attempts(acting: str | None) -> set:
+                async with conn.transaction():
+                    await conn.execute("SELECT set_config('app.tenant_id', $1, true)", A)
+                    if acting is not None:
+                        await conn.execute("SELECT set_config('app.acting_providers', $1, true)", acting)
+                    rows = await conn.fetch("SELECT delivery_id FROM delivery_attempts WHERE delivery_id = ANY($1)",
+                                            list(deliveries.values()))
+                    updated = await conn.execute("UPDATE delivery_attempts SET error = 'x' WHERE delivery_id = $1",
+                                                 deliveries[theirs])
+                    assert updated == ("UPDATE 1" if acting is None else "UPDATE 0")
+                    return {r["delivery_id"] for r in rows}
+
+            assert await attempts(f"providers:{mine}") == {deliveries[mine]}
+            assert await attempts(f"providers:{uuid.uuid4()},{mine}") == {deliveries[mine]}
+            assert await attempts(None) == set(deliveries.values())
+        finally:
+            await conn.close()
+    finally:
+        await admin.execute("DELETE FROM delivery_attempts WHERE delivery_id = ANY($1)", list(deliveries.values()))
+        await admin.execute("DELETE FROM deliveries WHERE id = ANY($1)", list(deliveries.values()))
+        await admin.close()
