@@ -164,6 +164,10 @@ async def deliver(
     tenant_id: str | None = None, *, now: datetime | None = None,
 ) -> Result:
     async with pool.acquire() as conn, conn.transaction():
+        # Not waiting for this commit's flush to disk: lost in a PostgreSQL crash, it is done again on
+        # the next try, and the mail does not go twice, because the "accepted" mark is committed
+        # (and flushed) on its own the moment the server answers 250.
+        await conn.execute("SET LOCAL synchronous_commit = off")
         return await _deliver_locked(conn, pool, settings, sender, delivery_id, tenant_id, now or datetime.now(UTC))
 
 
@@ -181,13 +185,15 @@ async def _deliver_locked(
     if d["status"] != Status.PENDING:
         return Result("done")
     continue_trace(d["traceparent"])
-    accepted = await store.accepted_attempt(conn, d["id"])
-    if accepted is not None:
+    if d["accepted_attempt"] is not None:
         # The server took this mail and the worker died before committing: done, not sent again.
-        return await _sent(conn, d, accepted, "vom Mailserver angenommen; Abschluss nach Neustart des Workers")
+        return await _sent(conn, d, d["accepted_attempt"],
+                           "vom Mailserver angenommen; Abschluss nach Neustart des Workers")
     if d["next_attempt_at"] > d["db_now"] + NOT_DUE_SLACK:
         return Result("not_due")
-    attempt = await store.next_attempt(conn, d["id"])
+    if d["interrupted"]:
+        await store.mark_interrupted(conn, d["id"])
+    attempt = d["next_attempt"]
 
     composed = await _compose(conn, settings, d, attempt, now)
     if isinstance(composed, Result):
@@ -214,8 +220,9 @@ async def _compose(conn: asyncpg.Connection, settings: NotificationsSettings, d:
                    now: datetime) -> EmailMessage | Result:
     """The mail for this delivery, or what happens instead (suppressed, gathered for a digest)."""
     common = {"portal_base_url": settings.portal_base_url, "mail_from": settings.mail_from, "now": now}
+    preference = await store.get_preference(conn, d["provider_id"]) if d["owner_kind"] == "provider" else None
+    choice = await _choice(conn, d, preference)
     if d["kind"] == KIND_DIGEST:
-        choice = await _choice(conn, d)
         if choice.mode == "off":
             return await _suppress(conn, d, attempt, "Benachrichtigungen abbestellt")
         matches = await store.digest_matches(conn, d["id"])
@@ -224,11 +231,9 @@ async def _compose(conn: asyncpg.Connection, settings: NotificationsSettings, d:
         return build_digest_mail(await _envelope(conn, settings, d), matches, greeting_name=await _greeting(conn, d),
                                  period_label=_period_label(d["period"]), for_employer=d["owner_kind"] == "employer",
                                  **common)
-    choice = await _choice(conn, d)
-    if d["kind"] == "match_found":
-        preference = await store.get_preference(conn, d["provider_id"])
-        if preference and not concerns(preference["offer_ids"], preference["topics"], d["payload"]):
-            return await _suppress(conn, d, attempt, "nicht in den gewählten Angeboten oder Themen")
+    if d["kind"] == "match_found" and preference \
+            and not concerns(preference["offer_ids"], preference["topics"], d["payload"]):
+        return await _suppress(conn, d, attempt, "nicht in den gewählten Angeboten oder Themen")
     if choice.mode == "off":
         return await _suppress(conn, d, attempt, "Benachrichtigungen abbestellt")
     if choice.mode in ("daily", "weekly"):
@@ -242,15 +247,14 @@ async def _compose(conn: asyncpg.Connection, settings: NotificationsSettings, d:
                             demand_network=demand_brand["name"] if demand_brand else None, **common)
 
 
-async def _choice(conn: asyncpg.Connection, d: asyncpg.Record) -> Choice:
-    """The address's own choice, else its owner's default (providers: instant; employers opted in
-    per address, so no row means off)."""
+async def _choice(conn: asyncpg.Connection, d: asyncpg.Record, preference: asyncpg.Record | None) -> Choice:
+    """The address's own choice, else its owner's default (a provider's ``preference``, without one
+    instant; employers opted in per address, so no row means off)."""
     for row in await store.address_choices(conn, d["owner_kind"], d["owner_id"]):
         if row["address"] == d["recipient"]:
             return Choice(row["mode"], row["digest_hour"], row["digest_weekday"])
     if d["owner_kind"] != "provider":
         return Choice("off")
-    preference = await store.get_preference(conn, d["provider_id"])
     if preference is None:
         return Choice("instant")
     return Choice(preference["mode"], preference["digest_hour"], preference["digest_weekday"])
@@ -305,6 +309,7 @@ async def _log_start(side: asyncpg.Connection, d: asyncpg.Record, attempt: int) 
     answers 250, so what stands between that answer and "accepted" being durable is one COMMIT
     message to PostgreSQL, not a connection, a statement and a commit."""
     async with side.transaction():
+        await side.execute("SET LOCAL synchronous_commit = off")  # a log line: lost in a crash, nothing else is
         await set_tenant(side, d["tenant_id"])
         await store.start_attempt(side, d, attempt)
     accepted = side.transaction()
