@@ -2,7 +2,8 @@
 
 Consumers write delivery rows in the inbox transaction and NOTIFY ``deliveries_pending``; this
 loop, woken by that NOTIFY and every ``sweep_interval_seconds``, claims due deliveries (pending,
-not enqueued within ``sweep_grace_seconds``), sends a task for each and commits the claim. A
+not enqueued within ``sweep_grace_seconds``), sends them as tasks of ``task_batch_size`` and
+commits the claim. A
 crash anywhere loses nothing (the row stays due) and a double enqueue is harmless (the task is
 idempotent). Several service processes may run it: claims skip rows another holds.
 """
@@ -21,14 +22,16 @@ from services.notifications.settings import NotificationsSettings
 
 log = logging.getLogger(__name__)
 
-Enqueue = Callable[[str, str], None]  # (delivery id, tenant id); blocking, called in a thread
+Enqueue = Callable[[list[tuple[str, str]]], None]  # [(delivery id, tenant id)]; blocking, called in a thread
 
 
 def celery_enqueue(celery_app, settings: NotificationsSettings) -> Enqueue:
-    from services.notifications.worker import SEND_DELIVERY
+    from services.notifications.worker import SEND_DELIVERIES
 
-    def enqueue(delivery_id: str, tenant_id: str) -> None:
-        celery_app.send_task(SEND_DELIVERY, args=[delivery_id, tenant_id], queue=settings.celery_queue)
+    def enqueue(items: list[tuple[str, str]]) -> None:
+        batch = settings.task_batch_size
+        for start in range(0, len(items), batch):
+            celery_app.send_task(SEND_DELIVERIES, args=[items[start:start + batch]], queue=settings.celery_queue)
 
     return enqueue
 
@@ -51,10 +54,6 @@ class DeliveryDispatcher(ListeningLoop):
         async with conn.transaction():
             rows = await store.claim_due(conn, s.sweep_grace_seconds, s.sweep_batch_size)
             if rows:
-                await asyncio.to_thread(self._enqueue_all, [(str(r[0]), r[1]) for r in rows])
+                await asyncio.to_thread(self._enqueue, [(str(r[0]), r[1]) for r in rows])
         self.enqueued += len(rows)
         return len(rows)
-
-    def _enqueue_all(self, items: list[tuple[str, str]]) -> None:
-        for delivery_id, tenant_id in items:
-            self._enqueue(delivery_id, tenant_id)

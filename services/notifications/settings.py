@@ -53,6 +53,11 @@ class NotificationsSettings(ServiceSettings):
     sweep_interval_seconds: float = 1.0
     sweep_grace_seconds: float = 60.0
     sweep_batch_size: int = 200
+    # Deliveries per Celery task: one task per mail cost the worker more than the mail's own work.
+    # A task of 10 runs 10 sends back to back, so it stays well inside the visibility timeout even
+    # when the server is slow (its timeout x 10 x a few commands is still unusual: then a copy of the
+    # task waits on each row lock and finds the mail sent).
+    task_batch_size: int = 10
 
     # Celery beat looks for due digests this often.
     digest_check_seconds: float = 60.0

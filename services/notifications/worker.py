@@ -28,7 +28,7 @@ from services.notifications.settings import NotificationsSettings
 
 log = logging.getLogger(__name__)
 
-SEND_DELIVERY = "notifications.send_delivery"
+SEND_DELIVERIES = "notifications.send_deliveries"
 COLLECT_DIGESTS = "notifications.collect_digests"
 # Infrastructure trouble (database, network) is retried by Celery a few times; after that the
 # dispatcher's sweep enqueues the still pending delivery again.
@@ -42,7 +42,7 @@ def create_celery(settings: NotificationsSettings) -> Celery:
         task_reject_on_worker_lost=True,  # a killed pool process hands its task back at once
         worker_prefetch_multiplier=1,
         task_default_queue=settings.celery_queue,
-        task_routes={name: {"queue": settings.celery_queue} for name in (SEND_DELIVERY, COLLECT_DIGESTS)},
+        task_routes={name: {"queue": settings.celery_queue} for name in (SEND_DELIVERIES, COLLECT_DIGESTS)},
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],
@@ -62,20 +62,26 @@ def create_celery(settings: NotificationsSettings) -> Celery:
         worker_hijack_root_logger=False,
     )
 
-    @app.task(bind=True, name=SEND_DELIVERY, max_retries=None)
-    def send_delivery(self, delivery_id: str, tenant_id: str | None = None) -> str:
-        try:
-            res = _process_resources(settings)
-            result = res.loop.run_until_complete(deliver(settings, res.pool, res.sender, uuid.UUID(delivery_id),
-                                                         tenant_id))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            if self.request.retries >= INFRA_MAX_RETRIES:
-                raise
-            log.warning("delivery %s: infrastructure error, retrying: %s", delivery_id, exc)
-            raise self.retry(exc=exc, countdown=min(30, 2 ** self.request.retries)) from exc
-        if result.retry_in is not None:
-            raise self.retry(countdown=result.retry_in)
-        return result.status
+    @app.task(bind=True, name=SEND_DELIVERIES, max_retries=None)
+    def send_deliveries(self, items: list[list[str]]) -> list[str]:
+        """Each delivery in turn, each in its own transaction (a task that comes back after a
+        worker died finds the ones it had done no longer pending). A delivery to try again later
+        goes on as a task of its own with that countdown."""
+        res = _process_resources(settings)
+        statuses = []
+        for n, (delivery_id, tenant_id) in enumerate(items):
+            try:
+                result = res.loop.run_until_complete(deliver(settings, res.pool, res.sender, uuid.UUID(delivery_id),
+                                                             tenant_id))
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                if self.request.retries >= INFRA_MAX_RETRIES:
+                    raise
+                log.warning("delivery %s: infrastructure error, retrying: %s", delivery_id, exc)
+                raise self.retry(args=[items[n:]], exc=exc, countdown=min(30, 2 ** self.request.retries)) from exc
+            if result.retry_in is not None:
+                send_deliveries.apply_async(([[delivery_id, tenant_id]],), countdown=result.retry_in)
+            statuses.append(result.status)
+        return statuses
 
     @app.task(name=COLLECT_DIGESTS, expires=settings.digest_check_seconds)
     def collect(now: str | None = None) -> int:

@@ -337,12 +337,12 @@ async def test_replay_and_double_enqueue_still_send_one_mail(system):
     await handle(system.pool, system.handlers, event)  # ... and the same event id (inbox drops it)
     # ... and the task enqueued twice more, besides the dispatcher's own.
     for _ in range(2):
-        await asyncio.to_thread(system.enqueue, str(delivery_id_of(event)), T_A)
+        await asyncio.to_thread(system.enqueue, [(str(delivery_id_of(event)), T_A)])
 
     await eventually(lambda: mails_for(system.sink, event.data["id"]), what="the mail")
     await status_becomes(system.pool, T_A, delivery_id_of(event), "sent")
     for _ in range(2):  # late duplicates still find it sent
-        await asyncio.to_thread(system.enqueue, str(delivery_id_of(event)), T_A)
+        await asyncio.to_thread(system.enqueue, [(str(delivery_id_of(event)), T_A)])
     await asyncio.sleep(1.5)
     assert len(mails_for(system.sink, event.data["id"])) == 1
     async with tenant_transaction(system.pool, T_A) as conn:
@@ -394,6 +394,40 @@ async def test_worker_killed_mid_send_and_replaced_sends_once(system):
     # A new worker: Redis hands the unacknowledged task out again after the visibility timeout.
     system.worker.start()
     await assert_sent_once_after_interruption(system, event, 20)
+
+
+async def test_worker_killed_in_the_middle_of_a_task_of_several_deliveries_sends_each_once(system):
+    """The dispatcher sends due deliveries as tasks of several. Three become due in one commit (one
+    task); the worker sends the first, and is killed while the server holds the second's DATA. The
+    task comes back whole: the first is not sent again, the second goes once, the third once."""
+    provider_id = await new_provider(system)
+    events = [match_event(provider_id, title=f"SPS-Schulung Teil {n}") for n in (1, 2, 3)]
+
+    def hold_the_next_data() -> None:  # the first mail is kept: the next DATA is held, not answered
+        system.sink.handler.on_kept = None
+        system.sink.handler.accept_delay = 3.0
+
+    system.sink.handler.on_kept = hold_the_next_data
+    try:
+        async with system.pool.acquire() as conn, conn.transaction():  # due together: claimed together
+            await set_tenant(conn, T_A)
+            for event in events:
+                await system.handlers[event.type](conn, event)
+        await eventually(lambda: system.sink.handler.in_progress == 1, what="the second mail's DATA to be held")
+        system.worker.kill()
+        await eventually(lambda: system.sink.handler.in_progress == 0, 5, "the sink to drop the half-sent mail")
+    finally:
+        system.sink.handler.on_kept = None
+        system.sink.handler.accept_delay = 0.0
+    assert sum(len(mails_for(system.sink, e.data["id"])) for e in events) == 1
+
+    system.worker.start()
+    for event in events:
+        await status_becomes(system.pool, T_A, delivery_id_of(event), "sent", 30)
+    await asyncio.sleep(1.0)  # time for a wrongly repeated send to arrive
+    assert [len(mails_for(system.sink, e.data["id"])) for e in events] == [1, 1, 1]
+    logs = sorted([[r["outcome"] for r in await attempt_log(system.pool, T_A, delivery_id_of(e))] for e in events])
+    assert logs == [["interrupted", "sent"], ["sent"], ["sent"]]
 
 
 async def test_temporary_failure_retries_with_backoff_and_delivers_once(system):
