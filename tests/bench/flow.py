@@ -127,10 +127,13 @@ def start_replicas(stack: Stack, replicas: int) -> None:
             env = {**stack.service_env(service), "BR_HTTP_PORT": str(stack.config.ports[service] + 50 + n)}
             stack._spawn(f"{service}-{n}", [sys.executable, "-m", f"services.{service}"], env)
         stack._spawn(f"celery-worker-{n}", [
-            sys.executable, "-m", "celery", "-A", "services.notifications.worker:celery_app", "worker",
+            sys.executable, "-m", "services.notifications.worker", "worker",
             "-Q", stack.config.celery_queue, "-c", "2", "--without-mingle", "--without-gossip", "-n",
-            f"notifications-bench-{n}@%h", "--loglevel", "WARNING",
+            f"notifications-bench-{n}@%h", "--loglevel", "INFO",
         ], stack.service_env("notifications-worker"))
+    for n in range(2, replicas + 1):  # a worker that cannot start must fail the run, not halve it quietly
+        wait_for(f"Celery worker {n}", lambda n=n: b"ready" in (stack.log_dir / f"celery-worker-{n}.log").read_bytes(),
+                 process=stack.processes[f"celery-worker-{n}"])
     time.sleep(8 if replicas > 1 else 0)  # let the new consumers join their groups
 
 
