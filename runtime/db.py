@@ -26,7 +26,8 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 
 async def create_pool(settings: ServiceSettings, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     return await asyncpg.create_pool(
-        settings.database_url, min_size=min_size, max_size=max_size, init=init_connection
+        settings.database_url, min_size=min_size, max_size=max_size, init=init_connection,
+        server_settings={"statement_timeout": str(settings.database_statement_timeout_ms)},
     )
 
 

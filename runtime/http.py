@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -112,6 +113,14 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidToken)
     async def _token(_: Request, exc: InvalidToken) -> JSONResponse:
         return problem_response(401, "Unauthorized", str(exc))
+
+    @app.exception_handler(asyncpg.QueryCanceledError)
+    async def _too_slow(_: Request, exc: asyncpg.QueryCanceledError) -> JSONResponse:
+        # The statement timeout stopped it (settings.database_statement_timeout_ms): nothing changed.
+        response = problem_response(503, "Service unavailable",
+                                    "The request took too long and was stopped; narrow it or try again later.")
+        response.headers["Retry-After"] = "10"
+        return response
 
     @app.exception_handler(IssuerUnavailable)
     async def _issuer_down(_: Request, exc: IssuerUnavailable) -> JSONResponse:

@@ -31,6 +31,9 @@ class ServiceSettings(BaseSettings):
     postgres_port: int = 5432
     database_prefix: str = "bildungsraum"
     database_password: str | None = None
+    # No statement of the service's pool runs longer: a search that would take minutes is stopped
+    # (503 to its caller) instead of holding a connection and a core from everyone else.
+    database_statement_timeout_ms: int = 30_000
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     # Production (Strimzi): SASL_SSL with the service's KafkaUser (SCRAM-SHA-512) and the cluster CA.

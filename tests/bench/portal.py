@@ -86,6 +86,8 @@ def main() -> None:
     present = asyncio.run(count_bench_offers(catalog_db)) if _exists(stack, catalog_db) else 0
     if present < args.offers:
         stack.reset_databases()
+    else:
+        asyncio.run(_settle_outbox(catalog_db))
     try:
         stack.start()
         c = stack.config
@@ -112,6 +114,16 @@ def main() -> None:
                   f"p99 {(q_pages[98] - q_floor[98]) * 1000:.1f} ms (goal: at most 20 ms at p99)")
     finally:
         stack.stop_all()
+
+
+async def _settle_outbox(catalog_db: str) -> None:
+    """The catalog benchmark's import leaves up to 100,000 offer events unpublished when it stops.
+    Published now, they would have matching encode each offer while the searches are measured."""
+    conn = await asyncpg.connect(catalog_db)
+    try:
+        await conn.execute("UPDATE outbox SET sent_at = now() WHERE sent_at IS NULL")
+    finally:
+        await conn.close()
 
 
 def _exists(stack: Stack, catalog_db: str) -> bool:

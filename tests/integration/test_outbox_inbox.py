@@ -475,3 +475,26 @@ async def test_inbox_rows_go_once_the_topic_cannot_redeliver_them(settings) -> N
     await asyncio.wait_for(task, 10)
     assert await pool.fetchval("SELECT event_id FROM inbox") == "new"
     await pool.close()
+
+
+async def test_a_statement_running_past_the_timeout_is_stopped_and_answered_503(settings) -> None:
+    """No request holds a connection and a core for minutes: the pool's statement timeout stops the
+    statement, the caller gets 503 with Retry-After, and the pool goes on serving."""
+    pool = await create_pool(settings.model_copy(update={"database_statement_timeout_ms": 200}))
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.get("/slow")
+    async def slow() -> dict:
+        async with pool.acquire() as conn:
+            await conn.execute("SELECT pg_sleep(5)")
+        return {}
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        response = await client.get("/slow")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "10"
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "too long" in response.json()["detail"]
+    assert await pool.fetchval("SELECT 1") == 1
+    assert await pool.fetchval("SHOW statement_timeout") == "200ms"
+    await pool.close()
