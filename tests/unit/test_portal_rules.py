@@ -3,13 +3,15 @@ how the search form and the charts read their input."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, timedelta
+from types import SimpleNamespace
 
 import pytest
 from starlette.datastructures import QueryParams
 
 from runtime.places import Place
-from services.portal import charts, demand_form, domain
+from services.portal import charts, demand_form, domain, pages_public
 from services.portal.security import safe_next
 
 
@@ -95,3 +97,31 @@ def test_json_ld_cannot_close_its_script_element():
     text = domain.offer_jsonld({"id": "x", "title": "</script><script>alert(1)</script>", "sessions": []},
                                "http://p/x", None)
     assert "</script>" not in text
+
+
+class _SlowCatalog:
+    """The catalog's public provider list as the portal's backends see it: slow, and counted."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def get(self, service: str, path: str, params: dict) -> dict:
+        self.calls += 1
+        await asyncio.sleep(0.05)
+        return {"items": [{"id": f"p{self.calls}", "name": f"Anbieter {self.calls}"}]}
+
+
+async def test_many_visitors_at_once_ask_the_catalog_for_the_providers_once():
+    pages_public._PROVIDERS.clear()
+    catalog = _SlowCatalog()
+    portal = SimpleNamespace(backends=catalog)
+    first = await asyncio.gather(*(pages_public._providers(portal, "netz") for _ in range(16)))
+    assert catalog.calls == 1 and all(p == {"p1": {"id": "p1", "name": "Anbieter 1"}} for p in first)
+
+    # A minute later: the kept list is served at once while one request fetches the new one.
+    kept_at, kept = pages_public._PROVIDERS["netz"]
+    pages_public._PROVIDERS["netz"] = (kept_at - 61, kept)
+    stale = await asyncio.gather(*(pages_public._providers(portal, "netz") for _ in range(16)))
+    assert all(p == kept for p in stale)
+    await asyncio.sleep(0.1)
+    assert catalog.calls == 2 and set(await pages_public._providers(portal, "netz")) == {"p2"}
