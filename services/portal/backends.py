@@ -3,6 +3,8 @@ The portal owns no business data: every page is built from these answers."""
 
 from __future__ import annotations
 
+import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +12,22 @@ import httpx
 
 from runtime.tracing import current_traceparent
 from services.portal.settings import PortalSettings
+
+# The (service, start, end) of each backend call made for the current page, set by the middleware:
+# the page's Server-Timing header says how much of its time each service took.
+backend_calls: ContextVar[list[tuple[str, float, float]] | None] = ContextVar("backend_calls", default=None)
+
+
+def backend_seconds(calls: list[tuple[str, float, float]]) -> dict[str, float]:
+    """Per service, the wall-clock time in which at least one call to it was running (calls made
+    side by side count once)."""
+    spans: dict[str, float] = {}
+    reach: dict[str, float] = {}
+    for service, start, end in sorted(calls, key=lambda c: c[1]):
+        if end > reach.get(service, float("-inf")):
+            spans[service] = spans.get(service, 0.0) + end - max(start, reach.get(service, float("-inf")))
+            reach[service] = end
+    return spans
 
 
 class BackendError(Exception):
@@ -60,11 +78,15 @@ class Backends:
             headers["Content-Type"] = content_type
         if traceparent := current_traceparent.get():
             headers["traceparent"] = traceparent
+        started = time.perf_counter()
         try:
             response = await self.http.request(method, f"{self.urls[service]}{path}", headers=headers,
                                                params=params, json=json, content=content)
         except httpx.HTTPError as exc:
             raise BackendMissing(service, 503, {"detail": str(exc)}) from exc
+        finally:
+            if (calls := backend_calls.get()) is not None:
+                calls.append((service, started, time.perf_counter()))
         body: Any
         if "json" in response.headers.get("content-type", ""):
             try:

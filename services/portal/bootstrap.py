@@ -21,7 +21,14 @@ from runtime import metrics
 from runtime.places import Gazetteer
 from runtime.tracing import continue_trace, current_traceparent
 from services.portal import pages_auth, pages_public, pages_roles
-from services.portal.backends import BackendError, BackendMissing, BackendNotFound, Backends
+from services.portal.backends import (
+    BackendError,
+    BackendMissing,
+    BackendNotFound,
+    Backends,
+    backend_calls,
+    backend_seconds,
+)
 from services.portal.oidc import OidcClient
 from services.portal.security import CsrfRefused, security_headers
 from services.portal.sessions import COOKIE, SessionStore
@@ -61,6 +68,8 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
         portal: Portal | None = getattr(request.app.state, "portal", None)
         needs_session = portal is not None and not request.url.path.startswith(("/assets/", "/static/", "/healthz",
                                                                                   "/readyz", "/metrics"))
+        calls: list[tuple[str, float, float]] = []
+        backend_calls.set(calls)
         if needs_session:
             request.state.session = await portal.sessions.load(request.cookies.get(COOKIE))
         response: Response = await call_next(request)
@@ -80,6 +89,10 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
         metrics.HTTP_REQUESTS.labels(request.method, path, response.status_code).inc()
         metrics.HTTP_LATENCY.labels(request.method, path).observe(time.perf_counter() - started)
         response.headers["traceparent"] = current_traceparent.get() or ""
+        # How long each service took for this page and how long all of it took (W3C Server-Timing).
+        response.headers["Server-Timing"] = ", ".join(
+            [f"{service};dur={seconds * 1000:.1f}" for service, seconds in backend_seconds(calls).items()]
+            + [f"total;dur={(time.perf_counter() - started) * 1000:.1f}"])
         return response
 
     @app.exception_handler(SignInRequired)

@@ -47,7 +47,18 @@ def catalog_params(page: dict) -> dict:
     return form.catalog_params(20)
 
 
-def hammer(urls: list[tuple[str, object]], concurrency: int, rounds: int) -> tuple[list[float], int]:
+def catalog_ms(response: httpx.Response) -> float | None:
+    """The catalog's part of a portal page, from its Server-Timing header (``catalog;dur=…``)."""
+    for entry in response.headers.get("server-timing", "").split(","):
+        name, _, params = entry.strip().partition(";")
+        if name == "catalog" and params.startswith("dur="):
+            return float(params[4:])
+    return None
+
+
+def hammer(urls: list[tuple[str, object]], concurrency: int, rounds: int,
+           own: list[float] | None = None) -> tuple[list[float], int]:
+    """``own`` (portal pages): per page, its time at the client less the catalog's part of it."""
     samples: list[float] = []
     failures = 0
     lock = threading.Lock()
@@ -63,6 +74,8 @@ def hammer(urls: list[tuple[str, object]], concurrency: int, rounds: int) -> tup
                 with lock:
                     if response.status_code == 200:
                         samples.append(took)
+                        if own is not None and (catalog := catalog_ms(response)) is not None:
+                            own.append(took - catalog / 1000)
                     else:
                         failures += 1
 
@@ -103,15 +116,20 @@ def main() -> None:
                    for tenant, page in SEARCHES]
         hammer(portal + catalog, args.concurrency, 5)  # warm both (pools, caches, plans)
         floor, floor_failed = hammer(catalog, args.concurrency, args.rounds)
-        pages, pages_failed = hammer(portal, args.concurrency, args.rounds)
+        own: list[float] = []
+        pages, pages_failed = hammer(portal, args.concurrency, args.rounds, own)
         print(f"{args.offers} offers, concurrency {args.concurrency}, {args.rounds} requests per client")
         print(f"catalog GET /v1/public/{{tenant}}/offers  {percentiles(floor)}  failed {floor_failed}")
         print(f"portal  GET /{{tenant}}/ (search page)   {percentiles(pages)}  failed {pages_failed}")
         if floor and pages:
             q_floor = statistics.quantiles(floor, n=100, method="inclusive")
             q_pages = statistics.quantiles(pages, n=100, method="inclusive")
-            print(f"portal adds: p50 {(q_pages[49] - q_floor[49]) * 1000:.1f} ms, "
-                  f"p99 {(q_pages[98] - q_floor[98]) * 1000:.1f} ms (goal: at most 20 ms at p99)")
+            print(f"difference of the two runs' percentiles: p50 {(q_pages[49] - q_floor[49]) * 1000:.1f} ms, "
+                  f"p99 {(q_pages[98] - q_floor[98]) * 1000:.1f} ms")
+        # Per page: the client's time less the catalog's part (Server-Timing), so the catalog's own
+        # spread at a million offers does not hide or inflate the portal's.
+        print(f"portal adds per page (its time less the catalog's) {percentiles(own)}  "
+              "(goal: at most 20 ms at p99)")
     finally:
         stack.stop_all()
 

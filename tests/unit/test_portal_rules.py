@@ -11,7 +11,7 @@ import pytest
 from starlette.datastructures import QueryParams
 
 from runtime.places import Place
-from services.portal import charts, demand_form, domain, pages_public
+from services.portal import backends, charts, demand_form, domain, pages_public
 from services.portal.security import safe_next
 
 
@@ -125,3 +125,9 @@ async def test_many_visitors_at_once_ask_the_catalog_for_the_providers_once():
     assert all(p == kept for p in stale)
     await asyncio.sleep(0.1)
     assert catalog.calls == 2 and set(await pages_public._providers(portal, "netz")) == {"p2"}
+
+
+def test_server_timing_counts_calls_side_by_side_once_per_service():
+    calls = [("catalog", 0.0, 1.0), ("catalog", 0.5, 1.5), ("catalog", 3.0, 3.5), ("identity", 0.2, 0.4)]
+    assert backends.backend_seconds(calls) == {"catalog": 2.0, "identity": pytest.approx(0.2)}
+    assert backends.backend_seconds([]) == {}

@@ -85,6 +85,14 @@ def test_pages_forbid_framing_and_inline_script(visitor: PortalUser):
     assert "<script>" not in page.text  # the only script is /static/portal.js
 
 
+def test_a_page_says_how_long_the_catalog_took_of_it(visitor: PortalUser):
+    """Server-Timing: the catalog's part of a search page and the whole (what make bench-portal
+    subtracts to find the portal's own part)."""
+    timings = dict(entry.strip().split(";dur=") for entry in
+                   visitor.http.get("/lueneburg/", params={"q": "Staplerschein"}).headers["server-timing"].split(","))
+    assert 0 < float(timings["catalog"]) <= float(timings["total"])
+
+
 def test_a_user_of_another_network_cannot_open_a_demand(platform: Platform, visitor: PortalUser):
     with platform.client("matching", EMPLOYER) as api:
         created = api.post("/v1/demands", json=demand_body(title="Schweißkurs für die Werkhalle Lüneburg"))
