@@ -14,7 +14,6 @@ from uuid import UUID
 
 import asyncpg
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
-from limits import parse as parse_limit
 
 from runtime import places
 from runtime.db import tenant_transaction
@@ -299,16 +298,17 @@ async def search_offers(actor: Reader, runtime: RuntimeDep, query: QueryDep,
 # ---- the public network view: no login, published and visible only, cacheable, rate-limited ----
 
 public = APIRouter(prefix="/v1/public/{tenant}", tags=["public"])
-# Per client: the whole public view, and one page hammered (the narrower one trips first there).
-# Counted in the runtime's Redis-backed limits, so every catalog process shares them.
-PUBLIC_LIMITS = (parse_limit("600/minute"), parse_limit("60/minute"))
+# Per client: the whole public view, and one page hammered (CatalogSettings.rate_limit_public*).
+# Counted in the runtime's Redis-backed limits, so every catalog process shares them. The client is
+# the visitor's address the portal forwards (X-Forwarded-For, honoured from addresses uvicorn trusts:
+# FORWARDED_ALLOW_IPS, 127.0.0.1 by default), else the connection's.
 PUBLIC_MAX_AGE = 60
 
 
 async def _public_tenant(tenant: Annotated[str, Path(pattern=TENANT_SLUG)], request: Request,
                          runtime: RuntimeDep) -> str:
     client = request.client.host if request.client else "unknown"
-    for limit, key in zip(PUBLIC_LIMITS, ("all", str(request.url)), strict=True):
+    for limit, key in zip(request.app.state.public_limits, ("all", str(request.url)), strict=True):
         if wait := await request.app.state.rate_limits.retry_after(limit, "public", client, key):
             raise Problem(429, "Too many requests", "Please wait a moment and ask again.",
                           headers={"Retry-After": str(wait)})

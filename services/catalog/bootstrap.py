@@ -6,6 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from limits import parse as parse_limit
 
 from runtime.http import create_app as create_http_app
 from runtime.http import problem_response
@@ -20,6 +21,10 @@ from services.catalog.handlers import Forbidden, StaleWrite
 class CatalogSettings(ServiceSettings):
     service: str = "catalog"
     http_port: int = 8001
+    # The public network view, per client address: all of it, and one and the same page (the
+    # narrower one trips first when a page is hammered). The portal passes its visitor's address on.
+    rate_limit_public: str = "600/minute"
+    rate_limit_public_page: str = "60/minute"
 
 
 def create_app(settings: CatalogSettings | None = None) -> FastAPI:
@@ -29,6 +34,7 @@ def create_app(settings: CatalogSettings | None = None) -> FastAPI:
 
     app = create_http_app(runtime, "Bildungsraum catalog", [api.router, api.public],
                           "Providers and their offers (Angebote) with dated sessions; search.")
+    app.state.public_limits = (parse_limit(settings.rate_limit_public), parse_limit(settings.rate_limit_public_page))
     install_catalog_problems(app)
     return app
 

@@ -18,6 +18,11 @@ from services.portal.settings import PortalSettings
 backend_calls: ContextVar[list[tuple[str, float, float]] | None] = ContextVar("backend_calls", default=None)
 
 
+# The visitor's address, set by the middleware: passed on as X-Forwarded-For, so that a service's
+# per-client limits (the catalog's public view) count each visitor, not the portal as one client.
+visitor_address: ContextVar[str | None] = ContextVar("visitor_address", default=None)
+
+
 def backend_seconds(calls: list[tuple[str, float, float]]) -> dict[str, float]:
     """Per service, the wall-clock time in which at least one call to it was running (calls made
     side by side count once)."""
@@ -78,6 +83,8 @@ class Backends:
             headers["Content-Type"] = content_type
         if traceparent := current_traceparent.get():
             headers["traceparent"] = traceparent
+        if visitor := visitor_address.get():
+            headers["X-Forwarded-For"] = visitor
         started = time.perf_counter()
         try:
             response = await self.http.request(method, f"{self.urls[service]}{path}", headers=headers,
@@ -101,7 +108,7 @@ class Backends:
             raise BackendMissing(service, 404, body)
         if response.status_code in (404, 403):
             raise BackendNotFound(service, response.status_code, body)
-        if response.status_code in (405, 429, 501, 502, 503, 504):  # 429: the catalog limits one client (us)
+        if response.status_code in (405, 429, 501, 502, 503, 504):  # 429: the catalog limits this visitor
             raise BackendMissing(service, response.status_code, body)
         raise BackendError(service, response.status_code, body)
 

@@ -28,6 +28,7 @@ from services.portal.backends import (
     Backends,
     backend_calls,
     backend_seconds,
+    visitor_address,
 )
 from services.portal.oidc import OidcClient
 from services.portal.security import CsrfRefused, security_headers
@@ -70,6 +71,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
                                                                                   "/readyz", "/metrics"))
         calls: list[tuple[str, float, float]] = []
         backend_calls.set(calls)
+        visitor_address.set(request.client.host if request.client else None)
         if needs_session:
             request.state.session = await portal.sessions.load(request.cookies.get(COOKIE))
         response: Response = await call_next(request)

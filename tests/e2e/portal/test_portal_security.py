@@ -93,6 +93,20 @@ def test_a_page_says_how_long_the_catalog_took_of_it(visitor: PortalUser):
     assert 0 < float(timings["catalog"]) <= float(timings["total"])
 
 
+def test_the_catalogs_public_limit_counts_each_visitor_of_the_portal_not_the_portal(visitor: PortalUser):
+    """The portal passes its visitor's address on: one visitor who hammers a search page runs into
+    the catalog's limit for one page (60 a minute), the next visitor's same search still works."""
+    page = {"q": f"Limit{time.monotonic_ns()}"}  # a page of this test's own: its own counter
+
+    def search(address: str) -> str:
+        return visitor.http.get("/lueneburg/", params=page, headers={"X-Forwarded-For": address}).text
+
+    pages = [search("203.0.113.7") for _ in range(61)]
+    assert "vorübergehend nicht verfügbar" not in pages[0]
+    assert "vorübergehend nicht verfügbar" in pages[-1]
+    assert "vorübergehend nicht verfügbar" not in search("198.51.100.23")
+
+
 def test_a_user_of_another_network_cannot_open_a_demand(platform: Platform, visitor: PortalUser):
     with platform.client("matching", EMPLOYER) as api:
         created = api.post("/v1/demands", json=demand_body(title="Schweißkurs für die Werkhalle Lüneburg"))
