@@ -3,9 +3,8 @@
 Consumers write delivery rows in the inbox transaction and NOTIFY ``deliveries_pending``; this
 loop, woken by that NOTIFY and every ``sweep_interval_seconds``, claims due deliveries (pending,
 not enqueued within ``sweep_grace_seconds``), sends them as tasks of ``task_batch_size`` and
-commits the claim. A
-crash anywhere loses nothing (the row stays due) and a double enqueue is harmless (the task is
-idempotent). Several service processes may run it: claims skip rows another holds.
+commits the claim. A crash anywhere loses nothing (the row stays due) and a double enqueue is
+harmless (the task is idempotent). Several service processes may run it: claims skip rows another holds.
 """
 
 from __future__ import annotations

@@ -58,8 +58,7 @@ def _refreshed(tenant: str, done: asyncio.Future) -> None:
 
 async def _fetch_providers(portal: Portal, tenant: str) -> dict[str, dict]:
     try:
-        body = await portal.backends.get("catalog", f"/v1/public/{tenant}/providers", params={"page_size": 500})
-        providers = {p["id"]: p for p in body.get("items", [])}
+        providers = await _providers_fresh(portal, tenant)
     except BackendMissing:
         providers = {}
     _PROVIDERS[tenant] = (time.monotonic(), providers)
