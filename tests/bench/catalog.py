@@ -246,6 +246,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=320, help="per shape and path")
     parser.add_argument("--import-offers", type=int, default=100_000)
     parser.add_argument("--reuse", action="store_true", help="keep the databases of the last run and its offers")
+    parser.add_argument("--only", choices=("search", "import"), help="measure one part (default: both)")
     args = parser.parse_args()
     stack = Stack(bench_config())
     configure_postgres(stack)
@@ -267,7 +268,7 @@ def main() -> None:
             print(f"\n  {loaded} offers loaded and indexed in {time.perf_counter() - started:.0f} s", flush=True)
         app_dsn = f"postgresql://br_catalog_app@{stack.config.host}:{stack.config.ports['postgres']}" \
                   f"/{stack.config.database_prefix}_catalog"
-        for name, params in shapes().items():
+        for name, params in shapes().items() if args.only != "import" else ():
             tenant = TENANTS[len(results) % 3]
             http = asyncio.run(run_http(stack.config.url("catalog"), platform.token(f"{tenant}-employer"), params,
                                         args.requests))
@@ -277,13 +278,14 @@ def main() -> None:
                 results.append((name, path, p50, p99))
                 print(f"  {name:42s} {path:28s} p50 {p50:7.1f} ms  p99 {p99:7.1f} ms", flush=True)
         with tempfile.TemporaryDirectory() as workdir:
-            for shape, (p50, p99) in tantivy_bench(args.offers, args.requests, Path(workdir)).items():
+            tantivy = tantivy_bench(args.offers, args.requests, Path(workdir)) if args.only != "import" else {}
+            for shape, (p50, p99) in tantivy.items():
                 results.append((shape, "tantivy", p50, p99))
                 print(f"  {shape:42s} {'tantivy':28s} p50 {p50:7.1f} ms  p99 {p99:7.1f} ms", flush=True)
         with platform.client("catalog", f"{TENANTS[0]}-admin") as api:
             provider = api.post("/v1/providers", json={"name": "Import-Bench", "emails": ["i@b.example"]}).json()
         with tempfile.TemporaryDirectory() as workdir:
-            for size in (args.import_offers // 5, args.import_offers):
+            for size in (args.import_offers // 5, args.import_offers) if args.only != "search" else ():
                 path = Path(workdir) / f"openqcat-{size}.xml"
                 write_openqcat(path, size)
                 elapsed, peak, report = import_bench(stack, provider["id"], path)

@@ -20,7 +20,7 @@ def test_invalid_payload_names_every_broken_field() -> None:
     event = Event(OFFER_PUBLISHED, "catalog", "harz", "k", {"id": "not-a-uuid", "title": ""})
     with pytest.raises(InvalidEvent) as info:
         validate(event)
-    assert "/title" in str(info.value) and "'provider_id' is a required property" in str(info.value)
+    assert "/title" in str(info.value) and '"provider_id" is a required property' in str(info.value)
 
 
 def test_unreadable_records_are_invalid_events() -> None:
