@@ -135,10 +135,14 @@ async def ranked_offers(demand_id: UUID, actor: Acting, runtime: RuntimeDep,
         row = await _own_demand(conn, actor, demand_id)
         if row["vector"] is None:
             return {"items": [], "page": page, "page_size": page_size, "total": 0}
-        ranked, states, total, _ = await handlers.rank_demand(
-            conn, row["state"], from_bytes(row["vector"]),
-            depth=min(max(handlers.STAGE_TWO, page * page_size), handlers.DEEPEST), tail=True)
-        window = ranked[(page - 1) * page_size: page * page_size]
+        kept = await handlers.kept_page(conn, row, (page - 1) * page_size, page_size)
+        if kept is not None:
+            window, states, total = kept
+        else:
+            ranked, states, total, _ = await handlers.rank_demand(
+                conn, row["state"], from_bytes(row["vector"]),
+                depth=min(max(handlers.STAGE_TWO, page * page_size), handlers.DEEPEST), tail=page * page_size)
+            window = ranked[(page - 1) * page_size: page * page_size]
         missing = [r.offer_id for r in window if r.offer_id not in states]
         if missing:
             states |= await store.offer_states(conn, missing)

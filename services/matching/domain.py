@@ -96,15 +96,17 @@ def check(offer: dict[str, Any], demand: dict[str, Any]) -> Feasibility:
         violations.append("timing")
     elif offer["format"] in LOCATED_FORMATS:
         employer = demand["employer"]
-        for session in in_window:
+        near = []
+        for n, session in enumerate(in_window):
             loc = session.get("location")
             if loc is None:
                 continue
             km = haversine_km(employer["lat"], employer["lon"], loc["lat"], loc["lon"])
             if km <= demand["max_distance_km"]:
-                chosen, distance = session, km
-                break
-        if chosen is None:
+                near.append((session["start"], km, n, session))
+        if near:  # the earliest start, and of sessions starting that day the nearest (as the index search)
+            _, distance, _, chosen = min(near)
+        else:
             violations.append("distance")
     else:
         chosen = in_window[0]

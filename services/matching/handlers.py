@@ -31,7 +31,7 @@ from contracts import (
 from runtime.db import set_tenant
 from runtime.errors import NotFound
 from runtime.events import Event
-from runtime.outbox import add_to_outbox
+from runtime.outbox import add_many_to_outbox, add_to_outbox
 from services.matching import clusters, geo, relevance, store
 from services.matching.domain import DemandIn, Feasibility, check
 from services.matching.index import from_bytes, offer_index, to_bytes
@@ -43,6 +43,7 @@ SOURCE = "matching"
 # over the in-process index), the best STAGE_TWO of them by the full relevance (words, skills,
 # preferences), which needs their records. Offers beyond that are listed by meaning alone.
 STAGE_TWO = 150
+KEPT_RANKING = 100  # the best offers of a demand's full ranking kept in order for browsing (five pages)
 DEEPEST = 2000  # a deeper page is ordered by the first step alone
 
 
@@ -109,10 +110,10 @@ def _match_state(match: asyncpg.Record, demand: dict[str, Any], offer: dict[str,
 
 async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_vector: np.ndarray, *,
                       depth: int = STAGE_TWO, include: set[str] | frozenset[str] = frozenset(),
-                      override: dict[str, np.ndarray] | None = None, tail: bool = False
+                      override: dict[str, np.ndarray] | None = None, tail: int = 0
                       ) -> tuple[list[relevance.Ranked], dict[str, dict], int, np.ndarray]:
     """The demand's feasible offers, best first: the top ``depth`` by meaning (and ``include``) fully
-    ranked, then (``tail``) the rest in that order.
+    ranked, then the rest in that order as far as the ``tail``-th place (a page deeper than ``depth``).
     ``demand_vector`` is the demand's own vector; the ranking uses it expanded over the feasible
     offers' vectors (``relevance.expand_query``). Answers the ranking, the records of the fully ranked
     offers, the number of feasible offers and the expanded vector (as stored: every replica judges
@@ -123,7 +124,7 @@ async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_v
         return [], {}, 0, plain
     index = offer_index()
     await index.sync(conn)
-    ids = [f.offer_id for f in feasible]
+    ids = [f[0] for f in feasible]
     matrix, _ = index.vectors(ids)
     positions = {offer_id: i for i, offer_id in enumerate(ids)}
     for offer_id, vector in (override or {}).items():
@@ -146,14 +147,48 @@ async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_v
         f, state = feasible[i], states.get(ids[i])
         if state is None:
             continue
-        session = {"start": f.start, "location": {"city": f.city} if f.city else None}
-        candidates.append((state, Feasibility((), session, f.distance_km), matrix[i]))
+        session = {"start": f["start_date"], "location": {"city": f["city"]} if f["city"] else None}
+        candidates.append((state, Feasibility((), session, f["km"]), matrix[i]))
     ranked = relevance.rank(demand, candidates, expanded, plain_vector=plain)
-    if tail and len(ids) > len(head):  # the long tail, by the first step alone (a page that deep is rare)
+    if tail > len(ranked) and len(ids) > len(head):  # the long tail, by the first step alone (rarely asked)
         ranked_ids = {r.offer_id for r in ranked}
-        rest = [i for i in np.argsort(-first, kind="stable") if ids[int(i)] not in ranked_ids]
-        ranked += [relevance.Ranked(ids[int(i)], "", round(max(float(first[int(i)]), 0.0), 4), {}) for i in rest]
+        want = min(len(ids), tail + len(ranked_ids))
+        nearest = np.sort(np.argpartition(-first, want - 1)[:want]) if want < len(ids) else np.arange(len(ids))
+        rest = [int(i) for i in nearest[np.argsort(-first[nearest], kind="stable")] if ids[int(i)] not in ranked_ids]
+        ranked += [relevance.Ranked(ids[i], "", round(max(float(first[i]), 0.0), 4), {})
+                   for i in rest[: tail - len(ranked)]]
     return ranked, states, len(feasible), expanded
+
+
+async def kept_page(conn: asyncpg.Connection, row: asyncpg.Record, first: int, count: int
+                    ) -> tuple[list[relevance.Ranked], dict[str, dict], int] | None:
+    """``count`` offers from place ``first`` of an open demand's kept ranking (its last full ranking's
+    order; see ``rematch``), each pair scored again on the stored expanded vector as that ranking scored
+    it. None where it cannot serve the page (none kept, too short, or an offer in it changed meanwhile):
+    rank in full then."""
+    kept, demand = row["ranked_offers"], row["state"]
+    if demand["status"] != "open" or kept is None or row["ranking_vector"] is None:
+        return None
+    total = row["ranked_total"]
+    if first + count > len(kept) and len(kept) < total:
+        return None
+    ids = [str(i) for i in kept[first:first + count]]
+    states = await store.offer_states(conn, ids)
+    index = offer_index()
+    await index.sync(conn)
+    matrix, known = index.vectors(ids)
+    candidates = []
+    for i, offer_id in enumerate(ids):
+        state = states.get(offer_id)
+        feasibility = check(state, demand) if state is not None else None
+        if feasibility is None or not feasibility.ok or not known[i]:
+            return None
+        candidates.append((state, feasibility, matrix[i]))
+    ranked = relevance.rank(demand, candidates, from_bytes(row["ranking_vector"]),
+                            plain_vector=from_bytes(row["vector"]))
+    place = {offer_id: n for n, offer_id in enumerate(ids)}
+    ranked.sort(key=lambda r: place[r.offer_id])
+    return ranked, states, total
 
 
 # ---- matches ------------------------------------------------------------------------------------
@@ -256,7 +291,8 @@ async def rematch(conn: asyncpg.Connection, demand: dict, demand_vector: np.ndar
     # With fewer feasible offers than the feedback step takes, each new one moves the expanded vector:
     # none is kept, so a changed offer brings the whole (small) ranking back here.
     thin = total < relevance.WEIGHTS.feedback_k
-    await store.set_ranking(conn, demand["id"], None if thin else to_bytes(expanded), best)
+    await store.set_ranking(conn, demand["id"], None if thin else to_bytes(expanded), best,
+                            None if thin else [r.offer_id for r in ranked[:KEPT_RANKING]], total)
     by_id = {r.offer_id: r for r in ranked}
     held = 0
     for offer_id, m in sorted(active.items()):
@@ -416,7 +452,17 @@ async def offer_changed(conn: asyncpg.Connection, event: Event) -> None:
         matched = set(await store.demands_matched_to_offer(conn, offer["id"]))
         reached = set(await store.demands_for_offer(conn, tenant, offer) if offer["status"] == "published"
                       else []) - matched
-        for demand_id in sorted(matched | await _qualifying(conn, reached, offer, vector)):
+        if old_state is not None and old_state["status"] == "published":
+            was_reached = set(await store.demands_for_offer(conn, tenant, old_state))
+        else:
+            was_reached = set()
+        # every row this change may write, locked at once in id order (as every other writer locks them)
+        concerned = matched | reached | was_reached
+        locked = {str(r["id"]): r for r in await store.lock_demands(conn, sorted(concerned))}
+        await store.forget_rankings(conn, sorted(concerned))  # their kept order may no longer hold
+        qualifying = await _qualifying(conn, reached, offer, vector)
+        rest = await _match_many(conn, [locked[i] for i in sorted(qualifying) if i in locked], offer, vector)
+        for demand_id in sorted(matched | rest):
             await _reconsider(conn, demand_id, offer, vector)
     await set_tenant(conn, offer["tenant"])
     if stored != digest:
@@ -452,6 +498,45 @@ async def _qualifying(conn: asyncpg.Connection, demand_ids: set[str], offer: dic
         if ranked is not None and relevance.announce([ranked], best=row["best_score"]):
             out.add(row["id"])
     return out
+
+
+async def _match_many(conn: asyncpg.Connection, rows: list[asyncpg.Record], offer: dict, vector: np.ndarray
+                      ) -> set[str]:
+    """One changed offer as a new match of many open demands (locked rows), as ``_reconsider`` would
+    add it to each, written in a few statements instead of some ten round trips per demand: an offer
+    that concerns hundreds of demands is one batch. Answers the demands this path does not decide
+    (no stored ranking, or the pair was matched before): ``_reconsider`` takes those one by one."""
+    elsewhere: set[str] = set()
+    existing = await store.matches_of_demands(conn, [str(r["id"]) for r in rows])
+    chosen: list[tuple[dict, relevance.Ranked, bool]] = []  # (demand, ranked, announced)
+    for row in rows:
+        demand_id, demand = str(row["id"]), row["state"]
+        if demand["status"] != "open" or row["vector"] is None:
+            continue
+        known = existing.get(demand_id, [])
+        if row["ranking_vector"] is None or any(str(m["offer_id"]) == offer["id"] for m in known):
+            elsewhere.add(demand_id)
+            continue
+        ranked = judge_pair(row, offer, vector)
+        if ranked is None or sum(m["status"] == "active" for m in known) >= relevance.MAX_MATCHES_PER_DEMAND:
+            continue
+        if not relevance.announce([ranked], best=row["best_score"]):
+            continue
+        chosen.append((demand, ranked, str(offer["provider_id"]) not in _heard(known)))
+    if not chosen:
+        return elsewhere
+    await store.raise_best_scores(conn, [(d["id"], r.score) for d, r, _ in chosen])
+    demands = {d["id"]: d for d, _, _ in chosen}
+    matches = await store.insert_matches(conn, chosen[0][0]["tenant"], offer,
+                                         [(d["id"], r.score, r.reasons, announced) for d, r, announced in chosen])
+    views = [(m, offer, provider_demand_view(demands[str(m["demand_id"])]),
+              employer_view(demands[str(m["demand_id"])])) for m in matches]
+    await _in_tenant(conn, offer["tenant"], chosen[0][0]["tenant"], lambda: store.put_provider_matches(conn, views))
+    found = [Event(MATCH_FOUND, SOURCE, m["tenant_id"], str(m["demand_id"]),
+                   _match_state(m, demands[str(m["demand_id"])], offer, "active")) for m in matches if m["announced"]]
+    if found:
+        await add_many_to_outbox(conn, MATCHES_TOPIC, found)
+    return elsewhere
 
 
 async def _reconsider(conn: asyncpg.Connection, demand_id: str, offer: dict, vector: np.ndarray) -> None:

@@ -9,6 +9,7 @@ that mark (an index lookup that usually returns none)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Iterable
@@ -79,8 +80,7 @@ class OfferIndex:
     def vectors(self, offer_ids: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
         """The vectors of the given offers as float32 rows (zeros where none is known yet), and which
         were known."""
-        get = self._rows.get
-        rows = np.fromiter((get(i, -1) for i in offer_ids), dtype=np.int64)
+        rows = np.array(list(map(self._rows.get, offer_ids, itertools.repeat(-1))), dtype=np.int64)
         found = rows >= 0
         out = self._matrix[np.where(found, rows, 0)].astype(np.float32)
         if not found.all():

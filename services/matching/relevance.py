@@ -133,7 +133,14 @@ class _OfferWords:
 
 
 def _offer_words(offer: dict[str, Any]) -> _OfferWords:
-    found = terms(offer_text(offer))
+    return _words_of_text(offer_text(offer))
+
+
+# An offer's words are ranked against every demand that can see it: worked out once per text, not
+# once per ranking (folding and stemming a description took most of a ranking's time per offer).
+@lru_cache(maxsize=100_000)
+def _words_of_text(text: str) -> _OfferWords:
+    found = terms(text)
     return _OfferWords(frozenset(found), " " + " ".join(found) + " ")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import Any, NamedTuple
+from typing import Any
 
 import asyncpg
 
@@ -112,12 +112,10 @@ async def offer_states(conn: asyncpg.Connection, offer_ids: list[str]) -> dict[s
     return {str(r["id"]): r["state"] for r in rows}
 
 
-class Feasible(NamedTuple):
-    """An offer that passes every hard constraint for a demand, with the session that makes it pass."""
-    offer_id: str
-    start: str
-    city: str | None
-    distance_km: float | None
+# An offer that passes every hard constraint for a demand, with the session that makes it pass: a row
+# (offer_id text, start_date text, city, km), as PostgreSQL answers it (tens of thousands per demand:
+# no object made per row).
+Feasible = asyncpg.Record
 
 
 _HAVERSINE = ("2 * 6371.0088 * asin(sqrt(least(1.0, power(sin(radians(s.lat - $8) / 2), 2)"
@@ -142,21 +140,24 @@ async def feasible_offers(conn: asyncpg.Connection, demand: dict[str, Any]) -> l
         cells = geo.cells_of_box(lat_min, lat_max, lon_min, lon_max)
         where_cell = ("s.cell = ANY($10::int[])" if cells is not None
                       else "s.cell IS NOT NULL AND cardinality($10::int[]) = 0")
+        # x.offer_id, not the answer's offer_id: one offer's sessions are found by sorting uuids, not text
         rows = await conn.fetch(
-            "SELECT DISTINCT ON (offer_id) offer_id::text, start_date::text, city, km FROM ("
+            "SELECT DISTINCT ON (x.offer_id) x.offer_id::text AS offer_id, x.start_date::text AS start_date, x.city,"
+            " x.km FROM ("
             f" SELECT s.offer_id, s.start_date, s.city, {_HAVERSINE} AS km FROM offer_sessions s"
             f" WHERE s.status = 'published' AND {where_cell} AND s.start_date BETWEEN $1 AND $2"
             " AND s.format = ANY($3::text[]) AND ($4::numeric IS NULL OR coalesce(s.price_eur, 0) <= $4)"
             " AND (NOT $5 OR s.qcg) AND s.lat BETWEEN $6 AND $7 AND s.lon BETWEEN $11 AND $12"
-            ") x WHERE km <= $13 ORDER BY offer_id, start_date, km",
+            ") x WHERE x.km <= $13 ORDER BY x.offer_id, x.start_date, x.km",
             start_from, start_to, located, ceiling, funding, lat_min, lat_max, employer["lat"], employer["lon"],
             cells or [], lon_min, lon_max, radius,
         )
-        found = {r[0]: Feasible(*r) for r in rows}
+        found = {r[0]: r for r in rows}
     remote = sorted(formats & set(REMOTE_FORMATS))
     if remote:
         rows = await conn.fetch(
-            "SELECT DISTINCT ON (s.offer_id) s.offer_id::text, s.start_date::text, s.city, NULL::float8"
+            "SELECT DISTINCT ON (s.offer_id) s.offer_id::text AS offer_id, s.start_date::text AS start_date, s.city,"
+            " NULL::float8 AS km"
             " FROM offer_sessions s"
             " WHERE s.status = 'published' AND s.cell IS NULL AND s.format = ANY($3::text[])"
             " AND s.start_date BETWEEN $1 AND $2 AND ($4::numeric IS NULL OR coalesce(s.price_eur, 0) <= $4)"
@@ -164,8 +165,7 @@ async def feasible_offers(conn: asyncpg.Connection, demand: dict[str, Any]) -> l
             start_from, start_to, remote, ceiling, funding,
         )
         for r in rows:
-            if r[0] not in found:
-                found[r[0]] = Feasible(*r)
+            found.setdefault(r[0], r)
     return list(found.values())
 
 
@@ -201,10 +201,19 @@ async def get_demand(conn: asyncpg.Connection, demand_id: uuid.UUID | str, *, lo
 
 
 async def set_ranking(conn: asyncpg.Connection, demand_id: str, ranking_vector: bytes | None,
-                      best_score: float | None) -> None:
-    """The demand's expanded vector and its best score, as its last full ranking found them."""
-    await conn.execute("UPDATE demands SET ranking_vector = $2, best_score = $3 WHERE id = $1", _uuid(demand_id),
-                       ranking_vector, best_score)
+                      best_score: float | None, ranked_offers: list[str] | None = None, total: int = 0) -> None:
+    """The demand's expanded vector, its best score and the order of its best offers (with the number
+    of feasible ones), as its last full ranking found them."""
+    await conn.execute(
+        "UPDATE demands SET ranking_vector = $2, best_score = $3, ranked_offers = $4::uuid[], ranked_total = $5"
+        " WHERE id = $1", _uuid(demand_id), ranking_vector, best_score,
+        None if ranked_offers is None else [_uuid(i) for i in ranked_offers], total)
+
+
+async def forget_rankings(conn: asyncpg.Connection, demand_ids: list[str]) -> None:
+    """An offer change reached these demands: their kept order may no longer hold."""
+    await conn.execute("UPDATE demands SET ranked_offers = NULL WHERE id = ANY($1::uuid[])"
+                       " AND ranked_offers IS NOT NULL", [_uuid(i) for i in demand_ids])
 
 
 async def raise_best_score(conn: asyncpg.Connection, demand_id: str, score: float) -> None:
@@ -311,6 +320,42 @@ async def insert_match(conn: asyncpg.Connection, tenant: str, demand_id: str, of
     )
 
 
+async def lock_demands(conn: asyncpg.Connection, demand_ids: list[str]) -> list[asyncpg.Record]:
+    """Many demands' rows, locked in id order (one order for every transaction: no deadlock)."""
+    return await conn.fetch("SELECT * FROM demands WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
+                            [_uuid(i) for i in demand_ids])
+
+
+async def matches_of_demands(conn: asyncpg.Connection, demand_ids: list[str]) -> dict[str, list[asyncpg.Record]]:
+    out: dict[str, list[asyncpg.Record]] = {i: [] for i in demand_ids}
+    for row in await conn.fetch("SELECT * FROM matches WHERE demand_id = ANY($1::uuid[])",
+                                [_uuid(i) for i in demand_ids]):
+        out.setdefault(str(row["demand_id"]), []).append(row)
+    return out
+
+
+async def raise_best_scores(conn: asyncpg.Connection, scores: list[tuple[str, float]]) -> None:
+    await conn.execute(
+        "UPDATE demands d SET best_score = greatest(d.best_score, x.score)"
+        " FROM unnest($1::uuid[], $2::float8[]) AS x(id, score) WHERE d.id = x.id",
+        [_uuid(i) for i, _ in scores], [score for _, score in scores])
+
+
+async def insert_matches(conn: asyncpg.Connection, tenant: str, offer: dict,
+                         pairs: list[tuple[str, float, dict, bool]]) -> list[asyncpg.Record]:
+    """New matches of one offer with many demands (demand id, score, reasons, announced) in one
+    statement; a pair matched before is left out (never announced twice)."""
+    return await conn.fetch(
+        "INSERT INTO matches (id, tenant_id, demand_id, offer_id, score, reasons, status, provider_id, offer_tenant,"
+        " announced) SELECT x.id, $1, x.demand_id, $2, x.score, x.reasons, 'active', $3, $4, x.announced"
+        " FROM unnest($5::uuid[], $6::uuid[], $7::float8[], $8::jsonb[], $9::bool[])"
+        " AS x(id, demand_id, score, reasons, announced)"
+        " ON CONFLICT (demand_id, offer_id) DO NOTHING RETURNING *",
+        tenant, _uuid(offer["id"]), _uuid(offer["provider_id"]), offer["tenant"],
+        [uuid.uuid4() for _ in pairs], [_uuid(d) for d, *_ in pairs], [p[1] for p in pairs],
+        [p[2] for p in pairs], [p[3] for p in pairs])
+
+
 async def update_match(conn: asyncpg.Connection, match_id: uuid.UUID, status: str,
                        score: float | None = None, reasons: dict | None = None) -> asyncpg.Record:
     return await conn.fetchrow(
@@ -356,14 +401,19 @@ def _is_uuid(value: str) -> bool:
 async def put_provider_match(conn: asyncpg.Connection, match: asyncpg.Record, offer: dict, demand_view: dict,
                              employer: dict) -> None:
     """In the provider's tenant (the caller switched to it)."""
-    await conn.execute(
+    await put_provider_matches(conn, [(match, offer, demand_view, employer)])
+
+
+async def put_provider_matches(conn: asyncpg.Connection, rows: list[tuple[asyncpg.Record, dict, dict, dict]]
+                               ) -> None:
+    """``put_provider_match`` for many (match, offer, demand view, employer) of one provider tenant."""
+    await conn.executemany(
         "INSERT INTO provider_matches (match_id, tenant_id, provider_id, offer_id, offer_title, demand_id,"
         " demand_tenant, demand, employer, score, reasons) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         " ON CONFLICT (match_id) DO UPDATE SET offer_title = excluded.offer_title, demand = excluded.demand,"
         " employer = excluded.employer, score = excluded.score, reasons = excluded.reasons, updated_at = now()",
-        match["id"], offer["tenant"], _uuid(offer["provider_id"]), _uuid(offer["id"]), offer["title"],
-        match["demand_id"], match["tenant_id"], demand_view, employer, match["score"], match["reasons"],
-    )
+        [(m["id"], o["tenant"], _uuid(o["provider_id"]), _uuid(o["id"]), o["title"], m["demand_id"], m["tenant_id"],
+          view, employer, m["score"], m["reasons"]) for m, o, view, employer in rows])
 
 
 async def drop_provider_match(conn: asyncpg.Connection, match_id: uuid.UUID) -> None:

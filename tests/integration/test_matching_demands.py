@@ -264,6 +264,38 @@ def test_offer_shared_later_is_matched_in_the_other_network(platform: Platform, 
     _matched(platform, demand, offer)
 
 
+def _ranked_items(platform: Platform, demand_id: str, **params) -> list[dict]:
+    with platform.client("matching", EMPLOYER) as api:
+        answer = api.get(f"/v1/demands/{demand_id}/offers", params=params)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["items"]
+
+
+def test_browsing_serves_the_kept_ranking_and_follows_offer_changes(platform: Platform, place: Place,
+                                                                   provider) -> None:
+    """Nine offers, more than the feedback step takes, so the demand's ranking is kept for browsing
+    (its first pages are not ranked anew); an offer published or made draft afterwards shows on the
+    next page at once (the kept order holds all nine: without being forgotten it would hide the tenth)."""
+    offers = [_publish(platform, place.offer(provider, title=f"Staplerschein Kurs {n}",
+                                             price_eur=300 + 10 * n)) for n in range(9)]
+    probe = _open(platform, place.demand(), COUNSELOR)
+    wait_until("the offers consumed", lambda: len(_ranked(platform, probe["id"], COUNSELOR)) == 9)
+    demand = _open(platform, place.demand())
+    kept = _ranked_items(platform, demand["id"], page_size=5)  # from the ranking of the demand's own POST
+    assert len(kept) == 5 and all(i["reasons"]["place"] == "Testort" for i in kept)
+    assert [i["offer_id"] for i in _ranked_items(platform, demand["id"], page=2, page_size=5)] \
+        == [i["offer_id"] for i in _ranked_items(platform, demand["id"], page_size=10)[5:]]
+    newcomer = _publish(platform, place.offer(provider))
+    wait_until("the new offer is browsable", lambda: newcomer["id"] in _ranked(platform, demand["id"]))
+    with platform.client("matching", EMPLOYER) as api:  # ranked in full and kept again
+        assert api.put(f"/v1/demands/{demand['id']}", json=place.demand()).status_code == 200
+    assert len(_ranked(platform, demand["id"])) == 10
+    gone = kept[0]["offer_id"]
+    _put_offer(platform, next(o for o in offers if o["id"] == gone), place.offer(provider, status="draft"))
+    wait_until("the draft leaves the pages", lambda: gone not in _ranked(platform, demand["id"]))
+    assert len(_ranked(platform, demand["id"])) == 9
+
+
 # ---- announcing -------------------------------------------------------------------------------------
 
 def test_a_provider_hears_of_a_demand_once_and_a_demand_has_at_most_ten_matches(platform: Platform,
@@ -299,6 +331,33 @@ def test_several_offers_of_one_provider_are_matches_and_announced_once(platform:
                     if i["demand"]["id"] == demand["id"]}
 
     wait_until("both offers in the provider's view", lambda: view() == {first["id"], second["id"]})
+
+
+def test_one_offer_published_is_matched_to_every_open_demand_it_fits(platform: Platform, place: Place) -> None:
+    """Reverse matching writes an offer's matches with many demands as one batch: each demand gets
+    the match, MatchFound goes out once per demand whose provider had not heard of it yet, and the
+    provider's view shows every pair."""
+    pid = _new_provider(platform)
+    heard = _open(platform, place.demand())
+    earlier = _publish(platform, place.offer(pid))
+    _matched(platform, heard, earlier)
+    later = {"start_from": future(50), "start_to": future(90)}  # `earlier` (day 40) does not fit these
+    fresh = [_open(platform, place.demand(**later), user) for user in (EMPLOYER, EMPLOYER, EMPLOYER2)]
+    offer = _publish(platform, place.offer(pid, title="Staplerschein kompakt vor Ort", sessions=[
+        {"start": future(60), "end": future(62), "location": place.location()}]))
+    for demand in [heard, *fresh]:
+        _matched(platform, demand, offer, EMPLOYER2 if demand is fresh[2] else EMPLOYER)
+    for demand in fresh:
+        wait_until("MatchFound", lambda d=demand: _pair_events(platform, d["id"], offer["id"]) == [MATCH_FOUND])
+    assert _pair_events(platform, heard["id"], offer["id"]) == []  # its provider heard of it through `earlier`
+
+    def view() -> set[tuple[str, str]]:
+        with platform.client("matching", PROVIDER) as api:
+            return {(i["demand"]["id"], i["offer_id"])
+                    for i in api.get("/v1/matched-demands", params={"page_size": 200}).json()["items"]}
+
+    wait_until("every pair in the provider's view",
+               lambda: {(d["id"], offer["id"]) for d in [heard, *fresh]} <= view())
 
 
 # ---- owners -----------------------------------------------------------------------------------------
