@@ -34,7 +34,7 @@ from runtime.events import Event
 from runtime.outbox import add_many_to_outbox, add_to_outbox
 from services.matching import clusters, geo, relevance, store
 from services.matching.domain import DemandIn, Feasibility, check
-from services.matching.index import from_bytes, offer_index, to_bytes
+from services.matching.index import VECTOR_DTYPE, from_bytes, offer_index, to_bytes
 
 log = logging.getLogger(__name__)
 
@@ -166,10 +166,13 @@ async def kept_page(conn: asyncpg.Connection, row: asyncpg.Record, first: int, c
     order; see ``rematch``), each pair scored again on the stored expanded vector as that ranking scored
     it. None where it cannot serve the page (none kept, too short, or an offer in it changed meanwhile):
     rank in full then."""
-    kept, demand = row["ranked_offers"], row["state"]
-    if demand["status"] != "open" or kept is None or row["ranking_vector"] is None:
+    demand = row["state"]
+    if demand["status"] != "open" or row["ranking_vector"] is None:
         return None
-    total = row["ranked_total"]
+    ranking = await store.kept_ranking(conn, demand["id"])
+    if ranking is None:
+        return None
+    kept, total = ranking["offers"], ranking["total"]
     if first + count > len(kept) and len(kept) < total:
         return None
     ids = [str(i) for i in kept[first:first + count]]
@@ -291,7 +294,7 @@ async def rematch(conn: asyncpg.Connection, demand: dict, demand_vector: np.ndar
     # With fewer feasible offers than the feedback step takes, each new one moves the expanded vector:
     # none is kept, so a changed offer brings the whole (small) ranking back here.
     thin = total < relevance.WEIGHTS.feedback_k
-    await store.set_ranking(conn, demand["id"], None if thin else to_bytes(expanded), best,
+    await store.set_ranking(conn, demand, None if thin else to_bytes(expanded), best,
                             None if thin else [r.offer_id for r in ranked[:KEPT_RANKING]], total)
     by_id = {r.offer_id: r for r in ranked}
     held = 0
@@ -450,23 +453,33 @@ async def offer_changed(conn: asyncpg.Connection, event: Event) -> None:
         await set_tenant(conn, tenant)
         await _lock_network(conn, tenant, shared=True)
         matched = set(await store.demands_matched_to_offer(conn, offer["id"]))
-        reached = set(await store.demands_for_offer(conn, tenant, offer) if offer["status"] == "published"
-                      else []) - matched
-        if old_state is not None and old_state["status"] == "published":
-            was_reached = set(await store.demands_for_offer(conn, tenant, old_state))
-        else:
-            was_reached = set()
-        # every row this change may write, locked at once in id order (as every other writer locks them)
-        concerned = matched | reached | was_reached
-        locked = {str(r["id"]): r for r in await store.lock_demands(conn, sorted(concerned))}
-        await store.forget_rankings(conn, sorted(concerned))  # their kept order may no longer hold
+        reached = await _reached(conn, tenant, offer)
+        was_reached = reached if _reach_alike(old_state, offer) else await _reached(conn, tenant, old_state)
+        reached = reached - matched
+        await store.forget_rankings(conn, sorted(matched | reached | was_reached))  # their kept order may not hold
         qualifying = await _qualifying(conn, reached, offer, vector)
+        # the rows this change may write, locked at once in id order (as every other writer locks them)
+        locked = {str(r["id"]): r for r in await store.lock_demands(conn, sorted(matched | qualifying))}
         rest = await _match_many(conn, [locked[i] for i in sorted(qualifying) if i in locked], offer, vector)
         for demand_id in sorted(matched | rest):
             await _reconsider(conn, demand_id, offer, vector)
     await set_tenant(conn, offer["tenant"])
     if stored != digest:
         await store.stamp_vectors(conn, [offer["id"]])
+
+
+async def _reached(conn: asyncpg.Connection, tenant: str, offer: dict | None) -> set[str]:
+    """The open demands of the tenant an offer version's sessions can concern (none unless published)."""
+    if offer is None or offer["status"] != "published":
+        return set()
+    return set(await store.demands_for_offer(conn, tenant, offer))
+
+
+def _reach_alike(before: dict | None, offer: dict) -> bool:
+    """Whether two versions of an offer reach the same demands (only its text or the like changed)."""
+    fields = ("status", "format", "price_eur", "sessions", "visibility")
+    return before is not None and all(before.get(f) == offer.get(f) for f in fields) \
+        and before["funding"].get("qcg") == offer["funding"].get("qcg")
 
 
 def judge_pair(row: asyncpg.Record, offer: dict, vector: np.ndarray) -> relevance.Ranked | None:
@@ -483,21 +496,38 @@ def judge_pair(row: asyncpg.Record, offer: dict, vector: np.ndarray) -> relevanc
 
 async def _qualifying(conn: asyncpg.Connection, demand_ids: set[str], offer: dict, vector: np.ndarray) -> set[str]:
     """Of the open demands an offer reaches, those it may become a match of (as _reconsider judges):
-    read in one go, without locks; only these are then taken one by one. A demand's content cannot
-    change meanwhile (changing it takes the network's lock exclusively)."""
+    first by meaning alone for all of them at once (``relevance.may_announce``, one matrix product over
+    their stored vectors), then each pair that may pass in full; read without locks, only these are
+    then taken. A demand's content cannot change meanwhile (changing it takes the network's lock
+    exclusively)."""
     out: set[str] = set()
     if not demand_ids:
         return out
-    for row in await store.open_demand_states(conn, sorted(demand_ids)):
+    judged = []
+    for row in await store.open_demand_vectors(conn, sorted(demand_ids)):
         if row["vector"] is None:
             continue
         if row["ranking_vector"] is None:  # judged by a whole new ranking there
             out.add(row["id"])
-            continue
+        else:
+            judged.append(row)
+    if not judged:
+        return out
+    offer_vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+    own = _stacked([r["vector"] for r in judged]) @ offer_vector
+    expanded = _stacked([r["ranking_vector"] for r in judged]) @ offer_vector
+    best = np.array([np.nan if r["best_score"] is None else r["best_score"] for r in judged], dtype=np.float64)
+    maybe = [judged[i]["id"] for i in np.flatnonzero(relevance.may_announce(own, expanded, best))]
+    for row in await store.open_demand_states(conn, maybe) if maybe else []:
         ranked = judge_pair(row, offer, vector)
         if ranked is not None and relevance.announce([ranked], best=row["best_score"]):
             out.add(row["id"])
     return out
+
+
+def _stacked(raw: list[bytes]) -> np.ndarray:
+    """Stored vectors (float16 bytes) as the rows of one float32 matrix."""
+    return np.frombuffer(b"".join(raw), dtype=VECTOR_DTYPE).reshape(len(raw), -1).astype(np.float32)
 
 
 async def _match_many(conn: asyncpg.Connection, rows: list[asyncpg.Record], offer: dict, vector: np.ndarray

@@ -317,6 +317,18 @@ def rank(demand: dict[str, Any], candidates: Sequence[tuple[dict[str, Any], Feas
     return out
 
 
+def may_announce(direct: np.ndarray, expanded: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """A bound on ``announce`` for many pairs from their cosines alone (``direct``: with the demand's own
+    vector, ``expanded``: with its ranking vector; ``best``: the demand's best score, NaN for none):
+    False only where ``announce`` would refuse the pair whatever its words, schedule, distance and
+    start. Lets one offer be judged against thousands of demands by one matrix product."""
+    w = WEIGHTS
+    slack = 1e-4  # the score is summed in another order here; never refuse a pair on a rounding
+    highest = np.clip((expanded - w.cos_low) / (w.cos_high - w.cos_low), 0.0, 1.0) + w.words + w.skills + w.schedule
+    bar = np.fmax(MATCH_THRESHOLD, best - MATCH_MARGIN)  # fmax: NaN (no best yet) gives the threshold
+    return (direct >= MATCH_FLOOR - slack) & (highest >= bar - slack)
+
+
 def announce(ranked: list[Ranked], threshold: float | None = None, margin: float | None = None,
              per_provider: int | None = None, best: float | None = None, floor: float | None = None
              ) -> list[Ranked]:

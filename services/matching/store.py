@@ -200,20 +200,32 @@ async def get_demand(conn: asyncpg.Connection, demand_id: uuid.UUID | str, *, lo
                                _uuid(demand_id))
 
 
-async def set_ranking(conn: asyncpg.Connection, demand_id: str, ranking_vector: bytes | None,
+async def set_ranking(conn: asyncpg.Connection, demand: dict[str, Any], ranking_vector: bytes | None,
                       best_score: float | None, ranked_offers: list[str] | None = None, total: int = 0) -> None:
     """The demand's expanded vector, its best score and the order of its best offers (with the number
     of feasible ones), as its last full ranking found them."""
+    demand_id = _uuid(demand["id"])
+    await conn.execute("UPDATE demands SET ranking_vector = $2, best_score = $3 WHERE id = $1", demand_id,
+                       ranking_vector, best_score)
+    if ranked_offers is None:
+        await conn.execute("DELETE FROM demand_rankings WHERE demand_id = $1", demand_id)
+        return
     await conn.execute(
-        "UPDATE demands SET ranking_vector = $2, best_score = $3, ranked_offers = $4::uuid[], ranked_total = $5"
-        " WHERE id = $1", _uuid(demand_id), ranking_vector, best_score,
-        None if ranked_offers is None else [_uuid(i) for i in ranked_offers], total)
+        "INSERT INTO demand_rankings (demand_id, tenant_id, offers, total) VALUES ($1, $2, $3::uuid[], $4)"
+        " ON CONFLICT (demand_id) DO UPDATE SET offers = excluded.offers, total = excluded.total",
+        demand_id, demand["tenant"], [_uuid(i) for i in ranked_offers], total)
+
+
+async def kept_ranking(conn: asyncpg.Connection, demand_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT offers, total FROM demand_rankings WHERE demand_id = $1", _uuid(demand_id))
 
 
 async def forget_rankings(conn: asyncpg.Connection, demand_ids: list[str]) -> None:
-    """An offer change reached these demands: their kept order may no longer hold."""
-    await conn.execute("UPDATE demands SET ranked_offers = NULL WHERE id = ANY($1::uuid[])"
-                       " AND ranked_offers IS NOT NULL", [_uuid(i) for i in demand_ids])
+    """An offer change reached these demands: their kept order may no longer hold (rows locked in id
+    order, as every offer change takes them)."""
+    await conn.execute(
+        "DELETE FROM demand_rankings WHERE demand_id IN (SELECT demand_id FROM demand_rankings"
+        " WHERE demand_id = ANY($1::text[]::uuid[]) ORDER BY demand_id FOR UPDATE)", [str(i) for i in demand_ids])
 
 
 async def raise_best_score(conn: asyncpg.Connection, demand_id: str, score: float) -> None:
@@ -284,11 +296,20 @@ async def demands_for_offer(conn: asyncpg.Connection, tenant: str, offer: dict[s
     return [r[0] for r in rows]
 
 
+# Many demand ids go in as text and are cast by PostgreSQL: an offer change reaches thousands of
+# demands, and making a Python UUID of each cost more than the query.
+
 async def open_demand_states(conn: asyncpg.Connection, demand_ids: list[str]) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT id::text, state, vector, ranking_vector, best_score FROM demands"
-        " WHERE id = ANY($1::uuid[]) AND status = 'open' ORDER BY id",
-        [_uuid(i) for i in demand_ids])
+        " WHERE id = ANY($1::text[]::uuid[]) AND status = 'open' ORDER BY id", [str(i) for i in demand_ids])
+
+
+async def open_demand_vectors(conn: asyncpg.Connection, demand_ids: list[str]) -> list[asyncpg.Record]:
+    """What judging a pair by meaning alone needs, without the demands' content."""
+    return await conn.fetch(
+        "SELECT id::text, vector, ranking_vector, best_score FROM demands"
+        " WHERE id = ANY($1::text[]::uuid[]) AND status = 'open' ORDER BY id", [str(i) for i in demand_ids])
 
 
 

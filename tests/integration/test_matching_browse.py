@@ -62,12 +62,13 @@ def _offer(title: str, skills: list[str], n: int) -> dict:
                       ) | {"id": str(uuid.uuid4()), "tenant": "lueneburg", "status": "published", "version": 1}
 
 
-async def _pages(pool: asyncpg.Pool, demand_id: str) -> tuple[list | None, list, asyncpg.Record]:
+async def _pages(pool: asyncpg.Pool, demand_id: str) -> tuple[list | None, list, asyncpg.Record | None]:
+    """The first page from the kept order (None: none kept), the full ranking, and the kept order."""
     async with tenant_transaction(pool, "lueneburg") as conn:
         row = await store.get_demand(conn, demand_id)
         kept = await handlers.kept_page(conn, row, 0, 20)
         full, _, _, _ = await handlers.rank_demand(conn, row["state"], from_bytes(row["vector"]), tail=20)
-    return kept, full, row
+        return kept, full, await store.kept_ranking(conn, demand_id)
 
 
 def _page(ranked) -> list[tuple]:
@@ -81,8 +82,8 @@ async def test_a_kept_page_is_the_full_rankings_page_until_an_offer_change_reach
     async with tenant_transaction(pool, "lueneburg") as conn:
         demand = await handlers.open_demand(conn, "lueneburg", DemandIn.model_validate(demand_body()), "test")
 
-    kept, full, row = await _pages(pool, demand["id"])
-    assert row["ranked_total"] == 10 and len(row["ranked_offers"]) == 10
+    kept, full, ranking = await _pages(pool, demand["id"])
+    assert ranking["total"] == 10 and len(ranking["offers"]) == 10
     assert kept is not None and _page(kept[0]) == _page(full[:20])
     assert kept[2] == 10
     assert _page(full)[0][0] in {o["id"] for o in offers[:3]}  # a forklift course first, by meaning
@@ -91,23 +92,23 @@ async def test_a_kept_page_is_the_full_rankings_page_until_an_offer_change_reach
 
     # a new offer near the demand reaches it: the kept order is forgotten (a page ranks in full)
     await _offer_event(pool, _offer("Staplerfahrer-Ausbildung kompakt", ["Gabelstapler"], 11))
-    kept, full, row = await _pages(pool, demand["id"])
-    assert row["ranked_offers"] is None and kept is None and len(full) == 11
+    kept, full, ranking = await _pages(pool, demand["id"])
+    assert ranking is None and kept is None and len(full) == 11
     # a change of the demand ranks it in full and keeps the order again
     await _change_demand(pool, demand["id"])
-    kept, full, row = await _pages(pool, demand["id"])
-    assert kept is not None and _page(kept[0]) == _page(full[:20]) and len(row["ranked_offers"]) == 11
+    kept, full, ranking = await _pages(pool, demand["id"])
+    assert kept is not None and _page(kept[0]) == _page(full[:20]) and len(ranking["offers"]) == 11
     # an offer moved far away: its old place reached the demand, so the order is forgotten
     far = offers[5] | {"version": 2, "sessions": [{"start": future(30), "location": {
         "zip": "80331", "city": "München", "lat": 48.14, "lon": 11.58}}]}
     await _offer_event(pool, far, OFFER_UPDATED)
-    kept, full, row = await _pages(pool, demand["id"])
-    assert row["ranked_offers"] is None and far["id"] not in [r.offer_id for r in full]
+    kept, full, ranking = await _pages(pool, demand["id"])
+    assert ranking is None and far["id"] not in [r.offer_id for r in full]
     # changed again far away, it reaches nothing: the order kept since stays
     await _change_demand(pool, demand["id"])
     await _offer_event(pool, far | {"version": 3, "price_eur": 100}, OFFER_UPDATED)
-    kept, full, row = await _pages(pool, demand["id"])
-    assert row["ranked_offers"] is not None and _page(kept[0]) == _page(full[:20])
+    kept, full, ranking = await _pages(pool, demand["id"])
+    assert ranking is not None and _page(kept[0]) == _page(full[:20])
 
 
 async def _change_demand(pool: asyncpg.Pool, demand_id: str) -> None:

