@@ -153,72 +153,109 @@ def _offer_body(row: asyncpg.Record, provider_id: uuid.UUID, status: str, visibi
                                           "visibility": visibility})
 
 
+@dataclass
+class _Batch:
+    """One batch of offers, validated and sorted into what to write."""
+    creates: list[tuple[uuid.UUID, OfferIn, str]] = field(default_factory=list)
+    updates: list[tuple[uuid.UUID, OfferIn, str]] = field(default_factory=list)
+    previous: dict[uuid.UUID, str] = field(default_factory=dict)  # the updated offers' status before
+    last: int = 0  # the staging sequence it ends at
+    size: int = 0
+
+
+_STAGED_OFFERS = (
+    # copies over the whole file, by index (a window over the rest of the file made each
+    # batch sort everything after it: 100,000 offers imported at 82/s)
+    "SELECT s.seq, s.product_id, s.place, s.data, (SELECT count(*) FROM import_staging c"
+    "  WHERE c.kind = 'offer' AND c.product_id = s.product_id) AS copies,"
+    " coalesce((SELECT jsonb_agg(i.data::jsonb ORDER BY i.seq) FROM import_staging i"
+    "  WHERE i.kind = 'instance' AND i.course_id = s.product_id), '[]') AS instances"
+    " FROM import_staging s WHERE s.kind = 'offer' AND s.seq > $1 ORDER BY s.seq LIMIT $2")
+
+
+async def _read_batch(conn: asyncpg.Connection, provider_id: uuid.UUID, after: int
+                      ) -> tuple[list[asyncpg.Record], dict[str, asyncpg.Record]]:
+    rows = await conn.fetch(_STAGED_OFFERS, after, BATCH)
+    existing = {r["external_id"]: r for r in await conn.fetch(
+        "SELECT id, external_id, import_hash, status FROM offers WHERE provider_id = $1"
+        " AND external_id = ANY($2::text[])", provider_id, [r["product_id"] for r in rows])} if rows else {}
+    return rows, existing
+
+
+async def _prepare(rows: list[asyncpg.Record], existing: dict[str, asyncpg.Record], provider: asyncpg.Record,
+                   status: str, visibility: dict, report: ImportReport) -> _Batch:
+    """Validate a batch's offers and sort them into new, changed and unchanged. Yields to the event
+    loop every few offers, so the previous batch's writes (a task on the same loop) go on meanwhile."""
+    batch, today = _Batch(size=len(rows)), datetime.now(UTC).date()
+    for n, row in enumerate(rows):
+        if n % 25 == 24:
+            await asyncio.sleep(0)
+        batch.last, product_id = row["seq"], row["product_id"]
+        if row["copies"] > 1:
+            report.reject(product_id, row["place"], "PRODUCT_ID appears more than once in the file")
+            continue
+        try:
+            body = _offer_body(row, provider["id"], status, visibility)
+            if body.funding.qcg:
+                try:
+                    check_funding(body, provider["azav"], today)
+                except RuleBroken as exc:
+                    body.funding.qcg = False
+                    report.warnings.append({"product_id": product_id, "where": row["place"],
+                                            "warning": f"qcg not taken over: {exc.rule}"})
+            handlers.locate_sessions(body)
+        except ValidationError as exc:
+            report.reject(product_id, row["place"], _reason(exc))
+            continue
+        except RuleBroken as exc:
+            report.reject(product_id, row["place"], f"{exc.field}: {exc.rule}")
+            continue
+        digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+        current = existing.get(product_id)
+        if current is None:
+            batch.creates.append((uuid.uuid4(), body, digest))
+            report.count("created", product_id)
+        elif current["import_hash"] == digest and current["status"] == status:
+            report.counts["unchanged"] += 1
+        else:
+            batch.updates.append((current["id"], body, digest))
+            batch.previous[current["id"]] = current["status"]
+            report.count("updated", product_id)
+    return batch
+
+
+async def _write(conn: asyncpg.Connection, acting: Acting, batch: _Batch) -> None:
+    """The batch's writes and events together: a few pipelined round trips, not a few per offer."""
+    if batch.creates:
+        await store.insert_offers(conn, acting.tenant, batch.creates)
+    if batch.updates:
+        await conn.execute("SELECT 1 FROM offers WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
+                           [u[0] for u in batch.updates])
+        await store.update_offers(conn, acting.tenant, batch.updates)
+    if batch.creates or batch.updates:
+        await handlers.announce_offers(conn, acting.tenant, [(c[0], None) for c in batch.creates]
+                                       + [(u[0], batch.previous[u[0]]) for u in batch.updates])
+
+
 async def _apply_offers(conn: asyncpg.Connection, acting: Acting, provider: asyncpg.Record, status: str,
                         visibility: dict, report: ImportReport, progress: Progress | None) -> None:
-    provider_id, last, done = provider["id"], 0, 0
-    today = datetime.now(UTC).date()
-    while True:
-        rows = await conn.fetch(
-            # copies over the whole file, by index (a window over the rest of the file made each
-            # batch sort everything after it: 100,000 offers imported at 82/s)
-            "SELECT s.seq, s.product_id, s.place, s.data, (SELECT count(*) FROM import_staging c"
-            "  WHERE c.kind = 'offer' AND c.product_id = s.product_id) AS copies,"
-            " coalesce((SELECT jsonb_agg(i.data::jsonb ORDER BY i.seq) FROM import_staging i"
-            "  WHERE i.kind = 'instance' AND i.course_id = s.product_id), '[]') AS instances"
-            " FROM import_staging s WHERE s.kind = 'offer' AND s.seq > $1 ORDER BY s.seq LIMIT $2", last, BATCH)
-        if not rows:
-            return
-        existing = {r["external_id"]: r for r in await conn.fetch(
-            "SELECT id, external_id, import_hash, status FROM offers WHERE provider_id = $1"
-            " AND external_id = ANY($2::text[])", provider_id, [r["product_id"] for r in rows])}
-        creates: list[tuple[uuid.UUID, OfferIn, str]] = []
-        updates: list[tuple[uuid.UUID, OfferIn, str]] = []
-        previous: dict[uuid.UUID, str] = {}
-        for row in rows:
-            last, product_id = row["seq"], row["product_id"]
-            done += 1
-            if row["copies"] > 1:
-                report.reject(product_id, row["place"], "PRODUCT_ID appears more than once in the file")
-                continue
-            try:
-                body = _offer_body(row, provider_id, status, visibility)
-                if body.funding.qcg:
-                    try:
-                        check_funding(body, provider["azav"], today)
-                    except RuleBroken as exc:
-                        body.funding.qcg = False
-                        report.warnings.append({"product_id": product_id, "where": row["place"],
-                                                "warning": f"qcg not taken over: {exc.rule}"})
-                handlers.locate_sessions(body)
-            except ValidationError as exc:
-                report.reject(product_id, row["place"], _reason(exc))
-                continue
-            except RuleBroken as exc:
-                report.reject(product_id, row["place"], f"{exc.field}: {exc.rule}")
-                continue
-            digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
-            current = existing.get(product_id)
-            if current is None:
-                creates.append((uuid.uuid4(), body, digest))
-                report.count("created", product_id)
-            elif current["import_hash"] == digest and current["status"] == status:
-                report.counts["unchanged"] += 1
-            else:
-                updates.append((current["id"], body, digest))
-                previous[current["id"]] = current["status"]
-                report.count("updated", product_id)
-        # The batch's writes and events together: a few pipelined round trips, not a few per offer.
-        if creates:
-            await store.insert_offers(conn, acting.tenant, creates)
-        if updates:
-            await conn.execute("SELECT 1 FROM offers WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
-                               [u[0] for u in updates])
-            await store.update_offers(conn, acting.tenant, updates)
-        if creates or updates:
-            await handlers.announce_offers(conn, acting.tenant, [(c[0], None) for c in creates]
-                                           + [(u[0], previous[u[0]]) for u in updates])
+    """Batch by batch, the next one is read and validated (Python) while the one before is written
+    (PostgreSQL): the two share the work of an import between the two sides. One statement at a time
+    on the connection: the next batch is read before the previous one's writes start."""
+    rows, existing = await _read_batch(conn, provider["id"], 0)
+    batch = await _prepare(rows, existing, provider, status, visibility, report)
+    done = 0
+    while batch.size:
+        rows, existing = await _read_batch(conn, provider["id"], batch.last)
+        writing = asyncio.ensure_future(_write(conn, acting, batch))
+        try:
+            following = await _prepare(rows, existing, provider, status, visibility, report)
+        finally:
+            await writing  # (also when validating failed: the connection is free before the caller rolls back)
+        done += batch.size
         if progress:
             progress("apply", done, report.offers_in_file)
+        batch = following
 
 
 async def _replace_rest(conn: asyncpg.Connection, acting: Acting, provider_id: uuid.UUID,
