@@ -5,21 +5,17 @@ it. On a matching database of its own, with the real encoder."""
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import asyncpg
-import pytest
 
 from contracts import OFFER_PUBLISHED, OFFER_UPDATED
-from runtime.db import create_pool, migrate, set_tenant, tenant_transaction
+from runtime.db import set_tenant, tenant_transaction
 from runtime.events import Event
 from services.matching import handlers, store
-from services.matching.bootstrap import MatchingSettings
 from services.matching.domain import DemandIn
-from services.matching.index import from_bytes, reset_index
+from services.matching.index import from_bytes
 from tests.platform import demand_body, future, offer_body
 
-MIGRATIONS = Path(handlers.__file__).parent / "migrations"
 TOPICS = [
     ("Gabelstapler-Führerschein mit Prüfung", ["Gabelstapler", "Flurförderzeuge"]),
     ("Staplerschein für Lagerhelfer", ["Flurförderzeuge", "Lager"]),
@@ -32,21 +28,6 @@ TOPICS = [
     ("Hubarbeitsbühnen sicher bedienen", ["Hubarbeitsbühne", "PSA"]),
     ("Ladungssicherung im Lager", ["Ladungssicherung", "Lager"]),
 ]
-
-
-@pytest.fixture
-async def pool():
-    settings = MatchingSettings(database_prefix=f"bildungsraum_browse{uuid.uuid4().hex[:6]}")
-    await migrate(settings, MIGRATIONS)
-    pool = await create_pool(settings)
-    await pool.execute("INSERT INTO known_tenants (id, name) VALUES ('lueneburg', 'Lüneburg')")
-    reset_index()  # this database's offers only
-    yield pool
-    await pool.close()
-    reset_index()
-    admin = await asyncpg.connect(settings.postgres_admin_url)
-    await admin.execute(f'DROP DATABASE "{settings.database_name}" WITH (FORCE)')
-    await admin.close()
 
 
 async def _offer_event(pool: asyncpg.Pool, offer: dict, event_type: str = OFFER_PUBLISHED) -> None:
@@ -75,7 +56,9 @@ def _page(ranked) -> list[tuple]:
     return [(r.offer_id, r.score, r.reasons) for r in ranked]
 
 
-async def test_a_kept_page_is_the_full_rankings_page_until_an_offer_change_reaches_the_demand(pool) -> None:
+async def test_a_kept_page_is_the_full_rankings_page_until_an_offer_change_reaches_the_demand(
+        matching_pool: asyncpg.Pool) -> None:
+    pool = matching_pool
     offers = [_offer(title, skills, n) for n, (title, skills) in enumerate(TOPICS)]
     for offer in offers:
         await _offer_event(pool, offer)

@@ -5,36 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from pathlib import Path
 
 import asyncpg
-import pytest
 
 from contracts import OFFER_PUBLISHED
-from runtime.db import create_pool, migrate, set_tenant, tenant_transaction
+from runtime.db import set_tenant, tenant_transaction
 from runtime.events import Event
 from services.matching import handlers
-from services.matching.bootstrap import MatchingSettings
 from services.matching.domain import DemandIn
 from tests.platform import demand_body, offer_body
 
-MIGRATIONS = Path(handlers.__file__).parent / "migrations"
 
-
-@pytest.fixture
-async def pool():
-    settings = MatchingSettings(database_prefix=f"bildungsraum_race{uuid.uuid4().hex[:6]}")
-    await migrate(settings, MIGRATIONS)
-    pool = await create_pool(settings)
-    await pool.execute("INSERT INTO known_tenants (id, name) VALUES ('lueneburg', 'Lüneburg')")
-    yield pool
-    await pool.close()
-    admin = await asyncpg.connect(settings.postgres_admin_url)
-    await admin.execute(f'DROP DATABASE "{settings.database_name}" WITH (FORCE)')
-    await admin.close()
-
-
-async def test_demand_opened_while_an_offer_is_handled_is_matched(pool: asyncpg.Pool) -> None:
+async def test_demand_opened_while_an_offer_is_handled_is_matched(matching_pool: asyncpg.Pool) -> None:
+    pool = matching_pool
     offer = offer_body(str(uuid.uuid4())) | {"id": str(uuid.uuid4()), "tenant": "lueneburg",
                                              "status": "published", "version": 1}
     event = Event(OFFER_PUBLISHED, "catalog", "lueneburg", offer["id"], offer)

@@ -112,3 +112,27 @@ async def test_a_provider_user_sees_only_its_own_providers_attempt_log(platform:
         await admin.execute("DELETE FROM delivery_attempts WHERE delivery_id = ANY($1)", list(deliveries.values()))
         await admin.execute("DELETE FROM deliveries WHERE id = ANY($1)", list(deliveries.values()))
         await admin.close()
+
+
+# Tables with a tenant_id that are deliberately not under row-level security, and why.
+NOT_ISOLATED = {
+    "outbox": "the transport: the relay publishes every network's rows; no request reads it",
+    "tenant_branding": "each network's public name, logo and imprint (notifications' copy for mails)",
+}
+
+
+@pytest.mark.parametrize("service", sorted(FORGETFUL))
+async def test_every_table_with_tenant_rows_is_under_row_level_security(platform: Platform, service: str) -> None:
+    """A table added later cannot forget it: every table of a service with a ``tenant_id`` column has
+    row-level security enabled (binding the service's role, which owns no table), unless it is named
+    in NOT_ISOLATED with its reason."""
+    conn = await _app_connection(platform, service)
+    try:
+        unguarded = await conn.fetch(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped"
+            " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relrowsecurity"
+            " AND pg_get_userbyid(c.relowner) <> current_user ORDER BY 1")
+    finally:
+        await conn.close()
+    assert [r["relname"] for r in unguarded if r["relname"] not in NOT_ISOLATED] == []
