@@ -537,6 +537,8 @@ async def _match_many(conn: asyncpg.Connection, rows: list[asyncpg.Record], offe
     that concerns hundreds of demands is one batch. Answers the demands this path does not decide
     (no stored ranking, or the pair was matched before): ``_reconsider`` takes those one by one."""
     elsewhere: set[str] = set()
+    if not rows:
+        return elsewhere
     existing = await store.matches_of_demands(conn, [str(r["id"]) for r in rows])
     chosen: list[tuple[dict, relevance.Ranked, bool]] = []  # (demand, ranked, announced)
     for row in rows:

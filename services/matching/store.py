@@ -223,6 +223,8 @@ async def kept_ranking(conn: asyncpg.Connection, demand_id: str) -> asyncpg.Reco
 async def forget_rankings(conn: asyncpg.Connection, demand_ids: list[str]) -> None:
     """An offer change reached these demands: their kept order may no longer hold (rows locked in id
     order, as every offer change takes them)."""
+    if not demand_ids:
+        return
     await conn.execute(
         "DELETE FROM demand_rankings WHERE demand_id IN (SELECT demand_id FROM demand_rankings"
         " WHERE demand_id = ANY($1::text[]::uuid[]) ORDER BY demand_id FOR UPDATE)", [str(i) for i in demand_ids])
@@ -343,8 +345,10 @@ async def insert_match(conn: asyncpg.Connection, tenant: str, demand_id: str, of
 
 async def lock_demands(conn: asyncpg.Connection, demand_ids: list[str]) -> list[asyncpg.Record]:
     """Many demands' rows, locked in id order (one order for every transaction: no deadlock)."""
-    return await conn.fetch("SELECT * FROM demands WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
-                            [_uuid(i) for i in demand_ids])
+    if not demand_ids:
+        return []
+    return await conn.fetch("SELECT * FROM demands WHERE id = ANY($1::text[]::uuid[]) ORDER BY id FOR UPDATE",
+                            [str(i) for i in demand_ids])
 
 
 async def matches_of_demands(conn: asyncpg.Connection, demand_ids: list[str]) -> dict[str, list[asyncpg.Record]]:
