@@ -600,7 +600,7 @@ async def _reconsider(conn: asyncpg.Connection, demand_id: str, offer: dict, vec
     if not relevance.announce([ranked], best=best):
         return
     if best is None or ranked.score > best:
-        await store.raise_best_score(conn, demand_id, ranked.score)
+        await store.raise_best_scores(conn, [(demand_id, ranked.score)])
     await _add(conn, demand, ranked, offer, existing, _heard(existing))  # MatchFound unless its provider heard
 
 

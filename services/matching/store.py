@@ -230,11 +230,6 @@ async def forget_rankings(conn: asyncpg.Connection, demand_ids: list[str]) -> No
         " WHERE demand_id = ANY($1::text[]::uuid[]) ORDER BY demand_id FOR UPDATE)", [str(i) for i in demand_ids])
 
 
-async def raise_best_score(conn: asyncpg.Connection, demand_id: str, score: float) -> None:
-    await conn.execute("UPDATE demands SET best_score = greatest(best_score, $2) WHERE id = $1", _uuid(demand_id),
-                       score)
-
-
 async def list_demands(conn: asyncpg.Connection, owner: str | None, status: str | None, limit: int,
                        offset: int) -> list[asyncpg.Record]:
     return await conn.fetch(
@@ -323,7 +318,7 @@ async def expired_demands(conn: asyncpg.Connection, today: date, limit: int = 20
 # ---- matches ---------------------------------------------------------------------------------------
 
 async def matches_of_demand(conn: asyncpg.Connection, demand_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch("SELECT * FROM matches WHERE demand_id = $1", _uuid(demand_id))
+    return (await matches_of_demands(conn, [str(demand_id)]))[str(demand_id)]
 
 
 async def demands_matched_to_offer(conn: asyncpg.Connection, offer_id: str) -> list[str]:
@@ -334,13 +329,8 @@ async def demands_matched_to_offer(conn: asyncpg.Connection, offer_id: str) -> l
 async def insert_match(conn: asyncpg.Connection, tenant: str, demand_id: str, offer: dict, score: float,
                        reasons: dict, announced: bool) -> asyncpg.Record | None:
     """A new match, or None when the pair was matched before (never announced twice)."""
-    return await conn.fetchrow(
-        "INSERT INTO matches (id, tenant_id, demand_id, offer_id, score, reasons, status, provider_id, offer_tenant,"
-        " announced) VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9)"
-        " ON CONFLICT (demand_id, offer_id) DO NOTHING RETURNING *",
-        uuid.uuid4(), tenant, _uuid(demand_id), _uuid(offer["id"]), score, reasons, _uuid(offer["provider_id"]),
-        offer["tenant"], announced,
-    )
+    inserted = await insert_matches(conn, tenant, offer, [(demand_id, score, reasons, announced)])
+    return inserted[0] if inserted else None
 
 
 async def lock_demands(conn: asyncpg.Connection, demand_ids: list[str]) -> list[asyncpg.Record]:
@@ -353,8 +343,8 @@ async def lock_demands(conn: asyncpg.Connection, demand_ids: list[str]) -> list[
 
 async def matches_of_demands(conn: asyncpg.Connection, demand_ids: list[str]) -> dict[str, list[asyncpg.Record]]:
     out: dict[str, list[asyncpg.Record]] = {i: [] for i in demand_ids}
-    for row in await conn.fetch("SELECT * FROM matches WHERE demand_id = ANY($1::uuid[])",
-                                [_uuid(i) for i in demand_ids]):
+    for row in await conn.fetch("SELECT * FROM matches WHERE demand_id = ANY($1::text[]::uuid[])",
+                                [str(i) for i in demand_ids]):
         out.setdefault(str(row["demand_id"]), []).append(row)
     return out
 
