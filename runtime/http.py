@@ -16,7 +16,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from limits import parse as parse_rate
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime import metrics
 from runtime.auth import InvalidToken, IssuerUnavailable, Principal
@@ -130,7 +132,37 @@ def install_problem_handlers(app: FastAPI) -> None:
         return response
 
 
-def get_runtime(request: Request) -> ServiceRuntime:
+class TraceAndMeasure:
+    """Pure ASGI middleware: continues the caller's trace, answers with its ``traceparent`` and
+    counts each request per route. Not ``@app.middleware("http")``: that runs every request in a
+    task of its own with streams between, a cost each request pays on a busy core."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        continue_trace(Headers(scope=scope).get("traceparent"))
+        started = time.perf_counter()
+        status = 500
+
+        async def send_traced(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)["traceparent"] = current_traceparent.get() or ""
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_traced)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            metrics.HTTP_REQUESTS.labels(scope["method"], path, status).inc()
+            metrics.HTTP_LATENCY.labels(scope["method"], path).observe(time.perf_counter() - started)
+
+
+async def get_runtime(request: Request) -> ServiceRuntime:
     return request.app.state.runtime
 
 
@@ -254,21 +286,10 @@ def create_app(
     app = FastAPI(title=title, description=description, lifespan=lifespan, version="1.0.0")
     app.state.runtime = runtime  # the migrate step reads its migrations from here, before any start
     install_problem_handlers(app)
-    # Outermost of ours, so a refused body is never read into memory by anything behind it.
+    # Before the routes, so a refused body is never read into memory by anything behind it.
     app.add_middleware(RequestGuard, problem=problem_response,
                        anonymous_writes=runtime.settings.rate_limit_anonymous_writes)
-
-    @app.middleware("http")
-    async def trace_and_measure(request: Request, call_next):
-        continue_trace(request.headers.get("traceparent"))
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.HTTP_REQUESTS.labels(request.method, path, response.status_code).inc()
-        metrics.HTTP_LATENCY.labels(request.method, path).observe(time.perf_counter() - started)
-        response.headers["traceparent"] = current_traceparent.get() or ""
-        return response
+    app.add_middleware(TraceAndMeasure)  # outside the guard: refused requests are traced and counted too
 
     routers = list(routers)
     app.include_router(health_router())

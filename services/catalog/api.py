@@ -234,7 +234,7 @@ async def import_wbsuche(request: Request, actor: Publisher, runtime: RuntimeDep
                       errors=[{"field": "body", "message": str(exc), "type": "wbsuche"}]) from None
 
 
-def offer_query(
+async def offer_query(
     q: Annotated[Text | None, Query(max_length=500, description="German full text")] = None,
     lat: Annotated[float | None, Query(ge=-90, le=90, allow_inf_nan=False)] = None,
     lon: Annotated[float | None, Query(ge=-180, le=180, allow_inf_nan=False)] = None,

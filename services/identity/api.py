@@ -23,7 +23,7 @@ Caller = Annotated[Principal, Depends(RULES.principal)]
 Admin = Annotated[Authorized, Depends(RULES.actor)]
 
 
-def get_directory(request: Request) -> Directory:
+async def get_directory(request: Request) -> Directory:
     return request.app.state.directory
 
 

@@ -74,11 +74,11 @@ def make_templates() -> Jinja2Templates:
     return templates
 
 
-def get_portal(request: Request) -> Portal:
+async def get_portal(request: Request) -> Portal:
     return request.app.state.portal
 
 
-def get_session(request: Request) -> Session:
+async def get_session(request: Request) -> Session:
     return request.state.session
 
 

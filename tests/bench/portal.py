@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
-import threading
+import subprocess
 import time
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -23,6 +25,8 @@ from deploy.local.stack import Stack
 from tests.bench.catalog import configure_postgres, count_bench_offers
 from tests.bench.catalog_data import load_offers
 from tests.bench.flow import bench_config, percentiles
+
+CLIENT_CPUS: set[int] = set()  # --split-cores: where the load generator runs
 
 SEARCHES = [
     ("lueneburg", {"q": "Gabelstapler", "ort": "21335", "umkreis": "50"}),
@@ -48,44 +52,64 @@ def catalog_params(page: dict) -> dict:
     return form.catalog_params(20)
 
 
-def catalog_ms(response: httpx.Response) -> float | None:
-    """The catalog's part of a portal page, from its Server-Timing header (``catalog;dur=…``)."""
-    for entry in response.headers.get("server-timing", "").split(","):
+def server_timing(header: str, wanted: str) -> float | None:
+    """One entry of a portal page's Server-Timing header in ms: ``catalog`` (the catalog's part of
+    the page) or ``total`` (the page inside the portal, from its request to its answer)."""
+    for entry in header.split(","):
         name, _, params = entry.strip().partition(";")
-        if name == "catalog" and params.startswith("dur="):
+        if name == wanted and params.startswith("dur="):
             return float(params[4:])
     return None
 
 
+def descendants(root: int) -> set[int]:
+    """Every process below ``root`` (services, workers, the broker, PostgreSQL and its backends)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                # the field after the command's closing parenthesis: state, then the parent's pid
+                parents[int(entry.name)] = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` onto ``cpus`` (a process's affinity is per thread)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), cpus)
+        except (ProcessLookupError, OSError):
+            continue
+
+
 def hammer(urls: list[tuple[str, object]], concurrency: int, rounds: int,
-           own: list[float] | None = None) -> tuple[list[float], int]:
-    """``own`` (portal pages): per page, its time at the client less the catalog's part of it."""
+           own: list[float] | None = None, inside: list[float] | None = None) -> tuple[list[float], int]:
+    """``concurrency`` clients × ``rounds`` requests from Node (tests/bench/load.mjs), so the clients'
+    own cost stays out of the figures. ``own`` (portal pages): per page, its time at the client less
+    the catalog's part of it; ``inside``: its time inside the portal less the catalog's part."""
+    job = {"urls": [str(httpx.URL(url, params=params)) for url, params in urls],
+           "concurrency": concurrency, "rounds": rounds}
+    done = subprocess.run(["node", str(Path(__file__).with_name("load.mjs"))], input=json.dumps(job),
+                          capture_output=True, text=True, check=True,
+                          preexec_fn=(lambda: os.sched_setaffinity(0, CLIENT_CPUS)) if CLIENT_CPUS else None)
     samples: list[float] = []
     failures = 0
-    lock = threading.Lock()
-
-    def worker(offset: int) -> None:
-        nonlocal failures
-        with httpx.Client(timeout=30) as client:
-            for i in range(rounds):
-                url, params = urls[(offset + i) % len(urls)]
-                started = time.perf_counter()
-                response = client.get(url, params=params)
-                took = time.perf_counter() - started
-                with lock:
-                    # a search page that could not reach the catalog still answers 200: not a sample
-                    if response.status_code == 200 and "vorübergehend nicht verfügbar" not in response.text:
-                        samples.append(took)
-                        if own is not None and (catalog := catalog_ms(response)) is not None:
-                            own.append(took - catalog / 1000)
-                    else:
-                        failures += 1
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    for answer in map(json.loads, done.stdout.splitlines()):
+        if answer["status"] != 200 or answer["unavailable"]:
+            failures += 1
+            continue
+        took = answer["ms"] / 1000
+        samples.append(took)
+        if own is not None and (catalog := server_timing(answer["timing"], "catalog")) is not None:
+            own.append(took - catalog / 1000)
+            if inside is not None and (total := server_timing(answer["timing"], "total")) is not None:
+                inside.append((total - catalog) / 1000)
     return samples, failures
 
 
@@ -94,6 +118,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=50, help="requests per client")
     parser.add_argument("--offers", type=int, default=1_000_000, help="the catalog benchmark's offers")
+    parser.add_argument("--split-cores", action="store_true",
+                        help="the portal and the clients on the second core, everything else on the first: "
+                             "the portal measured on a core of its own, as its own pods give it in production")
     args = parser.parse_args()
     # The sixteen clients stand for many visitors but all come from 127.0.0.1: the catalog's public
     # limits per client address (60 a minute for one page) would answer most of them 429.
@@ -116,13 +143,20 @@ def main() -> None:
             loaded = asyncio.run(load_offers(catalog_db, args.offers, progress=lambda d, t: print(
                 f"\r  loaded {d} of {t} offers", end="", flush=True)))
             print(f"\n{loaded} offers loaded in {time.perf_counter() - started:.0f} s", flush=True)
+        if args.split_cores:
+            portal_pid = stack.processes["portal"].pid
+            for pid in descendants(os.getpid()) | {os.getpid()}:
+                pin(pid, {1} if pid == portal_pid else {0})
+            CLIENT_CPUS.add(1)
+            print("cores split: the portal and the clients on core 1, the catalog, PostgreSQL and the rest on core 0")
         portal = [(f"{c.url('portal')}/{tenant}/", page) for tenant, page in SEARCHES]
         catalog = [(f"{c.url('catalog')}/v1/public/{tenant}/offers", catalog_params(page))
                    for tenant, page in SEARCHES]
         hammer(portal + catalog, args.concurrency, 5)  # warm both (pools, caches, plans)
         floor, floor_failed = hammer(catalog, args.concurrency, args.rounds)
         own: list[float] = []
-        pages, pages_failed = hammer(portal, args.concurrency, args.rounds, own)
+        inside: list[float] = []
+        pages, pages_failed = hammer(portal, args.concurrency, args.rounds, own, inside)
         print(f"{args.offers} offers, concurrency {args.concurrency}, {args.rounds} requests per client")
         print(f"catalog GET /v1/public/{{tenant}}/offers  {percentiles(floor)}  failed {floor_failed}")
         print(f"portal  GET /{{tenant}}/ (search page)   {percentiles(pages)}  failed {pages_failed}")
@@ -135,6 +169,7 @@ def main() -> None:
         # spread at a million offers does not hide or inflate the portal's.
         print(f"portal adds per page (its time less the catalog's) {percentiles(own)}  "
               "(goal: at most 20 ms at p99)")
+        print(f"of it inside the portal (Server-Timing total less catalog) {percentiles(inside)}")
     finally:
         stack.stop_all()
 
