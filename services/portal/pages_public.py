@@ -4,10 +4,8 @@ the public demand form of the network."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-import time
 from typing import Annotated
 from uuid import UUID
 
@@ -23,8 +21,6 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 PAGE_SIZE = 20
 TenantSlug = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")]
-_PROVIDERS: dict[str, tuple[float, dict[str, dict]]] = {}
-_REFRESHING: dict[str, asyncio.Future] = {}
 
 
 async def _network(portal: Portal, tenant: str) -> dict:
@@ -35,34 +31,14 @@ async def _network(portal: Portal, tenant: str) -> dict:
 
 
 async def _providers(portal: Portal, tenant: str) -> dict[str, dict]:
-    """The network's providers by id (for names beside offers), kept a minute. One request fetches
-    them again when they are older; the others meanwhile get the kept ones (or, on a first visit,
-    wait for that same fetch): sixteen visitors must not ask the catalog sixteen times at once."""
-    cached = _PROVIDERS.get(tenant)
-    if cached and time.monotonic() - cached[0] < 60:
-        return cached[1]
-    refresh = _REFRESHING.get(tenant)
-    if refresh is None:
-        refresh = _REFRESHING[tenant] = asyncio.ensure_future(_fetch_providers(portal, tenant))
-        refresh.add_done_callback(lambda done: _refreshed(tenant, done))
-    if cached:
-        return cached[1]
-    return await asyncio.shield(refresh)
+    """The network's providers by id (for names beside offers), kept a minute (``Portal.providers``)."""
+    async def fetch() -> dict[str, dict]:
+        try:
+            return await _providers_fresh(portal, tenant)
+        except BackendMissing:
+            return {}
 
-
-def _refreshed(tenant: str, done: asyncio.Future) -> None:
-    _REFRESHING.pop(tenant, None)
-    if not done.cancelled() and done.exception():  # a failed refresh keeps the old list; the next tries again
-        log.warning("providers of %s not refreshed: %r", tenant, done.exception())
-
-
-async def _fetch_providers(portal: Portal, tenant: str) -> dict[str, dict]:
-    try:
-        providers = await _providers_fresh(portal, tenant)
-    except BackendMissing:
-        providers = {}
-    _PROVIDERS[tenant] = (time.monotonic(), providers)
-    return providers
+    return await portal.providers.get(tenant, fetch)
 
 
 @router.get("/", summary="Start: the networks")

@@ -18,7 +18,8 @@ from fastapi.templating import Jinja2Templates
 
 from runtime.places import Gazetteer
 from services.portal import domain
-from services.portal.backends import BackendMissing, Backends
+from services.portal.backends import BackendMissing, BackendNotFound, Backends
+from services.portal.kept import Kept
 from services.portal.oidc import OidcClient, SignInFailed
 from services.portal.sessions import Session, SessionStore
 from services.portal.settings import PortalSettings
@@ -39,21 +40,18 @@ class Portal:
     sessions: SessionStore
     gazetteer: Gazetteer
     templates: Jinja2Templates
-    tenants: dict[str, tuple[float, dict | None]] = field(default_factory=dict)
+    networks: Kept = field(default_factory=lambda: Kept(ttl=60))  # each network's public face
+    providers: Kept = field(default_factory=lambda: Kept(ttl=60))  # each network's provider list
 
     async def tenant(self, tenant_id: str) -> dict | None:
         """The network's public face (name, imprint) from identity; None when there is no such network."""
-        cached = self.tenants.get(tenant_id)
-        if cached and time.monotonic() - cached[0] < 60:
-            return cached[1]
-        from services.portal.backends import BackendNotFound
+        async def fetch() -> dict | None:
+            try:
+                return await self.backends.get("identity", f"/v1/public/tenants/{quote(tenant_id, safe='')}")
+            except BackendNotFound:
+                return None
 
-        try:
-            info = await self.backends.get("identity", f"/v1/public/tenants/{quote(tenant_id, safe='')}")
-        except BackendNotFound:
-            info = None
-        self.tenants[tenant_id] = (time.monotonic(), info)
-        return info
+        return await self.networks.get(tenant_id, fetch)
 
     async def tenant_list(self) -> list[dict]:
         try:

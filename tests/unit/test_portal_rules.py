@@ -12,7 +12,9 @@ from starlette.datastructures import QueryParams
 
 from runtime.places import Place
 from services.portal import backends, charts, demand_form, domain, pages_public
+from services.portal.kept import Kept
 from services.portal.security import safe_next
+from services.portal.web import Portal
 
 
 @pytest.mark.parametrize("target", ["https://evil.example", "//evil.example", "/\\evil.example", "http:/x",
@@ -99,6 +101,22 @@ def test_json_ld_cannot_close_its_script_element():
     assert "</script>" not in text
 
 
+class _SlowIdentity:
+    """Identity's public network view as the portal's backends see it: slow, counted, can be down."""
+
+    def __init__(self) -> None:
+        self.calls, self.down = 0, False
+
+    async def get(self, service: str, path: str) -> dict:
+        self.calls += 1
+        await asyncio.sleep(0.05)
+        if self.down:
+            raise backends.BackendMissing("identity", 503, None)
+        if path.endswith("/kein-netz"):
+            raise backends.BackendNotFound("identity", 404, None)
+        return {"name": f"Netz {self.calls}"}
+
+
 class _SlowCatalog:
     """The catalog's public provider list as the portal's backends see it: slow, and counted."""
 
@@ -112,19 +130,50 @@ class _SlowCatalog:
 
 
 async def test_many_visitors_at_once_ask_the_catalog_for_the_providers_once():
-    pages_public._PROVIDERS.clear()
     catalog = _SlowCatalog()
-    portal = SimpleNamespace(backends=catalog)
+    portal = SimpleNamespace(backends=catalog, providers=Kept(ttl=60))
     first = await asyncio.gather(*(pages_public._providers(portal, "netz") for _ in range(16)))
     assert catalog.calls == 1 and all(p == {"p1": {"id": "p1", "name": "Anbieter 1"}} for p in first)
 
     # A minute later: the kept list is served at once while one request fetches the new one.
-    kept_at, kept = pages_public._PROVIDERS["netz"]
-    pages_public._PROVIDERS["netz"] = (kept_at - 61, kept)
+    kept = first[0]
+    portal.providers.age("netz", 61)
     stale = await asyncio.gather(*(pages_public._providers(portal, "netz") for _ in range(16)))
     assert all(p == kept for p in stale)
     await asyncio.sleep(0.1)
     assert catalog.calls == 2 and set(await pages_public._providers(portal, "netz")) == {"p2"}
+
+
+async def test_a_network_is_asked_of_identity_once_by_many_visitors_and_a_failed_refresh_keeps_it():
+    identity = _SlowIdentity()
+    portal = Portal(settings=None, http=None, redis=None, backends=identity, oidc=None, sessions=None,
+                    gazetteer=None, templates=None)
+    first = await asyncio.gather(*(portal.tenant("netz") for _ in range(16)))
+    assert identity.calls == 1 and all(n == {"name": "Netz 1"} for n in first)
+    assert await portal.tenant("kein-netz") is None and identity.calls == 2  # no such network: kept as None
+
+    identity.down = True
+    portal.networks.age("netz", 61)
+    assert await portal.tenant("netz") == {"name": "Netz 1"}  # the kept answer, while one refresh fails
+    await asyncio.sleep(0.1)
+    identity.down = False
+    assert await portal.tenant("netz") == {"name": "Netz 1"}  # served once more while the next refresh runs
+    await asyncio.sleep(0.1)
+    assert await portal.tenant("netz") == {"name": f"Netz {identity.calls}"} and identity.calls == 4
+
+
+def test_kept_answers_are_bounded_whatever_addresses_are_typed():
+    kept = Kept(ttl=60, limit=3)
+
+    async def visit(key: str) -> str:
+        return await kept.get(key, lambda: asyncio.sleep(0, result=key))
+
+    async def many() -> None:
+        for n in range(10):
+            assert await visit(f"netz-{n}") == f"netz-{n}"
+
+    asyncio.run(many())
+    assert list(kept._answers) == ["netz-7", "netz-8", "netz-9"]
 
 
 def test_server_timing_counts_calls_side_by_side_once_per_service():
