@@ -73,6 +73,7 @@ chaos: install
 
 bench-portal: install
 	$(PY) -m tests.bench.portal
+	$(PY) -m tests.bench.portal --split-cores
 
 lint: install
 	$(PY) -m ruff check .

@@ -34,7 +34,7 @@ from runtime.events import Event
 from runtime.outbox import add_many_to_outbox, add_to_outbox
 from services.matching import clusters, geo, relevance, store
 from services.matching.domain import DemandIn, Feasibility, check
-from services.matching.index import VECTOR_DTYPE, from_bytes, offer_index, to_bytes
+from services.matching.index import VECTOR_DTYPE, OfferIndex, from_bytes, offer_index, to_bytes
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,11 @@ SOURCE = "matching"
 # over the in-process index), the best STAGE_TWO of them by the full relevance (words, skills,
 # preferences), which needs their records. Offers beyond that are listed by meaning alone.
 STAGE_TWO = 150
+# Above SHORTLIST feasible offers the meaning step itself runs in two: every offer on the index's
+# 8-bit codes, then the best SHORTLIST on their exact vectors (the codes' error, about 0.003 in
+# cosine, cannot move an offer from beyond the 2,000th place into the best 150).
+SHORTLIST = 2000
+FEEDBACK_POOL = 256  # the nearest offers by the codes among which expand_query finds its neighbours
 KEPT_RANKING = 100  # the best offers of a demand's full ranking kept in order for browsing (five pages)
 DEEPEST = 2000  # a deeper page is ordered by the first step alone
 
@@ -125,14 +130,12 @@ async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_v
     index = offer_index()
     await index.sync(conn)
     ids = [f[0] for f in feasible]
-    matrix, _ = index.vectors(ids)
+    rows = index.rows(ids)
     positions = {offer_id: i for i, offer_id in enumerate(ids)}
-    for offer_id, vector in (override or {}).items():
-        if offer_id in positions:
-            matrix[positions[offer_id]] = vector
-    expanded = from_bytes(to_bytes(relevance.expand_query(plain, matrix)))
-    cosines = matrix @ expanded
-    first = cosines  # the first step orders by meaning alone
+    exact = {positions[offer_id]: np.asarray(vector, dtype=np.float32)
+             for offer_id, vector in (override or {}).items() if offer_id in positions}
+    forced = np.array(sorted(set(exact) | {positions[o] for o in include if o in positions}), dtype=np.int64)
+    expanded, first = meaning_step(index, rows, plain, exact, forced)
     if len(ids) > depth:
         top = np.argpartition(-first, depth - 1)[:depth]
         order = top[np.argsort(-first[top], kind="stable")]
@@ -142,13 +145,12 @@ async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_v
     head_ids = {ids[i] for i in head}
     head += [positions[offer_id] for offer_id in sorted(include) if offer_id in positions and offer_id not in head_ids]
     states = await store.offer_states(conn, [ids[i] for i in head])
+    known = np.array([i for i in head if ids[i] in states], dtype=np.int64)
     candidates = []
-    for i in head:
-        f, state = feasible[i], states.get(ids[i])
-        if state is None:
-            continue
+    for i, vector in zip(known.tolist(), _exact_vectors(index, rows, known, exact), strict=True):
+        f = feasible[i]
         session = {"start": f["start_date"], "location": {"city": f["city"]} if f["city"] else None}
-        candidates.append((state, Feasibility((), session, f["km"]), matrix[i]))
+        candidates.append((states[ids[i]], Feasibility((), session, f["km"]), vector))
     ranked = relevance.rank(demand, candidates, expanded, plain_vector=plain)
     if tail > len(ranked) and len(ids) > len(head):  # the long tail, by the first step alone (rarely asked)
         ranked_ids = {r.offer_id for r in ranked}
@@ -158,6 +160,52 @@ async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_v
         ranked += [relevance.Ranked(ids[i], "", round(max(float(first[i]), 0.0), 4), {})
                    for i in rest[: tail - len(ranked)]]
     return ranked, states, len(feasible), expanded
+
+
+def meaning_step(index: OfferIndex, rows: np.ndarray, plain: np.ndarray, exact: dict[int, np.ndarray],
+                 forced: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first ranking step over a demand's feasible offers (their ``rows`` in the index): the
+    demand's expanded vector, and each offer's cosine with it, exact for the SHORTLIST best and for
+    ``forced`` (``exact``: vectors the index does not hold yet, by position)."""
+    if len(rows) <= SHORTLIST:
+        pool = np.arange(len(rows))
+        expanded = _expanded(plain, index, rows, pool, exact)
+        return expanded, _exact_cosines(index, rows, pool, exact, expanded)
+    # on the codes: the neighbours that expand the demand, then the shortlist scored exactly
+    pool = np.union1d(_best(index.approximate(rows, plain), FEEDBACK_POOL), forced)
+    expanded = _expanded(plain, index, rows, pool, exact)
+    first = index.approximate(rows, expanded)
+    shortlist = np.union1d(_best(first, SHORTLIST), forced)
+    first[shortlist] = _exact_cosines(index, rows, shortlist, exact, expanded)
+    return expanded, first
+
+
+def _best(scores: np.ndarray, count: int) -> np.ndarray:
+    """The positions of the ``count`` highest scores (in no order)."""
+    return np.argpartition(-scores, count - 1)[:count] if count < len(scores) else np.arange(len(scores))
+
+
+def _exact_vectors(index: OfferIndex, rows: np.ndarray, positions: np.ndarray,
+                   exact: dict[int, np.ndarray]) -> np.ndarray:
+    """The float32 vectors at ``positions`` of a demand's feasible offers; ``exact`` replaces some
+    (an offer's new vector, before the index holds it)."""
+    vectors = index.vectors_at(rows[positions])
+    for n, position in enumerate(positions.tolist()):
+        if position in exact:
+            vectors[n] = exact[position]
+    return vectors
+
+
+def _exact_cosines(index: OfferIndex, rows: np.ndarray, positions: np.ndarray, exact: dict[int, np.ndarray],
+                   query: np.ndarray) -> np.ndarray:
+    return _exact_vectors(index, rows, positions, exact) @ query
+
+
+def _expanded(plain: np.ndarray, index: OfferIndex, rows: np.ndarray, pool: np.ndarray,
+              exact: dict[int, np.ndarray]) -> np.ndarray:
+    """The demand's ranking vector (``relevance.expand_query`` over the pool's exact vectors), as
+    stored: every replica judges with the same numbers."""
+    return from_bytes(to_bytes(relevance.expand_query(plain, _exact_vectors(index, rows, pool, exact))))
 
 
 async def kept_page(conn: asyncpg.Connection, row: asyncpg.Record, first: int, count: int
