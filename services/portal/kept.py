@@ -4,10 +4,13 @@ provider list), so that a page does not ask for them each time."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from services.portal.backends import backend_calls
 
 log = logging.getLogger(__name__)
 
@@ -18,8 +21,9 @@ class Kept:
     same fetch): sixteen visitors at once must not ask a service sixteen times, and none of them
     waits for a refresh. A failed refresh keeps the old answer; the next request tries again."""
 
-    def __init__(self, ttl: float, limit: int = 1000) -> None:
+    def __init__(self, ttl: float, service: str, limit: int = 1000) -> None:
         self.ttl, self.limit = ttl, limit  # limit: keys come from addresses anyone can type
+        self.service = service  # whose answers: a page that waits for one counts the wait as its
         self._answers: dict[str, tuple[float, Any]] = {}
         self._fetching: dict[str, asyncio.Future] = {}
 
@@ -29,11 +33,21 @@ class Kept:
             return kept[1]
         fetching = self._fetching.get(key)
         if fetching is None:
-            fetching = self._fetching[key] = asyncio.ensure_future(self._fetch(key, fetch))
+            # The fetch belongs to no page: its calls are not counted in the Server-Timing of the
+            # page that happened to start it (which may not wait for it at all).
+            detached = contextvars.copy_context()
+            detached.run(backend_calls.set, None)
+            fetching = asyncio.get_running_loop().create_task(self._fetch(key, fetch), context=detached)
+            self._fetching[key] = fetching
             fetching.add_done_callback(lambda done: self._fetched(key, done))
         if kept:
             return kept[1]
-        return await asyncio.shield(fetching)
+        started = time.perf_counter()
+        try:
+            return await asyncio.shield(fetching)
+        finally:
+            if (calls := backend_calls.get()) is not None:
+                calls.append((self.service, started, time.perf_counter()))
 
     async def _fetch(self, key: str, fetch: Callable[[], Awaitable[Any]]) -> Any:
         answer = await fetch()

@@ -40,8 +40,8 @@ class Portal:
     sessions: SessionStore
     gazetteer: Gazetteer
     templates: Jinja2Templates
-    networks: Kept = field(default_factory=lambda: Kept(ttl=60))  # each network's public face
-    providers: Kept = field(default_factory=lambda: Kept(ttl=60))  # each network's provider list
+    networks: Kept = field(default_factory=lambda: Kept(ttl=60, service="identity"))  # each network's public face
+    providers: Kept = field(default_factory=lambda: Kept(ttl=60, service="catalog"))  # each network's provider list
 
     async def tenant(self, tenant_id: str) -> dict | None:
         """The network's public face (name, imprint) from identity; None when there is no such network."""

@@ -4,6 +4,7 @@ how the search form and the charts read their input."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import date, timedelta
 from types import SimpleNamespace
 
@@ -131,7 +132,7 @@ class _SlowCatalog:
 
 async def test_many_visitors_at_once_ask_the_catalog_for_the_providers_once():
     catalog = _SlowCatalog()
-    portal = SimpleNamespace(backends=catalog, providers=Kept(ttl=60))
+    portal = SimpleNamespace(backends=catalog, providers=Kept(ttl=60, service="catalog"))
     first = await asyncio.gather(*(pages_public._providers(portal, "netz") for _ in range(16)))
     assert catalog.calls == 1 and all(p == {"p1": {"id": "p1", "name": "Anbieter 1"}} for p in first)
 
@@ -163,7 +164,7 @@ async def test_a_network_is_asked_of_identity_once_by_many_visitors_and_a_failed
 
 
 def test_kept_answers_are_bounded_whatever_addresses_are_typed():
-    kept = Kept(ttl=60, limit=3)
+    kept = Kept(ttl=60, service="catalog", limit=3)
 
     async def visit(key: str) -> str:
         return await kept.get(key, lambda: asyncio.sleep(0, result=key))
@@ -174,6 +175,38 @@ def test_kept_answers_are_bounded_whatever_addresses_are_typed():
 
     asyncio.run(many())
     assert list(kept._answers) == ["netz-7", "netz-8", "netz-9"]
+
+
+async def test_a_page_counts_the_wait_for_a_kept_answer_but_not_a_refresh_it_does_not_wait_for():
+    catalog = _SlowCatalog()
+    portal = SimpleNamespace(backends=_Timed(catalog), providers=Kept(ttl=60, service="catalog"))
+    first_page: list = []
+    backends.backend_calls.set(first_page)
+    await pages_public._providers(portal, "netz")  # a first visit waits for the fetch: its own time
+    assert [service for service, *_ in first_page] == ["catalog"]
+    assert first_page[0][2] - first_page[0][1] >= 0.05
+
+    portal.providers.age("netz", 61)
+    later_page: list = []
+    backends.backend_calls.set(later_page)
+    await pages_public._providers(portal, "netz")  # served the kept list while one refresh runs
+    await asyncio.sleep(0.1)
+    assert catalog.calls == 2 and later_page == []  # the refresh is in no page's Server-Timing
+
+
+class _Timed:
+    """Records each call in the current page's calls, as Backends.call does."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    async def get(self, service: str, path: str, **kwargs):
+        started = time.perf_counter()
+        try:
+            return await self.inner.get(service, path, **kwargs)
+        finally:
+            if (calls := backends.backend_calls.get()) is not None:
+                calls.append((service, started, time.perf_counter()))
 
 
 def test_server_timing_counts_calls_side_by_side_once_per_service():
