@@ -40,5 +40,6 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("kafka", "uvicorn.access", "aiosmtpd"):
+    # httpx logs every request at INFO: a JSON line per backend call of every portal page
+    for noisy in ("kafka", "uvicorn.access", "aiosmtpd", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel("WARNING")

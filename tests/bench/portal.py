@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=50, help="requests per client")
     parser.add_argument("--offers", type=int, default=1_000_000, help="the catalog benchmark's offers")
+    parser.add_argument("--fresh", action="store_true", help="load the offers anew even when enough are there")
     parser.add_argument("--split-cores", action="store_true",
                         help="the portal and the clients on the second core, everything else on the first: "
                              "the portal measured on a core of its own, as its own pods give it in production")
@@ -129,7 +130,8 @@ def main() -> None:
     configure_postgres(stack)
     catalog_db = stack.config.postgres_admin_url.rsplit("/", 1)[0] + f"/{stack.config.database_prefix}_catalog"
     present = asyncio.run(count_bench_offers(catalog_db)) if _exists(stack, catalog_db) else 0
-    if present < args.offers:
+    if args.fresh or present < args.offers:
+        present = 0
         stack.reset_databases()
     else:
         asyncio.run(_settle_outbox(catalog_db))
