@@ -129,9 +129,9 @@ async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_v
         return [], {}, 0, plain
     index = offer_index()
     await index.sync(conn)
-    ids = [f[0] for f in feasible]
+    ids = feasible.ids
     rows = index.rows(ids)
-    positions = {offer_id: i for i, offer_id in enumerate(ids)}
+    positions = _positions(ids, set(include) | set(override or {}))
     exact = {positions[offer_id]: np.asarray(vector, dtype=np.float32)
              for offer_id, vector in (override or {}).items() if offer_id in positions}
     forced = np.array(sorted(set(exact) | {positions[o] for o in include if o in positions}), dtype=np.int64)
@@ -148,9 +148,9 @@ async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_v
     known = np.array([i for i in head if ids[i] in states], dtype=np.int64)
     candidates = []
     for i, vector in zip(known.tolist(), _exact_vectors(index, rows, known, exact), strict=True):
-        f = feasible[i]
-        session = {"start": f["start_date"], "location": {"city": f["city"]} if f["city"] else None}
-        candidates.append((states[ids[i]], Feasibility((), session, f["km"]), vector))
+        city = feasible.cities[i]
+        session = {"start": feasible.start_dates[i], "location": {"city": city} if city else None}
+        candidates.append((states[ids[i]], Feasibility((), session, feasible.kms[i]), vector))
     ranked = relevance.rank(demand, candidates, expanded, plain_vector=plain)
     if tail > len(ranked) and len(ids) > len(head):  # the long tail, by the first step alone (rarely asked)
         ranked_ids = {r.offer_id for r in ranked}
@@ -178,6 +178,18 @@ def meaning_step(index: OfferIndex, rows: np.ndarray, plain: np.ndarray, exact: 
     shortlist = np.union1d(_best(first, SHORTLIST), forced)
     first[shortlist] = _exact_cosines(index, rows, shortlist, exact, expanded)
     return expanded, first
+
+
+def _positions(ids: list[str], wanted: set[str]) -> dict[str, int]:
+    """Where the few wanted offers are among a demand's feasible ones (a search per offer, in C:
+    cheaper than a dictionary of tens of thousands made for a handful)."""
+    found = {}
+    for offer_id in wanted:
+        try:
+            found[offer_id] = ids.index(offer_id)
+        except ValueError:
+            continue
+    return found
 
 
 def _best(scores: np.ndarray, count: int) -> np.ndarray:

@@ -66,10 +66,18 @@ class OfferIndex:
         self._codes[rows] = np.rint(wide / scales[:, None]).astype(np.int8)
         self._scales[rows] = scales
 
+    def _reserve(self, offers: int) -> None:
+        size = max(len(self._matrix), offers + offers // 8)
+        if size > len(self._matrix):
+            self._matrix, self._codes, self._scales = (
+                _grown(self._matrix, size), _grown(self._codes, size), _grown(self._scales, size))
+
     async def sync(self, conn: asyncpg.Connection) -> int:
         """Read the vectors written since the last call; answers how many."""
         read = 0
         async with self._lock:
+            if self.mark == 0:  # the first load: room for every stored vector at once, not by doubling
+                self._reserve(await conn.fetchval("SELECT count(*) FROM offer_vectors"))
             while True:
                 rows = await conn.fetch(
                     "SELECT offer_id, change_seq, vector FROM offer_vectors WHERE change_seq > $1"
@@ -124,8 +132,8 @@ class OfferIndex:
         return {"offers": len(self._rows), "mark": self.mark}
 
 
-def _grown(array: np.ndarray) -> np.ndarray:
-    grown = np.zeros((len(array) * 2, *array.shape[1:]), dtype=array.dtype)
+def _grown(array: np.ndarray, size: int | None = None) -> np.ndarray:
+    grown = np.zeros((size or len(array) * 2, *array.shape[1:]), dtype=array.dtype)
     grown[: len(array)] = array
     return grown
 

@@ -34,7 +34,7 @@ from services.portal.backends import (
 )
 from services.portal.oidc import OidcClient
 from services.portal.security import CsrfRefused, security_headers
-from services.portal.sessions import COOKIE, SessionStore
+from services.portal.sessions import COOKIE, Session, SessionStore
 from services.portal.settings import PortalSettings
 from services.portal.web import HERE, Forbidden, Portal, SignInRequired, error_page, make_templates, redirect
 
@@ -50,7 +50,7 @@ class SessionsAndHeaders:
 
     def __init__(self, app: ASGIApp, headers: dict[str, str], secure_cookies: bool) -> None:
         self.app = app
-        self.headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        self.headers = headers
         self.secure_cookies = secure_cookies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -76,8 +76,7 @@ class SessionsAndHeaders:
                 headers = MutableHeaders(scope=message)
                 if needs_session:
                     await self._keep_session(portal, request.state.session, headers)
-                for name, value in self.headers:
-                    headers[name.decode()] = value.decode()
+                headers.update(self.headers)
                 headers["traceparent"] = current_traceparent.get() or ""
                 headers["Server-Timing"] = ", ".join(
                     [f"{service};dur={seconds * 1000:.1f}" for service, seconds in backend_seconds(calls).items()]
@@ -91,7 +90,8 @@ class SessionsAndHeaders:
             metrics.HTTP_REQUESTS.labels(scope["method"], path, status).inc()
             metrics.HTTP_LATENCY.labels(scope["method"], path).observe(time.perf_counter() - started)
 
-    async def _keep_session(self, portal: Portal, session, headers: MutableHeaders) -> None:
+    async def _keep_session(self, portal: Portal, session: Session, headers: MutableHeaders) -> None:
+        """Saves a changed session and sets (or, once ended, deletes) its cookie on the answer."""
         cookie = Response()
         if session.changed and session.data:
             await portal.sessions.save(session)

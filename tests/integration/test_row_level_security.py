@@ -9,7 +9,7 @@ import uuid
 import asyncpg
 import pytest
 
-from tests.platform import Platform, demand_body, offer_body, wait_until
+from tests.platform import Platform, alone_at, demand_body, lonely_place, offer_body, wait_until
 
 A, B = "lueneburg", "hellweg-hochsauerland"
 # service → queries without any tenant filter over its private rows
@@ -24,15 +24,18 @@ FORGETFUL = {
 
 @pytest.fixture(scope="module")
 def private_rows_in_both_networks(platform: Platform) -> None:
-    """Each network has private rows in every service's tables."""
+    """Each network has private rows in every service's tables (at a place of their own: the portal's
+    journeys look for their offers around Lüneburg)."""
+    offer_at, demand_at = alone_at(lonely_place())
     for tenant in (A, B):
         with platform.client("catalog", f"{tenant}-provider") as api:
             provider = api.post("/v1/providers", json={"name": "RLS-Akademie", "emails": ["rls@akademie.example"]})
             assert provider.status_code == 201, provider.text
-            offer = api.post("/v1/offers", json=offer_body(provider.json()["id"], visibility={"scope": "home"}))
+            body = offer_body(provider.json()["id"], visibility={"scope": "home"}, **offer_at)
+            offer = api.post("/v1/offers", json=body)
             assert offer.status_code == 201, offer.text
         with platform.client("matching", f"{tenant}-employer") as api:
-            assert api.post("/v1/demands", json=demand_body()).status_code == 201
+            assert api.post("/v1/demands", json=demand_body(**demand_at)).status_code == 201
         with platform.client("identity", f"{tenant}-admin") as api:
             invited = api.post("/v1/members", json={"email": f"rls@{tenant}.example", "role": "counselor"})
             assert invited.status_code == 201, invited.text
