@@ -19,9 +19,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from runtime import metrics
+from runtime.http import TraceAndMeasure
 from runtime.places import Gazetteer
-from runtime.tracing import continue_trace, current_traceparent
 from services.portal import pages_auth, pages_public, pages_roles
 from services.portal.backends import (
     BackendError,
@@ -43,10 +42,11 @@ KERN_DIST = HERE / "node_modules" / "@kern-ux" / "native" / "dist"
 
 class SessionsAndHeaders:
     """Pure ASGI middleware around every page: the visitor's session loaded from Redis before the
-    page and saved (with its cookie) when the page changed it; security headers; the trace; metrics;
-    a Server-Timing header saying how long each service took of the page. Pure ASGI rather than
+    page and saved (with its cookie) when the page changed it; security headers; a Server-Timing
+    header saying how long each service took of the page. Pure ASGI rather than
     ``@app.middleware("http")``, which runs each page in a task of its own with streams between:
-    a cost every visitor pays while sixteen others share the two cores."""
+    a cost every visitor pays while sixteen others share the two cores. The trace and the metrics
+    are the services' own middleware (``runtime.http.TraceAndMeasure``), outside this one."""
 
     def __init__(self, app: ASGIApp, headers: dict[str, str], secure_cookies: bool) -> None:
         self.app = app
@@ -57,7 +57,6 @@ class SessionsAndHeaders:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         request = Request(scope)
-        continue_trace(request.headers.get("traceparent"))
         started = time.perf_counter()
         portal: Portal | None = getattr(request.app.state, "portal", None)
         needs_session = portal is not None and not scope["path"].startswith(("/assets/", "/static/", "/healthz",
@@ -67,28 +66,19 @@ class SessionsAndHeaders:
         visitor_address.set(request.client.host if request.client else None)
         if needs_session:
             request.state.session = await portal.sessions.load(request.cookies.get(COOKIE))
-        status = 500
 
         async def send_page(message: Message) -> None:
-            nonlocal status
             if message["type"] == "http.response.start":
-                status = message["status"]
                 headers = MutableHeaders(scope=message)
                 if needs_session:
                     await self._keep_session(portal, request.state.session, headers)
                 headers.update(self.headers)
-                headers["traceparent"] = current_traceparent.get() or ""
                 headers["Server-Timing"] = ", ".join(
                     [f"{service};dur={seconds * 1000:.1f}" for service, seconds in backend_seconds(calls).items()]
                     + [f"total;dur={(time.perf_counter() - started) * 1000:.1f}"])
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_page)
-        finally:
-            path = getattr(scope.get("route"), "path", "unmatched")
-            metrics.HTTP_REQUESTS.labels(scope["method"], path, status).inc()
-            metrics.HTTP_LATENCY.labels(scope["method"], path).observe(time.perf_counter() - started)
+        await self.app(scope, receive, send_page)
 
     async def _keep_session(self, portal: Portal, session: Session, headers: MutableHeaders) -> None:
         """Saves a changed session and sets (or, once ended, deletes) its cookie on the answer."""
@@ -130,6 +120,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
 
     app.add_middleware(SessionsAndHeaders, headers=security_headers(f"{issuer.scheme}://{issuer.netloc}"),
                        secure_cookies=settings.secure_cookies)
+    app.add_middleware(TraceAndMeasure)  # outermost: the trace is current in everything the page does
 
     @app.exception_handler(SignInRequired)
     async def _sign_in(request: Request, exc: SignInRequired):
