@@ -186,6 +186,9 @@ async def load(admin_dsn: str, offers: list[dict], demands: list[dict], offer_ve
 
 
 def quantiles(samples: list[float]) -> tuple[float, float]:
+    """p50 and p99 in ms; one sample (``--reference 1``) is both."""
+    if len(samples) < 2:
+        return samples[0] * 1000, samples[0] * 1000
     q = statistics.quantiles(samples, n=100, method="inclusive")
     return q[49] * 1000, q[98] * 1000
 
