@@ -134,7 +134,7 @@ async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_v
     positions = _positions(ids, set(include) | set(override or {}))
     exact = {positions[offer_id]: np.asarray(vector, dtype=np.float32)
              for offer_id, vector in (override or {}).items() if offer_id in positions}
-    forced = np.array(sorted(set(exact) | {positions[o] for o in include if o in positions}), dtype=np.int64)
+    forced = np.array(sorted(positions.values()), dtype=np.int64)  # the included and the overridden
     expanded, first = meaning_step(index, rows, plain, exact, forced)
     if len(ids) > depth:
         top = np.argpartition(-first, depth - 1)[:depth]
@@ -168,15 +168,15 @@ def meaning_step(index: OfferIndex, rows: np.ndarray, plain: np.ndarray, exact: 
     demand's expanded vector, and each offer's cosine with it, exact for the SHORTLIST best and for
     ``forced`` (``exact``: vectors the index does not hold yet, by position)."""
     if len(rows) <= SHORTLIST:
-        pool = np.arange(len(rows))
-        expanded = _expanded(plain, index, rows, pool, exact)
-        return expanded, _exact_cosines(index, rows, pool, exact, expanded)
+        matrix = _exact_vectors(index, rows, np.arange(len(rows)), exact)
+        expanded = _expanded(plain, matrix)
+        return expanded, matrix @ expanded
     # on the codes: the neighbours that expand the demand, then the shortlist scored exactly
     pool = np.union1d(_best(index.approximate(rows, plain), FEEDBACK_POOL), forced)
-    expanded = _expanded(plain, index, rows, pool, exact)
+    expanded = _expanded(plain, _exact_vectors(index, rows, pool, exact))
     first = index.approximate(rows, expanded)
     shortlist = np.union1d(_best(first, SHORTLIST), forced)
-    first[shortlist] = _exact_cosines(index, rows, shortlist, exact, expanded)
+    first[shortlist] = _exact_vectors(index, rows, shortlist, exact) @ expanded
     return expanded, first
 
 
@@ -208,16 +208,10 @@ def _exact_vectors(index: OfferIndex, rows: np.ndarray, positions: np.ndarray,
     return vectors
 
 
-def _exact_cosines(index: OfferIndex, rows: np.ndarray, positions: np.ndarray, exact: dict[int, np.ndarray],
-                   query: np.ndarray) -> np.ndarray:
-    return _exact_vectors(index, rows, positions, exact) @ query
-
-
-def _expanded(plain: np.ndarray, index: OfferIndex, rows: np.ndarray, pool: np.ndarray,
-              exact: dict[int, np.ndarray]) -> np.ndarray:
-    """The demand's ranking vector (``relevance.expand_query`` over the pool's exact vectors), as
+def _expanded(plain: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """The demand's ranking vector (``relevance.expand_query`` over the candidates' exact vectors), as
     stored: every replica judges with the same numbers."""
-    return from_bytes(to_bytes(relevance.expand_query(plain, _exact_vectors(index, rows, pool, exact))))
+    return from_bytes(to_bytes(relevance.expand_query(plain, candidates)))
 
 
 async def kept_page(conn: asyncpg.Connection, row: asyncpg.Record, first: int, count: int

@@ -57,8 +57,7 @@ class OfferIndex:
             if row is None:
                 row = self._rows[offer_id] = len(self._rows)
             rows[n] = row
-        while len(self._rows) > len(self._matrix):
-            self._matrix, self._codes, self._scales = _grown(self._matrix), _grown(self._codes), _grown(self._scales)
+        self._make_room(len(self._rows))
         self._matrix[rows] = vectors
         wide = np.asarray(vectors, dtype=np.float32)
         scales = np.abs(wide).max(axis=1) / 127
@@ -66,9 +65,10 @@ class OfferIndex:
         self._codes[rows] = np.rint(wide / scales[:, None]).astype(np.int8)
         self._scales[rows] = scales
 
-    def _reserve(self, offers: int) -> None:
-        size = max(len(self._matrix), offers + offers // 8)
-        if size > len(self._matrix):
+    def _make_room(self, offers: int) -> None:
+        """Room for ``offers`` rows: at least that many, and at least twice the room there was."""
+        if offers > len(self._matrix):
+            size = max(offers, 2 * len(self._matrix))
             self._matrix, self._codes, self._scales = (
                 _grown(self._matrix, size), _grown(self._codes, size), _grown(self._scales, size))
 
@@ -77,7 +77,7 @@ class OfferIndex:
         read = 0
         async with self._lock:
             if self.mark == 0:  # the first load: room for every stored vector at once, not by doubling
-                self._reserve(await conn.fetchval("SELECT count(*) FROM offer_vectors"))
+                self._make_room(await conn.fetchval("SELECT count(*) FROM offer_vectors"))
             while True:
                 rows = await conn.fetch(
                     "SELECT offer_id, change_seq, vector FROM offer_vectors WHERE change_seq > $1"
@@ -132,8 +132,8 @@ class OfferIndex:
         return {"offers": len(self._rows), "mark": self.mark}
 
 
-def _grown(array: np.ndarray, size: int | None = None) -> np.ndarray:
-    grown = np.zeros((size or len(array) * 2, *array.shape[1:]), dtype=array.dtype)
+def _grown(array: np.ndarray, size: int) -> np.ndarray:
+    grown = np.zeros((size, *array.shape[1:]), dtype=array.dtype)
     grown[: len(array)] = array
     return grown
 
