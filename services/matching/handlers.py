@@ -115,50 +115,48 @@ def _match_state(match: asyncpg.Record, demand: dict[str, Any], offer: dict[str,
 
 async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_vector: np.ndarray, *,
                       depth: int = STAGE_TWO, include: set[str] | frozenset[str] = frozenset(),
-                      override: dict[str, np.ndarray] | None = None, tail: int = 0
-                      ) -> tuple[list[relevance.Ranked], dict[str, dict], int, np.ndarray]:
+                      override: dict[str, np.ndarray] | None = None, changed: dict[str, Any] | None = None,
+                      tail: int = 0) -> tuple[list[relevance.Ranked], dict[str, dict], int, np.ndarray]:
     """The demand's feasible offers, best first: the top ``depth`` by meaning (and ``include``) fully
     ranked, then the rest in that order as far as the ``tail``-th place (a page deeper than ``depth``).
     ``demand_vector`` is the demand's own vector; the ranking uses it expanded over the feasible
-    offers' vectors (``relevance.expand_query``). Answers the ranking, the records of the fully ranked
-    offers, the number of feasible offers and the expanded vector (as stored: every replica judges
-    with the same numbers)."""
+    offers' vectors (``relevance.expand_query``). ``override`` gives vectors the index does not hold
+    yet, ``changed`` an offer this transaction has just written (its facts, ditto). Answers the
+    ranking, the records of the fully ranked offers (read through row-level security: an offer the
+    demand's network may not see is not ranked), the number of feasible offers and the expanded
+    vector (as stored: every replica judges with the same numbers)."""
     plain = np.asarray(demand_vector, dtype=np.float32).reshape(-1)
-    feasible = await store.feasible_offers(conn, demand)
-    if not feasible:
-        return [], {}, 0, plain
     index = offer_index()
     await index.sync(conn)
-    ids = feasible.ids
-    rows = index.rows(ids)
-    positions = _positions(ids, set(include) | set(override or {}))
+    feasible = index.feasible(demand, changed)
+    if not len(feasible):
+        return [], {}, 0, plain
+    rows = feasible.rows
+    positions = {offer_id: at for offer_id in set(include) | set(override or {})
+                 if (at := feasible.position(offer_id)) is not None}
     exact = {positions[offer_id]: np.asarray(vector, dtype=np.float32)
              for offer_id, vector in (override or {}).items() if offer_id in positions}
     forced = np.array(sorted(positions.values()), dtype=np.int64)  # the included and the overridden
     expanded, first = meaning_step(index, rows, plain, exact, forced)
-    if len(ids) > depth:
-        top = np.argpartition(-first, depth - 1)[:depth]
-        order = top[np.argsort(-first[top], kind="stable")]
-    else:
-        order = np.argsort(-first, kind="stable")
-    head = [int(i) for i in order]
-    head_ids = {ids[i] for i in head}
-    head += [positions[offer_id] for offer_id in sorted(include) if offer_id in positions and offer_id not in head_ids]
-    states = await store.offer_states(conn, [ids[i] for i in head])
-    known = np.array([i for i in head if ids[i] in states], dtype=np.int64)
+    best = _best(first, depth)
+    head = [int(i) for i in best[np.argsort(-first[best], kind="stable")]]
+    in_head = set(head)
+    head += [at for offer_id, at in sorted(positions.items()) if offer_id in include and at not in in_head]
+    states = await store.offer_states(conn, [feasible.offer_id(i) for i in head])
+    known = np.array([i for i in head if feasible.offer_id(i) in states], dtype=np.int64)
     candidates = []
     for i, vector in zip(known.tolist(), _exact_vectors(index, rows, known, exact), strict=True):
-        city = feasible.cities[i]
-        session = {"start": feasible.start_dates[i], "location": {"city": city} if city else None}
-        candidates.append((states[ids[i]], Feasibility((), session, feasible.kms[i]), vector))
+        session, km = feasible.session(i)
+        candidates.append((states[feasible.offer_id(i)], Feasibility((), session, km), vector))
     ranked = relevance.rank(demand, candidates, expanded, plain_vector=plain)
-    if tail > len(ranked) and len(ids) > len(head):  # the long tail, by the first step alone (rarely asked)
+    if tail > len(ranked) and len(feasible) > len(head):  # the long tail, by the first step alone (rarely asked)
         ranked_ids = {r.offer_id for r in ranked}
-        want = min(len(ids), tail + len(ranked_ids))
-        nearest = np.sort(np.argpartition(-first, want - 1)[:want]) if want < len(ids) else np.arange(len(ids))
-        rest = [int(i) for i in nearest[np.argsort(-first[nearest], kind="stable")] if ids[int(i)] not in ranked_ids]
-        ranked += [relevance.Ranked(ids[i], "", round(max(float(first[i]), 0.0), 4), {})
-                   for i in rest[: tail - len(ranked)]]
+        nearest = _best(first, min(len(feasible), tail + len(ranked_ids)))
+        rest = [feasible.offer_id(int(i)) for i in nearest[np.argsort(-first[nearest], kind="stable")]]
+        rest = [offer_id for offer_id in rest if offer_id not in ranked_ids]
+        visible = await store.visible_offers(conn, rest[: tail - len(ranked)])  # as the head: through the policy
+        ranked += [relevance.Ranked(offer_id, "", round(max(float(first[feasible.position(offer_id)]), 0.0), 4), {})
+                   for offer_id in rest[: tail - len(ranked)] if offer_id in visible]
     return ranked, states, len(feasible), expanded
 
 
@@ -178,18 +176,6 @@ def meaning_step(index: OfferIndex, rows: np.ndarray, plain: np.ndarray, exact: 
     shortlist = np.union1d(_best(first, SHORTLIST), forced)
     first[shortlist] = _exact_vectors(index, rows, shortlist, exact) @ expanded
     return expanded, first
-
-
-def _positions(ids: list[str], wanted: set[str]) -> dict[str, int]:
-    """Where the few wanted offers are among a demand's feasible ones (a search per offer, in C:
-    cheaper than a dictionary of tens of thousands made for a handful)."""
-    found = {}
-    for offer_id in wanted:
-        try:
-            found[offer_id] = ids.index(offer_id)
-        except ValueError:
-            continue
-    return found
 
 
 def _best(scores: np.ndarray, count: int) -> np.ndarray:
@@ -331,7 +317,7 @@ def _holds(ranked: relevance.Ranked | None) -> bool:
 
 
 async def rematch(conn: asyncpg.Connection, demand: dict, demand_vector: np.ndarray | None,
-                  override: dict[str, np.ndarray] | None = None) -> None:
+                  override: dict[str, np.ndarray] | None = None, changed: dict[str, Any] | None = None) -> None:
     """Bring all of a demand's matches in line (caller holds the demand's row). Matches that still hold
     stay; those that do not are retracted; free places (at most ten in all) go to the best new pairs
     ``relevance.announce`` lets through, several of one provider too (MatchFound only for a provider's
@@ -343,7 +329,7 @@ async def rematch(conn: asyncpg.Connection, demand: dict, demand_vector: np.ndar
             await _retract(conn, demand, m)
         return
     ranked, states, total, expanded = await rank_demand(conn, demand, demand_vector, include=set(active),
-                                                        override=override)
+                                                        override=override, changed=changed)
     best = max((r.score for r in ranked if r.reasons), default=None)
     # With fewer feasible offers than the feedback step takes, each new one moves the expanded vector:
     # none is kept, so a changed offer brings the whole (small) ranking back here.
@@ -518,8 +504,7 @@ async def offer_changed(conn: asyncpg.Connection, event: Event) -> None:
         for demand_id in sorted(matched | rest):
             await _reconsider(conn, demand_id, offer, vector)
     await set_tenant(conn, offer["tenant"])
-    if stored != digest:
-        await store.stamp_vectors(conn, [offer["id"]])
+    await store.stamp_offers(conn, [offer["id"]])  # its new facts (and vector) for every replica's index
 
 
 async def _reached(conn: asyncpg.Connection, tenant: str, offer: dict | None) -> set[str]:
@@ -635,7 +620,7 @@ async def _reconsider(conn: asyncpg.Connection, demand_id: str, offer: dict, vec
     if demand_vector is None:
         return
     if row["ranking_vector"] is None:  # few feasible offers (or an older row): rank them all again
-        await rematch(conn, demand, demand_vector, override={offer["id"]: vector})
+        await rematch(conn, demand, demand_vector, override={offer["id"]: vector}, changed=offer)
         return
     existing = await store.matches_of_demand(conn, demand_id)
     active = [m for m in existing if m["status"] == "active"]
@@ -646,7 +631,7 @@ async def _reconsider(conn: asyncpg.Connection, demand_id: str, offer: dict, vec
             await _keep(conn, demand, current, ranked, offer)
         else:  # retracted; its place may go to the next best offer
             await _retract(conn, demand, current, offer)
-            await rematch(conn, demand, demand_vector, override={offer["id"]: vector})
+            await rematch(conn, demand, demand_vector, override={offer["id"]: vector}, changed=offer)
         return
     if ranked is None or len(active) >= relevance.MAX_MATCHES_PER_DEMAND:
         return

@@ -13,9 +13,16 @@ import itertools
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
 
 import asyncpg
 import numpy as np
+
+from runtime.places import EARTH_RADIUS_KM
+from services.matching import geo
+from services.matching.domain import LOCATED_FORMATS, check
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +40,92 @@ def from_bytes(raw: bytes) -> np.ndarray:
     return np.frombuffer(raw, dtype=VECTOR_DTYPE).astype(np.float32)
 
 
+EPOCH = date(1970, 1, 1).toordinal()
+RETIRED = np.iinfo(np.int32).min  # the start of a session an offer no longer has: in no window
+SHARED_TENANTS = 8  # columns for "shared with network N" at first; more are added as networks appear
+
+
+def day(value: Any) -> int:
+    """A date (or an ISO date string, a time after it ignored) as days since 1970."""
+    return (value if isinstance(value, date) else date.fromisoformat(str(value)[:10])).toordinal() - EPOCH
+
+
+@dataclass
+class FeasibleSet:
+    """A demand's feasible offers, each with the session that makes it pass (the earliest start, then
+    the nearest place), as columns in the order of the offers' ids: ties in meaning are then broken
+    the same way on every replica. ``rows`` are the offers' rows in the index; -1 marks an offer the
+    caller's transaction changed that the index does not hold yet (``changed_id``)."""
+
+    index: OfferIndex
+    rows: np.ndarray
+    start_days: np.ndarray
+    cities: np.ndarray
+    kms: np.ndarray
+    changed_id: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def offer_id(self, position: int) -> str:
+        row = int(self.rows[position])
+        return self.index.offer_id(row) if row >= 0 else str(self.changed_id)
+
+    def position(self, offer_id: str) -> int | None:
+        row = -1 if offer_id == self.changed_id and len(self) and self.rows[-1] == -1 else self.index.row(offer_id)
+        if row is None:
+            return None
+        found = np.flatnonzero(self.rows == row)
+        return int(found[-1]) if len(found) else None  # (a changed offer is the last)
+
+    def session(self, position: int) -> tuple[dict[str, Any], float | None]:
+        """The passing session (its start and town) and its distance (None where it does not apply)."""
+        city = self.index.city_name(int(self.cities[position]))
+        km = float(self.kms[position])
+        start = date.fromordinal(int(self.start_days[position]) + EPOCH).isoformat()
+        return {"start": start, "location": {"city": city} if city else None}, (None if np.isnan(km) else km)
+
+
 class OfferIndex:
     def __init__(self, dim: int = DIM) -> None:
         self.dim = dim
         self._rows: dict[str, int] = {}
+        self._ids: list[str] = []
         self._matrix = np.zeros((1024, dim), dtype=VECTOR_DTYPE)
         # The same vectors in 8 bits (each row scaled to its largest value), for a first step over
         # many offers: numpy widens int8 about five times faster than float16, and reads half the bytes.
         self._codes = np.zeros((1024, dim), dtype=np.int8)
         self._scales = np.zeros(1024, dtype=np.float32)
+        # Each offer's hard-constraint facts, by row (an offer without facts is published nowhere).
+        self._offer = {
+            "key": np.zeros(1024, dtype=np.uint64),        # its id's first 8 bytes: the order of a feasible set
+            "published": np.zeros(1024, dtype=bool),
+            "format": np.full(1024, -1, dtype=np.int8),     # a code of _format_names; -1 none
+            "price": np.zeros(1024, dtype=np.float64),      # no price counts as 0, as the constraint reads it
+            "qcg": np.zeros(1024, dtype=bool),
+            "home": np.full(1024, -1, dtype=np.int16),      # a code of _tenants
+            "all": np.zeros(1024, dtype=bool),              # shared with every network
+            "first": np.zeros(1024, dtype=np.int64),        # its sessions: [first, first + count)
+            "count": np.zeros(1024, dtype=np.int32),
+        }
+        self._shared = np.zeros((1024, SHARED_TENANTS), dtype=bool)  # shared with the network of that column
+        self._tenants: dict[str, int] = {}
+        self._format_names: list[str] = []
+        self._located_format = np.zeros(1, dtype=bool)  # by format code; the last entry stands for -1
+        self._city_names: list[str] = []
+        self._cities: dict[str, int] = {}
+        # Sessions, appended; an offer's new sessions replace its old ones, which are retired.
+        self._session = {
+            "row": np.zeros(4096, dtype=np.int32),
+            "start": np.full(4096, RETIRED, dtype=np.int32),
+            "lat": np.zeros(4096, dtype=np.float64),
+            "lon": np.zeros(4096, dtype=np.float64),
+            "located": np.zeros(4096, dtype=bool),        # a place that counts for distance (located formats)
+            "city": np.full(4096, -1, dtype=np.int32),
+        }
+        self._sessions = 0
+        self._retired = 0
+        self.compact_after = 100_000  # retired sessions kept before the columns are compacted (at most half)
         self.mark = 0  # the highest change sequence read
         self.loaded_at: float | None = None
         self._lock = asyncio.Lock()
@@ -49,21 +133,128 @@ class OfferIndex:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def _put(self, offer_ids: list[str], vectors: np.ndarray) -> None:
-        """Add or replace the offers' vectors (one row each, as stored)."""
+    def row(self, offer_id: str) -> int | None:
+        return self._rows.get(offer_id)
+
+    def offer_id(self, row: int) -> str:
+        return self._ids[row]
+
+    def city_name(self, code: int) -> str | None:
+        return self._city_names[code] if code >= 0 else None
+
+    def _put(self, offer_ids: list[str], vectors: np.ndarray) -> np.ndarray:
+        """Add or replace the offers' vectors (one row each, as stored); answers their rows."""
         rows = np.empty(len(offer_ids), dtype=np.int64)
         for n, offer_id in enumerate(offer_ids):
             row = self._rows.get(offer_id)
             if row is None:
-                row = self._rows[offer_id] = len(self._rows)
+                row = self._rows[offer_id] = len(self._ids)
+                self._ids.append(offer_id)
             rows[n] = row
         self._make_room(len(self._rows))
+        self._offer["key"][rows] = np.fromiter(map(_order_key, offer_ids), dtype=np.uint64, count=len(offer_ids))
         self._matrix[rows] = vectors
         wide = np.asarray(vectors, dtype=np.float32)
         scales = np.abs(wide).max(axis=1) / 127
         scales[scales == 0] = 1.0
         self._codes[rows] = np.rint(wide / scales[:, None]).astype(np.int8)
         self._scales[rows] = scales
+        return rows
+
+    def _put_facts(self, rows: np.ndarray, facts: Any) -> None:
+        """Replace the facts of the offers at ``rows``; ``facts`` reads as the answer of
+        ``offer_index_facts`` for their ids in that order: by offer (``at``, a 1-based place in
+        ``rows``) whether published, format, price, qcg, network, sharing scope and the networks it
+        is shared with (space-separated), and by session of a published offer (``session_at``, in
+        the offer's order) its start (days since 1970), the place where it counts for distance
+        (else NULL) and its town. An offer the answer leaves out is published nowhere."""
+        offer, session = self._offer, self._session
+        for row in rows[offer["count"][rows] > 0].tolist():  # their earlier sessions
+            first, count = int(offer["first"][row]), int(offer["count"][row])
+            session["start"][first:first + count] = RETIRED
+            self._retired += count
+        offer["count"][rows] = 0
+        offer["published"][rows] = False
+        self._shared[rows] = False
+        if not facts["at"]:
+            return
+        at = rows[np.array(facts["at"], dtype=np.int64) - 1]
+        offer["published"][at] = facts["published"]
+        offer["format"][at] = self._codes_of(facts["format"], self._format_code)
+        offer["price"][at] = [p or 0.0 for p in facts["price"]]
+        offer["qcg"][at] = facts["qcg"]
+        offer["home"][at] = self._codes_of(facts["tenant"], self._tenant_code)
+        offer["all"][at] = [scope == "all" for scope in facts["scope"]]
+        shared = [(row, self._tenant_code(t)) for row, scope, networks in zip(at.tolist(), facts["scope"],
+                                                                             facts["networks"], strict=True)
+                  if scope == "networks" and networks for t in networks.split(" ")]
+        if shared:
+            pairs = np.array(shared, dtype=np.int64)
+            self._shared[pairs[:, 0], pairs[:, 1]] = True
+        if facts["session_at"]:
+            owners = rows[np.array(facts["session_at"], dtype=np.int64) - 1]
+            firsts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+            offer["first"][owners[firsts]] = self._sessions + firsts
+            offer["count"][owners[firsts]] = np.diff(np.r_[firsts, len(owners)])
+            self._add_sessions(owners, facts["starts"], facts["lats"], facts["lons"],
+                               self._codes_of(facts["cities"], self._city_code))
+        if self._retired > max(self.compact_after, self._sessions // 2):
+            self._compact()
+
+    @staticmethod
+    def _codes_of(names: list[str | None], code_of) -> np.ndarray:
+        """Names as their codes (each distinct name looked up once)."""
+        codes = {name: code_of(name) for name in set(names)}
+        return np.array([codes[name] for name in names], dtype=np.int32)
+
+    def _add_sessions(self, rows: np.ndarray, starts: list[int], lats: list, lons: list, cities: np.ndarray) -> None:
+        n, at = len(rows), self._sessions
+        if at + n > len(self._session["row"]):
+            size = max(at + n, 2 * len(self._session["row"]))
+            self._session = {k: _grown(v, size, RETIRED if k == "start" else 0) for k, v in self._session.items()}
+        session = self._session
+        session["row"][at:at + n] = rows
+        session["start"][at:at + n] = starts
+        lat = np.array(lats, dtype=np.float64)  # None becomes NaN: no place that counts
+        session["located"][at:at + n] = ~np.isnan(lat)
+        session["lat"][at:at + n] = np.nan_to_num(lat)
+        session["lon"][at:at + n] = np.nan_to_num(np.array(lons, dtype=np.float64))
+        session["city"][at:at + n] = cities
+        self._sessions += n
+
+    def _compact(self) -> None:
+        """Drop retired sessions (an offer's sessions stay together, so each offer's range shifts)."""
+        live = np.flatnonzero(self._session["start"][: self._sessions] != RETIRED)
+        self._session = {k: _grown(v[live], len(v), RETIRED if k == "start" else 0) for k, v in self._session.items()}
+        self._sessions, self._retired = len(live), 0
+        rows = self._session["row"][: self._sessions]
+        firsts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, dtype=np.int64)
+        self._offer["first"][rows[firsts]] = firsts
+
+    def _tenant_code(self, tenant: str) -> int:
+        code = self._tenants.get(tenant)
+        if code is None:
+            code = self._tenants[tenant] = len(self._tenants)
+            if code >= self._shared.shape[1]:
+                wider = np.zeros((len(self._shared), 2 * self._shared.shape[1]), dtype=bool)
+                wider[:, : self._shared.shape[1]] = self._shared
+                self._shared = wider
+        return code
+
+    def _format_code(self, name: str) -> int:
+        if name not in self._format_names:
+            self._format_names.append(name)
+            self._located_format = np.array([f in LOCATED_FORMATS for f in self._format_names] + [False])
+        return self._format_names.index(name)
+
+    def _city_code(self, name: str | None) -> int:
+        if name is None:
+            return -1
+        code = self._cities.get(name)
+        if code is None:
+            code = self._cities[name] = len(self._city_names)
+            self._city_names.append(name)
+        return code
 
     def _make_room(self, offers: int) -> None:
         """Room for ``offers`` rows: at least that many, and at least twice the room there was."""
@@ -71,9 +262,11 @@ class OfferIndex:
             size = max(offers, 2 * len(self._matrix))
             self._matrix, self._codes, self._scales = (
                 _grown(self._matrix, size), _grown(self._codes, size), _grown(self._scales, size))
+            self._offer = {k: _grown(v, size, -1 if k in ("format", "home") else 0) for k, v in self._offer.items()}
+            self._shared = _grown(self._shared, size)
 
     async def sync(self, conn: asyncpg.Connection) -> int:
-        """Read the vectors written since the last call; answers how many."""
+        """Read the offers changed since the last call; answers how many."""
         read = 0
         async with self._lock:
             if self.mark == 0:  # the first load: room for every stored vector at once, not by doubling
@@ -86,9 +279,11 @@ class OfferIndex:
                 fitting = [r for r in rows if len(r["vector"]) == width]
                 if fitting:
                     # the same offer twice in one batch: its later row wins, as it would one by one
-                    latest = {str(r["offer_id"]): r["vector"] for r in fitting}
-                    self._put(list(latest), np.frombuffer(b"".join(latest.values()), dtype=VECTOR_DTYPE)
-                              .reshape(len(latest), self.dim))
+                    latest = {r["offer_id"]: r["vector"] for r in fitting}
+                    vectors = np.frombuffer(b"".join(latest.values()), dtype=VECTOR_DTYPE)
+                    at = self._put([str(i) for i in latest], vectors.reshape(len(latest), self.dim))
+                    facts = await conn.fetchrow("SELECT * FROM offer_index_facts($1::uuid[])", list(latest))
+                    self._put_facts(at, {k: v or [] for k, v in facts.items()})
                 if rows:
                     self.mark = rows[-1]["change_seq"]
                 read += len(rows)
@@ -98,6 +293,71 @@ class OfferIndex:
                 self.loaded_at = time.time()
                 log.info("offer index loaded", extra={"offers": len(self._rows), "mark": self.mark})
         return read
+
+    def feasible(self, demand: dict[str, Any], changed: dict[str, Any] | None = None) -> FeasibleSet:
+        """Every offer that passes the six hard constraints for the demand (``domain.check``'s rules,
+        over columns), with its passing session. ``changed`` is an offer the caller's transaction has
+        just written, which the index does not hold yet: it is judged by ``domain.check`` instead."""
+        offers = len(self._ids)
+        session = self._session
+        start = session["start"][: self._sessions]
+        at = np.flatnonzero((start >= day(demand["start_from"])) & (start <= day(demand["start_to"])))
+        rows = session["row"][at]
+        keep = self._passing(demand, offers)[rows]
+        at, rows = at[keep], rows[keep]
+        by_place = self._located_format[self._offer["format"][rows]]
+        anywhere = at[~by_place]  # online and distance: the place does not count
+        near = at[by_place & session["located"][at]]
+        employer = demand["employer"]
+        radius = float(demand["max_distance_km"])
+        lat_min, lat_max, lon_min, lon_max = geo.box(employer["lat"], employer["lon"], radius)
+        lat, lon = session["lat"][near], session["lon"][near]
+        near = near[(lat >= lat_min) & (lat <= lat_max) & (lon >= lon_min) & (lon <= lon_max)]
+        km = haversine_km(employer["lat"], employer["lon"], session["lat"][near], session["lon"][near])
+        near, km = near[km <= radius], km[km <= radius]
+        chosen = np.concatenate([near, anywhere])
+        kms = np.concatenate([km, np.full(len(anywhere), np.nan)])
+        rows = session["row"][chosen].astype(np.int64)
+        starts = session["start"][chosen]
+        # in the offers' id order; of one offer's sessions the earliest start, then the nearest
+        order = np.lexsort((np.nan_to_num(kms), starts, rows, self._offer["key"][rows]))
+        rows = rows[order]
+        first = np.ones(len(rows), dtype=bool)
+        first[1:] = rows[1:] != rows[:-1]
+        picked = order[first]
+        found = FeasibleSet(self, rows[first], starts[picked], session["city"][chosen[picked]], kms[picked])
+        return self._with_changed(found, demand, changed) if changed is not None else found
+
+    def _passing(self, demand: dict[str, Any], offers: int) -> np.ndarray:
+        """By offer: visible to the demand's network and published, of one of its formats, within
+        its price ceiling and, where funding is required, fundable."""
+        offer = self._offer
+        tenant = self._tenants.get(demand["tenant"])
+        visible = offer["all"][:offers].copy()
+        if tenant is not None:
+            visible |= offer["home"][:offers] == tenant
+            visible |= self._shared[:offers, tenant]
+        visible &= offer["published"][:offers]
+        wanted = np.array([f in demand["formats"] for f in self._format_names] + [False])
+        visible &= wanted[offer["format"][:offers]]
+        if demand.get("max_price_eur") is not None:
+            visible &= offer["price"][:offers] <= float(demand["max_price_eur"])
+        if demand["funding_required"]:
+            visible &= offer["qcg"][:offers]
+        return visible
+
+    def _with_changed(self, found: FeasibleSet, demand: dict[str, Any], changed: dict[str, Any]) -> FeasibleSet:
+        row = self._rows.get(changed["id"], -1)
+        keep = found.rows != row if row >= 0 else slice(None)
+        rows, starts, cities, kms = found.rows[keep], found.start_days[keep], found.cities[keep], found.kms[keep]
+        judged = check(changed, demand)
+        if judged.ok:
+            place = judged.session.get("location") or {}
+            rows = np.append(rows, row)
+            starts = np.append(starts, day(judged.session["start"]))
+            cities = np.append(cities, self._city_code(place.get("city")))
+            kms = np.append(kms, np.nan if judged.distance_km is None else judged.distance_km)
+        return FeasibleSet(self, rows, starts, cities, kms, changed_id=changed["id"])
 
     def rows(self, offer_ids: Iterable[str]) -> np.ndarray:
         """The offers' rows in the index, -1 where none is known yet."""
@@ -129,11 +389,27 @@ class OfferIndex:
         return out
 
     def stats(self) -> dict:
-        return {"offers": len(self._rows), "mark": self.mark}
+        return {"offers": len(self._rows), "mark": self.mark, "sessions": self._sessions - self._retired}
 
 
-def _grown(array: np.ndarray, size: int) -> np.ndarray:
-    grown = np.zeros((size, *array.shape[1:]), dtype=array.dtype)
+def _order_key(offer_id: str) -> int:
+    """An offer id's first 64 bits (ids are uuids; another id sorts first)."""
+    try:
+        return int(offer_id[:8] + offer_id[9:13] + offer_id[14:18], 16)
+    except ValueError:
+        return 0
+
+
+def haversine_km(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray) -> np.ndarray:
+    """Great-circle distances from one point, as ``runtime.places.haversine_km`` computes each."""
+    p1, p2 = np.radians(lat), np.radians(lats)
+    a = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lons - lon) / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.minimum(1.0, a)))
+
+
+def _grown(array: np.ndarray, size: int, fill: int = 0) -> np.ndarray:
+    shape = (size, *array.shape[1:])
+    grown = np.zeros(shape, dtype=array.dtype) if fill == 0 else np.full(shape, fill, dtype=array.dtype)
     grown[: len(array)] = array
     return grown
 

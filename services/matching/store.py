@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -90,17 +89,18 @@ async def stored_vectors(conn: asyncpg.Connection, offer_ids: list[str]) -> dict
 
 
 async def put_vector(conn: asyncpg.Connection, offer_id: str, text_hash: str, vector: bytes) -> None:
-    """Store a new vector; it gets its change sequence at the end of the transaction (stamp_vectors)."""
+    """Store a new vector; it gets its change sequence at the end of the transaction (stamp_offers)."""
     await conn.execute(
         "INSERT INTO offer_vectors (offer_id, text_hash, vector, change_seq) VALUES ($1, $2, $3, 0)"
         " ON CONFLICT (offer_id) DO UPDATE SET text_hash = excluded.text_hash, vector = excluded.vector,"
         " change_seq = 0", _uuid(offer_id), text_hash, vector)
 
 
-async def stamp_vectors(conn: asyncpg.Connection, offer_ids: list[str]) -> None:
-    """Give new vectors their change sequence as the last step of the transaction, under a lock held
-    to commit: sequences are then given in commit order, so a replica reading "everything above N"
-    never skips a vector that commits late."""
+async def stamp_offers(conn: asyncpg.Connection, offer_ids: list[str]) -> None:
+    """Give changed offers (a new vector, or new facts for the hard constraints) a new change sequence
+    as the last step of the transaction, under a lock held to commit: sequences are then given in
+    commit order, so a replica's index reading "everything above N" never skips a change that
+    commits late."""
     if not offer_ids:
         return
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext('matching:offer-vector-seq'))")
@@ -113,86 +113,10 @@ async def offer_states(conn: asyncpg.Connection, offer_ids: list[str]) -> dict[s
     return {str(r["id"]): r["state"] for r in rows}
 
 
-@dataclass
-class FeasibleSet:
-    """The offers that pass every hard constraint for a demand, each with the session that makes it
-    pass, as columns (tens of thousands per demand: PostgreSQL aggregates them into arrays, so no
-    record is made per offer)."""
-
-    ids: list[str] = field(default_factory=list)
-    start_dates: list[str] = field(default_factory=list)
-    cities: list[str | None] = field(default_factory=list)
-    kms: list[float | None] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def extend(self, row: asyncpg.Record) -> None:
-        """Add an answer of ``_AS_COLUMNS`` (offers already here are left as they are)."""
-        if not row or row[0] is None:  # array_agg of nothing
-            return
-        if not self.ids:
-            self.ids, self.start_dates, self.cities, self.kms = (list(column) for column in row)
-            return
-        seen = set(self.ids)
-        for offer_id, start, city, km in zip(*row, strict=True):
-            if offer_id not in seen:
-                self.ids.append(offer_id)
-                self.start_dates.append(start)
-                self.cities.append(city)
-                self.kms.append(km)
-
-
-# The arrays keep the rows' order (by offer id, as DISTINCT ON sorts them): ties in meaning are then
-# broken the same way on every replica.
-_AS_COLUMNS = "SELECT array_agg(f.offer_id), array_agg(f.start_date), array_agg(f.city), array_agg(f.km) FROM ({}) f"
-
-_HAVERSINE = ("2 * 6371.0088 * asin(sqrt(least(1.0, power(sin(radians(s.lat - $8) / 2), 2)"
-              " + cos(radians($8)) * cos(radians(s.lat)) * power(sin(radians(s.lon - $9) / 2), 2))))")
-
-
-async def feasible_offers(conn: asyncpg.Connection, demand: dict[str, Any]) -> FeasibleSet:
-    """Every offer the demand's tenant may see that passes the six hard constraints, found through the
-    session indexes: located formats by the grid cells of the demand's distance box and the start
-    window, the others by format and start window; price and funding on the same rows; the exact
-    great-circle distance last. For each offer, its earliest session that passes."""
-    formats = set(demand["formats"])
-    start_from, start_to = _date(demand["start_from"]), _date(demand["start_to"])
-    ceiling = demand.get("max_price_eur")
-    funding = bool(demand["funding_required"])
-    found = FeasibleSet()
-    located = sorted(formats & LOCATED_FORMATS)
-    if located:
-        employer = demand["employer"]
-        radius = float(demand["max_distance_km"])
-        lat_min, lat_max, lon_min, lon_max = geo.box(employer["lat"], employer["lon"], radius)
-        cells = geo.cells_of_box(lat_min, lat_max, lon_min, lon_max)
-        where_cell = ("s.cell = ANY($10::int[])" if cells is not None
-                      else "s.cell IS NOT NULL AND cardinality($10::int[]) = 0")
-        # x.offer_id, not the answer's offer_id: one offer's sessions are found by sorting uuids, not text
-        found.extend(await conn.fetchrow(_AS_COLUMNS.format(
-            "SELECT DISTINCT ON (x.offer_id) x.offer_id::text AS offer_id, x.start_date::text AS start_date, x.city,"
-            " x.km FROM ("
-            f" SELECT s.offer_id, s.start_date, s.city, {_HAVERSINE} AS km FROM offer_sessions s"
-            f" WHERE s.status = 'published' AND {where_cell} AND s.start_date BETWEEN $1 AND $2"
-            " AND s.format = ANY($3::text[]) AND ($4::numeric IS NULL OR coalesce(s.price_eur, 0) <= $4)"
-            " AND (NOT $5 OR s.qcg) AND s.lat BETWEEN $6 AND $7 AND s.lon BETWEEN $11 AND $12"
-            ") x WHERE x.km <= $13 ORDER BY x.offer_id, x.start_date, x.km"),
-            start_from, start_to, located, ceiling, funding, lat_min, lat_max, employer["lat"], employer["lon"],
-            cells or [], lon_min, lon_max, radius,
-        ))
-    remote = sorted(formats & set(REMOTE_FORMATS))
-    if remote:
-        found.extend(await conn.fetchrow(_AS_COLUMNS.format(
-            "SELECT DISTINCT ON (s.offer_id) s.offer_id::text AS offer_id, s.start_date::text AS start_date, s.city,"
-            " NULL::float8 AS km"
-            " FROM offer_sessions s"
-            " WHERE s.status = 'published' AND s.cell IS NULL AND s.format = ANY($3::text[])"
-            " AND s.start_date BETWEEN $1 AND $2 AND ($4::numeric IS NULL OR coalesce(s.price_eur, 0) <= $4)"
-            " AND (NOT $5 OR s.qcg) ORDER BY s.offer_id, s.start_date"),
-            start_from, start_to, remote, ceiling, funding,
-        ))
-    return found
+async def visible_offers(conn: asyncpg.Connection, offer_ids: list[str]) -> set[str]:
+    """Those of the offers the acting network may see (the policy decides)."""
+    rows = await conn.fetch("SELECT id FROM offers WHERE id = ANY($1::uuid[])", [_uuid(i) for i in offer_ids])
+    return {str(r["id"]) for r in rows}
 
 
 # ---- demands ----------------------------------------------------------------------------------------

@@ -463,6 +463,12 @@ def test_a_second_matching_process_ranks_with_offers_the_first_one_handled(platf
         after = wait_until("the new vector in the second process's index",
                            lambda: (s := scores(second)) is not None and s > before + 0.2 and s)
         assert after == scores(platform.config.url("matching"))
+        # the same text, its course moved 30 km away (outside the demand's 10 km): no new vector, only
+        # new facts for the hard constraints, which the second process's index must learn as well
+        moved = [{"start": future(40), "end": future(42), "location": place.location(km_north=30)}]
+        _put_offer(platform, offer, place.offer(provider, sessions=moved))
+        wait_until("the moved offer gone from the second process's ranking", lambda: scores(second) is None)
+        assert scores(platform.config.url("matching")) is None
     finally:
         stack.stop("matching-replica")
 

@@ -4,9 +4,11 @@ cannot bypass RLS), whatever the SQL says."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
+import numpy as np
 import pytest
 
 from tests.platform import Platform, alone_at, demand_body, lonely_place, offer_body, wait_until
@@ -16,7 +18,9 @@ A, B = "lueneburg", "hellweg-hochsauerland"
 FORGETFUL = {
     "catalog": ["SELECT tenant_id FROM providers",
                 "SELECT tenant_id FROM offers WHERE visibility_scope = 'home'"],
-    "matching": ["SELECT tenant_id FROM demands"],
+    "matching": ["SELECT tenant_id FROM demands",
+                 "SELECT tenant_id FROM offers WHERE visibility_scope = 'home'",
+                 "SELECT tenant_id FROM offer_sessions WHERE visibility_scope = 'home'"],
     "identity": ["SELECT tenant_id FROM audit_log"],
     "notifications": ["SELECT tenant_id FROM preferences"],
 }
@@ -139,3 +143,52 @@ async def test_every_table_with_tenant_rows_is_under_row_level_security(platform
     finally:
         await conn.close()
     assert [r["relname"] for r in unguarded if r["relname"] not in NOT_ISOLATED] == []
+
+
+async def test_matching_ranks_no_offer_another_network_keeps_to_itself_even_if_its_index_said_so(
+        platform: Platform, private_rows_in_both_networks: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A demand's feasible offers come from the process's in-memory index, which holds every network's
+    offers; what the demand is shown is read through row-level security as well. So even an index
+    that wrongly counts another network's home-only offer as visible shows the demand nothing of it."""
+    from runtime.db import init_connection
+    from services.matching import handlers
+    from services.matching.index import OfferIndex
+
+    conn = await _app_connection(platform, "matching")
+    await init_connection(conn)  # JSON as the service reads it
+    try:
+        async def home_offer(tenant: str) -> str | None:
+            async with conn.transaction():
+                await conn.execute("SELECT set_config('app.tenant_id', $1, true)", tenant)
+                return await conn.fetchval("SELECT id::text FROM offers WHERE tenant_id = $1"
+                                           " AND visibility_scope = 'home' ORDER BY updated_at DESC LIMIT 1", tenant)
+
+        for _ in range(300):  # until matching has read both networks' offers
+            theirs, ours = await home_offer(B), await home_offer(A)
+            if theirs and ours:
+                break
+            await asyncio.sleep(0.1)
+        assert theirs and ours
+        index = OfferIndex()
+        monkeypatch.setattr(handlers, "offer_index", lambda: index)
+        demand = {"tenant": A, **demand_body(**alone_at(lonely_place())[1])}
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('app.tenant_id', $1, true)", A)
+            await index.sync(conn)
+            ours_state = (await conn.fetchrow("SELECT state FROM offers WHERE id = $1::uuid", ours))["state"]
+        session = ours_state["sessions"][0]
+        demand["employer"] |= {"lat": session["location"]["lat"], "lon": session["location"]["lon"]}
+        demand |= {"start_from": session["start"][:10], "start_to": session["start"][:10]}
+        found = index.feasible(demand)
+        found_ids = {found.offer_id(i) for i in range(len(found))}
+        assert ours in found_ids and theirs not in found_ids  # the code's own check
+        index._offer["all"][index.row(theirs)] = True  # an index that is wrong about B's offer
+        found = index.feasible(demand)
+        assert theirs in {found.offer_id(i) for i in range(len(found))}
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('app.tenant_id', $1, true)", A)
+            ranked, _, _, _ = await handlers.rank_demand(conn, demand, np.ones(384, dtype=np.float32) / 384 ** 0.5)
+        shown = {r.offer_id for r in ranked}
+        assert ours in shown and theirs not in shown  # the policy's
+    finally:
+        await conn.close()

@@ -4,9 +4,14 @@ demand's best offers and its expanded vector must be those the exact step gives.
 
 from __future__ import annotations
 
+import random
+import uuid
+from datetime import date, timedelta
+
 import numpy as np
 
 from services.matching import relevance
+from services.matching.domain import LOCATED_FORMATS, check
 from services.matching.handlers import SHORTLIST, STAGE_TWO, meaning_step
 from services.matching.index import DIM, VECTOR_DTYPE, OfferIndex, from_bytes, to_bytes
 
@@ -85,3 +90,132 @@ def test_offers_beyond_the_first_capacity_keep_their_vectors() -> None:
     assert known.tolist() == [True, False]
     assert np.allclose(vectors[0], replaced[0], atol=1e-3) and not vectors[1].any()
     assert abs(index.approximate(index.rows([ids[2500]]), replaced[0])[0] - 1.0) < 0.01
+
+
+# ---- the hard constraints over columns -------------------------------------------------------------
+
+TENANTS = ["hellweg", "ruhr", "lueneburg", "muenster"]
+FORMATS = ["presence", "hybrid", "blended", "online", "distance"]
+
+
+def _offer(rng: random.Random, n: int) -> dict:
+    scope = rng.choice(["home", "networks", "all"])
+    sessions = []
+    for _ in range(rng.randint(0, 3)):
+        start = date(2027, 1, 1) + timedelta(days=rng.randrange(200))
+        place = None if rng.random() < 0.2 else {
+            "city": rng.choice(["Soest", "Dortmund", "Lüneburg", "Arnsberg"]),
+            "lat": rng.uniform(50.5, 53.5), "lon": rng.uniform(7.0, 10.5)}
+        sessions.append({"start": start.isoformat(), "end": start.isoformat(), "location": place})
+    return {"id": str(uuid.UUID(int=rng.getrandbits(128))), "tenant": rng.choice(TENANTS),
+            "status": rng.choice(["published"] * 4 + ["draft", "withdrawn"]), "format": rng.choice(FORMATS),
+            "price_eur": rng.choice([None, 0, 800, 1500, 1500.5, 4000]), "funding": {"qcg": rng.random() < 0.4},
+            "visibility": {"scope": scope, "networks": rng.sample(TENANTS, rng.randint(0, 2)) if scope == "networks"
+                           else []},
+            "sessions": sessions}
+
+
+def _demand(rng: random.Random) -> dict:
+    start = date(2027, 1, 1) + timedelta(days=rng.randrange(150))
+    return {"tenant": rng.choice(TENANTS), "formats": rng.sample(FORMATS, rng.randint(1, 3)),
+            "start_from": start.isoformat(), "start_to": (start + timedelta(days=rng.choice([0, 30, 90]))).isoformat(),
+            "max_distance_km": rng.choice([0, 25, 50, 100, 200]), "max_price_eur": rng.choice([None, 1500, 5000]),
+            "funding_required": rng.random() < 0.3,
+            "employer": {"lat": rng.uniform(50.5, 53.5), "lon": rng.uniform(7.0, 10.5)}}
+
+
+def _facts(offers: list[dict]) -> dict:
+    """The offers as ``offer_index_facts`` answers for their ids (sessions only while published; a
+    place only where it counts for distance)."""
+    columns: dict[str, list] = {k: [] for k in ("at", "published", "format", "price", "qcg", "tenant", "scope",
+                                                "networks", "session_at", "starts", "lats", "lons", "cities")}
+    for at, offer in enumerate(offers, 1):
+        published = offer["status"] == "published"
+        for key, value in (("at", at), ("published", published), ("format", offer["format"]),
+                           ("price", offer["price_eur"]), ("qcg", offer["funding"]["qcg"]),
+                           ("tenant", offer["tenant"]), ("scope", offer["visibility"]["scope"]),
+                           ("networks", " ".join(offer["visibility"]["networks"]))):
+            columns[key].append(value)
+        located = offer["format"] in LOCATED_FORMATS
+        for session in offer["sessions"] if published else ():
+            place = session["location"] if located else None
+            columns["session_at"].append(at)
+            columns["starts"].append(date.fromisoformat(session["start"]).toordinal() - date(1970, 1, 1).toordinal())
+            columns["lats"].append(place and place["lat"])
+            columns["lons"].append(place and place["lon"])
+            columns["cities"].append((session["location"] or {}).get("city"))
+    return columns
+
+
+def _indexed(offers: list[dict]) -> OfferIndex:
+    index = OfferIndex()
+    zero = np.zeros((len(offers), DIM), dtype=VECTOR_DTYPE)
+    index._put_facts(index._put([o["id"] for o in offers], zero), _facts(offers))
+    return index
+
+
+def _as_found(feasible) -> dict[str, tuple]:
+    out = {}
+    for i in range(len(feasible)):
+        session, km = feasible.session(i)
+        out[feasible.offer_id(i)] = (session["start"], None if km is None else round(km, 6))
+    return out
+
+
+def _as_checked(offers: list[dict], demand: dict) -> dict[str, tuple]:
+    out = {}
+    for o in offers:
+        judged = check(o, demand)
+        if judged.ok:
+            out[o["id"]] = (judged.session["start"],
+                            None if judged.distance_km is None else round(judged.distance_km, 6))
+    return out
+
+
+def test_feasible_offers_from_the_index_are_those_domain_check_passes() -> None:
+    rng = random.Random(11)
+    offers = [_offer(rng, n) for n in range(3000)]
+    index = _indexed(offers)
+    sizes = []
+    for _ in range(200):
+        demand = _demand(rng)
+        found = index.feasible(demand)
+        assert _as_found(found) == _as_checked(offers, demand)
+        assert [found.offer_id(i) for i in range(len(found))] == sorted(_as_checked(offers, demand))  # id order
+        sizes.append(len(found))
+    assert sum(sizes) > 1000 and min(sizes) == 0  # the demands found offers, and some none
+
+
+def test_changed_offers_replace_their_facts_and_sessions() -> None:
+    rng = random.Random(12)
+    offers = [_offer(rng, n) for n in range(2000)]
+    index = _indexed(offers)
+    index.compact_after = 500
+    compacted = 0
+    for round_ in range(6):  # enough replaced sessions to compact the session columns
+        changed = rng.sample(offers, 1500)  # the others keep their facts
+        for o in changed:
+            o.update({k: v for k, v in _offer(rng, 0).items() if k not in ("id", "tenant")})
+        before = index._sessions
+        index._put_facts(index.rows([o["id"] for o in changed]), _facts(changed))
+        compacted += index._sessions < before
+        for _ in range(30):
+            demand = _demand(rng)
+            assert _as_found(index.feasible(demand)) == _as_checked(offers, demand), round_
+    assert compacted
+    assert index.stats()["sessions"] == sum(len(o["sessions"]) for o in offers if o["status"] == "published")
+
+
+def test_an_offer_the_transaction_changed_counts_as_changed() -> None:
+    rng = random.Random(13)
+    offers = [_offer(rng, n) for n in range(1500)]
+    index = _indexed(offers)
+    for _ in range(100):
+        demand = _demand(rng)
+        changed = {**rng.choice(offers), **{k: v for k, v in _offer(rng, 0).items() if k != "id"}}
+        new = _offer(rng, 0)  # one the index has never held
+        for offer in (changed, new):
+            expected = _as_checked([o for o in offers if o["id"] != offer["id"]] + [offer], demand)
+            found = index.feasible(demand, changed=offer)
+            assert _as_found(found) == expected
+            assert (found.position(offer["id"]) is not None) == (offer["id"] in expected)
