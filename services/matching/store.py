@@ -228,17 +228,21 @@ async def demands_for_offer(conn: asyncpg.Connection, tenant: str, offer: dict[s
         lons.append(float(loc["lon"]) if located else None)
     if not starts:
         return []
+    # One scan of the keys of the sessions' cells (and "anywhere") that open by the last start, each
+    # key then checked against the sessions; an index-only scan (demand_keys_reach carries every column).
     rows = await conn.fetch(
-        "SELECT DISTINCT k.demand_id::text FROM unnest($2::date[], $3::int[], $7::float8[], $8::float8[])"
+        "SELECT k.demand_id::text FROM demand_keys k"
+        " WHERE k.tenant_id = $1 AND k.format = $4 AND k.cell = ANY($9::int[]) AND k.start_from <= $10"
+        " AND (k.max_price_eur IS NULL OR $5::numeric <= k.max_price_eur) AND (NOT k.funding_required OR $6)"
+        " AND EXISTS (SELECT 1 FROM unnest($2::date[], $3::int[], $7::float8[], $8::float8[])"
         " AS s(start_date, cell, lat, lon)"
-        " JOIN demand_keys k ON k.tenant_id = $1 AND k.format = $4 AND k.cell IN (s.cell, -1)"
-        " AND k.start_from <= s.start_date AND k.start_to >= s.start_date"
-        " WHERE (k.max_price_eur IS NULL OR $5::numeric <= k.max_price_eur) AND (NOT k.funding_required OR $6)"
+        " WHERE k.cell IN (s.cell, -1) AND k.start_from <= s.start_date AND k.start_to >= s.start_date"
         " AND (k.lat IS NULL OR s.lat IS NULL OR 2 * 6371.0088 * asin(sqrt(least(1.0,"
         " power(sin(radians(s.lat - k.lat) / 2), 2) + cos(radians(k.lat)) * cos(radians(s.lat))"
-        " * power(sin(radians(s.lon - k.lon) / 2), 2)))) <= k.max_distance_km)",
+        " * power(sin(radians(s.lon - k.lon) / 2), 2)))) <= k.max_distance_km))"
+        " GROUP BY k.demand_id",
         tenant, starts, cells, offer["format"], offer.get("price_eur") or 0, bool(offer["funding"]["qcg"]),
-        lats, lons,
+        lats, lons, sorted({*cells, geo.WIDE}), max(starts),
     )
     return [r[0] for r in rows]
 
@@ -254,9 +258,9 @@ async def open_demand_states(conn: asyncpg.Connection, demand_ids: list[str]) ->
 
 async def open_demand_vectors(conn: asyncpg.Connection, demand_ids: list[str]) -> list[asyncpg.Record]:
     """What judging a pair by meaning alone needs, without the demands' content."""
-    return await conn.fetch(
+    return await conn.fetch(  # (in no order: sorting thousands of rows with their vectors spilled to disk)
         "SELECT id::text, vector, ranking_vector, best_score FROM demands"
-        " WHERE id = ANY($1::text[]::uuid[]) AND status = 'open' ORDER BY id", [str(i) for i in demand_ids])
+        " WHERE id = ANY($1::text[]::uuid[]) AND status = 'open'", [str(i) for i in demand_ids])
 
 
 
