@@ -332,7 +332,11 @@ def main() -> None:
         seconds, size = asyncio.run(index_load(app_dsn))
         rows.append(("vector index loaded from PostgreSQL by a fresh process", f"{seconds:.2f} s for {size} offers"))
         print(f"  {rows[-1][0]}: {rows[-1][1]}", flush=True)
-        demand_requests(platform, posted, 5)  # warm-up: the service's index syncs once
+        # the service reads the loaded offers into its index when asked whether it is ready, as a
+        # deployment asks before it sends traffic (a first request would otherwise wait for it)
+        ready = httpx.get(f"{platform.config.url('matching')}/readyz", timeout=600)
+        assert ready.status_code == 200, ready.text
+        demand_requests(platform, posted, 5)  # warm-up
         times, ranked = demand_requests(platform, posted[5:], args.requests - 5)
         for name, samples in times.items():
             p50, p99 = quantiles(samples)
