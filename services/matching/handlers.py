@@ -152,11 +152,11 @@ async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_v
     if tail > len(ranked) and len(feasible) > len(head):  # the long tail, by the first step alone (rarely asked)
         ranked_ids = {r.offer_id for r in ranked}
         nearest = _best(first, min(len(feasible), tail + len(ranked_ids)))
-        rest = [feasible.offer_id(int(i)) for i in nearest[np.argsort(-first[nearest], kind="stable")]]
-        rest = [offer_id for offer_id in rest if offer_id not in ranked_ids]
-        visible = await store.visible_offers(conn, rest[: tail - len(ranked)])  # as the head: through the policy
-        ranked += [relevance.Ranked(offer_id, "", round(max(float(first[feasible.position(offer_id)]), 0.0), 4), {})
-                   for offer_id in rest[: tail - len(ranked)] if offer_id in visible]
+        rest = [(int(i), feasible.offer_id(int(i))) for i in nearest[np.argsort(-first[nearest], kind="stable")]]
+        rest = [(i, offer_id) for i, offer_id in rest if offer_id not in ranked_ids][: tail - len(ranked)]
+        visible = await store.visible_offers(conn, [offer_id for _, offer_id in rest])  # as the head: the policy's
+        ranked += [relevance.Ranked(offer_id, "", round(max(float(first[i]), 0.0), 4), {})
+                   for i, offer_id in rest if offer_id in visible]
     return ranked, states, len(feasible), expanded
 
 

@@ -104,3 +104,22 @@ async def _change_demand(pool: asyncpg.Pool, demand_id: str) -> None:
 async def _kept(pool: asyncpg.Pool, demand_id: str, first: int, count: int):
     async with tenant_transaction(pool, "lueneburg") as conn:
         return await handlers.kept_page(conn, await store.get_demand(conn, demand_id), first, count)
+
+
+async def test_a_page_beyond_the_fully_ranked_offers_lists_the_rest_by_meaning(matching_pool: asyncpg.Pool) -> None:
+    """Past the offers ranked in full (``depth``), a deep page lists the other feasible offers by the
+    first step's meaning alone, each once, read through row-level security like the head."""
+    pool = matching_pool
+    offers = [_offer(title, skills, n) for n, (title, skills) in enumerate(TOPICS)]
+    for offer in offers:
+        await _offer_event(pool, offer)
+    async with tenant_transaction(pool, "lueneburg") as conn:
+        demand = await handlers.open_demand(conn, "lueneburg", DemandIn.model_validate(demand_body()), "test")
+        row = await store.get_demand(conn, demand["id"])
+        ranked, _, total, _ = await handlers.rank_demand(conn, row["state"], from_bytes(row["vector"]),
+                                                         depth=3, tail=8)
+    assert total == 10 and len(ranked) == 8
+    assert len({r.offer_id for r in ranked}) == 8 and {r.offer_id for r in ranked} <= {o["id"] for o in offers}
+    assert all(r.reasons for r in ranked[:3]) and not any(r.reasons for r in ranked[3:])
+    tail = [r.score for r in ranked[3:]]
+    assert tail == sorted(tail, reverse=True) and tail[0] > 0
