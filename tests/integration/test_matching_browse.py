@@ -52,6 +52,16 @@ async def _pages(pool: asyncpg.Pool, demand_id: str) -> tuple[list | None, list,
         return kept, full, await store.kept_ranking(conn, demand_id)
 
 
+async def _ten_offers_and_a_demand(pool: asyncpg.Pool) -> tuple[list[dict], dict]:
+    """The ten TOPICS near Lüneburg, and a forklift demand there."""
+    offers = [_offer(title, skills, n) for n, (title, skills) in enumerate(TOPICS)]
+    for offer in offers:
+        await _offer_event(pool, offer)
+    async with tenant_transaction(pool, "lueneburg") as conn:
+        demand = await handlers.open_demand(conn, "lueneburg", DemandIn.model_validate(demand_body()), "test")
+    return offers, demand
+
+
 def _page(ranked) -> list[tuple]:
     return [(r.offer_id, r.score, r.reasons) for r in ranked]
 
@@ -59,11 +69,7 @@ def _page(ranked) -> list[tuple]:
 async def test_a_kept_page_is_the_full_rankings_page_until_an_offer_change_reaches_the_demand(
         matching_pool: asyncpg.Pool) -> None:
     pool = matching_pool
-    offers = [_offer(title, skills, n) for n, (title, skills) in enumerate(TOPICS)]
-    for offer in offers:
-        await _offer_event(pool, offer)
-    async with tenant_transaction(pool, "lueneburg") as conn:
-        demand = await handlers.open_demand(conn, "lueneburg", DemandIn.model_validate(demand_body()), "test")
+    offers, demand = await _ten_offers_and_a_demand(pool)
 
     kept, full, ranking = await _pages(pool, demand["id"])
     assert ranking["total"] == 10 and len(ranking["offers"]) == 10
@@ -110,11 +116,8 @@ async def test_a_page_beyond_the_fully_ranked_offers_lists_the_rest_by_meaning(m
     """Past the offers ranked in full (``depth``), a deep page lists the other feasible offers by the
     first step's meaning alone, each once, read through row-level security like the head."""
     pool = matching_pool
-    offers = [_offer(title, skills, n) for n, (title, skills) in enumerate(TOPICS)]
-    for offer in offers:
-        await _offer_event(pool, offer)
+    offers, demand = await _ten_offers_and_a_demand(pool)
     async with tenant_transaction(pool, "lueneburg") as conn:
-        demand = await handlers.open_demand(conn, "lueneburg", DemandIn.model_validate(demand_body()), "test")
         row = await store.get_demand(conn, demand["id"])
         ranked, _, total, _ = await handlers.rank_demand(conn, row["state"], from_bytes(row["vector"]),
                                                          depth=3, tail=8)
