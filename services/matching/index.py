@@ -319,13 +319,15 @@ class OfferIndex:
         kms = np.concatenate([km, np.full(len(anywhere), np.nan)])
         rows = session["row"][chosen].astype(np.int64)
         starts = session["start"][chosen]
-        # in the offers' id order; of one offer's sessions the earliest start, then the nearest
-        order = np.lexsort((np.nan_to_num(kms), starts, rows, self._offer["key"][rows]))
-        rows = rows[order]
-        first = np.ones(len(rows), dtype=bool)
-        first[1:] = rows[1:] != rows[:-1]
+        # of one offer's sessions the earliest start, then the nearest (one key: days and km within a
+        # day, exact in float64), then the offers in their ids' order
+        order = np.lexsort((starts * 1e6 + np.nan_to_num(kms), rows))
+        grouped = rows[order]
+        first = np.ones(len(grouped), dtype=bool)
+        first[1:] = grouped[1:] != grouped[:-1]
         picked = order[first]
-        found = FeasibleSet(self, rows[first], starts[picked], session["city"][chosen[picked]], kms[picked])
+        picked = picked[np.argsort(self._offer["key"][rows[picked]], kind="stable")]
+        found = FeasibleSet(self, rows[picked], starts[picked], session["city"][chosen[picked]], kms[picked])
         return self._with_changed(found, demand, changed) if changed is not None else found
 
     def _passing(self, demand: dict[str, Any], offers: int) -> np.ndarray:
