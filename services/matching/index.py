@@ -176,7 +176,7 @@ class OfferIndex:
         offer["count"][rows] = 0
         offer["published"][rows] = False
         self._shared[rows] = False
-        if not facts["at"]:
+        if not len(facts["at"]):
             return
         at = rows[np.array(facts["at"], dtype=np.int64) - 1]
         offer["published"][at] = facts["published"]
@@ -191,7 +191,7 @@ class OfferIndex:
         if shared:
             pairs = np.array(shared, dtype=np.int64)
             self._shared[pairs[:, 0], pairs[:, 1]] = True
-        if facts["session_at"]:
+        if len(facts["session_at"]):
             owners = rows[np.array(facts["session_at"], dtype=np.int64) - 1]
             firsts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
             offer["first"][owners[firsts]] = self._sessions + firsts
@@ -200,6 +200,24 @@ class OfferIndex:
                                self._codes_of(facts["cities"], self._city_code))
         if self._retired > max(self.compact_after, self._sessions // 2):
             self._compact()
+
+    def _put_all_facts(self, facts: Any) -> None:
+        """The first load's facts (``offer_index_all_facts``: by offer and by session, each with its
+        offer's id, in no order) put as ``_put_facts`` puts a batch's; offers the index does not
+        hold yet are left to the next call."""
+        rows = np.fromiter(map(self._rows.get, facts["id"] or (), itertools.repeat(-1)), dtype=np.int64)
+        held = np.flatnonzero(rows >= 0)
+        place = np.zeros(len(self._ids), dtype=np.int64)  # an offer's 1-based place among the held
+        place[rows[held]] = np.arange(1, len(held) + 1)
+        owners = np.fromiter(map(self._rows.get, facts["session_id"] or (), itertools.repeat(-1)), dtype=np.int64)
+        owners = np.where(owners >= 0, place[np.maximum(owners, 0)], 0)
+        sessions = np.flatnonzero(owners > 0)
+        sessions = sessions[np.lexsort((np.asarray(facts["session_n"], dtype=np.int64)[sessions], owners[sessions]))]
+        by_offer = {k: [facts[k][i] for i in held.tolist()] for k in
+                    ("published", "format", "price", "qcg", "tenant", "scope", "networks")}
+        by_session = {k: [facts[k][i] for i in sessions.tolist()] for k in ("starts", "lats", "lons", "cities")}
+        self._put_facts(rows[held], {"at": np.arange(1, len(held) + 1), **by_offer,
+                                     "session_at": owners[sessions], **by_session})
 
     @staticmethod
     def _codes_of(names: list[str | None], code_of) -> np.ndarray:
@@ -269,7 +287,8 @@ class OfferIndex:
         """Read the offers changed since the last call; answers how many."""
         read = 0
         async with self._lock:
-            if self.mark == 0:  # the first load: room for every stored vector at once, not by doubling
+            first_load = self.mark == 0
+            if first_load:  # room for every stored vector at once, not by doubling
                 self._make_room(await conn.fetchval("SELECT count(*) FROM offer_vectors"))
             while True:
                 rows = await conn.fetch(
@@ -282,13 +301,18 @@ class OfferIndex:
                     latest = {r["offer_id"]: r["vector"] for r in fitting}
                     vectors = np.frombuffer(b"".join(latest.values()), dtype=VECTOR_DTYPE)
                     at = self._put([str(i) for i in latest], vectors.reshape(len(latest), self.dim))
-                    facts = await conn.fetchrow("SELECT * FROM offer_index_facts($1::uuid[])", list(latest))
-                    self._put_facts(at, {k: v or [] for k, v in facts.items()})
+                    if not first_load:
+                        facts = await conn.fetchrow("SELECT * FROM offer_index_facts($1::uuid[])", list(latest))
+                        self._put_facts(at, {k: v or [] for k, v in facts.items()})
                 if rows:
                     self.mark = rows[-1]["change_seq"]
                 read += len(rows)
                 if len(rows) < BATCH:
                     break
+            if first_load and read:
+                # every offer's facts in one pass (read after the vectors: a change in between has a
+                # sequence above the mark and is read again by the next call)
+                self._put_all_facts(await conn.fetchrow("SELECT * FROM offer_index_all_facts()"))
             if self.loaded_at is None:
                 self.loaded_at = time.time()
                 log.info("offer index loaded", extra={"offers": len(self._rows), "mark": self.mark})

@@ -219,3 +219,43 @@ def test_an_offer_the_transaction_changed_counts_as_changed() -> None:
             found = index.feasible(demand, changed=offer)
             assert _as_found(found) == expected
             assert (found.position(offer["id"]) is not None) == (offer["id"] in expected)
+
+
+def test_the_first_load_reads_every_offers_facts_in_one_pass() -> None:
+    """``offer_index_all_facts`` answers by offer and by session in no order, each with its offer's id,
+    and may name offers the index does not hold yet (they come with the next read)."""
+    rng = random.Random(14)
+    offers = [_offer(rng, n) for n in range(2500)]
+    later = _offer(rng, 0) | {"status": "published", "visibility": {"scope": "all", "networks": []}}
+    columns = _facts([*offers, later])
+    ids = [o["id"] for o in [*offers, later]]
+    by_offer = list(range(len(ids)))
+    rng.shuffle(by_offer)
+    by_session = list(range(len(columns["session_at"])))
+    rng.shuffle(by_session)
+    session_n = [0] * len(by_session)
+    for i in range(1, len(session_n)):  # each session's place among its offer's
+        same = columns["session_at"][i] == columns["session_at"][i - 1]
+        session_n[i] = session_n[i - 1] + 1 if same else 0
+    answer = {"id": [ids[i] for i in by_offer],
+              **{k: [columns[k][i] for i in by_offer] for k in
+                 ("published", "format", "price", "qcg", "tenant", "scope", "networks")},
+              "session_id": [ids[columns["session_at"][i] - 1] for i in by_session],
+              "session_n": [session_n[i] for i in by_session],
+              **{k: [columns[k][i] for i in by_session] for k in ("starts", "lats", "lons", "cities")}}
+    index = OfferIndex()
+    index._put([o["id"] for o in offers], np.zeros((len(offers), DIM), dtype=VECTOR_DTYPE))
+    index._put_all_facts(answer)
+    assert index.row(later["id"]) is None
+    for _ in range(150):
+        demand = _demand(rng)
+        found = index.feasible(demand)
+        assert _as_found(found) == _as_checked(offers, demand)
+        assert [found.offer_id(i) for i in range(len(found))] == sorted(_as_checked(offers, demand))
+    changed = rng.sample(offers, 800)  # then changed: their first sessions must give way to the new
+    for o in changed:
+        o.update({k: v for k, v in _offer(rng, 0).items() if k not in ("id", "tenant")})
+    index._put_facts(index.rows([o["id"] for o in changed]), _facts(changed))
+    for _ in range(50):
+        demand = _demand(rng)
+        assert _as_found(index.feasible(demand)) == _as_checked(offers, demand)
