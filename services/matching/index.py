@@ -336,8 +336,8 @@ class OfferIndex:
         radius = float(demand["max_distance_km"])
         lat_min, lat_max, lon_min, lon_max = geo.box(employer["lat"], employer["lon"], radius)
         lat, lon = session["lat"][near], session["lon"][near]
-        near = near[(lat >= lat_min) & (lat <= lat_max) & (lon >= lon_min) & (lon <= lon_max)]
-        km = haversine_km(employer["lat"], employer["lon"], session["lat"][near], session["lon"][near])
+        inside = (lat >= lat_min) & (lat <= lat_max) & (lon >= lon_min) & (lon <= lon_max)
+        near, km = near[inside], haversine_km(employer["lat"], employer["lon"], lat[inside], lon[inside])
         near, km = near[km <= radius], km[km <= radius]
         chosen = np.concatenate([near, anywhere])
         kms = np.concatenate([km, np.full(len(anywhere), np.nan)])
