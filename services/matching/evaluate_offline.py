@@ -73,6 +73,8 @@ class Figures:
     announced: int
     relevant: int
     per_demand: dict[str, dict[str, Any]]
+    # k -> (relevant, places) over every demand's first k ranked offers: what MAX_MATCHES_PER_DEMAND is read from
+    first_places: dict[int, tuple[int, int]]
 
     @property
     def relevant_share(self) -> float:
@@ -83,6 +85,7 @@ def summarise(data: EvalSet, results: dict[str, tuple[list[str], list[str]]]) ->
     """``results``: demand id -> (the announced offer ids, the whole ranking), best first."""
     offers = {o["id"]: o for o in data.offers}
     per, violations, announced, relevant = {}, 0, 0, 0
+    first_places = {k: [0, 0] for k in range(1, 6)}
     for demand in data.demands:
         did = demand["id"]
         matches, ranking = results.get(did, ([], []))
@@ -93,12 +96,16 @@ def summarise(data: EvalSet, results: dict[str, tuple[list[str], list[str]]]) ->
         good = sum(1 for o in matches if data.grades.get((did, o), 0) >= 1)
         announced += len(matches)
         relevant += good
+        for k, tally in first_places.items():
+            tally[0] += sum(1 for o in ranking[:k] if data.grades.get((did, o), 0) >= 1)
+            tally[1] += len(ranking[:k])
         per[did] = {"ndcg_matches": ndcg_at_10(did, matches, data, feasible_ids),
                     "ndcg_ranking": ndcg_at_10(did, ranking, data, feasible_ids),
                     "announced": len(matches), "relevant": good, "violations": bad}
     n = len(data.demands) or 1
     return Figures(sum(p["ndcg_matches"] for p in per.values()) / n,
-                   sum(p["ndcg_ranking"] for p in per.values()) / n, violations, announced, relevant, per)
+                   sum(p["ndcg_ranking"] for p in per.values()) / n, violations, announced, relevant, per,
+                   {k: (good, places) for k, (good, places) in first_places.items()})
 
 
 def rank_set(data: EvalSet, vectors: dict[str, dict[str, Any]], weights: relevance.Weights | None = None
@@ -170,6 +177,8 @@ def report(figures: Figures, title: str, verbose: bool = False) -> str:
         f"returned offers breaking a hard rule:     {figures.violations}",
         f"announced matches graded relevant (>=1):  {figures.relevant}/{figures.announced}"
         f" = {100 * figures.relevant_share:.1f} %",
+        "relevant among the first k ranked offers:  " + "   ".join(
+            f"k={k}: {good}/{places}" for k, (good, places) in figures.first_places.items()),
     ]
     return "\n".join(lines)
 

@@ -2,9 +2,10 @@
 
 Offers are published across the three tenants at a fixed rate for ``--seconds`` (default 60) while
 demands of the other tenants are open. Each offer is relevant to exactly one open demand of another
-tenant (same topic, its only session starts on that demand's own day), and each demand hears of at
-most ten offers, each from a different provider: every offer makes one match and one mail, also
-under the rule that a provider hears of a demand once and a demand gets at most ten matches.
+tenant (same topic, its only session starts on that demand's own day), and each demand hears of as
+many offers as it may have matches, each from a different provider: every offer makes one match and
+one mail, also under the rules that a provider hears of a demand once and a demand's matches are
+bounded (``relevance.MAX_MATCHES_PER_DEMAND``).
 
 Per offer it records the time from sending ``POST /v1/offers`` to (a) the match row committed in
 matching (its ``created_at``, the database clock of this same machine) and (b) the provider's mail
@@ -33,10 +34,11 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from deploy.local.stack import ROOT, Stack, StackConfig, stack_slot, wait_for
+from services.matching.relevance import MAX_MATCHES_PER_DEMAND
 from tests.platform import Platform, demand_body, offer_body
 
 TENANTS = ("hellweg-hochsauerland", "westfaelisches-ruhrgebiet", "lueneburg")
-PER_DEMAND = 10  # matches a demand may get (and distinct providers per tenant)
+PER_DEMAND = MAX_MATCHES_PER_DEMAND  # matches a demand may get (and distinct providers per tenant)
 
 
 def bench_config() -> StackConfig:
@@ -165,7 +167,7 @@ def _day(n: int) -> str:
 
 
 def setup(platform: Platform, demands_needed: int) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
-    """Providers (ten per tenant) and demands, each on a day of its own."""
+    """Providers (PER_DEMAND per tenant) and demands, each on a day of its own."""
     providers: dict[str, list[str]] = {}
     for tenant in TENANTS:
         with platform.client("catalog", f"{tenant}-provider") as api:

@@ -24,7 +24,7 @@ import httpx
 
 from deploy.local.stack import ROOT, SERVICES, Stack, StackConfig, port_open, stack_slot, wait_for
 from runtime.outbox import resend_since as outbox_resend
-from tests.bench.flow import TENANTS, offer_for, setup
+from tests.bench.flow import PER_DEMAND, TENANTS, offer_for, setup
 from tests.platform import Platform
 
 # Shorter retry waits than production's 5 s .. 30 min, so that a 60 s SMTP refusal is caught up within
@@ -81,7 +81,8 @@ class ChaosRun:
         self.report = Report()
         self._stop_load = threading.Event()
         self._started = time.monotonic()
-        self.demands = 12 if short else 60
+        # room for 120 (short) or 600 matches, each offer making one until the demands are full
+        self.demands = -(-(120 if short else 600) // PER_DEMAND)
 
     # ---- the stack ----------------------------------------------------------------------------
 

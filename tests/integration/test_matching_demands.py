@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from contracts import DEMAND_CLOSED, DEMANDS_TOPIC, MATCH_FOUND, MATCH_RETRACTED, MATCHES_TOPIC
+from services.matching.relevance import MAX_MATCHES_PER_DEMAND
 from tests.platform import Platform, demand_body, future, offer_body, wait_until
 
 PROVIDER, EMPLOYER, EMPLOYER2 = "lueneburg-provider", "lueneburg-employer", "lueneburg-employer2"
@@ -298,18 +299,18 @@ def test_browsing_serves_the_kept_ranking_and_follows_offer_changes(platform: Pl
 
 # ---- announcing -------------------------------------------------------------------------------------
 
-def test_a_provider_hears_of_a_demand_once_and_a_demand_has_at_most_ten_matches(platform: Platform,
-                                                                                 place: Place) -> None:
+def test_a_provider_hears_of_a_demand_once_and_a_demand_has_at_most_its_bound_of_matches(platform: Platform,
+                                                                                          place: Place) -> None:
     pid = _new_provider(platform)
     twins = [_publish(platform, place.offer(pid)) for _ in range(2)]
-    others = [_publish(platform, place.offer(_new_provider(platform))) for _ in range(10)]
+    others = [_publish(platform, place.offer(_new_provider(platform))) for _ in range(MAX_MATCHES_PER_DEMAND + 3)]
     demand = _open(platform, place.demand())
     wait_until("all offers ranked", lambda: len(set(_ranked(platform, demand["id"]))
-                                                & {o["id"] for o in twins + others}) == 12)
+                                                & {o["id"] for o in twins + others}) == len(twins + others))
     with platform.client("matching", EMPLOYER) as api:  # matched again with all of them in the read model
         api.put(f"/v1/demands/{demand['id']}", json=place.demand())
     matched = _matches(platform, demand["id"])
-    assert len(matched) == 10
+    assert len(matched) == MAX_MATCHES_PER_DEMAND  # every offer passes the threshold; only the bound stops them
     found = [d["offer"]["provider_id"] for t, d in platform.events(MATCHES_TOPIC, demand["id"]) if t == MATCH_FOUND]
     assert len(found) == len(set(found))  # one MatchFound per provider, whichever of its offers are matches
 
