@@ -21,12 +21,17 @@ from runtime.logs import configure_logging
 from runtime.settings import ServiceSettings
 
 PROCESSES = ("all", "api", "events")
+# How long an idle keep-alive connection stays open: longer than any client keeps one pooled (httpx 5 s,
+# the portal's backend calls among them; load balancers up to 60 s). With uvicorn's own 5 s, a client
+# reusing a connection at the moment the server closes it gets "Server disconnected without sending a
+# response" (encode/httpx#2487).
+KEEP_ALIVE_SECONDS = 75
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
     configure_logging(settings.service, settings.log_level)
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None,
-                access_log=False, timeout_graceful_shutdown=5)
+                access_log=False, timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_SECONDS)
 
 
 def main(settings_type: type[ServiceSettings], create_app: Callable[[ServiceSettings], FastAPI],

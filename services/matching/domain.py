@@ -14,6 +14,11 @@ from runtime.places import haversine_km
 
 LOCATED_FORMATS = frozenset({"presence", "hybrid", "blended"})
 
+
+def as_date(value: Any) -> date:
+    """A date, or an ISO date string (a time after it ignored), as a date."""
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+
 FormatName = Literal["presence", "online", "hybrid", "blended", "distance"]
 ScheduleName = Literal["full_time", "part_time", "evening", "weekend", "flexible"]
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from runtime.places import EARTH_RADIUS_KM
 from services.matching import geo
-from services.matching.domain import LOCATED_FORMATS, check
+from services.matching.domain import LOCATED_FORMATS, as_date, check
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ SHARED_TENANTS = 8  # columns for "shared with network N" at first; more are add
 
 def day(value: Any) -> int:
     """A date (or an ISO date string, a time after it ignored) as days since 1970."""
-    return (value if isinstance(value, date) else date.fromisoformat(str(value)[:10])).toordinal() - EPOCH
+    return as_date(value).toordinal() - EPOCH
 
 
 @dataclass

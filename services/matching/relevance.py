@@ -23,13 +23,12 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from functools import lru_cache
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from services.matching.domain import Feasibility, employer_share
+from services.matching.domain import Feasibility, as_date, employer_share
 
 # At most this many matches per demand: the precision of a demand's first places falls after the second
 # (README "Matching quality": on both graded sets every first and second place is relevant, a third
@@ -240,8 +239,7 @@ def _window_share(demand: dict[str, Any], start: str | None) -> float:
     if not start:
         return 0.0
     try:
-        lo, hi = date.fromisoformat(str(demand["start_from"])), date.fromisoformat(str(demand["start_to"]))
-        at = date.fromisoformat(str(start)[:10])
+        lo, hi, at = as_date(demand["start_from"]), as_date(demand["start_to"]), as_date(start)
     except (KeyError, ValueError):
         return 0.0
     span = (hi - lo).days

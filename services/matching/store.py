@@ -9,17 +9,13 @@ from typing import Any
 import asyncpg
 
 from services.matching import geo
-from services.matching.domain import LOCATED_FORMATS
+from services.matching.domain import LOCATED_FORMATS, as_date
 
 REMOTE_FORMATS = ("online", "distance")
 
 
 def _uuid(value: Any) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-
-
-def _date(value: Any) -> date:
-    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
 
 
 # ---- offers ---------------------------------------------------------------------------------------
@@ -67,7 +63,7 @@ async def replace_sessions(conn: asyncpg.Connection, offer: dict[str, Any]) -> N
         rows.append((
             offer_id, n, offer["tenant"], offer["status"], offer["visibility"]["scope"],
             offer["visibility"].get("networks", []), offer["format"], offer.get("price_eur"),
-            bool(offer["funding"]["qcg"]), _date(session["start"]), lat, lon,
+            bool(offer["funding"]["qcg"]), as_date(session["start"]), lat, lon,
             geo.cell(lat, lon) if located and loc else None, (loc or {}).get("city"),
             geo.region((loc or {}).get("zip"), lat, lon) if loc else None,
         ))
@@ -199,16 +195,16 @@ async def replace_keys(conn: asyncpg.Connection, demand: dict[str, Any]) -> None
     rows = []
     for fmt in sorted(set(demand["formats"])):
         for c in (cells if fmt in LOCATED_FORMATS and cells is not None else [geo.WIDE]):
-            rows.append((demand_id, demand["tenant"], fmt, c, _date(demand["start_from"]), _date(demand["start_to"]),
-                         demand.get("max_price_eur"), bool(demand["funding_required"])))
+            rows.append((demand_id, demand["tenant"], fmt, c, as_date(demand["start_from"]),
+                         as_date(demand["start_to"]), demand.get("max_price_eur"), bool(demand["funding_required"])))
     located = [r[2] in LOCATED_FORMATS for r in rows]
     await conn.execute(
         "INSERT INTO demand_keys (demand_id, tenant_id, format, cell, start_from, start_to, max_price_eur,"
         " funding_required, lat, lon, max_distance_km)"
         " SELECT $1, $2, f, c, $5, $6, $7, $8, CASE WHEN l THEN $9::float8 END, CASE WHEN l THEN $10::float8 END,"
         " CASE WHEN l THEN $11::float8 END FROM unnest($3::text[], $4::int[], $12::bool[]) AS k(f, c, l)",
-        demand_id, demand["tenant"], [r[2] for r in rows], [r[3] for r in rows], _date(demand["start_from"]),
-        _date(demand["start_to"]), demand.get("max_price_eur"), bool(demand["funding_required"]),
+        demand_id, demand["tenant"], [r[2] for r in rows], [r[3] for r in rows], as_date(demand["start_from"]),
+        as_date(demand["start_to"]), demand.get("max_price_eur"), bool(demand["funding_required"]),
         float(employer["lat"]), float(employer["lon"]), float(demand["max_distance_km"]), located)
 
 
@@ -222,7 +218,7 @@ async def demands_for_offer(conn: asyncpg.Connection, tenant: str, offer: dict[s
         loc = session.get("location")
         if located and not loc:
             continue
-        starts.append(_date(session["start"]))
+        starts.append(as_date(session["start"]))
         cells.append(geo.cell(loc["lat"], loc["lon"]) if located else geo.WIDE)
         lats.append(float(loc["lat"]) if located else None)
         lons.append(float(loc["lon"]) if located else None)

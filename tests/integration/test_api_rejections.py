@@ -3,6 +3,7 @@ expired, forged or foreign tokens, wrong roles, unknown tenants."""
 
 from __future__ import annotations
 
+import socket
 import time
 
 import jwt
@@ -146,6 +147,19 @@ def test_health_readiness_and_metrics(platform: Platform) -> None:
             assert set(ready["checks"]) == {"database", "migrations", "tenants", "broker", "issuer"} | extra
             assert "http_requests_total" in api.get("/metrics").text
             assert api.get("/openapi.json").status_code == 200
+
+
+def test_an_idle_keep_alive_connection_outlives_a_clients_pool_expiry(platform: Platform) -> None:
+    """httpx keeps an idle connection 5 s and reuses it until then; a server closing it at 5 s (uvicorn's
+    default) races that reuse, and the request is lost ("Server disconnected")."""
+    host, port = platform.config.host, platform.config.ports["catalog"]
+    request = f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    with socket.create_connection((host, port), timeout=5) as conn:
+        conn.sendall(request)
+        assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+        time.sleep(6)  # past both clocks of 5 s
+        conn.sendall(request)
+        assert conn.recv(4096).startswith(b"HTTP/1.1 200")  # b"" when the server has closed it
 
 
 def test_nul_characters_are_refused_not_stored(platform: Platform, provider: dict) -> None:
