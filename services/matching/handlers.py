@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -137,7 +138,7 @@ async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_v
     exact = {positions[offer_id]: np.asarray(vector, dtype=np.float32)
              for offer_id, vector in (override or {}).items() if offer_id in positions}
     forced = np.array(sorted(positions.values()), dtype=np.int64)  # the included and the overridden
-    expanded, first = meaning_step(index, rows, plain, exact, forced)
+    expanded, first = meaning_step(index, rows, plain, exact, forced, feasible.by_row)
     best = _best(first, depth)
     head = [int(i) for i in best[np.argsort(-first[best], kind="stable")]]
     in_head = set(head)
@@ -161,18 +162,20 @@ async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_v
 
 
 def meaning_step(index: OfferIndex, rows: np.ndarray, plain: np.ndarray, exact: dict[int, np.ndarray],
-                 forced: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The first ranking step over a demand's feasible offers (their ``rows`` in the index): the
-    demand's expanded vector, and each offer's cosine with it, exact for the SHORTLIST best and for
-    ``forced`` (``exact``: vectors the index does not hold yet, by position)."""
+                 forced: np.ndarray, by_row: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The first ranking step over a demand's feasible offers (their ``rows`` in the index; ``by_row``
+    as ``OfferIndex.codes`` takes it): the demand's expanded vector, and each offer's cosine with it,
+    exact for the SHORTLIST best and for ``forced`` (``exact``: vectors the index does not hold yet,
+    by position)."""
     if len(rows) <= SHORTLIST:
         matrix = _exact_vectors(index, rows, np.arange(len(rows)), exact)
         expanded = _expanded(plain, matrix)
         return expanded, matrix @ expanded
     # on the codes: the neighbours that expand the demand, then the shortlist scored exactly
-    pool = np.union1d(_best(index.approximate(rows, plain), FEEDBACK_POOL), forced)
+    codes = index.codes(rows, by_row)
+    pool = np.union1d(_best(codes.scores(plain), FEEDBACK_POOL), forced)
     expanded = _expanded(plain, _exact_vectors(index, rows, pool, exact))
-    first = index.approximate(rows, expanded)
+    first = codes.scores(expanded)
     shortlist = np.union1d(_best(first, SHORTLIST), forced)
     first[shortlist] = _exact_vectors(index, rows, shortlist, exact) @ expanded
     return expanded, first
@@ -499,8 +502,9 @@ async def offer_changed(conn: asyncpg.Connection, event: Event) -> None:
         await store.forget_rankings(conn, sorted(matched | reached | was_reached))  # their kept order may not hold
         qualifying = await _qualifying(conn, reached, offer, vector)
         # the rows this change may write, locked at once in id order (as every other writer locks them)
-        locked = {str(r["id"]): r for r in await store.lock_demands(conn, sorted(matched | qualifying))}
-        rest = await _match_many(conn, [locked[i] for i in sorted(qualifying) if i in locked], offer, vector)
+        locked = {str(r["id"]): r for r in await store.lock_demands(conn, sorted(matched | set(qualifying)))}
+        rest = await _match_many(conn, [locked[i] for i in sorted(qualifying) if i in locked], offer, vector,
+                                 qualifying)
         for demand_id in sorted(matched | rest):
             await _reconsider(conn, demand_id, offer, vector)
     await set_tenant(conn, offer["tenant"])
@@ -533,13 +537,16 @@ def judge_pair(row: asyncpg.Record, offer: dict, vector: np.ndarray) -> relevanc
                           plain_vector=from_bytes(row["vector"]))[0]
 
 
-async def _qualifying(conn: asyncpg.Connection, demand_ids: set[str], offer: dict, vector: np.ndarray) -> set[str]:
+async def _qualifying(conn: asyncpg.Connection, demand_ids: set[str], offer: dict, vector: np.ndarray
+                      ) -> dict[str, Judged | None]:
     """Of the open demands an offer reaches, those it may become a match of (as _reconsider judges):
     first by meaning alone for all of them at once (``relevance.may_announce``, one matrix product over
     their stored vectors), then each pair that may pass in full; read without locks, only these are
-    then taken. A demand's content cannot change meanwhile (changing it takes the network's lock
+    then taken. Answers each such demand's judgement (None where a whole new ranking judges it: no
+    ranking vector kept), which ``_match_many`` reuses while the demand's ranking vector is the one
+    judged with. A demand's content cannot change meanwhile (changing it takes the network's lock
     exclusively)."""
-    out: set[str] = set()
+    out: dict[str, Judged | None] = {}
     if not demand_ids:
         return out
     judged = []
@@ -547,7 +554,7 @@ async def _qualifying(conn: asyncpg.Connection, demand_ids: set[str], offer: dic
         if row["vector"] is None:
             continue
         if row["ranking_vector"] is None:  # judged by a whole new ranking there
-            out.add(row["id"])
+            out[row["id"]] = None
         else:
             judged.append(row)
     if not judged:
@@ -560,8 +567,16 @@ async def _qualifying(conn: asyncpg.Connection, demand_ids: set[str], offer: dic
     for row in await store.open_demand_states(conn, maybe) if maybe else []:
         ranked = judge_pair(row, offer, vector)
         if ranked is not None and relevance.announce([ranked], best=row["best_score"]):
-            out.add(row["id"])
+            out[row["id"]] = Judged(bytes(row["ranking_vector"]), ranked)
     return out
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A pair judged on a demand's ranking vector (as ``judge_pair`` answers), with that vector."""
+
+    ranking_vector: bytes
+    ranked: relevance.Ranked
 
 
 def _stacked(raw: list[bytes]) -> np.ndarray:
@@ -569,12 +584,13 @@ def _stacked(raw: list[bytes]) -> np.ndarray:
     return np.frombuffer(b"".join(raw), dtype=VECTOR_DTYPE).reshape(len(raw), -1).astype(np.float32)
 
 
-async def _match_many(conn: asyncpg.Connection, rows: list[asyncpg.Record], offer: dict, vector: np.ndarray
-                      ) -> set[str]:
+async def _match_many(conn: asyncpg.Connection, rows: list[asyncpg.Record], offer: dict, vector: np.ndarray,
+                      judged: dict[str, Judged | None]) -> set[str]:
     """One changed offer as a new match of many open demands (locked rows), as ``_reconsider`` would
     add it to each, written in a few statements instead of some ten round trips per demand: an offer
     that concerns hundreds of demands is one batch. Answers the demands this path does not decide
-    (no stored ranking, or the pair was matched before): ``_reconsider`` takes those one by one."""
+    (no stored ranking, or the pair was matched before): ``_reconsider`` takes those one by one.
+    ``judged``: the pairs ``_qualifying`` judged, reused where the demand's ranking vector is unchanged."""
     elsewhere: set[str] = set()
     if not rows:
         return elsewhere
@@ -588,7 +604,9 @@ async def _match_many(conn: asyncpg.Connection, rows: list[asyncpg.Record], offe
         if row["ranking_vector"] is None or any(str(m["offer_id"]) == offer["id"] for m in known):
             elsewhere.add(demand_id)
             continue
-        ranked = judge_pair(row, offer, vector)
+        before = judged.get(demand_id)
+        fresh = before is not None and before.ranking_vector == bytes(row["ranking_vector"])
+        ranked = before.ranked if fresh else judge_pair(row, offer, vector)
         if ranked is None or sum(m["status"] == "active" for m in known) >= relevance.MAX_MATCHES_PER_DEMAND:
             continue
         if not relevance.announce([ranked], best=row["best_score"]):

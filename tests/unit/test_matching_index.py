@@ -48,7 +48,18 @@ def test_codes_are_close_to_the_exact_cosines() -> None:
     rows = index.rows(ids)
     query = _unit(centres[3] + 0.05 * rng.standard_normal(DIM))
     exact = index.vectors_at(rows) @ query
-    assert np.abs(index.approximate(rows, query) - exact).max() < 0.01
+    assert np.abs(index.codes(rows).scores(query) - exact).max() < 0.01
+
+
+def test_codes_read_in_memory_order_answer_in_the_order_asked() -> None:
+    index, ids, centres, rng = _catalogue(6000)
+    asked = [ids[i] for i in rng.permutation(len(ids))[:4000]] + ["offer-not-yet-synced"]
+    rows = index.rows(asked)
+    query = _unit(centres[7] + 0.05 * rng.standard_normal(DIM))
+    scores = index.codes(rows).scores(query)
+    assert np.abs(scores[:-1] - index.vectors_at(rows[:-1]) @ query).max() < 0.01
+    assert scores[-1] == 0.0  # an offer not held yet scores 0 on the codes
+    assert np.array_equal(index.codes(rows, np.argsort(rows, kind="stable")).scores(query), scores)
 
 
 def test_the_two_steps_keep_the_exact_best_offers_and_expansion() -> None:
@@ -89,7 +100,7 @@ def test_offers_beyond_the_first_capacity_keep_their_vectors() -> None:
     vectors, known = index.vectors([ids[2500], "unknown"])
     assert known.tolist() == [True, False]
     assert np.allclose(vectors[0], replaced[0], atol=1e-3) and not vectors[1].any()
-    assert abs(index.approximate(index.rows([ids[2500]]), replaced[0])[0] - 1.0) < 0.01
+    assert abs(index.codes(index.rows([ids[2500]])).scores(replaced[0])[0] - 1.0) < 0.01
 
 
 # ---- the hard constraints over columns -------------------------------------------------------------
@@ -182,6 +193,9 @@ def test_feasible_offers_from_the_index_are_those_domain_check_passes() -> None:
         found = index.feasible(demand)
         assert _as_found(found) == _as_checked(offers, demand)
         assert [found.offer_id(i) for i in range(len(found))] == sorted(_as_checked(offers, demand))  # id order
+        # the positions in the index's memory order, which the codes are read in
+        assert sorted(found.by_row.tolist()) == list(range(len(found)))
+        assert np.all(np.diff(found.rows[found.by_row]) > 0)
         sizes.append(len(found))
     assert sum(sizes) > 1000 and min(sizes) == 0  # the demands found offers, and some none
 
