@@ -314,17 +314,31 @@ async def _add(conn: asyncpg.Connection, demand: dict, ranked: relevance.Ranked,
 
 
 def _holds(ranked: relevance.Ranked | None) -> bool:
-    """A match still holds while it passes the threshold and the floor; the margin below the demand's
-    best decides only which new pairs become matches (a better offer arriving later retracts nothing)."""
+    """A match keeps its place while it passes the threshold and the floor and no better pair takes it
+    (``_weakest``); the margin below the demand's best decides only which new pairs become matches."""
     return ranked is not None and bool(ranked.reasons) and bool(relevance.announce([ranked]))
+
+
+def _weakest(active: list[asyncpg.Record]) -> asyncpg.Record | None:
+    """Once a demand has its bound of matches, the one a better new pair takes the place of."""
+    if len(active) < relevance.MAX_MATCHES_PER_DEMAND:
+        return None
+    return max(active, key=lambda m: (-m["score"], str(m["offer_id"])))
+
+
+def _outranks(ranked: relevance.Ranked, match: asyncpg.Record) -> bool:
+    """Whether a new pair is better than a match: a higher score (on a tie the match stays, so equal
+    offers arriving one after another do not take each other's places)."""
+    return ranked.score > match["score"]
 
 
 async def rematch(conn: asyncpg.Connection, demand: dict, demand_vector: np.ndarray | None,
                   override: dict[str, np.ndarray] | None = None, changed: dict[str, Any] | None = None) -> None:
-    """Bring all of a demand's matches in line (caller holds the demand's row). Matches that still hold
-    stay; those that do not are retracted; free places (at most ten in all) go to the best new pairs
-    ``relevance.announce`` lets through, several of one provider too (MatchFound only for a provider's
-    first). Keeps the demand's expanded vector and best score for judging single offers later."""
+    """Bring all of a demand's matches in line (caller holds the demand's row): its best pairs, at most
+    MAX_MATCHES_PER_DEMAND. A match stays while it holds and no better pair takes its place; the rest
+    are retracted; new pairs ``relevance.announce`` lets through take the free places or those of
+    weaker matches, several of one provider too (MatchFound only for a provider's first). Keeps the
+    demand's expanded vector and best score for judging single offers later."""
     existing = await store.matches_of_demand(conn, demand["id"])
     active = {str(m["offer_id"]): m for m in existing if m["status"] == "active"}
     if demand["status"] != "open" or demand_vector is None:
@@ -340,19 +354,21 @@ async def rematch(conn: asyncpg.Connection, demand: dict, demand_vector: np.ndar
     await store.set_ranking(conn, demand, None if thin else to_bytes(expanded), best,
                             None if thin else [r.offer_id for r in ranked[:KEPT_RANKING]], total)
     by_id = {r.offer_id: r for r in ranked}
-    held = 0
+    staying = [by_id[offer_id] for offer_id in active if _holds(by_id.get(offer_id))]
+    fresh = relevance.announce([r for r in ranked if r.reasons and r.offer_id not in active], best=best)
+    # best first; on a tie the match that stands before the newcomer (see _outranks)
+    chosen = {r.offer_id for r in sorted(staying + fresh, key=lambda r: (-r.score, r.offer_id not in active,
+                                                                         r.offer_id))
+              [:relevance.MAX_MATCHES_PER_DEMAND]}
     for offer_id, m in sorted(active.items()):
-        r = by_id.get(offer_id)
-        if _holds(r):
-            held += 1
-            await _keep(conn, demand, m, r, states[offer_id])
+        if offer_id in chosen:
+            await _keep(conn, demand, m, by_id[offer_id], states[offer_id])
         else:
             await _retract(conn, demand, m, states.get(offer_id))
-    room = relevance.MAX_MATCHES_PER_DEMAND - held
-    fresh = [r for r in ranked if r.reasons and r.offer_id not in active]
     heard = _heard(existing)
-    for r in relevance.announce(fresh, best=best)[:max(room, 0)]:
-        await _add(conn, demand, r, states[r.offer_id], existing, heard)
+    for r in fresh:
+        if r.offer_id in chosen:
+            await _add(conn, demand, r, states[r.offer_id], existing, heard)
 
 
 async def _lock_network(conn: asyncpg.Connection, tenant: str, *, shared: bool) -> None:
@@ -589,8 +605,9 @@ async def _match_many(conn: asyncpg.Connection, rows: list[asyncpg.Record], offe
     """One changed offer as a new match of many open demands (locked rows), as ``_reconsider`` would
     add it to each, written in a few statements instead of some ten round trips per demand: an offer
     that concerns hundreds of demands is one batch. Answers the demands this path does not decide
-    (no stored ranking, or the pair was matched before): ``_reconsider`` takes those one by one.
-    ``judged``: the pairs ``_qualifying`` judged, reused where the demand's ranking vector is unchanged."""
+    (no stored ranking, the pair was matched before, or it takes a weaker match's place): ``_reconsider``
+    takes those one by one. ``judged``: the pairs ``_qualifying`` judged, reused where the demand's
+    ranking vector is unchanged."""
     elsewhere: set[str] = set()
     if not rows:
         return elsewhere
@@ -607,9 +624,12 @@ async def _match_many(conn: asyncpg.Connection, rows: list[asyncpg.Record], offe
         before = judged.get(demand_id)
         fresh = before is not None and before.ranking_vector == bytes(row["ranking_vector"])
         ranked = before.ranked if fresh else judge_pair(row, offer, vector)
-        if ranked is None or sum(m["status"] == "active" for m in known) >= relevance.MAX_MATCHES_PER_DEMAND:
+        if ranked is None or not relevance.announce([ranked], best=row["best_score"]):
             continue
-        if not relevance.announce([ranked], best=row["best_score"]):
+        weakest = _weakest([m for m in known if m["status"] == "active"])
+        if weakest is not None:
+            if _outranks(ranked, weakest):
+                elsewhere.add(demand_id)  # it takes the weakest match's place there
             continue
         chosen.append((demand, ranked, str(offer["provider_id"]) not in _heard(known)))
     if not chosen:
@@ -651,11 +671,14 @@ async def _reconsider(conn: asyncpg.Connection, demand_id: str, offer: dict, vec
             await _retract(conn, demand, current, offer)
             await rematch(conn, demand, demand_vector, override={offer["id"]: vector}, changed=offer)
         return
-    if ranked is None or len(active) >= relevance.MAX_MATCHES_PER_DEMAND:
-        return
     best = row["best_score"]
-    if not relevance.announce([ranked], best=best):
+    if ranked is None or not relevance.announce([ranked], best=best):
         return
+    weakest = _weakest(active)
+    if weakest is not None:
+        if not _outranks(ranked, weakest):
+            return
+        await _retract(conn, demand, weakest)  # a better pair takes its place
     if best is None or ranked.score > best:
         await store.raise_best_scores(conn, [(demand_id, ranked.score)])
     await _add(conn, demand, ranked, offer, existing, _heard(existing))  # MatchFound unless its provider heard

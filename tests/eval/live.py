@@ -152,6 +152,18 @@ def matches(api: Api, user: str, demand_id: str) -> list[str]:
     return [item["offer_id"] for item in response.json()["items"]]
 
 
+def settled_matches(api: Api, users: dict[str, str], demand_ids: dict[str, str]) -> dict[str, list[str]]:
+    """Each demand's matches once they stop changing (read every 2 s, at most a minute)."""
+    previous: dict[str, list[str]] | None = None
+    for _ in range(30):
+        found = {d: matches(api, users[d], demand_ids[d]) for d in demand_ids}
+        if found == previous:
+            break
+        previous = found
+        time.sleep(2)
+    return found
+
+
 def run(folder: Path, config: StackConfig | None = None, verbose: bool = False) -> int:
     api = Api(config or StackConfig())
     try:
@@ -188,23 +200,20 @@ def run(folder: Path, config: StackConfig | None = None, verbose: bool = False) 
             print(f"warning: after {WAIT_SECONDS} s matching still misses feasible offers of {lagging}",
                   file=sys.stderr)
         # The demands above were opened while matching was still learning of the offers, so their
-        # matches grew offer by offer in arrival order. An employer posts against a settled catalog:
-        # close them and open the same demands again, each matched at once against every offer.
+        # matches grew offer by offer in arrival order: reported too, as a demand posted before its
+        # offers fares. Then close them and open the same demands again, each matched at once against
+        # every offer, as an employer posting against a settled catalog.
+        arrived = settled_matches(api, users, demand_ids)
+        to_set = lambda ids: [set_ids.get(o, f"other:{o}") for o in ids]  # noqa: E731
+        early = summarise(data, {d: (to_set(arrived[d]), []) for d in demand_ids})
         close_demands(api, data, demand_ids)
         print("opening them again against the settled read model …", flush=True)
         demand_ids = open_demands(api, data)
-        previous: dict[str, list[str]] | None = None
-        for _ in range(30):
-            found = {d: matches(api, users[d], demand_ids[d]) for d in demand_ids}
-            if found == previous:
-                break
-            previous = found
-            time.sleep(2)
+        found = settled_matches(api, users, demand_ids)
         ranking = {d: ranked_offers(api, users[d], demand_ids[d]) for d in demand_ids}
 
         foreign = {o for d in demand_ids for o in found[d] + ranking[d] if o not in set_ids}
         # offers from outside the set get an id no judgement knows: gain 0, and no rule to check
-        to_set = lambda ids: [set_ids.get(o, f"other:{o}") for o in ids]  # noqa: E731
         results = {d: (to_set(found[d]), [o for o in to_set(ranking[d]) if not o.startswith("other:")])
                    for d in demand_ids}
         figures = summarise(data, results)
@@ -226,6 +235,8 @@ def run(folder: Path, config: StackConfig | None = None, verbose: bool = False) 
             f"announced matches graded relevant (>=1):  {figures.relevant}/{figures.announced}"
             f" = {100 * figures.relevant_share:.1f} %",
             f"mean nDCG@10 of the ranked offers:        {figures.ndcg_ranking:.3f}  (GET /v1/demands/{{id}}/offers)",
+            f"demands opened while the offers arrived:  {early.relevant}/{early.announced} matches relevant"
+            f" = {100 * early.relevant_share:.1f} %",
         ]
         if foreign:
             lines.append(f"offers from outside the set among them:   {len(foreign)} ({with_foreign} matches; "
