@@ -48,6 +48,11 @@ STAGE_TWO = 150
 # 8-bit codes, then the best SHORTLIST on their exact vectors (the codes' error, about 0.003 in
 # cosine, cannot move an offer from beyond the 2,000th place into the best 150).
 SHORTLIST = 2000
+# A demand whose last full ranking had fewer feasible offers than this is ranked in full again when an
+# offer reaching it changes, rather than judged pair by pair against its kept expanded vector: that
+# vector came from the offers it had then (a demand posted while its offers were still arriving), and
+# a full ranking of so few costs little more than one pair (the feasible set, at most STAGE_TWO records).
+RANK_IN_FULL_BELOW = STAGE_TWO
 FEEDBACK_POOL = 256  # the nearest offers by the codes among which expand_query finds its neighbours
 KEPT_RANKING = 100  # the best offers of a demand's full ranking kept in order for browsing (five pages)
 DEEPEST = 2000  # a deeper page is ordered by the first step alone
@@ -541,6 +546,13 @@ def _reach_alike(before: dict | None, offer: dict) -> bool:
         and before["funding"].get("qcg") == offer["funding"].get("qcg")
 
 
+def _ranks_in_full(row: asyncpg.Record) -> bool:
+    """Whether an offer change reaching the demand ranks it in full (no kept expanded vector, or few
+    feasible offers at its last full ranking) rather than judging the one pair."""
+    total = row["ranked_total"]
+    return row["ranking_vector"] is None or (total is not None and total < RANK_IN_FULL_BELOW)
+
+
 def judge_pair(row: asyncpg.Record, offer: dict, vector: np.ndarray) -> relevance.Ranked | None:
     """One offer against a demand's row as the demand's last full ranking would judge it: its stored
     expanded vector for the score, its own vector for the floor. None when the offer is not feasible;
@@ -569,7 +581,7 @@ async def _qualifying(conn: asyncpg.Connection, demand_ids: set[str], offer: dic
     for row in await store.open_demand_vectors(conn, sorted(demand_ids)):
         if row["vector"] is None:
             continue
-        if row["ranking_vector"] is None:  # judged by a whole new ranking there
+        if _ranks_in_full(row):  # judged by a whole new ranking there
             out[row["id"]] = None
         else:
             judged.append(row)
@@ -618,7 +630,7 @@ async def _match_many(conn: asyncpg.Connection, rows: list[asyncpg.Record], offe
         if demand["status"] != "open" or row["vector"] is None:
             continue
         known = existing.get(demand_id, [])
-        if row["ranking_vector"] is None or any(str(m["offer_id"]) == offer["id"] for m in known):
+        if _ranks_in_full(row) or any(str(m["offer_id"]) == offer["id"] for m in known):
             elsewhere.add(demand_id)
             continue
         before = judged.get(demand_id)
@@ -657,7 +669,7 @@ async def _reconsider(conn: asyncpg.Connection, demand_id: str, offer: dict, vec
     demand_vector = from_bytes(row["vector"]) if row["vector"] is not None else None
     if demand_vector is None:
         return
-    if row["ranking_vector"] is None:  # few feasible offers (or an older row): rank them all again
+    if _ranks_in_full(row):  # few feasible offers (or an older row): rank them all again
         await rematch(conn, demand, demand_vector, override={offer["id"]: vector}, changed=offer)
         return
     existing = await store.matches_of_demand(conn, demand_id)

@@ -151,8 +151,8 @@ async def set_ranking(conn: asyncpg.Connection, demand: dict[str, Any], ranking_
     """The demand's expanded vector, its best score and the order of its best offers (with the number
     of feasible ones), as its last full ranking found them."""
     demand_id = _uuid(demand["id"])
-    await conn.execute("UPDATE demands SET ranking_vector = $2, best_score = $3 WHERE id = $1", demand_id,
-                       ranking_vector, best_score)
+    await conn.execute("UPDATE demands SET ranking_vector = $2, best_score = $3, ranked_total = $4 WHERE id = $1",
+                       demand_id, ranking_vector, best_score, total)
     if ranked_offers is None:
         await conn.execute("DELETE FROM demand_rankings WHERE demand_id = $1", demand_id)
         return
@@ -248,14 +248,14 @@ async def demands_for_offer(conn: asyncpg.Connection, tenant: str, offer: dict[s
 
 async def open_demand_states(conn: asyncpg.Connection, demand_ids: list[str]) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT id::text, state, vector, ranking_vector, best_score FROM demands"
+        "SELECT id::text, state, vector, ranking_vector, best_score, ranked_total FROM demands"
         " WHERE id = ANY($1::text[]::uuid[]) AND status = 'open' ORDER BY id", [str(i) for i in demand_ids])
 
 
 async def open_demand_vectors(conn: asyncpg.Connection, demand_ids: list[str]) -> list[asyncpg.Record]:
     """What judging a pair by meaning alone needs, without the demands' content."""
     return await conn.fetch(  # (in no order: sorting thousands of rows with their vectors spilled to disk)
-        "SELECT id::text, vector, ranking_vector, best_score FROM demands"
+        "SELECT id::text, vector, ranking_vector, best_score, ranked_total FROM demands"
         " WHERE id = ANY($1::text[]::uuid[]) AND status = 'open'", [str(i) for i in demand_ids])
 
 

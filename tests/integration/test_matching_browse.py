@@ -67,7 +67,9 @@ def _page(ranked) -> list[tuple]:
 
 
 async def test_a_kept_page_is_the_full_rankings_page_until_an_offer_change_reaches_the_demand(
-        matching_pool: asyncpg.Pool) -> None:
+        matching_pool: asyncpg.Pool, monkeypatch) -> None:
+    # judged pair by pair, as a demand with many feasible offers is (this one has ten)
+    monkeypatch.setattr(handlers, "RANK_IN_FULL_BELOW", 0)
     pool = matching_pool
     offers, demand = await _ten_offers_and_a_demand(pool)
 
@@ -98,6 +100,25 @@ async def test_a_kept_page_is_the_full_rankings_page_until_an_offer_change_reach
     await _offer_event(pool, far | {"version": 3, "price_eur": 100}, OFFER_UPDATED)
     kept, full, ranking = await _pages(pool, demand["id"])
     assert ranking is not None and _page(kept[0]) == _page(full[:20])
+
+
+async def test_a_demand_with_few_offers_is_ranked_in_full_when_an_offer_reaches_it(
+        matching_pool: asyncpg.Pool) -> None:
+    """Its expanded vector and kept order then come from all its offers, the new one too, not from
+    those it had when it was posted."""
+    pool = matching_pool
+    _, demand = await _ten_offers_and_a_demand(pool)
+    async with tenant_transaction(pool, "lueneburg") as conn:
+        before = await store.get_demand(conn, demand["id"])
+    assert before["ranked_total"] == 10 < handlers.RANK_IN_FULL_BELOW
+    new = _offer("Staplerfahrer-Ausbildung kompakt", ["Gabelstapler"], 11)
+    await _offer_event(pool, new)
+    kept, full, ranking = await _pages(pool, demand["id"])
+    assert ranking is not None and ranking["total"] == 11 and new["id"] in [str(i) for i in ranking["offers"]]
+    assert kept is not None and _page(kept[0]) == _page(full[:20])
+    async with tenant_transaction(pool, "lueneburg") as conn:
+        after = await store.get_demand(conn, demand["id"])
+    assert after["ranked_total"] == 11 and after["ranking_vector"] != before["ranking_vector"]
 
 
 async def _change_demand(pool: asyncpg.Pool, demand_id: str) -> None:

@@ -335,30 +335,6 @@ def test_a_better_offer_arriving_later_takes_the_weakest_matchs_place(platform: 
     assert _pair_events(platform, demand["id"], better["id"]) == [MATCH_FOUND]
 
 
-def test_a_better_offer_takes_a_place_through_reverse_matching(platform: Platform, place: Place) -> None:
-    """As above, for a demand with enough feasible offers that a changed offer is judged alone against
-    its kept ranking vector (the path of an offer event, not a whole new ranking)."""
-    unrelated = {"title": "Schweißen MAG: Kehlnähte in allen Positionen", "skills": ["MAG-Schweißen"],
-                 "description": "Schweißtechnik für Metallbauer: Kehlnähte, Stumpfnähte, Prüfung nach DIN EN ISO 9606."}
-    for _ in range(8):  # feasible, but no match: they make the demand keep its ranking vector
-        _publish(platform, place.offer(_new_provider(platform), **unrelated))
-    far_late = [{"start": future(80), "end": future(82), "location": place.location(km_north=8)}]
-    weaker = [_publish(platform, place.offer(_new_provider(platform), schedule="evening", sessions=far_late))
-              for _ in range(MAX_MATCHES_PER_DEMAND)]
-    demand = _open(platform, place.demand())
-    wait_until("all offers ranked", lambda: {o["id"] for o in weaker} <= set(_ranked(platform, demand["id"])))
-    with platform.client("matching", EMPLOYER) as api:  # matched again with all of them in the read model
-        api.put(f"/v1/demands/{demand['id']}", json=place.demand())
-    assert set(_matches(platform, demand["id"])) == {o["id"] for o in weaker}
-    better = _publish(platform, place.offer(_new_provider(platform)))
-    _matched(platform, demand, better)
-    matched = _matches(platform, demand["id"])
-    assert len(matched) == MAX_MATCHES_PER_DEMAND and matched[0] == better["id"]
-    dropped = [o["id"] for o in weaker if o["id"] not in matched]
-    wait_until("the weakest retracted", lambda: _pair_events(platform, demand["id"], dropped[0])
-               == [MATCH_FOUND, MATCH_RETRACTED])
-
-
 def test_several_offers_of_one_provider_are_matches_and_announced_once(platform: Platform, place: Place) -> None:
     pid = _new_provider(platform)
     demand = _open(platform, place.demand())
