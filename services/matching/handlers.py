@@ -570,8 +570,8 @@ async def _qualifying(conn: asyncpg.Connection, demand_ids: set[str], offer: dic
     """Of the open demands an offer reaches, those it may become a match of (as _reconsider judges):
     first by meaning alone for all of them at once (``relevance.may_announce``, one matrix product over
     their stored vectors), then each pair that may pass in full; read without locks, only these are
-    then taken. Answers each such demand's judgement (None where a whole new ranking judges it: no
-    ranking vector kept), which ``_match_many`` reuses while the demand's ranking vector is the one
+    then taken. Answers each such demand's judgement (None where a whole new ranking judges it,
+    ``_ranks_in_full``), which ``_match_many`` reuses while the demand's ranking vector is the one
     judged with. A demand's content cannot change meanwhile (changing it takes the network's lock
     exclusively)."""
     out: dict[str, Judged | None] = {}
@@ -617,7 +617,7 @@ async def _match_many(conn: asyncpg.Connection, rows: list[asyncpg.Record], offe
     """One changed offer as a new match of many open demands (locked rows), as ``_reconsider`` would
     add it to each, written in a few statements instead of some ten round trips per demand: an offer
     that concerns hundreds of demands is one batch. Answers the demands this path does not decide
-    (no stored ranking, the pair was matched before, or it takes a weaker match's place): ``_reconsider``
+    (ranked in full there, the pair was matched before, or it takes a weaker match's place): ``_reconsider``
     takes those one by one. ``judged``: the pairs ``_qualifying`` judged, reused where the demand's
     ranking vector is unchanged."""
     elsewhere: set[str] = set()
