@@ -11,7 +11,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.platform import Platform, demand_body, offer_body, wait_until
+from tests.platform import Platform, alone_at, demand_body, lonely_place, offer_body, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -68,11 +68,13 @@ def test_a_network_provisioned_at_run_time_works_end_to_end(platform: Platform) 
         registered = api.post("/v1/providers", json={"name": "Harzer Bildungswerk",
                                                      "emails": [f"kurse@{tenant}.example"]})
         assert registered.status_code == 201, registered.text
-        offer = api.post("/v1/offers", json=offer_body(registered.json()["id"], visibility={"scope": "home"}))
+        offer_at, demand_at = alone_at(lonely_place())  # no look-alike shared by another test takes its place
+        offer = api.post("/v1/offers", json=offer_body(registered.json()["id"], visibility={"scope": "home"},
+                                                       **offer_at))
         assert offer.status_code == 201, offer.text
     with _client(platform, "matching", employer_token) as api:
         wait_until("matching to know the network", lambda: api.get(f"/v1/demands/{uuid.uuid4()}").status_code == 404)
-        demand = api.post("/v1/demands", json=demand_body())
+        demand = api.post("/v1/demands", json=demand_body(**demand_at))
         assert demand.status_code == 201, demand.text
         wait_until("the offer matched", lambda: any(
             m["offer_id"] == offer.json()["id"]

@@ -42,12 +42,13 @@ def hellweg_provider(platform: Platform) -> dict:
 def shared_flow(platform: Platform, hellweg_provider: dict) -> dict:
     """Hellweg's provider publishes an offer shared with Lüneburg; Lüneburg's employer opens a
     demand it fits."""
+    offer_at, demand_at = alone_at(lonely_place())  # no look-alike of another test takes its place
     with platform.client("catalog", HELLWEG_PROVIDER) as api:
-        response = api.post("/v1/offers", json=offer_body(hellweg_provider["id"]))
+        response = api.post("/v1/offers", json=offer_body(hellweg_provider["id"], **offer_at))
     assert response.status_code == 201, response.text
     offer = response.json()
     with platform.client("matching", "lueneburg-employer") as api:
-        response = api.post("/v1/demands", json=demand_body())
+        response = api.post("/v1/demands", json=demand_body(**demand_at))
     assert response.status_code == 201, response.text
     demand = response.json()
     items = wait_until("the offer among the demand's matches",
