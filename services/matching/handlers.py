@@ -565,6 +565,14 @@ def judge_pair(row: asyncpg.Record, offer: dict, vector: np.ndarray) -> relevanc
                           plain_vector=from_bytes(row["vector"]))[0]
 
 
+@dataclass(frozen=True)
+class Judged:
+    """A pair judged on a demand's ranking vector (as ``judge_pair`` answers), with that vector."""
+
+    ranking_vector: bytes
+    ranked: relevance.Ranked
+
+
 async def _qualifying(conn: asyncpg.Connection, demand_ids: set[str], offer: dict, vector: np.ndarray
                       ) -> dict[str, Judged | None]:
     """Of the open demands an offer reaches, those it may become a match of (as _reconsider judges):
@@ -597,14 +605,6 @@ async def _qualifying(conn: asyncpg.Connection, demand_ids: set[str], offer: dic
         if ranked is not None and relevance.announce([ranked], best=row["best_score"]):
             out[row["id"]] = Judged(bytes(row["ranking_vector"]), ranked)
     return out
-
-
-@dataclass(frozen=True)
-class Judged:
-    """A pair judged on a demand's ranking vector (as ``judge_pair`` answers), with that vector."""
-
-    ranking_vector: bytes
-    ranked: relevance.Ranked
 
 
 def _stacked(raw: list[bytes]) -> np.ndarray:

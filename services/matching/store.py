@@ -192,20 +192,17 @@ async def replace_keys(conn: asyncpg.Connection, demand: dict[str, Any]) -> None
         return
     employer = demand["employer"]
     cells = geo.cells_of_box(*geo.box(employer["lat"], employer["lon"], float(demand["max_distance_km"])))
-    rows = []
-    for fmt in sorted(set(demand["formats"])):
-        for c in (cells if fmt in LOCATED_FORMATS and cells is not None else [geo.WIDE]):
-            rows.append((demand_id, demand["tenant"], fmt, c, as_date(demand["start_from"]),
-                         as_date(demand["start_to"]), demand.get("max_price_eur"), bool(demand["funding_required"])))
-    located = [r[2] in LOCATED_FORMATS for r in rows]
+    keys = [(fmt, c) for fmt in sorted(set(demand["formats"]))
+            for c in (cells if fmt in LOCATED_FORMATS and cells is not None else [geo.WIDE])]
     await conn.execute(
         "INSERT INTO demand_keys (demand_id, tenant_id, format, cell, start_from, start_to, max_price_eur,"
         " funding_required, lat, lon, max_distance_km)"
         " SELECT $1, $2, f, c, $5, $6, $7, $8, CASE WHEN l THEN $9::float8 END, CASE WHEN l THEN $10::float8 END,"
         " CASE WHEN l THEN $11::float8 END FROM unnest($3::text[], $4::int[], $12::bool[]) AS k(f, c, l)",
-        demand_id, demand["tenant"], [r[2] for r in rows], [r[3] for r in rows], as_date(demand["start_from"]),
+        demand_id, demand["tenant"], [f for f, _ in keys], [c for _, c in keys], as_date(demand["start_from"]),
         as_date(demand["start_to"]), demand.get("max_price_eur"), bool(demand["funding_required"]),
-        float(employer["lat"]), float(employer["lon"]), float(demand["max_distance_km"]), located)
+        float(employer["lat"]), float(employer["lon"]), float(demand["max_distance_km"]),
+        [f in LOCATED_FORMATS for f, _ in keys])
 
 
 async def demands_for_offer(conn: asyncpg.Connection, tenant: str, offer: dict[str, Any]) -> list[str]:
@@ -248,7 +245,7 @@ async def demands_for_offer(conn: asyncpg.Connection, tenant: str, offer: dict[s
 
 async def open_demand_states(conn: asyncpg.Connection, demand_ids: list[str]) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT id::text, state, vector, ranking_vector, best_score, ranked_total FROM demands"
+        "SELECT id::text, state, vector, ranking_vector, best_score FROM demands"
         " WHERE id = ANY($1::text[]::uuid[]) AND status = 'open' ORDER BY id", [str(i) for i in demand_ids])
 
 
