@@ -35,7 +35,8 @@ from runtime.events import Event
 from runtime.outbox import add_many_to_outbox, add_to_outbox
 from services.matching import clusters, geo, relevance, store
 from services.matching.domain import DemandIn, Feasibility, check
-from services.matching.index import VECTOR_DTYPE, OfferIndex, from_bytes, offer_index, to_bytes
+from services.matching.index import OfferIndex, from_bytes, offer_index, to_bytes
+from services.matching.kept_demands import Reached, demand_vectors
 
 log = logging.getLogger(__name__)
 
@@ -546,11 +547,12 @@ def _reach_alike(before: dict | None, offer: dict) -> bool:
         and before["funding"].get("qcg") == offer["funding"].get("qcg")
 
 
-def _ranks_in_full(row: asyncpg.Record) -> bool:
+def _ranks_in_full(row: asyncpg.Record | Reached) -> bool:
     """Whether an offer change reaching the demand ranks it in full (no kept expanded vector, or few
     feasible offers at its last full ranking) rather than judging the one pair."""
-    total = row["ranked_total"]
-    return row["ranking_vector"] is None or (total is not None and total < RANK_IN_FULL_BELOW)
+    ranked = row.ranked if isinstance(row, Reached) else row["ranking_vector"] is not None
+    total = row.ranked_total if isinstance(row, Reached) else row["ranked_total"]
+    return not ranked or (total is not None and total < RANK_IN_FULL_BELOW)
 
 
 def judge_pair(row: asyncpg.Record, offer: dict, vector: np.ndarray) -> relevance.Ranked | None:
@@ -585,31 +587,28 @@ async def _qualifying(conn: asyncpg.Connection, demand_ids: set[str], offer: dic
     out: dict[str, Judged | None] = {}
     if not demand_ids:
         return out
+    kept = demand_vectors()
+    reached, stamps = await kept.reached(conn, sorted(demand_ids))
     judged = []
-    for row in await store.open_demand_vectors(conn, sorted(demand_ids)):
-        if row["vector"] is None:
+    for row in reached:
+        if not row.encoded:
             continue
         if _ranks_in_full(row):  # judged by a whole new ranking there
-            out[row["id"]] = None
+            out[row.id] = None
         else:
             judged.append(row)
     if not judged:
         return out
+    ids, own, expanded = await kept.vectors(conn, stamps, [r.id for r in judged])
     offer_vector = np.asarray(vector, dtype=np.float32).reshape(-1)
-    own = _stacked([r["vector"] for r in judged]) @ offer_vector
-    expanded = _stacked([r["ranking_vector"] for r in judged]) @ offer_vector
-    best = np.array([np.nan if r["best_score"] is None else r["best_score"] for r in judged], dtype=np.float64)
-    maybe = [judged[i]["id"] for i in np.flatnonzero(relevance.may_announce(own, expanded, best))]
+    best_of = {r.id: r.best_score for r in judged}
+    best = np.array([np.nan if best_of[i] is None else best_of[i] for i in ids], dtype=np.float64)
+    maybe = [ids[i] for i in np.flatnonzero(relevance.may_announce(own @ offer_vector, expanded @ offer_vector, best))]
     for row in await store.open_demand_states(conn, maybe) if maybe else []:
         ranked = judge_pair(row, offer, vector)
         if ranked is not None and relevance.announce([ranked], best=row["best_score"]):
             out[row["id"]] = Judged(bytes(row["ranking_vector"]), ranked)
     return out
-
-
-def _stacked(raw: list[bytes]) -> np.ndarray:
-    """Stored vectors (float16 bytes) as the rows of one float32 matrix."""
-    return np.frombuffer(b"".join(raw), dtype=VECTOR_DTYPE).reshape(len(raw), -1).astype(np.float32)
 
 
 async def _match_many(conn: asyncpg.Connection, rows: list[asyncpg.Record], offer: dict, vector: np.ndarray,

@@ -173,7 +173,7 @@ async def forget_rankings(conn: asyncpg.Connection, demand_ids: list[str]) -> No
         return
     await conn.execute(
         "DELETE FROM demand_rankings WHERE demand_id IN (SELECT demand_id FROM demand_rankings"
-        " WHERE demand_id = ANY($1::text[]::uuid[]) ORDER BY demand_id FOR UPDATE)", [str(i) for i in demand_ids])
+        " WHERE demand_id = ANY($1::uuid[]) ORDER BY demand_id FOR UPDATE)", [str(i) for i in demand_ids])
 
 
 async def list_demands(conn: asyncpg.Connection, owner: str | None, status: str | None, limit: int,
@@ -240,21 +240,14 @@ async def demands_for_offer(conn: asyncpg.Connection, tenant: str, offer: dict[s
     return [r[0] for r in rows]
 
 
-# Many demand ids go in as text and are cast by PostgreSQL: an offer change reaches thousands of
-# demands, and making a Python UUID of each cost more than the query.
+# Many demand ids go in as the strings they are: an offer change reaches thousands of demands, and
+# making a Python UUID of each (or casting text[] in the query) cost more than the query. asyncpg
+# encodes a uuid parameter from its string.
 
 async def open_demand_states(conn: asyncpg.Connection, demand_ids: list[str]) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT id::text, state, vector, ranking_vector, best_score FROM demands"
-        " WHERE id = ANY($1::text[]::uuid[]) AND status = 'open' ORDER BY id", [str(i) for i in demand_ids])
-
-
-async def open_demand_vectors(conn: asyncpg.Connection, demand_ids: list[str]) -> list[asyncpg.Record]:
-    """What judging a pair by meaning alone needs, without the demands' content."""
-    return await conn.fetch(  # (in no order: sorting thousands of rows with their vectors spilled to disk)
-        "SELECT id::text, vector, ranking_vector, best_score, ranked_total FROM demands"
-        " WHERE id = ANY($1::text[]::uuid[]) AND status = 'open'", [str(i) for i in demand_ids])
-
+        " WHERE id = ANY($1::uuid[]) AND status = 'open' ORDER BY id", [str(i) for i in demand_ids])
 
 
 async def expired_demands(conn: asyncpg.Connection, today: date, limit: int = 200) -> list[asyncpg.Record]:
@@ -284,13 +277,13 @@ async def lock_demands(conn: asyncpg.Connection, demand_ids: list[str]) -> list[
     """Many demands' rows, locked in id order (one order for every transaction: no deadlock)."""
     if not demand_ids:
         return []
-    return await conn.fetch("SELECT * FROM demands WHERE id = ANY($1::text[]::uuid[]) ORDER BY id FOR UPDATE",
+    return await conn.fetch("SELECT * FROM demands WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
                             [str(i) for i in demand_ids])
 
 
 async def matches_of_demands(conn: asyncpg.Connection, demand_ids: list[str]) -> dict[str, list[asyncpg.Record]]:
     out: dict[str, list[asyncpg.Record]] = {i: [] for i in demand_ids}
-    for row in await conn.fetch("SELECT * FROM matches WHERE demand_id = ANY($1::text[]::uuid[])",
+    for row in await conn.fetch("SELECT * FROM matches WHERE demand_id = ANY($1::uuid[])",
                                 [str(i) for i in demand_ids]):
         out.setdefault(str(row["demand_id"]), []).append(row)
     return out
