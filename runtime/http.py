@@ -20,7 +20,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from runtime import metrics
+from runtime import heap, metrics
 from runtime.auth import InvalidToken, IssuerUnavailable, Principal
 from runtime.errors import Conflict, EventTooLarge, NotFound
 from runtime.guards import RateLimits, RequestGuard, policy_of, route_policies
@@ -280,6 +280,7 @@ def create_app(
         app.state.rate_limits = RateLimits(runtime.settings.redis_url, runtime.settings.rate_limit_writes)
         if on_start is not None:
             await on_start(runtime)
+        heap.settle()  # what it loaded at start stays: no full collection visits it again
         yield
         await runtime.stop()
 

@@ -19,6 +19,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from runtime import heap
 from runtime.http import TraceAndMeasure
 from runtime.places import Gazetteer
 from services.portal import pages_auth, pages_public, pages_roles
@@ -110,6 +111,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
             oidc=OidcClient(settings, http),
             sessions=SessionStore(redis, settings.session_ttl_seconds, settings.anonymous_session_ttl_seconds),
             gazetteer=gazetteer, templates=make_templates())
+        heap.settle()  # the templates, the gazetteer and the libraries stay: no full collection visits them
         yield
         await http.aclose()
         await redis.aclose()
