@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import pickle
 import random
 import statistics
 import time
@@ -235,10 +236,10 @@ def brute_force_demand(demand: dict, offers: list[dict], vectors: np.ndarray, de
 
 
 async def offer_changes(platform: Platform, admin_dsn: str, offers: list[dict], demands: list[dict],
-                        count: int) -> tuple[list[float], list[int], list[float]]:
+                        count: int, seed: int) -> tuple[list[float], list[int], list[float]]:
     """Offer changes as the catalog publishes them; time until matching committed their events. Each
     change turns a located offer shared with all networks into the topic of nearby open demands."""
-    rng = random.Random(3)
+    rng = random.Random(seed)
     producer = KafkaProducer(bootstrap_servers=platform.config.bootstrap, acks="all")
     conn = await asyncpg.connect(admin_dsn)
     times, events, reference = [], [], []
@@ -254,8 +255,9 @@ async def offer_changes(platform: Platform, admin_dsn: str, offers: list[dict], 
             nearby = by_town[offer["sessions"][0]["location"]["city"]]
             wanted = rng.choice(nearby)["topic"]
             topic = next(t for t in TOPICS if t[0] == wanted)
+            version = await conn.fetchval("SELECT version FROM offers WHERE id = $1", uuid.UUID(offer["id"]))
             changed = {**offer, "title": f"{topic[0]} {rng.choice(ADDITIONS)}", "skills": topic[1],
-                       "description": topic[2], "version": offer["version"] + 1, "price_eur": 390,
+                       "description": topic[2], "version": version + 1, "price_eur": 390,
                        "sessions": [{**s, "start": demand["body"]["start_from"]} for s, demand in
                                     zip(offer["sessions"], [rng.choice(nearby)] * 3, strict=False)]}
             offer.update(changed)
@@ -309,10 +311,18 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="demands posted through HTTP")
     parser.add_argument("--changes", type=int, default=30, help="offer changes through the broker")
     parser.add_argument("--reference", type=int, default=30, help="demands ranked by brute force")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the offers and demands the last run loaded (same --offers and --demands)")
+    parser.add_argument("--seed", type=int, default=3,
+                        help="which offers change (give a new one with --reuse: the last run changed its own)")
     args = parser.parse_args()
     stack = Stack(bench_config())
     stack.ensure_postgres()  # its own, under var/bench
-    stack.reset_databases()
+    kept = stack.config.var_dir / f"matching-{args.offers}-{args.demands}.pickle"
+    reuse = args.reuse and kept.exists()
+    if not reuse:
+        kept.unlink(missing_ok=True)
+        stack.reset_databases()
     print("starting the stack …", flush=True)
     stack.start()
     platform = Platform(stack)
@@ -325,10 +335,17 @@ def main() -> None:
         offers = [state_of(o) for o in offer_rows(args.offers)]
         demands = demand_rows(args.demands + args.requests)
         posted, loaded = demands[args.demands:], demands[: args.demands]
-        offer_vectors, demand_vectors = encode_pools(offers, demands)
-        asyncio.run(load(admin_dsn, offers, loaded, offer_vectors, demand_vectors))
-        print(f"  {len(offers)} offers and {len(loaded)} open demands loaded in {time.perf_counter() - started:.0f} s",
-              flush=True)
+        if reuse:  # the loaded demands' ids, states and vectors, as the last run loaded them
+            loaded = pickle.loads(kept.read_bytes())
+            changed = asyncio.run(_changed_offers(admin_dsn))  # and the offers the last runs changed, as now
+            offers = [changed.get(o["id"], o) for o in offers]
+            print(f"  reusing the {len(offers)} offers and {len(loaded)} open demands of the last run", flush=True)
+        else:
+            offer_vectors, demand_vectors = encode_pools(offers, demands)
+            asyncio.run(load(admin_dsn, offers, loaded, offer_vectors, demand_vectors))
+            kept.write_bytes(pickle.dumps(loaded))
+            print(f"  {len(offers)} offers and {len(loaded)} open demands loaded in "
+                  f"{time.perf_counter() - started:.0f} s", flush=True)
         seconds, size = asyncio.run(index_load(app_dsn))
         rows.append(("vector index loaded from PostgreSQL by a fresh process", f"{seconds:.2f} s for {size} offers"))
         print(f"  {rows[-1][0]}: {rows[-1][1]}", flush=True)
@@ -368,7 +385,7 @@ def main() -> None:
         for row in rows[-4:]:
             print(f"  {row[0]}: {row[1]}", flush=True)
         change_times, change_events, reference = asyncio.run(
-            offer_changes(platform, admin_dsn, offers, loaded, args.changes))
+            offer_changes(platform, admin_dsn, offers, loaded, args.changes, args.seed))
         p50, p99 = quantiles(change_times)
         rows.append(("offer change → all its match events written",
                      f"p50 {p50:.0f} ms, p99 {p99:.0f} ms (n={len(change_times)}, "
@@ -383,6 +400,15 @@ def main() -> None:
     print(f"\n{args.offers} offers, {args.demands} open demands, 3 networks\n\n| what | figure |\n|---|---|")
     for name, figure in rows:
         print(f"| {name} | {figure} |")
+
+
+async def _changed_offers(dsn: str) -> dict[str, dict]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT id, state FROM offers WHERE version > 1")
+        return {str(r["id"]): json.loads(r["state"]) for r in rows}
+    finally:
+        await conn.close()
 
 
 async def _stored_vectors(dsn: str) -> dict[str, np.ndarray]:
