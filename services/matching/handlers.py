@@ -270,9 +270,14 @@ async def _hide_from_provider(conn: asyncpg.Connection, demand: dict, match: asy
 async def _offer_of(conn: asyncpg.Connection, match: asyncpg.Record, known: dict | None) -> dict:
     if known is not None:
         return known
-    states = await store.offer_states(conn, [str(match["offer_id"])])
+    return _offer_of_match(match, await store.offer_states(conn, [str(match["offer_id"])]))
+
+
+def _offer_of_match(match: asyncpg.Record, states: dict[str, dict]) -> dict:
+    """The matched offer's state among ``states``, else what the match row knows of it (an offer no
+    longer visible to the demand's network)."""
     offer = states.get(str(match["offer_id"]))
-    if offer is None:  # no longer visible to the demand's network: the match row knows enough
+    if offer is None:
         offer = {"id": str(match["offer_id"]), "tenant": match["offer_tenant"] or "",
                  "provider_id": str(match["provider_id"]), "external_id": None,
                  "title": (match["reasons"] or {}).get("offer_title") or "Angebot"}
@@ -614,16 +619,18 @@ async def _qualifying(conn: asyncpg.Connection, demand_ids: set[str], offer: dic
 async def _match_many(conn: asyncpg.Connection, rows: list[asyncpg.Record], offer: dict, vector: np.ndarray,
                       judged: dict[str, Judged | None]) -> set[str]:
     """One changed offer as a new match of many open demands (locked rows), as ``_reconsider`` would
-    add it to each, written in a few statements instead of some ten round trips per demand: an offer
-    that concerns hundreds of demands is one batch. Answers the demands this path does not decide
-    (ranked in full there, the pair was matched before, or it takes a weaker match's place): ``_reconsider``
-    takes those one by one. ``judged``: the pairs ``_qualifying`` judged, reused where the demand's
-    ranking vector is unchanged."""
+    add it to each (where the demand has its bound of matches, in the place of its weakest one, which
+    is retracted first), written in a few statements instead of some fifteen round trips per demand:
+    an offer that concerns hundreds of demands is one batch. Answers the demands this path does not
+    decide (ranked in full there, or the pair was matched before): ``_reconsider`` takes those one by
+    one. ``judged``: the pairs ``_qualifying`` judged, reused where the demand's ranking vector is
+    unchanged."""
     elsewhere: set[str] = set()
     if not rows:
         return elsewhere
     existing = await store.matches_of_demands(conn, [str(r["id"]) for r in rows])
     chosen: list[tuple[dict, relevance.Ranked, bool]] = []  # (demand, ranked, announced)
+    displaced: list[tuple[dict, asyncpg.Record]] = []  # (demand, its weakest match the new pair outranks)
     for row in rows:
         demand_id, demand = str(row["id"]), row["state"]
         if demand["status"] != "open" or row["vector"] is None:
@@ -639,12 +646,13 @@ async def _match_many(conn: asyncpg.Connection, rows: list[asyncpg.Record], offe
             continue
         weakest = _weakest([m for m in known if m["status"] == "active"])
         if weakest is not None:
-            if _outranks(ranked, weakest):
-                elsewhere.add(demand_id)  # it takes the weakest match's place there
-            continue
+            if not _outranks(ranked, weakest):
+                continue
+            displaced.append((demand, weakest))  # a better pair takes its place
         chosen.append((demand, ranked, str(offer["provider_id"]) not in _heard(known)))
     if not chosen:
         return elsewhere
+    await _retract_many(conn, displaced)
     await store.raise_best_scores(conn, [(d["id"], r.score) for d, r, _ in chosen])
     demands = {d["id"]: d for d, _, _ in chosen}
     matches = await store.insert_matches(conn, chosen[0][0]["tenant"], offer,
@@ -657,6 +665,27 @@ async def _match_many(conn: asyncpg.Connection, rows: list[asyncpg.Record], offe
     if found:
         await add_many_to_outbox(conn, MATCHES_TOPIC, found)
     return elsewhere
+
+
+async def _retract_many(conn: asyncpg.Connection, retracting: list[tuple[dict, asyncpg.Record]]) -> None:
+    """``_retract`` for matches of many demands of one network (each demand once, its row locked): the
+    matches in one statement, the providers' views by the offers' networks, the events in one batch."""
+    if not retracting:
+        return
+    demands = {d["id"]: d for d, _ in retracting}
+    tenant = retracting[0][0]["tenant"]
+    retracted = await store.update_matches(conn, [m["id"] for _, m in retracting], "retracted")
+    by_offer_tenant: dict[str, list[uuid.UUID]] = {}
+    for _, match in retracting:
+        by_offer_tenant.setdefault(match["offer_tenant"] or tenant, []).append(match["id"])
+    for offer_tenant, match_ids in sorted(by_offer_tenant.items()):
+        await _in_tenant(conn, offer_tenant, tenant, lambda ids=match_ids: store.drop_provider_matches(conn, ids))
+    announced = [m for m in retracted if m["announced"]]
+    states = await store.offer_states(conn, sorted({str(m["offer_id"]) for m in announced}))
+    await add_many_to_outbox(conn, MATCHES_TOPIC, [
+        Event(MATCH_RETRACTED, SOURCE, tenant, str(m["demand_id"]),
+              _match_state(m, demands[str(m["demand_id"])], _offer_of_match(m, states), "retracted"))
+        for m in announced])
 
 
 async def _reconsider(conn: asyncpg.Connection, demand_id: str, offer: dict, vector: np.ndarray) -> None:

@@ -319,6 +319,12 @@ async def update_match(conn: asyncpg.Connection, match_id: uuid.UUID, status: st
     )
 
 
+async def update_matches(conn: asyncpg.Connection, match_ids: list[uuid.UUID], status: str) -> list[asyncpg.Record]:
+    """``update_match`` to a new status for many matches at once."""
+    return await conn.fetch("UPDATE matches SET status = $2, updated_at = now() WHERE id = ANY($1::uuid[])"
+                            " RETURNING *", match_ids, status)
+
+
 async def active_matches(conn: asyncpg.Connection, demand_id: uuid.UUID) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT m.*, o.external_id, o.title, o.provider_id AS offer_provider, o.state AS offer"
@@ -372,7 +378,11 @@ async def put_provider_matches(conn: asyncpg.Connection, rows: list[tuple[asyncp
 
 
 async def drop_provider_match(conn: asyncpg.Connection, match_id: uuid.UUID) -> None:
-    await conn.execute("DELETE FROM provider_matches WHERE match_id = $1", match_id)
+    await drop_provider_matches(conn, [match_id])
+
+
+async def drop_provider_matches(conn: asyncpg.Connection, match_ids: list[uuid.UUID]) -> None:
+    await conn.execute("DELETE FROM provider_matches WHERE match_id = ANY($1::uuid[])", match_ids)
 
 
 async def provider_view(conn: asyncpg.Connection, provider_ids: list[str] | None, limit: int,

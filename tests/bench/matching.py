@@ -40,6 +40,7 @@ from runtime.events import Event
 from services.matching import clusters, geo, relevance
 from services.matching.domain import LOCATED_FORMATS, check
 from services.matching.index import OfferIndex, from_bytes, to_bytes
+from tests.bench.catalog import configure_postgres
 from tests.bench.catalog_data import ADDITIONS, TENANTS, TOPICS, offer_rows, towns
 from tests.bench.flow import bench_config
 from tests.platform import Platform
@@ -317,7 +318,7 @@ def main() -> None:
                         help="which offers change (give a new one with --reuse: the last run changed its own)")
     args = parser.parse_args()
     stack = Stack(bench_config())
-    stack.ensure_postgres()  # its own, under var/bench
+    configure_postgres(stack)  # its own, under var/bench, with memory for a million offers
     kept = stack.config.var_dir / f"matching-{args.offers}-{args.demands}.pickle"
     reuse = args.reuse and kept.exists()
     if not reuse:

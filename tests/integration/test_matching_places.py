@@ -73,3 +73,7 @@ async def test_a_better_offer_judged_alone_takes_the_weakest_matchs_place(matchi
     dropped = next(o["id"] for o in weaker if matches[o["id"]] == "retracted")
     assert await _events(pool, dropped) == [MATCH_FOUND, MATCH_RETRACTED]
     assert await _events(pool, better["id"]) == [MATCH_FOUND]
+    async with tenant_transaction(pool, "lueneburg") as conn:  # what the providers see of the demand
+        shown = {r["offer_id"] for r in await conn.fetch(
+            "SELECT offer_id::text FROM provider_matches WHERE demand_id = $1", uuid.UUID(demand["id"]))}
+    assert better["id"] in shown and dropped not in shown
