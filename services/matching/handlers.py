@@ -681,6 +681,8 @@ async def _retract_many(conn: asyncpg.Connection, retracting: list[tuple[dict, a
     for offer_tenant, match_ids in sorted(by_offer_tenant.items()):
         await _in_tenant(conn, offer_tenant, tenant, lambda ids=match_ids: store.drop_provider_matches(conn, ids))
     announced = [m for m in retracted if m["announced"]]
+    if not announced:
+        return
     states = await store.offer_states(conn, sorted({str(m["offer_id"]) for m in announced}))
     await add_many_to_outbox(conn, MATCHES_TOPIC, [
         Event(MATCH_RETRACTED, SOURCE, tenant, str(m["demand_id"]),

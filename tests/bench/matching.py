@@ -320,8 +320,8 @@ def main() -> None:
     stack = Stack(bench_config())
     configure_postgres(stack)  # its own, under var/bench, with memory for a million offers
     kept = stack.config.var_dir / f"matching-{args.offers}-{args.demands}.pickle"
-    reuse = args.reuse and kept.exists()
-    if not reuse:
+    reuse = args.reuse and kept.exists() and asyncio.run(_loaded_offers(stack)) == args.offers
+    if not reuse:  # (another bench may have reset the databases meanwhile)
         kept.unlink(missing_ok=True)
         stack.reset_databases()
     print("starting the stack …", flush=True)
@@ -401,6 +401,21 @@ def main() -> None:
     print(f"\n{args.offers} offers, {args.demands} open demands, 3 networks\n\n| what | figure |\n|---|---|")
     for name, figure in rows:
         print(f"| {name} | {figure} |")
+
+
+async def _loaded_offers(stack: Stack) -> int:
+    """How many offers matching's bench database holds (0 where it is gone)."""
+    c = stack.config
+    try:
+        conn = await asyncpg.connect(c.postgres_admin_url.rsplit("/", 1)[0] + f"/{c.database_prefix}_matching")
+    except asyncpg.InvalidCatalogNameError:
+        return 0
+    try:
+        return await conn.fetchval("SELECT count(*) FROM offers")
+    except asyncpg.UndefinedTableError:
+        return 0
+    finally:
+        await conn.close()
 
 
 async def _changed_offers(dsn: str) -> dict[str, dict]:
