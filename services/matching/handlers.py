@@ -36,7 +36,7 @@ from runtime.outbox import add_many_to_outbox, add_to_outbox
 from services.matching import clusters, geo, relevance, store
 from services.matching.domain import DemandIn, Feasibility, check
 from services.matching.index import OfferIndex, from_bytes, offer_index, to_bytes
-from services.matching.kept_demands import Reached, demand_vectors
+from services.matching.kept_demands import demand_vectors
 
 log = logging.getLogger(__name__)
 
@@ -552,11 +552,9 @@ def _reach_alike(before: dict | None, offer: dict) -> bool:
         and before["funding"].get("qcg") == offer["funding"].get("qcg")
 
 
-def _ranks_in_full(row: asyncpg.Record | Reached) -> bool:
-    """Whether an offer change reaching the demand ranks it in full (no kept expanded vector, or few
-    feasible offers at its last full ranking) rather than judging the one pair."""
-    ranked = row.ranked if isinstance(row, Reached) else row["ranking_vector"] is not None
-    total = row.ranked_total if isinstance(row, Reached) else row["ranked_total"]
+def _ranks_in_full(ranked: bool, total: int | None) -> bool:
+    """Whether an offer change reaching the demand ranks it in full (``ranked``: it has a kept expanded
+    vector; ``total``: the feasible offers at its last full ranking) rather than judging the one pair."""
     return not ranked or (total is not None and total < RANK_IN_FULL_BELOW)
 
 
@@ -598,7 +596,7 @@ async def _qualifying(conn: asyncpg.Connection, demand_ids: set[str], offer: dic
     for row in reached:
         if not row.encoded:
             continue
-        if _ranks_in_full(row):  # judged by a whole new ranking there
+        if _ranks_in_full(row.ranked, row.ranked_total):  # judged by a whole new ranking there
             out[row.id] = None
         else:
             judged.append(row)
@@ -636,7 +634,8 @@ async def _match_many(conn: asyncpg.Connection, rows: list[asyncpg.Record], offe
         if demand["status"] != "open" or row["vector"] is None:
             continue
         known = existing.get(demand_id, [])
-        if _ranks_in_full(row) or any(str(m["offer_id"]) == offer["id"] for m in known):
+        if _ranks_in_full(row["ranking_vector"] is not None, row["ranked_total"]) \
+                or any(str(m["offer_id"]) == offer["id"] for m in known):
             elsewhere.add(demand_id)
             continue
         before = judged.get(demand_id)
@@ -699,7 +698,8 @@ async def _reconsider(conn: asyncpg.Connection, demand_id: str, offer: dict, vec
     demand_vector = from_bytes(row["vector"]) if row["vector"] is not None else None
     if demand_vector is None:
         return
-    if _ranks_in_full(row):  # few feasible offers (or an older row): rank them all again
+    # few feasible offers (or an older row): rank them all again
+    if _ranks_in_full(row["ranking_vector"] is not None, row["ranked_total"]):
         await rematch(conn, demand, demand_vector, override={offer["id"]: vector}, changed=offer)
         return
     existing = await store.matches_of_demand(conn, demand_id)

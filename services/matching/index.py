@@ -230,7 +230,7 @@ class OfferIndex:
         n, at = len(rows), self._sessions
         if at + n > len(self._session["row"]):
             size = max(at + n, 2 * len(self._session["row"]))
-            self._session = {k: _grown(v, size, RETIRED if k == "start" else 0) for k, v in self._session.items()}
+            self._session = {k: grown(v, size, RETIRED if k == "start" else 0) for k, v in self._session.items()}
         session = self._session
         session["row"][at:at + n] = rows
         session["start"][at:at + n] = starts
@@ -244,7 +244,7 @@ class OfferIndex:
     def _compact(self) -> None:
         """Drop retired sessions (an offer's sessions stay together, so each offer's range shifts)."""
         live = np.flatnonzero(self._session["start"][: self._sessions] != RETIRED)
-        self._session = {k: _grown(v[live], len(v), RETIRED if k == "start" else 0) for k, v in self._session.items()}
+        self._session = {k: grown(v[live], len(v), RETIRED if k == "start" else 0) for k, v in self._session.items()}
         self._sessions, self._retired = len(live), 0
         rows = self._session["row"][: self._sessions]
         firsts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, dtype=np.int64)
@@ -280,9 +280,9 @@ class OfferIndex:
         if offers > len(self._matrix):
             size = max(offers, 2 * len(self._matrix))
             self._matrix, self._codes, self._scales = (
-                _grown(self._matrix, size), _grown(self._codes, size), _grown(self._scales, size))
-            self._offer = {k: _grown(v, size, -1 if k in ("format", "home") else 0) for k, v in self._offer.items()}
-            self._shared = _grown(self._shared, size)
+                grown(self._matrix, size), grown(self._codes, size), grown(self._scales, size))
+            self._offer = {k: grown(v, size, -1 if k in ("format", "home") else 0) for k, v in self._offer.items()}
+            self._shared = grown(self._shared, size)
 
     async def sync(self, conn: asyncpg.Connection) -> int:
         """Read the offers changed since the last call; answers how many."""
@@ -459,11 +459,12 @@ def haversine_km(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray) -> 
     return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.minimum(1.0, a)))
 
 
-def _grown(array: np.ndarray, size: int, fill: int = 0) -> np.ndarray:
+def grown(array: np.ndarray, size: int, fill: int = 0) -> np.ndarray:
+    """A copy of ``array`` with ``size`` rows, the new ones ``fill``."""
     shape = (size, *array.shape[1:])
-    grown = np.zeros(shape, dtype=array.dtype) if fill == 0 else np.full(shape, fill, dtype=array.dtype)
-    grown[: len(array)] = array
-    return grown
+    out = np.zeros(shape, dtype=array.dtype) if fill == 0 else np.full(shape, fill, dtype=array.dtype)
+    out[: len(array)] = array
+    return out
 
 
 _index: OfferIndex | None = None

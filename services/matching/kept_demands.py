@@ -16,7 +16,7 @@ import asyncpg
 import numpy as np
 
 from runtime.db import set_tenant
-from services.matching.index import DIM, VECTOR_DTYPE
+from services.matching.index import DIM, VECTOR_DTYPE, grown
 
 
 @dataclass(frozen=True)
@@ -112,13 +112,8 @@ class DemandVectors:
         self._ranking[slot] = np.frombuffer(ranking, dtype=VECTOR_DTYPE)
 
     def _grow(self, size: int) -> None:
-        stamps = np.full(size, -1, dtype=np.int64)
-        stamps[: len(self._stamps)] = self._stamps
-        own = np.zeros((size, self.dim), dtype=VECTOR_DTYPE)
-        own[: len(self._own)] = self._own
-        ranking = np.zeros((size, self.dim), dtype=VECTOR_DTYPE)
-        ranking[: len(self._ranking)] = self._ranking
-        self._stamps, self._own, self._ranking = stamps, own, ranking
+        self._stamps, self._own, self._ranking = (
+            grown(self._stamps, size, -1), grown(self._own, size), grown(self._ranking, size))
 
 
 _kept: DemandVectors | None = None
