@@ -144,9 +144,9 @@ async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_v
     exact = {positions[offer_id]: np.asarray(vector, dtype=np.float32)
              for offer_id, vector in (override or {}).items() if offer_id in positions}
     forced = np.array(sorted(positions.values()), dtype=np.int64)  # the included and the overridden
-    expanded, first = meaning_step(index, rows, plain, exact, forced, feasible.by_row)
-    best = _best(first, depth)
-    head = [int(i) for i in best[np.argsort(-first[best], kind="stable")]]
+    keys = feasible.keys
+    expanded, first = meaning_step(index, rows, plain, exact, forced, keys)
+    head = best_by_meaning(first, depth, keys).tolist()
     in_head = set(head)
     head += [at for offer_id, at in sorted(positions.items()) if offer_id in include and at not in in_head]
     states = await store.offer_states(conn, [feasible.offer_id(i) for i in head])
@@ -158,8 +158,8 @@ async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_v
     ranked = relevance.rank(demand, candidates, expanded, plain_vector=plain)
     if tail > len(ranked) and len(feasible) > len(head):  # the long tail, by the first step alone (rarely asked)
         ranked_ids = {r.offer_id for r in ranked}
-        nearest = _best(first, min(len(feasible), tail + len(ranked_ids)))
-        rest = [(int(i), feasible.offer_id(int(i))) for i in nearest[np.argsort(-first[nearest], kind="stable")]]
+        nearest = best_by_meaning(first, min(len(feasible), tail + len(ranked_ids)), keys)
+        rest = [(i, feasible.offer_id(i)) for i in nearest.tolist()]
         rest = [(i, offer_id) for i, offer_id in rest if offer_id not in ranked_ids][: tail - len(ranked)]
         visible = await store.visible_offers(conn, [offer_id for _, offer_id in rest])  # as the head: the policy's
         ranked += [relevance.Ranked(offer_id, "", round(max(float(first[i]), 0.0), 4), {})
@@ -168,28 +168,45 @@ async def rank_demand(conn: asyncpg.Connection, demand: dict[str, Any], demand_v
 
 
 def meaning_step(index: OfferIndex, rows: np.ndarray, plain: np.ndarray, exact: dict[int, np.ndarray],
-                 forced: np.ndarray, by_row: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The first ranking step over a demand's feasible offers (their ``rows`` in the index; ``by_row``
-    as ``OfferIndex.codes`` takes it): the demand's expanded vector, and each offer's cosine with it,
-    exact for the SHORTLIST best and for ``forced`` (``exact``: vectors the index does not hold yet,
-    by position)."""
+                 forced: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first ranking step over a demand's feasible offers (their ``rows`` in the index, ``keys``
+    as ``FeasibleSet.keys``): the demand's expanded vector, and each offer's cosine with it, exact for
+    the SHORTLIST best and for ``forced`` (``exact``: vectors the index does not hold yet, by
+    position)."""
     if len(rows) <= SHORTLIST:
         matrix = _exact_vectors(index, rows, np.arange(len(rows)), exact)
         expanded = _expanded(plain, matrix)
         return expanded, matrix @ expanded
     # on the codes: the neighbours that expand the demand, then the shortlist scored exactly
-    codes = index.codes(rows, by_row)
-    pool = np.union1d(_best(codes.scores(plain), FEEDBACK_POOL), forced)
+    codes = index.codes(rows)
+    pool = np.union1d(_best(codes.scores(plain), FEEDBACK_POOL, keys), forced)
     expanded = _expanded(plain, _exact_vectors(index, rows, pool, exact))
     first = codes.scores(expanded)
-    shortlist = np.union1d(_best(first, SHORTLIST), forced)
+    shortlist = np.union1d(_best(first, SHORTLIST, keys), forced)
     first[shortlist] = _exact_vectors(index, rows, shortlist, exact) @ expanded
     return expanded, first
 
 
-def _best(scores: np.ndarray, count: int) -> np.ndarray:
-    """The positions of the ``count`` highest scores (in no order)."""
-    return np.argpartition(-scores, count - 1)[:count] if count < len(scores) else np.arange(len(scores))
+def _best(scores: np.ndarray, count: int, keys: np.ndarray) -> np.ndarray:
+    """The positions of the ``count`` highest scores (in no order); of equal scores at the edge, those
+    of the lowest ``keys``: the same offers on every replica, whatever order its index holds them in
+    (equal texts have equal vectors)."""
+    if count >= len(scores):
+        return np.arange(len(scores))
+    best = np.argpartition(-scores, count - 1)[:count]
+    edge = scores[best].min()
+    tied = np.flatnonzero(scores == edge)
+    if len(tied) == 1:
+        return best
+    above = best[scores[best] > edge]
+    return np.concatenate([above, tied[np.argsort(keys[tied], kind="stable")[: count - len(above)]]])
+
+
+def best_by_meaning(scores: np.ndarray, count: int, keys: np.ndarray) -> np.ndarray:
+    """The positions of the ``count`` highest scores, the highest first; equal scores by key (as
+    ``_best``)."""
+    best = _best(scores, count, keys)
+    return best[np.lexsort((keys[best], -scores[best]))]
 
 
 def _exact_vectors(index: OfferIndex, rows: np.ndarray, positions: np.ndarray,

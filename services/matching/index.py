@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 DIM = 384
 VECTOR_DTYPE = np.float16  # stored and held as half precision: 768 bytes an offer
 BATCH = 20_000
-CHUNK = 4096  # rows widened at a time by ``CodeBlock.scores``: 6 MB reused, not one float32 copy of them all
+# rows widened at a time by ``CodeBlock.scores``: 1.5 MB reused (not one float32 copy of them all),
+# which the product then reads from the cache (1,024 rows took 9 ms for 70,000 offers, 4,096 rows 10)
+CHUNK = 1024
 
 
 def to_bytes(vector: np.ndarray) -> bytes:
@@ -42,6 +44,11 @@ def from_bytes(raw: bytes) -> np.ndarray:
 
 EPOCH = date(1970, 1, 1).toordinal()
 RETIRED = np.iinfo(np.int32).min  # the start of a session an offer no longer has: in no window
+# Where a session counts for a demand's radius (its offer's format decides, and a format changes only
+# with the offer's sessions): anywhere (online, distance), at its place, or nowhere (a located format
+# without a place)
+ANYWHERE, PLACED, NOWHERE = 0, 1, 2
+_SESSION_FILL = {"start": RETIRED, "reach": NOWHERE}  # of unused session slots (others 0)
 SHARED_TENANTS = 8  # columns for "shared with network N" at first; more are added as networks appear
 
 
@@ -53,17 +60,18 @@ def day(value: Any) -> int:
 @dataclass
 class FeasibleSet:
     """A demand's feasible offers, each with the session that makes it pass (the earliest start, then
-    the nearest place), as columns in the order of the offers' ids: ties in meaning are then broken
-    the same way on every replica. ``rows`` are the offers' rows in the index; -1 marks an offer the
-    caller's transaction changed that the index does not hold yet (``changed_id``)."""
+    the nearest place), as columns in about the index's memory order (the order its codes are read
+    fastest in), which differs between replicas: ``keys``, the offers' ids' first 64 bits, break ties
+    so that every replica ranks alike. ``rows`` are the offers' rows in the index; -1 marks an offer
+    the caller's transaction changed that the index does not hold yet (``changed_id``)."""
 
     index: OfferIndex
     rows: np.ndarray
     start_days: np.ndarray
     cities: np.ndarray
     kms: np.ndarray
+    keys: np.ndarray
     changed_id: str | None = None
-    by_row: np.ndarray | None = None  # the positions in their rows' order (the index's memory order)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -121,7 +129,7 @@ class OfferIndex:
             "start": np.full(4096, RETIRED, dtype=np.int32),
             "lat": np.zeros(4096, dtype=np.float64),
             "lon": np.zeros(4096, dtype=np.float64),
-            "located": np.zeros(4096, dtype=bool),        # a place that counts for distance (located formats)
+            "reach": np.full(4096, NOWHERE, dtype=np.int8),  # where it counts: ANYWHERE, PLACED or NOWHERE
             "city": np.full(4096, -1, dtype=np.int32),
         }
         self._sessions = 0
@@ -198,7 +206,8 @@ class OfferIndex:
             offer["first"][owners[firsts]] = self._sessions + firsts
             offer["count"][owners[firsts]] = np.diff(np.r_[firsts, len(owners)])
             self._add_sessions(owners, facts["starts"], facts["lats"], facts["lons"],
-                               self._codes_of(facts["cities"], self._city_code))
+                               self._codes_of(facts["cities"], self._city_code),
+                               self._located_format[offer["format"][owners]])
         if self._retired > max(self.compact_after, self._sessions // 2):
             self._compact()
 
@@ -210,10 +219,12 @@ class OfferIndex:
         held = np.flatnonzero(rows >= 0)
         place = np.zeros(len(self._ids), dtype=np.int64)  # an offer's 1-based place among the held
         place[rows[held]] = np.arange(1, len(held) + 1)
-        owners = np.fromiter(map(self._rows.get, facts["session_id"] or (), itertools.repeat(-1)), dtype=np.int64)
-        owners = np.where(owners >= 0, place[np.maximum(owners, 0)], 0)
+        owner_rows = np.fromiter(map(self._rows.get, facts["session_id"] or (), itertools.repeat(-1)), dtype=np.int64)
+        owners = np.where(owner_rows >= 0, place[np.maximum(owner_rows, 0)], 0)
         sessions = np.flatnonzero(owners > 0)
-        sessions = sessions[np.lexsort((np.asarray(facts["session_n"], dtype=np.int64)[sessions], owners[sessions]))]
+        # in their offers' row order: a demand's feasible offers then come in about the codes' memory order
+        session_n = np.asarray(facts["session_n"], dtype=np.int64)
+        sessions = sessions[np.lexsort((session_n[sessions], owner_rows[sessions]))]
         by_offer = {k: [facts[k][i] for i in held.tolist()] for k in
                     ("published", "format", "price", "qcg", "tenant", "scope", "networks")}
         by_session = {k: [facts[k][i] for i in sessions.tolist()] for k in ("starts", "lats", "lons", "cities")}
@@ -226,16 +237,18 @@ class OfferIndex:
         codes = {name: code_of(name) for name in set(names)}
         return np.array([codes[name] for name in names], dtype=np.int32)
 
-    def _add_sessions(self, rows: np.ndarray, starts: list[int], lats: list, lons: list, cities: np.ndarray) -> None:
+    def _add_sessions(self, rows: np.ndarray, starts: list[int], lats: list, lons: list, cities: np.ndarray,
+                      located: np.ndarray) -> None:
+        """Append sessions (``located``: of an offer whose format has a place)."""
         n, at = len(rows), self._sessions
         if at + n > len(self._session["row"]):
             size = max(at + n, 2 * len(self._session["row"]))
-            self._session = {k: grown(v, size, RETIRED if k == "start" else 0) for k, v in self._session.items()}
+            self._session = {k: grown(v, size, _SESSION_FILL.get(k, 0)) for k, v in self._session.items()}
         session = self._session
         session["row"][at:at + n] = rows
         session["start"][at:at + n] = starts
-        lat = np.array(lats, dtype=np.float64)  # None becomes NaN: no place that counts
-        session["located"][at:at + n] = ~np.isnan(lat)
+        lat = np.array(lats, dtype=np.float64)  # None becomes NaN: no place
+        session["reach"][at:at + n] = np.where(located, np.where(np.isnan(lat), NOWHERE, PLACED), ANYWHERE)
         session["lat"][at:at + n] = np.nan_to_num(lat)
         session["lon"][at:at + n] = np.nan_to_num(np.array(lons, dtype=np.float64))
         session["city"][at:at + n] = cities
@@ -244,7 +257,7 @@ class OfferIndex:
     def _compact(self) -> None:
         """Drop retired sessions (an offer's sessions stay together, so each offer's range shifts)."""
         live = np.flatnonzero(self._session["start"][: self._sessions] != RETIRED)
-        self._session = {k: grown(v[live], len(v), RETIRED if k == "start" else 0) for k, v in self._session.items()}
+        self._session = {k: grown(v[live], len(v), _SESSION_FILL.get(k, 0)) for k, v in self._session.items()}
         self._sessions, self._retired = len(live), 0
         rows = self._session["row"][: self._sessions]
         firsts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, dtype=np.int64)
@@ -323,40 +336,29 @@ class OfferIndex:
         """Every offer that passes the six hard constraints for the demand (``domain.check``'s rules,
         over columns), with its passing session. ``changed`` is an offer the caller's transaction has
         just written, which the index does not hold yet: it is judged by ``domain.check`` instead."""
-        offers = len(self._ids)
         session = self._session
         start = session["start"][: self._sessions]
         at = np.flatnonzero((start >= day(demand["start_from"])) & (start <= day(demand["start_to"])))
         rows = session["row"][at]
-        keep = self._passing(demand, offers)[rows]
+        keep = self._passing(demand, len(self._ids))[rows]
         at, rows = at[keep], rows[keep]
-        by_place = self._located_format[self._offer["format"][rows]]
-        anywhere = at[~by_place]  # online and distance: the place does not count
-        near = at[by_place & session["located"][at]]
+        reach = session["reach"][at]
+        kms = np.full(len(at), np.nan)
+        placed = np.flatnonzero(reach == PLACED)
         employer = demand["employer"]
         radius = float(demand["max_distance_km"])
         lat_min, lat_max, lon_min, lon_max = geo.box(employer["lat"], employer["lon"], radius)
-        lat, lon = session["lat"][near], session["lon"][near]
+        lat, lon = session["lat"][at[placed]], session["lon"][at[placed]]
         inside = (lat >= lat_min) & (lat <= lat_max) & (lon >= lon_min) & (lon <= lon_max)
-        near, km = near[inside], haversine_km(employer["lat"], employer["lon"], lat[inside], lon[inside])
-        near, km = near[km <= radius], km[km <= radius]
-        chosen = np.concatenate([near, anywhere])
-        kms = np.concatenate([km, np.full(len(anywhere), np.nan)])
-        rows = session["row"][chosen].astype(np.int64)
-        starts = session["start"][chosen]
-        # of one offer's sessions the earliest start, then the nearest (one key: days and km within a
-        # day, exact in float64), then the offers in their ids' order
-        order = np.lexsort((starts * 1e6 + np.nan_to_num(kms), rows))
-        grouped = rows[order]
-        first = np.ones(len(grouped), dtype=bool)
-        first[1:] = grouped[1:] != grouped[:-1]
-        picked = order[first]
-        by_key = np.argsort(self._offer["key"][rows[picked]], kind="stable")
-        by_row = np.empty_like(by_key)  # picked is in row order: where each of those lands by key
-        by_row[by_key] = np.arange(len(by_key))
-        picked = picked[by_key]
-        found = FeasibleSet(self, rows[picked], starts[picked], session["city"][chosen[picked]], kms[picked],
-                            by_row=by_row)
+        placed, km = placed[inside], haversine_km(employer["lat"], employer["lon"], lat[inside], lon[inside])
+        kms[placed[km <= radius]] = km[km <= radius]
+        passing = (reach == ANYWHERE) | ~np.isnan(kms)
+        at, rows, kms = at[passing], rows[passing].astype(np.int64), kms[passing]
+        starts = start[at]
+        picked = _earliest_then_nearest(rows, starts, kms)
+        rows = rows[picked]
+        found = FeasibleSet(self, rows, starts[picked], session["city"][at[picked]], kms[picked],
+                            self._offer["key"][rows])
         return self._with_changed(found, demand, changed) if changed is not None else found
 
     def _passing(self, demand: dict[str, Any], offers: int) -> np.ndarray:
@@ -380,7 +382,8 @@ class OfferIndex:
     def _with_changed(self, found: FeasibleSet, demand: dict[str, Any], changed: dict[str, Any]) -> FeasibleSet:
         row = self._rows.get(changed["id"], -1)
         keep = found.rows != row if row >= 0 else slice(None)
-        rows, starts, cities, kms = found.rows[keep], found.start_days[keep], found.cities[keep], found.kms[keep]
+        rows, starts, cities, kms, keys = (found.rows[keep], found.start_days[keep], found.cities[keep],
+                                           found.kms[keep], found.keys[keep])
         judged = check(changed, demand)
         if judged.ok:
             place = judged.session.get("location") or {}
@@ -388,7 +391,8 @@ class OfferIndex:
             starts = np.append(starts, day(judged.session["start"]))
             cities = np.append(cities, self._city_code(place.get("city")))
             kms = np.append(kms, np.nan if judged.distance_km is None else judged.distance_km)
-        return FeasibleSet(self, rows, starts, cities, kms, changed_id=changed["id"])
+            keys = np.append(keys, np.uint64(_order_key(changed["id"])))
+        return FeasibleSet(self, rows, starts, cities, kms, keys, changed_id=changed["id"])
 
     def rows(self, offer_ids: Iterable[str]) -> np.ndarray:
         """The offers' rows in the index, -1 where none is known yet."""
@@ -406,42 +410,52 @@ class OfferIndex:
         rows = self.rows(offer_ids)
         return self.vectors_at(rows), rows >= 0
 
-    def codes(self, rows: np.ndarray, by_row: np.ndarray | None = None) -> CodeBlock:
-        """The 8-bit codes of the given rows (-1: none yet), read once for several first-step products.
-        ``by_row``, the positions in their rows' order, saves sorting them (``FeasibleSet.by_row``)."""
-        return CodeBlock(self._codes, self._scales, rows, np.argsort(rows, kind="stable") if by_row is None else by_row)
+    def codes(self, rows: np.ndarray) -> CodeBlock:
+        """The 8-bit codes of the given rows (-1: none yet), read once for several first-step products
+        (in the order given: rows in memory order, as a feasible set has them, are read fastest)."""
+        return CodeBlock(self._codes, self._scales, rows)
 
     def stats(self) -> dict:
         return {"offers": len(self._rows), "mark": self.mark, "sessions": self._sessions - self._retired}
 
 
 class CodeBlock:
-    """Many offers' 8-bit codes, gathered in the index's memory order (rows read in order cost a third
-    of rows read in a demand's id order) and widened a chunk at a time into one reused buffer (a fresh
-    float32 copy per product costs more than the product)."""
+    """Many offers' 8-bit codes, gathered once and widened a chunk at a time into one reused buffer (a
+    fresh float32 copy per product costs more than the product)."""
 
-    def __init__(self, codes: np.ndarray, scales: np.ndarray, rows: np.ndarray, by_row: np.ndarray) -> None:
-        ordered = rows[by_row]
-        safe = np.where(ordered >= 0, ordered, 0)
-        self._codes = codes[safe]
-        self._scales = np.where(ordered >= 0, scales[safe], 0.0).astype(np.float32)  # 0 for -1
-        self._by_row = by_row
+    def __init__(self, codes: np.ndarray, scales: np.ndarray, rows: np.ndarray) -> None:
+        safe = np.where(rows >= 0, rows, 0)
+        self._codes = np.take(codes, safe, axis=0)  # (5 ms for 70,000 rows, where codes[safe] takes 8)
+        self._scales = np.where(rows >= 0, scales[safe], 0.0).astype(np.float32)  # 0 for -1
         self._buffer = np.empty((min(CHUNK, len(rows)), codes.shape[1]), dtype=np.float32)
 
     def scores(self, query: np.ndarray) -> np.ndarray:
-        """Each row's cosine with ``query`` from the codes (off by about 0.003; 0 for -1), in the order
-        of the rows given: the first step over many offers, whose best are then scored exactly."""
+        """Each row's cosine with ``query`` from the codes (off by about 0.003; 0 for -1): the first
+        step over many offers, whose best are then scored exactly."""
         query = np.asarray(query, dtype=np.float32).reshape(-1)
-        in_rows = np.empty(len(self._by_row), dtype=np.float32)
-        for start in range(0, len(in_rows), CHUNK):
+        out = np.empty(len(self._scales), dtype=np.float32)
+        for start in range(0, len(out), CHUNK):
             part = self._codes[start:start + CHUNK]
             wide = self._buffer[: len(part)]
             np.copyto(wide, part, casting="unsafe")
-            np.matmul(wide, query, out=in_rows[start:start + len(part)])
-        in_rows *= self._scales
-        out = np.empty_like(in_rows)
-        out[self._by_row] = in_rows
+            np.matmul(wide, query, out=out[start:start + len(part)])
+        out *= self._scales
         return out
+
+
+def _earliest_then_nearest(rows: np.ndarray, starts: np.ndarray, kms: np.ndarray) -> np.ndarray:
+    """Of each offer's passing sessions the one ``domain.check`` picks: the earliest start, then the
+    nearest (one key: days and km within a day, exact in float64), then the first in the offer's
+    order. An offer's sessions lie next to each other (they are appended together), so its sessions
+    are a run of equal ``rows``: no sort is needed. Answers their positions."""
+    n = len(rows)
+    heads = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if n else np.zeros(0, dtype=np.int64)
+    if len(heads) == n:  # one session each (the usual case)
+        return np.arange(n)
+    key = starts * 1e6 + np.nan_to_num(kms)
+    group = np.repeat(np.arange(len(heads)), np.diff(np.r_[heads, n]))
+    hits = np.flatnonzero(key == np.minimum.reduceat(key, heads)[group])
+    return hits[np.r_[True, group[hits][1:] != group[hits][:-1]]]
 
 
 def _order_key(offer_id: str) -> int:

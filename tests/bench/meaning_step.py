@@ -1,8 +1,8 @@
 """The 8-bit first step of a demand's ranking, in-process (the diagnosis behind e879f08):
 ``.venv/bin/python -m tests.bench.meaning_step [--offers N] [--feasible M]``.
 
-An index of N random unit vectors; M of them, in random (id) order, stand for a demand's feasible
-offers. Times both products of the step (the demand's own vector, then its expanded one) the way
+An index of N random unit vectors; M of them, in the index's memory order, stand for a demand's
+feasible offers. Times both products of the step (the demand's own vector, then its expanded one) the way
 ``OfferIndex.codes`` reads them, against the way before it (each product gathering the codes in the
 given order and widening every chunk into a fresh float32 copy), and the whole ``meaning_step``;
 median of nine runs each."""
@@ -40,7 +40,8 @@ def main() -> None:
         vectors = rng.standard_normal((size, DIM)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         index._put([f"o{i}" for i in range(start, start + size)], vectors.astype(VECTOR_DTYPE))
-    rows = rng.choice(args.offers, args.feasible, replace=False)  # a demand's id order: random in memory
+    rows = np.sort(rng.choice(args.offers, args.feasible, replace=False))  # in memory order, as feasible sets come
+    keys = rng.permutation(len(rows)).astype(np.uint64)
     query = rng.standard_normal(DIM).astype(np.float32)
     query /= np.linalg.norm(query)
 
@@ -55,12 +56,12 @@ def main() -> None:
         codes.scores(query)
         codes.scores(query)
 
-    print(f"{args.offers} offers, {args.feasible} feasible in random order")
+    print(f"{args.offers} offers, {args.feasible} feasible")
     old = _median_ms(lambda: (before(query), before(query)))
     print(f"  both products, each gathering and widening anew (before): {old:.1f} ms")
     print(f"  both products on one CodeBlock (now):                     {_median_ms(now):.1f} ms")
     print(f"  meaning_step as a ranking calls it:                       "
-          f"{_median_ms(lambda: meaning_step(index, rows, query, {}, np.array([], dtype=np.int64))):.1f} ms")
+          f"{_median_ms(lambda: meaning_step(index, rows, query, {}, np.array([], dtype=np.int64), keys)):.1f} ms")
 
 
 if __name__ == "__main__":
