@@ -20,7 +20,9 @@ FORGETFUL = {
                 "SELECT tenant_id FROM offers WHERE visibility_scope = 'home'"],
     "matching": ["SELECT tenant_id FROM demands",
                  "SELECT tenant_id FROM offers WHERE visibility_scope = 'home'",
-                 "SELECT tenant_id FROM offer_sessions WHERE visibility_scope = 'home'"],
+                 "SELECT tenant_id FROM offer_sessions WHERE visibility_scope = 'home'",
+                 # the offer index's view (its functions read every network's rows as the owner)
+                 "SELECT tenant AS tenant_id FROM offer_index_offers WHERE scope = 'home'"],
     "identity": ["SELECT tenant_id FROM audit_log"],
     "notifications": ["SELECT tenant_id FROM preferences"],
 }
@@ -39,7 +41,11 @@ def private_rows_in_both_networks(platform: Platform) -> None:
             offer = api.post("/v1/offers", json=body)
             assert offer.status_code == 201, offer.text
         with platform.client("matching", f"{tenant}-employer") as api:
-            assert api.post("/v1/demands", json=demand_body(**demand_at)).status_code == 201
+            demand = api.post("/v1/demands", json=demand_body(**demand_at))
+            assert demand.status_code == 201, demand.text
+            # matching learns of the offer from the catalog's event, a moment later
+            wait_until("matching to know the offer", lambda api=api, d=demand.json()["id"], o=offer.json()["id"]: o in {
+                i["offer_id"] for i in api.get(f"/v1/demands/{d}/offers").json()["items"]})
         with platform.client("identity", f"{tenant}-admin") as api:
             invited = api.post("/v1/members", json={"email": f"rls@{tenant}.example", "role": "counselor"})
             assert invited.status_code == 201, invited.text
@@ -143,6 +149,23 @@ async def test_every_table_with_tenant_rows_is_under_row_level_security(platform
     finally:
         await conn.close()
     assert [r["relname"] for r in unguarded if r["relname"] not in NOT_ISOLATED] == []
+
+
+@pytest.mark.parametrize("service", sorted(FORGETFUL))
+async def test_every_view_the_service_may_read_is_bound_by_the_policies_of_its_tables(
+        platform: Platform, service: str) -> None:
+    """A view reads its tables with its owner's rights unless it is ``security_invoker``, and the owner
+    may see every network's rows (matching's offer index reads them so): a view the service's role
+    can select from must be bound by the policies as the role itself is."""
+    conn = await _app_connection(platform, service)
+    try:
+        unbound = await conn.fetch(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' AND c.relkind IN ('v', 'm') AND has_table_privilege(c.oid, 'SELECT')"
+            " AND NOT coalesce('security_invoker=true' = ANY(c.reloptions), false) ORDER BY 1")
+    finally:
+        await conn.close()
+    assert [r["relname"] for r in unbound] == []
 
 
 async def test_matching_ranks_no_offer_another_network_keeps_to_itself_even_if_its_index_said_so(
