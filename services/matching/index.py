@@ -202,7 +202,7 @@ class OfferIndex:
             self._shared[pairs[:, 0], pairs[:, 1]] = True
         if len(facts["session_at"]):
             owners = rows[np.array(facts["session_at"], dtype=np.int64) - 1]
-            firsts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+            firsts = _run_starts(owners)
             offer["first"][owners[firsts]] = self._sessions + firsts
             offer["count"][owners[firsts]] = np.diff(np.r_[firsts, len(owners)])
             self._add_sessions(owners, facts["starts"], facts["lats"], facts["lons"],
@@ -260,7 +260,7 @@ class OfferIndex:
         self._session = {k: grown(v[live], len(v), _SESSION_FILL.get(k, 0)) for k, v in self._session.items()}
         self._sessions, self._retired = len(live), 0
         rows = self._session["row"][: self._sessions]
-        firsts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, dtype=np.int64)
+        firsts = _run_starts(rows)
         self._offer["first"][rows[firsts]] = firsts
 
     def _tenant_code(self, tenant: str) -> int:
@@ -443,19 +443,26 @@ class CodeBlock:
         return out
 
 
+def _run_starts(values: np.ndarray) -> np.ndarray:
+    """Where each run of equal neighbouring values begins (an offer's sessions, which lie together)."""
+    if not len(values):
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+
+
 def _earliest_then_nearest(rows: np.ndarray, starts: np.ndarray, kms: np.ndarray) -> np.ndarray:
     """Of each offer's passing sessions the one ``domain.check`` picks: the earliest start, then the
     nearest (one key: days and km within a day, exact in float64), then the first in the offer's
     order. An offer's sessions lie next to each other (they are appended together), so its sessions
     are a run of equal ``rows``: no sort is needed. Answers their positions."""
     n = len(rows)
-    heads = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if n else np.zeros(0, dtype=np.int64)
+    heads = _run_starts(rows)
     if len(heads) == n:  # one session each (the usual case)
         return np.arange(n)
     key = starts * 1e6 + np.nan_to_num(kms)
     group = np.repeat(np.arange(len(heads)), np.diff(np.r_[heads, n]))
     hits = np.flatnonzero(key == np.minimum.reduceat(key, heads)[group])
-    return hits[np.r_[True, group[hits][1:] != group[hits][:-1]]]
+    return hits[_run_starts(group[hits])]
 
 
 def _order_key(offer_id: str) -> int:
