@@ -3,6 +3,7 @@ from the dev issuer, API calls, the mails in the SMTP sink."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import json
 import random
@@ -11,6 +12,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from email.message import Message
 
+import asyncpg
 import httpx
 import jwt
 import redis
@@ -82,6 +84,19 @@ class Platform:
                  if r.key.decode() == key]
         consumer.close()
         return found
+
+    def matching_knows(self, offer_id: str, status: str = "published") -> bool:
+        """Whether matching has consumed the offer's event (in the given status): offer events are keyed by
+        offer, so one offer's arrival says nothing of another's, and "not ranked" proves nothing before."""
+        async def look() -> bool:
+            conn = await asyncpg.connect(self.config.postgres_admin_url.rpartition("/")[0]
+                                         + f"/{self.config.database_prefix}_matching")
+            try:
+                return await conn.fetchval("SELECT status FROM offers WHERE id = $1",
+                                           uuid.UUID(offer_id)) == status
+            finally:
+                await conn.close()
+        return asyncio.run(look())
 
     def mails(self) -> list[Message]:
         return [email.message_from_bytes(p.read_bytes()) for p in sorted(self.config.mail_dir.glob("*.eml"))]
