@@ -289,19 +289,30 @@ _STOP = frozenset("und oder für fuer mit ohne der die das des dem den ein eine 
                   " von vom auf am an bei als wie nach über ueber".split())
 
 
-def text_query(q: str) -> str | None:
+def text_query(q: str, compounds: bool = False) -> str | None:
     """A ``to_tsquery`` expression: every word must match, as a prefix ("Schweiß" finds
-    "Schweißer"), and a long word may also match as two parts of a compound
+    "Schweißer"); with ``compounds``, a long word may also match as two parts of a compound
     ("Staplerschein": stapler* & schein, found in "Gabelstapler-Führerschein")."""
     terms = []
     for word in _WORD.findall(q)[:12]:
         if word.casefold() in _STOP or (word.isdigit() and len(word) < 3):
             continue
         alternatives = [f"{word}:*"]
-        if len(word) >= 10 and word.isalpha():
-            alternatives += [f"({word[:i]}:* & {word[i:]})" for i in range(5, len(word) - 4)]
+        if compounds:
+            alternatives += _compound_parts(word)
         terms.append("(" + " | ".join(alternatives) + ")")
     return " & ".join(terms) or None
+
+
+def _compound_parts(word: str) -> list[str]:
+    if len(word) < 10 or not word.isalpha():
+        return []
+    return [f"({word[:i]}:* & {word[i:]})" for i in range(5, len(word) - 4)]
+
+
+def splits_compounds(q: str | None) -> bool:
+    """Whether the text has a word long enough to be tried as two parts of a compound."""
+    return bool(q) and any(_compound_parts(w) for w in _WORD.findall(q)[:12] if w.casefold() not in _STOP)
 
 
 @dataclass
@@ -323,11 +334,12 @@ class OfferQuery:
     page_size: int = 20
     after: tuple[float, uuid.UUID] | None = None  # the keyset cursor: (rank, id) of the last hit seen
     skip: int = 0
+    compounds: bool = False  # long words also as two parts (see text_query)
 
     def filters(self) -> dict[str, Any]:
         """The filters as the SQL functions take them (only what is set)."""
         values = {
-            "q": text_query(self.q) if self.q else None, "formats": self.formats, "schedules": self.schedules,
+            "q": text_query(self.q, self.compounds) if self.q else None, "formats": self.formats, "schedules": self.schedules,
             "qualifications": self.qualifications, "funding": self.funding,
             "provider_id": str(self.provider_id) if self.provider_id else None,
             "max_price_eur": self.max_price_eur, "min_hours": self.min_hours, "max_hours": self.max_hours,

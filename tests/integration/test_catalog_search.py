@@ -137,6 +137,23 @@ def test_german_text_compounds_umlauts_and_prefixes(platform: Platform, forklift
     assert forklift["offer"]["id"] in found and forklift["other"]["id"] not in found
 
 
+def test_a_long_word_is_split_only_when_the_offers_do_not_hold_it_whole(platform: Platform, forklift: dict) -> None:
+    marker, apart = "bk" + uuid.uuid4().hex[:6], "bk" + uuid.uuid4().hex[:6]
+    with platform.client("catalog", RUHR) as api:
+        provider = api.post("/v1/providers", json={"name": f"Fahrschule {marker}", "emails": ["f@a.example"]}).json()
+        whole, parts = (api.post("/v1/offers", json=offer_body(
+            provider["id"], title=title, description="Lehrgang.", skills=[],
+            visibility={"scope": "all", "networks": []})).json() for title in
+            (f"Berufskraftfahrer Weiterbildung {marker}", f"Berufs-Kraftfahrer Praxis {marker} {apart}"))
+    # where an offer holds the word whole, it is not also searched as "Berufs… Kraftfahrer"
+    assert _ids(_search(platform, q=f"Berufskraftfahrer {marker}")) == {whole["id"]}
+    # where none does, its two parts find the other
+    assert _ids(_search(platform, q=f"Berufskraftfahrer {apart}")) == {parts["id"]}
+    # the facets and the total follow the split search too
+    split = _search(platform, q=f"Staplerschein {forklift['marker']}", facets=True)
+    assert split["total"] == 1 and split["facets"]["format"] == {"presence": 1}
+
+
 def test_place_as_postcode_or_town_hours_schedule_qualification(platform: Platform, forklift: dict) -> None:
     o, m = forklift, forklift["marker"]
     assert o["offer"]["id"] in _ids(_search(platform, q=m, place="44137", radius_km=25))
