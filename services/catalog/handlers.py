@@ -253,14 +253,15 @@ async def search_offers(conn: asyncpg.Connection, query: store.OfferQuery, *, wi
                         public: bool = False) -> dict:
     """A page of what the acting tenant may see, ranked; the total exact up to a bound. Long words are
     tried as two parts of a compound ("Staplerschein" → Gabelstapler-Führerschein) only when the text
-    as written finds nothing: a part such as "beruf*" matches a quarter of all offers, and searching
-    every split of every long word made such searches 5–10 times as costly."""
+    as written finds nothing, with or without the filters: a part such as "beruf*" matches a quarter of
+    all offers, and searching every split of every long word made such searches 5–10 times as costly."""
     if query.q and store.text_query(query.q) is None:  # nothing searchable in the text: nothing found
         empty = {"items": [], "page_size": query.page_size, "next_cursor": None, "total": 0, "total_exceeds": False}
         return empty | ({"facets": {"format": {}, "schedule": {}, "qualification": {}, "funding": {}}}
                         if with_facets else {})
     facets, total = await _facets_and_total(conn, query, with_facets)
-    if total == 0 and store.splits_compounds(query.q):
+    if total == 0 and store.splits_compounds(query.q) and not await store.count_offers(
+            conn, store.OfferQuery(q=query.q), bound=1):  # the text itself, whatever the filters
         query = replace(query, compounds=True)
         facets, total = await _facets_and_total(conn, query, with_facets)
     hits = await store.search_offers(conn, query) if total else []
