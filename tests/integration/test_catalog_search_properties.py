@@ -140,7 +140,7 @@ queries = st.fixed_dictionaries({
     "formats": st.lists(st.sampled_from(FORMATS), max_size=2, unique=True),
     "schedules": st.lists(st.sampled_from(SCHEDULES), max_size=2, unique=True),
     "qualifications": st.lists(st.sampled_from(QUALIFICATIONS), max_size=2, unique=True),
-    "funding": st.lists(st.sampled_from(["bildungsgutschein", "aufstiegsbafoeg"]), max_size=1),
+    "funding": st.lists(st.sampled_from(["bildungsgutschein", "aufstiegsbafoeg"]), max_size=2, unique=True),
     "max_price": st.none() | st.sampled_from([0, 300, 1000]),
     "min_hours": st.none() | st.sampled_from([40, 121]),
     "start_from": st.none() | st.integers(0, 120).map(lambda d: BASE + timedelta(days=d)),

@@ -10,6 +10,16 @@
 -- it did with the radius before 0011. An EXISTS whose only link to the offer is "s.offer_id = o.id"
 -- may be turned into such a hash; one that also names another offer column may not. So every
 -- session check names the offer's format too (a condition that holds wherever it is said).
+--
+-- A text search with a funding filter ANDed the text's bitmap (42,000 offers for a topic word) with
+-- the funding index's (qcg: 178,000 offers; Bildungsgutschein: 425,000): 30–50 ms to build before a
+-- single offer was read. A text index per kind of funding, over the offers that have it, gives the
+-- offers with both at once (7,400: 3 ms). The combined shape's bounded count: 70–90 → about 30 ms.
+-- Writing an offer costs one more index entry per kind of funding it has.
+CREATE INDEX offers_search_bildungsgutschein ON offers USING gin (search) WHERE funding @> '{"bildungsgutschein": true}';
+CREATE INDEX offers_search_qcg ON offers USING gin (search) WHERE funding @> '{"qcg": true}';
+CREATE INDEX offers_search_aufstiegsbafoeg ON offers USING gin (search) WHERE funding @> '{"aufstiegsbafoeg": true}';
+
 ALTER FUNCTION search_offer_page(jsonb, real, uuid, int, int) SET work_mem = '32MB';
 ALTER FUNCTION search_offer_count(jsonb, int) SET work_mem = '32MB';
 ALTER FUNCTION search_offer_facets(jsonb, int) SET work_mem = '32MB';
@@ -41,9 +51,9 @@ BEGIN
     IF f ? 'qualifications' THEN
         clauses := clauses || search_in_clause('qualification', f->'qualifications');
     END IF;
-    IF f ? 'funding' THEN
-        clauses := clauses || format('o.funding @> %L::jsonb',
-            (SELECT jsonb_object_agg(x, true) FROM jsonb_array_elements_text(f->'funding') AS x));
+    IF f ? 'funding' THEN  -- one condition per kind, each as a partial index below names it
+        clauses := clauses || ARRAY(SELECT format('o.funding @> %L::jsonb', jsonb_build_object(x, true))
+                                    FROM jsonb_array_elements_text(f->'funding') AS x ORDER BY x);
     END IF;
     IF f ? 'provider_id' THEN
         clauses := clauses || format('o.provider_id = %L::uuid', f->>'provider_id');
