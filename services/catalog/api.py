@@ -290,9 +290,12 @@ QueryDep = Annotated[store.OfferQuery, Depends(offer_query)]
 @router.get("/offers", summary="Search the offers this network may see (ranked; facets; keyset cursor)")
 async def search_offers(actor: Reader, runtime: RuntimeDep, query: QueryDep,
                         facets: Annotated[bool, Query(description="count by format, schedule, funding, …")] = False,
-                        ) -> dict:
+                        ) -> Response:
     async with acting_transaction(runtime, actor) as (conn, _):
-        return await handlers.search_offers(conn, query, with_facets=facets)
+        body = await handlers.search_offers(conn, query, with_facets=facets)
+    # The page is plain JSON already: FastAPI's generic encoding of it took 1.6 ms of 20 offers, json 0.2.
+    return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
+                    media_type="application/json")
 
 
 # ---- the public network view: no login, published and visible only, cacheable, rate-limited ----
