@@ -339,7 +339,8 @@ class OfferQuery:
     def filters(self) -> dict[str, Any]:
         """The filters as the SQL functions take them (only what is set)."""
         values = {
-            "q": text_query(self.q, self.compounds) if self.q else None, "formats": self.formats, "schedules": self.schedules,
+            "q": text_query(self.q, self.compounds) if self.q else None, "formats": self.formats,
+            "schedules": self.schedules,
             "qualifications": self.qualifications, "funding": self.funding,
             "provider_id": str(self.provider_id) if self.provider_id else None,
             "max_price_eur": self.max_price_eur, "min_hours": self.min_hours, "max_hours": self.max_hours,

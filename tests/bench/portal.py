@@ -18,11 +18,10 @@ import subprocess
 import time
 from pathlib import Path
 
-import asyncpg
 import httpx
 
 from deploy.local.stack import Stack
-from tests.bench.catalog import configure_postgres, count_bench_offers
+from tests.bench.catalog import catalog_exists, configure_postgres, count_bench_offers, settle_outbox
 from tests.bench.catalog_data import load_offers
 from tests.bench.flow import bench_config, percentiles
 
@@ -129,12 +128,12 @@ def main() -> None:
     stack = Stack(bench_config())
     configure_postgres(stack)
     catalog_db = stack.config.postgres_admin_url.rsplit("/", 1)[0] + f"/{stack.config.database_prefix}_catalog"
-    present = asyncio.run(count_bench_offers(catalog_db)) if _exists(stack, catalog_db) else 0
+    present = asyncio.run(count_bench_offers(catalog_db)) if asyncio.run(catalog_exists(catalog_db)) else 0
     if args.fresh or present < args.offers:
         present = 0
         stack.reset_databases()
     else:
-        asyncio.run(_settle_outbox(catalog_db))
+        asyncio.run(settle_outbox(catalog_db))
     try:
         stack.start()
         c = stack.config
@@ -174,31 +173,6 @@ def main() -> None:
         print(f"of it inside the portal (Server-Timing total less catalog) {percentiles(inside)}")
     finally:
         stack.stop_all()
-
-
-async def _settle_outbox(catalog_db: str) -> None:
-    """The catalog benchmark's import leaves up to 100,000 offer events unpublished when it stops.
-    Published now, they would have matching encode each offer while the searches are measured."""
-    conn = await asyncpg.connect(catalog_db)
-    try:
-        await conn.execute("UPDATE outbox SET sent_at = now() WHERE sent_at IS NULL")
-    finally:
-        await conn.close()
-
-
-def _exists(stack: Stack, catalog_db: str) -> bool:
-    """Whether the catalog database is there with its offers table (a first run finds neither)."""
-    async def check() -> bool:
-        try:
-            conn = await asyncpg.connect(catalog_db)
-        except asyncpg.InvalidCatalogNameError:
-            return False
-        try:
-            return bool(await conn.fetchval("SELECT to_regclass('offers') IS NOT NULL"))
-        finally:
-            await conn.close()
-
-    return asyncio.run(check())
 
 
 if __name__ == "__main__":

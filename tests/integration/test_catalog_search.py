@@ -141,11 +141,11 @@ def test_a_long_word_is_split_only_when_the_offers_do_not_hold_it_whole(platform
     marker, apart = "bk" + uuid.uuid4().hex[:6], "bk" + uuid.uuid4().hex[:6]
     with platform.client("catalog", RUHR) as api:
         provider = api.post("/v1/providers", json={"name": f"Fahrschule {marker}", "emails": ["f@a.example"]}).json()
+        online = {"format": "online", "sessions": [{"start": "2031-06-01"}]}
         whole, parts = (api.post("/v1/offers", json=offer_body(
-            provider["id"], title=title, description="Lehrgang.", skills=[], visibility={"scope": "all", "networks": []},
-            **kind)).json() for title, kind in (
-            (f"Berufskraftfahrer Weiterbildung {marker}", {}),
-            (f"Berufs-Kraftfahrer Praxis {marker} {apart}", {"format": "online", "sessions": [{"start": "2031-06-01"}]})))
+            provider["id"], title=title, description="Lehrgang.", skills=[],
+            visibility={"scope": "all", "networks": []}, **kind)).json() for title, kind in (
+            (f"Berufskraftfahrer Weiterbildung {marker}", {}), (f"Berufs-Kraftfahrer Praxis {marker} {apart}", online)))
     # where an offer holds the word whole, it is not also searched as "Berufs… Kraftfahrer",
     assert _ids(_search(platform, q=f"Berufskraftfahrer {marker}")) == {whole["id"]}
     # not even when the filters leave none of those
