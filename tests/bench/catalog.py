@@ -244,13 +244,17 @@ async def catalog_exists(catalog_db: str) -> bool:
         await conn.close()
 
 
-async def settle_outbox(catalog_db: str) -> None:
-    """The import part leaves up to 100,000 offer events unpublished when it stops (its broker, in
-    memory, is gone). Published by the next run, they would have the relay send and matching encode
-    each offer while that run's searches are measured."""
+async def settle_previous_run(catalog_db: str) -> None:
+    """What the import part leaves behind when it stops: up to 100,000 offer events unpublished (its
+    broker, in memory, is gone) and 120,000 new offers not yet vacuumed. Published by the next run, the
+    events would have the relay send and matching encode each offer while its searches are measured;
+    unvacuumed, the offers' rows are not all-visible and the text indexes hold a pending list each
+    search reads through (120,000 rows are too few to start autovacuum on a million)."""
     conn = await asyncpg.connect(catalog_db)
     try:
         await conn.execute("UPDATE outbox SET sent_at = now() WHERE sent_at IS NULL")
+        await conn.execute("VACUUM (ANALYZE) offers")
+        await conn.execute("VACUUM (ANALYZE) offer_sessions")
     finally:
         await conn.close()
 
@@ -277,7 +281,7 @@ def main() -> None:
     if not args.reuse:
         stack.reset_databases()
     elif asyncio.run(catalog_exists(catalog_db)):
-        asyncio.run(settle_outbox(catalog_db))
+        asyncio.run(settle_previous_run(catalog_db))
     print("starting the stack …", flush=True)
     stack.start()
     results: list[tuple[str, str, float, float]] = []

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from deploy.local.stack import Stack
-from tests.bench.catalog import catalog_exists, configure_postgres, count_bench_offers, settle_outbox
+from tests.bench.catalog import catalog_exists, configure_postgres, count_bench_offers, settle_previous_run
 from tests.bench.catalog_data import load_offers
 from tests.bench.flow import bench_config, percentiles
 
@@ -133,7 +133,7 @@ def main() -> None:
         present = 0
         stack.reset_databases()
     else:
-        asyncio.run(settle_outbox(catalog_db))
+        asyncio.run(settle_previous_run(catalog_db))
     try:
         stack.start()
         c = stack.config
