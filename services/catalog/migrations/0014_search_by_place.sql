@@ -11,13 +11,16 @@
 -- square in Germany) that the box covers, from a B-tree that carries each session's place and offer.
 -- A GiST index on the places answered the same, but cost a third of the open-Qcat import's speed
 -- (100,000 offers: 1,380 → 988 offers/s); a B-tree entry costs little more than a row.
+--
+-- The WHERE clause below is also the one 0012's indexes and settings need: the funding filter as
+-- one condition per kind, and session checks that name an offer column beside its id.
 CREATE FUNCTION place_cell(lat float8, lon float8) RETURNS int LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT (floor(lat / 0.25)::int + 360) * 1000 + floor(lon / 0.4)::int + 450
 $$;
 
 CREATE FUNCTION place_cells(south float8, north float8, west float8, east float8) RETURNS int[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT array_agg((y + 360) * 1000 + x + 450)
+    SELECT array_agg(place_cell((y + 0.5) * 0.25, (x + 0.5) * 0.4))  -- each cell named by its centre
     FROM generate_series(floor(south / 0.25)::int, floor(north / 0.25)::int) AS y,
          generate_series(floor(west / 0.4)::int, floor(east / 0.4)::int) AS x
 $$;
@@ -39,6 +42,7 @@ DECLARE
     nearby int;
     bitmaps text;
     located text;
+    in_window text;
     cells int[];
     south float8;
     north float8;
@@ -95,6 +99,8 @@ BEGIN
         west := lon - dlon;
         east := lon + dlon;
         cells := place_cells(south, north, west, east);
+        in_window := CASE WHEN cardinality(session_clauses) > 0
+                          THEN ' AND ' || array_to_string(session_clauses, ' AND ') ELSE '' END;
         IF NOT f ? 'q' THEN  -- without a text: how many sessions are there in the box, up to a bound?
             bitmaps := current_setting('enable_bitmapscan');
             PERFORM set_config('enable_bitmapscan', 'off', true);  -- an index scan stops at the bound
@@ -103,40 +109,34 @@ BEGIN
                 AND s.lon BETWEEN west AND east LIMIT 5000) t;
             PERFORM set_config('enable_bitmapscan', bitmaps, true);
         END IF;
-        -- few places in reach: the offers found from their sessions
         -- (the bound a setting, so that tests can have either way taken on a few offers)
         IF nearby < coalesce(nullif(current_setting('bildungsraum.search_nearby_bound', true), '')::int, 5000) THEN
+            -- few places in reach: the offers found from their sessions
             located := format(
                 'o.format NOT IN (''online'', ''distance'') AND o.id = ANY(ARRAY(SELECT s.offer_id'
                 ' FROM offer_sessions s WHERE s.lat IS NOT NULL AND place_cell(s.lat, s.lon) = ANY(%L::int[])'
                 ' AND s.lat BETWEEN %L AND %L AND s.lon BETWEEN %L AND %L'
                 ' AND earth_distance(ll_to_earth(%L, %L), ll_to_earth(s.lat, s.lon)) <= %L%s))',
-                cells, south, north, west, east, lat, lon, metres,
-                CASE WHEN cardinality(session_clauses) > 0 THEN ' AND ' || array_to_string(session_clauses, ' AND ')
-                     ELSE '' END);
-            IF f ? 'formats' AND NOT f->'formats' ?| ARRAY['online', 'distance'] THEN
-                clauses := clauses || located;
-            ELSE
-                clauses := clauses || format('(o.format IN (''online'', ''distance'')%s OR (%s))',
-                    CASE WHEN cardinality(session_clauses) > 0 THEN ' AND EXISTS (SELECT 1 FROM offer_sessions s'
-                         ' WHERE s.offer_id = o.id AND o.format IN (''online'', ''distance'') AND '
-                         || array_to_string(session_clauses, ' AND ') || ')' ELSE '' END,
-                    located);
-            END IF;
-            RETURN array_to_string(clauses, ' AND ');
+                cells, south, north, west, east, lat, lon, metres, in_window);
+        ELSE
+            -- each candidate offer's own sessions; the EXISTS names an offer column beside the id (the
+            -- format), so the planner cannot hash every session near the place instead
+            located := format(
+                'EXISTS (SELECT 1 FROM offer_sessions s WHERE s.offer_id = o.id'
+                ' AND o.format NOT IN (''online'', ''distance'')'
+                ' AND s.lat BETWEEN %L AND %L AND s.lon BETWEEN %L AND %L'
+                ' AND earth_distance(ll_to_earth(%L, %L), ll_to_earth(s.lat, s.lon)) <= %L%s)',
+                south, north, west, east, lat, lon, metres, in_window);
         END IF;
-        -- online and distance offers have no place: for them the start window alone counts (a place
-        -- in the window would pass that too, so the second branch is for the others only). Each
-        -- EXISTS names an offer column beside the id (the format): see the head of 0012.
-        clauses := clauses || format(
-            '(o.format IN (''online'', ''distance'')%s OR EXISTS (SELECT 1 FROM offer_sessions s WHERE s.offer_id = o.id'
-            ' AND o.format NOT IN (''online'', ''distance'')'
-            ' AND s.lat BETWEEN %L AND %L AND s.lon BETWEEN %L AND %L'
-            ' AND earth_distance(ll_to_earth(%L, %L), ll_to_earth(s.lat, s.lon)) <= %L%s))',
-            CASE WHEN cardinality(session_clauses) > 0 THEN ' AND EXISTS (SELECT 1 FROM offer_sessions s WHERE'
-                 ' s.offer_id = o.id AND o.format IN (''online'', ''distance'') AND ' || array_to_string(session_clauses, ' AND ') || ')' ELSE '' END,
-            lat - dlat, lat + dlat, lon - dlon, lon + dlon, lat, lon, metres,
-            CASE WHEN cardinality(session_clauses) > 0 THEN ' AND ' || array_to_string(session_clauses, ' AND ') ELSE '' END);
+        IF f ? 'formats' AND NOT f->'formats' ?| ARRAY['online', 'distance'] THEN
+            clauses := clauses || located;
+        ELSE
+            -- online and distance offers have no place: for them the start window alone counts
+            clauses := clauses || format('((o.format IN (''online'', ''distance'')%s) OR (%s))',
+                CASE WHEN in_window <> '' THEN ' AND EXISTS (SELECT 1 FROM offer_sessions s WHERE s.offer_id = o.id'
+                     ' AND o.format IN (''online'', ''distance'')' || in_window || ')' ELSE '' END,
+                located);
+        END IF;
     ELSIF cardinality(session_clauses) > 0 THEN
         clauses := clauses || ('EXISTS (SELECT 1 FROM offer_sessions s WHERE s.offer_id = o.id AND o.format <> '''' AND '
                                || array_to_string(session_clauses, ' AND ') || ')');
