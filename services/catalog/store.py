@@ -312,7 +312,7 @@ def _compound_parts(word: str) -> list[str]:
 
 def splits_compounds(q: str | None) -> bool:
     """Whether the text has a word long enough to be tried as two parts of a compound."""
-    return bool(q) and any(_compound_parts(w) for w in _WORD.findall(q)[:12] if w.casefold() not in _STOP)
+    return bool(q) and text_query(q, compounds=True) != text_query(q)
 
 
 @dataclass
