@@ -85,15 +85,14 @@ class Platform:
         consumer.close()
         return found
 
-    def matching_knows(self, offer_id: str, status: str = "published") -> bool:
-        """Whether matching has consumed the offer's event (in the given status): offer events are keyed by
-        offer, so one offer's arrival says nothing of another's, and "not ranked" proves nothing before."""
+    def matching_knows(self, offer_id: str) -> bool:
+        """Whether matching has consumed the offer's publication: offer events are keyed by offer, so one
+        offer's arrival says nothing of another's, and "not ranked" proves nothing before."""
         async def look() -> bool:
-            conn = await asyncpg.connect(self.config.postgres_admin_url.rpartition("/")[0]
-                                         + f"/{self.config.database_prefix}_matching")
+            conn = await asyncpg.connect(self.config.service_admin_url("matching"))
             try:
                 return await conn.fetchval("SELECT status FROM offers WHERE id = $1",
-                                           uuid.UUID(offer_id)) == status
+                                           uuid.UUID(offer_id)) == "published"
             finally:
                 await conn.close()
         return asyncio.run(look())

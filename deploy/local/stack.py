@@ -72,6 +72,10 @@ class StackConfig:
     def postgres_admin_url(self) -> str:
         return f"postgresql://postgres@{self.host}:{self.ports['postgres']}/postgres"
 
+    def service_admin_url(self, service: str) -> str:
+        """The superuser's DSN for a service's database (tests and benches that look past row-level security)."""
+        return f"postgresql://postgres@{self.host}:{self.ports['postgres']}/{self.database_prefix}_{service}"
+
     @property
     def mail_dir(self) -> Path:
         return self.var_dir / "mail"

@@ -277,7 +277,7 @@ def main() -> None:
     args = parser.parse_args()
     stack = Stack(bench_config())
     configure_postgres(stack)
-    catalog_db = stack.config.postgres_admin_url.rsplit("/", 1)[0] + f"/{stack.config.database_prefix}_catalog"
+    catalog_db = stack.config.service_admin_url("catalog")
     if not args.reuse:
         stack.reset_databases()
     elif asyncio.run(catalog_exists(catalog_db)):

@@ -294,8 +294,7 @@ async def _accepts(config: StackConfig) -> bool:
 
 
 async def _match_times(config: StackConfig) -> dict[str, float]:
-    base = config.postgres_admin_url.rpartition("/")[0]
-    conn = await asyncpg.connect(f"{base}/{config.database_prefix}_matching")
+    conn = await asyncpg.connect(config.service_admin_url("matching"))
     try:
         rows = await conn.fetch("SELECT offer_id::text, min(created_at) AS at FROM matches GROUP BY offer_id")
     finally:

@@ -328,7 +328,7 @@ def main() -> None:
     stack.start()
     platform = Platform(stack)
     c = stack.config
-    admin_dsn = c.postgres_admin_url.rsplit("/", 1)[0] + f"/{c.database_prefix}_matching"
+    admin_dsn = c.service_admin_url("matching")
     app_dsn = f"postgresql://br_matching_app@{c.host}:{c.ports['postgres']}/{c.database_prefix}_matching"
     rows: list[tuple[str, str]] = []
     try:
@@ -407,7 +407,7 @@ async def _loaded_offers(stack: Stack) -> int:
     """How many offers matching's bench database holds (0 where it is gone)."""
     c = stack.config
     try:
-        conn = await asyncpg.connect(c.postgres_admin_url.rsplit("/", 1)[0] + f"/{c.database_prefix}_matching")
+        conn = await asyncpg.connect(c.service_admin_url("matching"))
     except asyncpg.InvalidCatalogNameError:
         return 0
     try:

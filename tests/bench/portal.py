@@ -127,7 +127,7 @@ def main() -> None:
     os.environ.update({"BR_RATE_LIMIT_PUBLIC": "1000000/minute", "BR_RATE_LIMIT_PUBLIC_PAGE": "1000000/minute"})
     stack = Stack(bench_config())
     configure_postgres(stack)
-    catalog_db = stack.config.postgres_admin_url.rsplit("/", 1)[0] + f"/{stack.config.database_prefix}_catalog"
+    catalog_db = stack.config.service_admin_url("catalog")
     present = asyncio.run(count_bench_offers(catalog_db)) if asyncio.run(catalog_exists(catalog_db)) else 0
     if args.fresh or present < args.offers:
         present = 0

@@ -246,8 +246,7 @@ class ChaosRun:
 
 
 async def _admin(config: StackConfig, service: str) -> asyncpg.Connection:
-    base = config.postgres_admin_url.rpartition("/")[0]
-    return await asyncpg.connect(f"{base}/{config.database_prefix}_{service}")
+    return await asyncpg.connect(config.service_admin_url(service))
 
 
 async def count_everything(config: StackConfig) -> tuple[dict[str, int], list[str]]:

@@ -97,8 +97,7 @@ def test_claim_and_membership_set_by_the_network_admin_grant(platform: Platform,
 
 def test_row_level_security_refuses_writes_for_other_providers(platform: Platform, alice: dict) -> None:
     """Even a query that forgets the ownership check cannot change another provider's offer."""
-    prefix = platform.config.database_prefix
-    dsn = platform.config.postgres_admin_url.rsplit("/", 1)[0] + f"/{prefix}_catalog"
+    dsn = platform.config.service_admin_url("catalog")
 
     async def update_as(acting: str | None) -> str:
         conn = await asyncpg.connect(dsn)

@@ -8,33 +8,18 @@ from __future__ import annotations
 
 import random
 import uuid
+from dataclasses import replace
 from datetime import date, timedelta
-from pathlib import Path
 
 import asyncpg
-import pytest
 
-from runtime.db import create_pool, migrate, tenant_transaction
+from runtime.db import tenant_transaction
 from services.catalog import handlers, store
-from services.catalog.bootstrap import CatalogSettings
 from services.catalog.domain import Acting, OfferIn
 
-MIGRATIONS = Path(handlers.__file__).parent / "migrations"
 TENANT = "lueneburg"
 TOWNS = {"Lüneburg": (53.25, 10.41), "Arnsberg": (51.40, 8.06), "Dortmund": (51.51, 7.47), "Kassel": (51.32, 9.50)}
 START = date(2031, 3, 1)
-
-
-@pytest.fixture
-async def catalog_pool():
-    settings = CatalogSettings(database_prefix=f"bildungsraum_c{uuid.uuid4().hex[:8]}")
-    await migrate(settings, MIGRATIONS, extensions=("cube", "earthdistance"))
-    pool = await create_pool(settings)
-    yield pool
-    await pool.close()
-    admin = await asyncpg.connect(settings.postgres_admin_url)
-    await admin.execute(f'DROP DATABASE "{settings.database_name}" WITH (FORCE)')
-    await admin.close()
 
 
 def _offer(rng: random.Random, provider_id: uuid.UUID, n: int) -> OfferIn:
@@ -65,8 +50,7 @@ async def _search(pool: asyncpg.Pool, query: store.OfferQuery, bound: int | None
             ids += [o["id"] for o in page["items"]]
             if not page["next_cursor"]:
                 break
-            page = await handlers.search_offers(conn, store.OfferQuery(
-                **{**query.__dict__, "after": handlers.decode_cursor(page["next_cursor"]), "skip": 0}))
+            page = await handlers.search_offers(conn, replace(query, after=handlers.decode_cursor(page["next_cursor"])))
     return ids, {"total": first["total"], "facets": first["facets"]}
 
 

@@ -208,8 +208,7 @@ def test_demand_expired_after_its_window_is_closed_and_retracted(platform: Platf
     _matched(platform, demand, offer)
 
     async def pass_the_window() -> None:
-        conn = await asyncpg.connect(platform.config.postgres_admin_url.rpartition("/")[0]
-                                     + f"/{platform.config.database_prefix}_matching")
+        conn = await asyncpg.connect(platform.config.service_admin_url("matching"))
         try:
             await conn.execute(
                 "UPDATE demands SET start_from = current_date - 30, start_to = current_date - 1 WHERE id = $1",

@@ -90,8 +90,7 @@ async def test_a_provider_user_sees_only_its_own_providers_attempt_log(platform:
     ownership check still sees only the attempts of deliveries to providers it acts for; the worker
     and consumers (no provider acting) see the tenant's whole log."""
     c = platform.config
-    admin = await asyncpg.connect(platform.config.postgres_admin_url.rsplit("/", 1)[0]
-                                  + f"/{c.database_prefix}_notifications")
+    admin = await asyncpg.connect(c.service_admin_url("notifications"))
     mine, theirs = uuid.uuid4(), uuid.uuid4()
     deliveries = {provider: uuid.uuid4() for provider in (mine, theirs)}
     try:
