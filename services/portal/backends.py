@@ -1,14 +1,21 @@
 """The four services' public HTTP APIs as the portal calls them, with the signed-in user's token.
-The portal owns no business data: every page is built from these answers."""
+The portal owns no business data: every page is built from these answers.
+
+The calls go through aiohttp, not httpx (which the portal keeps for sign-in and the issuer): every
+page makes at least one call, and on this path httpx cost 1.3 ms of CPU a call against aiohttp's
+0.4 ms (the same 23 kB search answer from a local server, one client process, 2,000 calls each); the
+portal's pages wait in line behind each other's CPU when sixteen arrive at once."""
 
 from __future__ import annotations
 
+import json as jsonlib
 import time
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
 from runtime.tracing import current_traceparent
 from services.portal.settings import PortalSettings
@@ -59,13 +66,29 @@ class BackendNotFound(BackendError):
 class Reply:
     status: int
     body: Any
-    headers: httpx.Headers
+    headers: Mapping[str, str]
+
+
+def open_session(settings: PortalSettings) -> aiohttp.ClientSession:
+    """The portal's one session for calls to the services (call inside the running event loop;
+    close it at shutdown): keep-alive connections, each call bounded by the backend timeout."""
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=settings.backend_timeout_seconds),
+        connector=aiohttp.TCPConnector(limit=200, limit_per_host=64, ttl_dns_cache=300),
+        cookie_jar=aiohttp.DummyCookieJar())  # one session serves every visitor: it must keep no cookies
+
+
+def query_pairs(params: Mapping[str, Any] | Iterable[tuple[str, Any]] | None) -> list[tuple[str, str]]:
+    """Query parameters as text pairs, written as httpx wrote them (True as "true", None as "")."""
+    pairs = params.items() if isinstance(params, Mapping) else (params or [])
+    return [(key, "true" if value is True else "false" if value is False else "" if value is None else str(value))
+            for key, value in pairs]
 
 
 class Backends:
-    """One shared HTTP client for every call; base URLs from the settings."""
+    """One shared HTTP session for every call; base URLs from the settings."""
 
-    def __init__(self, settings: PortalSettings, http: httpx.AsyncClient) -> None:
+    def __init__(self, settings: PortalSettings, http: aiohttp.ClientSession) -> None:
         self.http = http
         self.urls = {"catalog": settings.catalog_url, "matching": settings.matching_url,
                      "notifications": settings.notifications_url, "identity": settings.identity_url}
@@ -87,30 +110,33 @@ class Backends:
             headers["X-Forwarded-For"] = visitor
         started = time.perf_counter()
         try:
-            response = await self.http.request(method, f"{self.urls[service]}{path}", headers=headers,
-                                               params=params, json=json, content=content)
-        except httpx.HTTPError as exc:
-            raise BackendMissing(service, 503, {"detail": str(exc)}) from exc
+            async with self.http.request(method, f"{self.urls[service]}{path}", headers=headers,
+                                         params=query_pairs(params), json=json, data=content,
+                                         allow_redirects=False) as response:
+                raw = await response.read()
+                status, reply_headers = response.status, response.headers
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise BackendMissing(service, 503, {"detail": str(exc) or type(exc).__name__}) from exc
         finally:
             if (calls := backend_calls.get()) is not None:
                 calls.append((service, started, time.perf_counter()))
         body: Any
-        if "json" in response.headers.get("content-type", ""):
+        if "json" in reply_headers.get("content-type", ""):
             try:
-                body = response.json()
+                body = jsonlib.loads(raw)
             except ValueError:
                 body = None
         else:
-            body = response.text
-        if response.status_code < 400:
-            return Reply(response.status_code, body, response.headers)
-        if response.status_code == 404 and _no_such_route(body):
+            body = raw.decode(response.charset or "utf-8", errors="replace")
+        if status < 400:
+            return Reply(status, body, reply_headers)
+        if status == 404 and _no_such_route(body):
             raise BackendMissing(service, 404, body)
-        if response.status_code in (404, 403):
-            raise BackendNotFound(service, response.status_code, body)
-        if response.status_code in (405, 429, 501, 502, 503, 504):  # 429: the catalog limits this visitor
-            raise BackendMissing(service, response.status_code, body)
-        raise BackendError(service, response.status_code, body)
+        if status in (404, 403):
+            raise BackendNotFound(service, status, body)
+        if status in (405, 429, 501, 502, 503, 504):  # 429: the catalog limits this visitor
+            raise BackendMissing(service, status, body)
+        raise BackendError(service, status, body)
 
     async def get(self, service: str, path: str, **kwargs) -> Any:
         return (await self.call(service, "GET", path, **kwargs)).body

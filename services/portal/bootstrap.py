@@ -30,6 +30,7 @@ from services.portal.backends import (
     Backends,
     backend_calls,
     backend_seconds,
+    open_session,
     visitor_address,
 )
 from services.portal.oidc import OidcClient
@@ -102,18 +103,19 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        http = httpx.AsyncClient(timeout=settings.backend_timeout_seconds,
-                                 limits=httpx.Limits(max_connections=200, max_keepalive_connections=64))
+        http = httpx.AsyncClient(timeout=settings.backend_timeout_seconds)  # the issuer: sign-in, readiness
+        to_services = open_session(settings)
         redis = aioredis.Redis.from_url(settings.redis_url)
         gazetteer = await asyncio.to_thread(lambda: Gazetteer().load(Path(settings.cache_dir)))
         app.state.portal = Portal(
-            settings=settings, http=http, redis=redis, backends=Backends(settings, http),
+            settings=settings, http=http, redis=redis, backends=Backends(settings, to_services),
             oidc=OidcClient(settings, http),
             sessions=SessionStore(redis, settings.session_ttl_seconds, settings.anonymous_session_ttl_seconds),
             gazetteer=gazetteer, templates=make_templates())
         heap.settle()  # the templates, the gazetteer and the libraries stay: no full collection visits them
         yield
         await http.aclose()
+        await to_services.close()
         await redis.aclose()
 
     app = FastAPI(title="Bildungsraum portal", lifespan=lifespan, docs_url=None, redoc_url=None,

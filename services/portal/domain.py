@@ -102,6 +102,11 @@ def german_date(value: str | date | None) -> str:
     return f"{d.day}. {MONTHS[d.month - 1]} {d.year}"
 
 
+def earliest(sessions: list[dict] | None) -> dict | None:
+    """The session that starts first (an ISO date sorts as text), None without sessions."""
+    return min(sessions, key=lambda s: s.get("start") or "") if sessions else None
+
+
 def euro(value: float | None) -> str:
     if value is None:
         return "Preis auf Anfrage"

@@ -64,6 +64,7 @@ def make_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(HERE / "templates"))  # .html: autoescaped
     env = templates.env
     env.filters.update(german_date=domain.german_date, german_datetime=domain.german_datetime, euro=domain.euro,
+                       earliest=domain.earliest,
                        items_by_id=lambda items: {i["id"]: i["name"] for i in items},
                        names_in=lambda keys, names: ", ".join(names[k] for k in keys if k in names))
     env.globals.update(FORMATS=domain.FORMATS, SCHEDULES=domain.SCHEDULES, QUALIFICATIONS=domain.QUALIFICATIONS,

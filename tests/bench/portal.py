@@ -26,6 +26,7 @@ from tests.bench.catalog_data import load_offers
 from tests.bench.flow import bench_config, percentiles
 
 CLIENT_CPUS: set[int] = set()  # --split-cores: where the load generator runs
+CLIENT_CPU_MS: list[float] = []  # per run of the load generator: its CPU per request, start-up included
 
 SEARCHES = [
     ("lueneburg", {"q": "Gabelstapler", "ort": "21335", "umkreis": "50"}),
@@ -99,6 +100,8 @@ def hammer(urls: list[tuple[str, object]], concurrency: int, rounds: int,
                           preexec_fn=(lambda: os.sched_setaffinity(0, CLIENT_CPUS)) if CLIENT_CPUS else None)
     samples: list[float] = []
     failures = 0
+    clients = json.loads(done.stderr.strip().splitlines()[-1])
+    CLIENT_CPU_MS.append(clients["cpu_ms"] / clients["requests"])
     for answer in map(json.loads, done.stdout.splitlines()):
         if answer["status"] != 200 or answer["unavailable"]:
             failures += 1
@@ -171,6 +174,8 @@ def main() -> None:
         print(f"portal adds per page (its time less the catalog's) {percentiles(own)}  "
               "(goal: at most 20 ms at p99)")
         print(f"of it inside the portal (Server-Timing total less catalog) {percentiles(inside)}")
+        print(f"the clients' own CPU per request (Node, start-up included): catalog run {CLIENT_CPU_MS[1]:.2f} ms, "
+              f"portal run {CLIENT_CPU_MS[2]:.2f} ms")
     finally:
         stack.stop_all()
 
