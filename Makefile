@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: eval eval-offline install up test test-unit test-integration test-e2e test-deploy bench bench-pipeline bench-catalog bench-mail bench-portal bench-matching chaos lint clean lock k8s k8s-realm
+.PHONY: eval eval-offline install up test test-unit test-integration test-e2e test-deploy bench bench-pipeline bench-encoder bench-catalog bench-mail bench-portal bench-matching chaos lint clean lock k8s k8s-realm
 
 install: $(STAMP) deploy/local/dev-issuer/node_modules/.package-lock.json services/portal/node_modules/.package-lock.json $(VENV)/bin/kubectl
 
@@ -51,11 +51,16 @@ eval-offline: install
 	$(PY) -m services.matching.evaluate_offline $(EVAL)
 
 # bench-portal right after bench-catalog: it searches the offers bench-catalog loaded (make runs these in order)
-bench: bench-pipeline bench-catalog bench-portal bench-mail bench-matching
+bench: bench-pipeline bench-encoder bench-catalog bench-portal bench-mail bench-matching
 
 # Sustained offers through all four services (see BENCHMARKS.md); RATE, SECONDS, REPLICAS to vary.
 bench-pipeline: install
 	$(PY) -m tests.bench.flow --rate $(or $(RATE),20) --seconds $(or $(SECONDS),60) --replicas $(or $(REPLICAS),1)
+
+# What the sentence encoder costs per offer and demand text: the bound on the pipeline's offers per second.
+bench-encoder: install
+	$(PY) -m tests.bench.encoder
+	$(PY) -m tests.bench.encoder --threads 1
 
 bench-catalog: install
 	$(PY) -m tests.bench.catalog
