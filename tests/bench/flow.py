@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import email
+import os
 import statistics
 import sys
 import threading
@@ -147,6 +148,9 @@ def main() -> None:
                         help="matching and notifications processes, and Celery workers")
     args = parser.parse_args()
 
+    # the matching processes share this machine's cores as pods share a node: each its part for encoding
+    # (as the manifest gives it its CPU limit), not every core each
+    os.environ["BR_ENCODER_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // args.replicas))
     stack = Stack(bench_config())
     for path in (stack.config.var_dir / "mail").glob("*"):
         path.unlink()

@@ -5,6 +5,7 @@ loaded at start is hidden from later full collections."""
 from __future__ import annotations
 
 import gc
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,7 +13,7 @@ from threadpoolctl import threadpool_info
 
 from runtime import heap
 from services.matching.bootstrap import MatchingSettings, create_app
-from services.matching.encoder import load_e5
+from services.matching.encoder import load_e5, usable_cpus
 
 
 def test_matching_keeps_blas_to_one_thread() -> None:
@@ -55,3 +56,17 @@ def test_what_is_alive_when_settled_is_left_out_of_later_collections() -> None:
         assert not any(obj is kept for obj in gc.get_objects())  # a collection no longer visits it
     finally:
         gc.unfreeze()
+
+
+def test_the_encoder_takes_as_many_threads_as_the_container_has_cpus(tmp_path) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    mine = len(os.sched_getaffinity(0))
+    cpu_max.write_text("max 100000\n")  # no quota: the CPUs the process may run on
+    assert usable_cpus(cpu_max) == mine
+    cpu_max.write_text("100000 100000\n")  # a pod's limit of one CPU, on any node
+    assert usable_cpus(cpu_max) == 1
+    cpu_max.write_text("50000 100000\n")  # half a CPU: still one thread
+    assert usable_cpus(cpu_max) == 1
+    cpu_max.write_text("1600000 100000\n")  # a quota above the CPUs there are
+    assert usable_cpus(cpu_max) == mine
+    assert usable_cpus(tmp_path / "missing") == mine  # no cgroup v2 here
