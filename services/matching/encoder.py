@@ -64,8 +64,9 @@ def usable_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
     """The CPUs this process can use: those it may run on, bounded by its container's CPU quota
     (cgroup v2 ``cpu.max``). OpenMP's default is every CPU it may run on, which in a pod limited to one
     CPU on a 16-core node means 16 threads taking turns in one CPU's quota: every parallel step waits
-    for the thread the quota stopped. Two matching processes on this 2-core machine, each with two
-    threads, held 10 offers/s 8x worse than one (BENCHMARKS "Pipeline latency")."""
+    for the thread the quota stopped. Two matching processes on this 2-core machine with two threads
+    each took 15.6 s at the median from an offer to its mail at 10 offers/s, one process 2.1 s
+    (BENCHMARKS "Pipeline latency")."""
     cpus = len(os.sched_getaffinity(0))
     try:
         quota, period = cpu_max.read_text().split()
