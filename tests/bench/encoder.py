@@ -18,10 +18,11 @@ import statistics
 import time
 from pathlib import Path
 
+from deploy.local.stack import ROOT
 from services.matching import relevance
 from tests.platform import offer_body
 
-EVAL = Path(__file__).resolve().parents[3] / "shared" / "eval"
+EVAL = ROOT.parent / "shared" / "eval"
 
 
 def _lines(path: Path) -> list[dict]:

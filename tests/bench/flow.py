@@ -35,6 +35,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from deploy.local.stack import ROOT, Stack, StackConfig, stack_slot, wait_for
+from services.matching.encoder import usable_cpus
 from services.matching.relevance import MAX_MATCHES_PER_DEMAND
 from tests.platform import Platform, demand_body, offer_body
 
@@ -150,7 +151,7 @@ def main() -> None:
 
     # the matching processes share this machine's cores as pods share a node: each its part for encoding
     # (as the manifest gives it its CPU limit), not every core each
-    os.environ["BR_ENCODER_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // args.replicas))
+    os.environ["BR_ENCODER_THREADS"] = str(max(1, usable_cpus() // args.replicas))
     stack = Stack(bench_config())
     for path in (stack.config.var_dir / "mail").glob("*"):
         path.unlink()

@@ -26,7 +26,6 @@ from tests.bench.catalog_data import load_offers
 from tests.bench.flow import bench_config, percentiles
 
 CLIENT_CPUS: set[int] = set()  # --split-cores: where the load generator runs
-CLIENT_CPU_MS: list[float] = []  # per run of the load generator: its CPU per request, start-up included
 
 SEARCHES = [
     ("lueneburg", {"q": "Gabelstapler", "ort": "21335", "umkreis": "50"}),
@@ -89,7 +88,7 @@ def pin(pid: int, cpus: set[int]) -> None:
 
 
 def hammer(urls: list[tuple[str, object]], concurrency: int, rounds: int,
-           own: list[float] | None = None, inside: list[float] | None = None) -> tuple[list[float], int]:
+           own: list[float] | None = None, inside: list[float] | None = None) -> tuple[list[float], int, float]:
     """``concurrency`` clients × ``rounds`` requests from Node (tests/bench/load.mjs), so the clients'
     own cost stays out of the figures. ``own`` (portal pages): per page, its time at the client less
     the catalog's part of it; ``inside``: its time inside the portal less the catalog's part."""
@@ -100,8 +99,7 @@ def hammer(urls: list[tuple[str, object]], concurrency: int, rounds: int,
                           preexec_fn=(lambda: os.sched_setaffinity(0, CLIENT_CPUS)) if CLIENT_CPUS else None)
     samples: list[float] = []
     failures = 0
-    clients = json.loads(done.stderr.strip().splitlines()[-1])
-    CLIENT_CPU_MS.append(clients["cpu_ms"] / clients["requests"])
+    clients = json.loads(done.stderr.strip().splitlines()[-1])  # their own CPU, start-up included
     for answer in map(json.loads, done.stdout.splitlines()):
         if answer["status"] != 200 or answer["unavailable"]:
             failures += 1
@@ -112,7 +110,7 @@ def hammer(urls: list[tuple[str, object]], concurrency: int, rounds: int,
             own.append(took - catalog / 1000)
             if inside is not None and (total := server_timing(answer["timing"], "total")) is not None:
                 inside.append((total - catalog) / 1000)
-    return samples, failures
+    return samples, failures, clients["cpu_ms"] / clients["requests"]
 
 
 def main() -> None:
@@ -157,10 +155,10 @@ def main() -> None:
         catalog = [(f"{c.url('catalog')}/v1/public/{tenant}/offers", catalog_params(page))
                    for tenant, page in SEARCHES]
         hammer(portal + catalog, args.concurrency, 5)  # warm both (pools, caches, plans)
-        floor, floor_failed = hammer(catalog, args.concurrency, args.rounds)
+        floor, floor_failed, floor_clients_ms = hammer(catalog, args.concurrency, args.rounds)
         own: list[float] = []
         inside: list[float] = []
-        pages, pages_failed = hammer(portal, args.concurrency, args.rounds, own, inside)
+        pages, pages_failed, pages_clients_ms = hammer(portal, args.concurrency, args.rounds, own, inside)
         print(f"{args.offers} offers, concurrency {args.concurrency}, {args.rounds} requests per client")
         print(f"catalog GET /v1/public/{{tenant}}/offers  {percentiles(floor)}  failed {floor_failed}")
         print(f"portal  GET /{{tenant}}/ (search page)   {percentiles(pages)}  failed {pages_failed}")
@@ -174,8 +172,8 @@ def main() -> None:
         print(f"portal adds per page (its time less the catalog's) {percentiles(own)}  "
               "(goal: at most 20 ms at p99)")
         print(f"of it inside the portal (Server-Timing total less catalog) {percentiles(inside)}")
-        print(f"the clients' own CPU per request (Node, start-up included): catalog run {CLIENT_CPU_MS[1]:.2f} ms, "
-              f"portal run {CLIENT_CPU_MS[2]:.2f} ms")
+        print(f"the clients' own CPU per request (Node, start-up included): catalog run {floor_clients_ms:.2f} ms, "
+              f"portal run {pages_clients_ms:.2f} ms")
     finally:
         stack.stop_all()
 
