@@ -7,7 +7,8 @@ once per distinct text (288 offer texts, 96 demand texts) with a little noise pe
 loading a national catalogue does not take a day of encoding. Then, with the stack running:
 
 - ``POST /v1/demands`` (encoding, hard constraints, ranking, matches, events) and then
-  ``GET /v1/demands/{id}/offers`` (the ranked top 20): p50/p99 of each and of both together;
+  ``GET /v1/demands/{id}/offers`` (the ranked top 20): p50/p99 of each and of both together, first
+  one demand right after another, then as many again arriving at ``--rate`` a second;
 - an offer change put on ``catalog.offers.v1`` as the catalog would, until matching has committed
   all its MatchFound/MatchRetracted events (its inbox row commits with them): p50/p99 and events;
 - the brute-force reference: every offer checked against the six constraints and every feasible
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import pickle
 import random
@@ -43,6 +45,7 @@ from services.matching.index import OfferIndex, from_bytes, to_bytes
 from tests.bench.catalog import configure_postgres
 from tests.bench.catalog_data import ADDITIONS, TENANTS, TOPICS, offer_rows, towns
 from tests.bench.flow import bench_config
+from tests.bench.portal import server_timing
 from tests.platform import Platform
 
 PHRASES = ["Wir suchen {t} für unsere Beschäftigten.", "{n} Mitarbeitende sollen {t} machen.",
@@ -195,9 +198,17 @@ def quantiles(samples: list[float]) -> tuple[float, float]:
     return q[49] * 1000, q[98] * 1000
 
 
-def demand_requests(platform: Platform, demands: list[dict], count: int) -> tuple[dict, list[tuple[dict, list]]]:
-    """POST each demand, then its ranked top 20; the times of each and both."""
-    times: dict[str, list[float]] = {"POST /v1/demands": [], "GET …/offers (top 20)": [], "both": []}
+def demand_requests(platform: Platform, demands: list[dict], count: int, rate: float = 0.0
+                    ) -> tuple[dict, list[tuple[dict, list]]]:
+    """POST each demand, then its ranked top 20; the times of each and both. With a ``rate``, the
+    demands arrive at that many a second, each timed from when it was due (so one that had to wait
+    for the last counts its wait); without, each right after the last one's top 20, while the stack
+    still announces and mails that one's matches."""
+    times: dict[str, list[float]] = {"POST /v1/demands": [], "… of it encoding the text": [],
+                                     "… of it matching": [], "… of it committing": [],
+                                     "… of it the rest (HTTP, token, waiting)": [],
+                                     "GET …/offers (top 20)": [], "both": []}
+    due = time.perf_counter()
     ranked = []
     clients = {t: httpx.Client(base_url=platform.config.url("matching"), timeout=60,
                                headers={"Authorization": f"Bearer {platform.token(f'{t}-employer')}"})
@@ -205,6 +216,10 @@ def demand_requests(platform: Platform, demands: list[dict], count: int) -> tupl
     for d in demands[:count]:
         api = clients[d["tenant"]]
         t0 = time.perf_counter()
+        if rate:
+            due += 1 / rate
+            time.sleep(max(0.0, due - t0))
+            t0 = due
         made = api.post("/v1/demands", json=d["body"])
         t1 = time.perf_counter()
         assert made.status_code == 201, made.text
@@ -212,6 +227,12 @@ def demand_requests(platform: Platform, demands: list[dict], count: int) -> tupl
         t2 = time.perf_counter()
         assert top.status_code == 200, top.text
         times["POST /v1/demands"].append(t1 - t0)
+        timing = made.headers.get("server-timing", "")
+        encode, match, commit = (server_timing(timing, step) / 1000 for step in ("encode", "match", "commit"))
+        times["… of it encoding the text"].append(encode)
+        times["… of it matching"].append(match)
+        times["… of it committing"].append(commit)
+        times["… of it the rest (HTTP, token, waiting)"].append(t1 - t0 - encode - match - commit)
         times["GET …/offers (top 20)"].append(t2 - t1)
         times["both"].append(t2 - t0)
         ranked.append((made.json(), top.json()))
@@ -310,6 +331,8 @@ def main() -> None:
     parser.add_argument("--offers", type=int, default=100_000)
     parser.add_argument("--demands", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=200, help="demands posted through HTTP")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="then as many demands again, arriving at this many a second (0: not)")
     parser.add_argument("--changes", type=int, default=30, help="offer changes through the broker")
     parser.add_argument("--reference", type=int, default=30, help="demands ranked by brute force")
     parser.add_argument("--reuse", action="store_true",
@@ -334,7 +357,7 @@ def main() -> None:
     try:
         started = time.perf_counter()
         offers = [state_of(o) for o in offer_rows(args.offers)]
-        demands = demand_rows(args.demands + args.requests)
+        demands = demand_rows(args.demands + 2 * args.requests)
         posted, loaded = demands[args.demands:], demands[: args.demands]
         if reuse:  # the loaded demands' ids, states and vectors, as the last run loaded them
             loaded = pickle.loads(kept.read_bytes())
@@ -352,6 +375,10 @@ def main() -> None:
         print(f"  {rows[-1][0]}: {rows[-1][1]}", flush=True)
         # the service reads the loaded offers into its index when asked whether it is ready, as a
         # deployment asks before it sends traffic (a first request would otherwise wait for it)
+        # This process holds the million offers and the demands it generated (some 8 GB of objects):
+        # left to the garbage collector, a full collection walks them all on the cores the services
+        # share while they are being measured.
+        gc.freeze()
         ready = httpx.get(f"{platform.config.url('matching')}/readyz", timeout=600)
         assert ready.status_code == 200, ready.text
         demand_requests(platform, posted, 5)  # warm-up
@@ -360,6 +387,13 @@ def main() -> None:
             p50, p99 = quantiles(samples)
             rows.append((name, f"p50 {p50:.0f} ms, p99 {p99:.0f} ms (n={len(samples)})"))
             print(f"  {name}: {rows[-1][1]}", flush=True)
+        if args.rate:
+            paced, _ = demand_requests(platform, posted[args.requests:], args.requests - 5, args.rate)
+            for name, samples in paced.items():
+                p50, p99 = quantiles(samples)
+                rows.append((f"{name}, {args.rate:g} demands a second",
+                             f"p50 {p50:.0f} ms, p99 {p99:.0f} ms (n={len(samples)})"))
+                print(f"  {rows[-1][0]}: {rows[-1][1]}", flush=True)
         # brute force on a sample of the same demands, with the same vectors the service stored
         stored = asyncio.run(_stored_vectors(admin_dsn))
         vectors = np.stack([stored[o["id"]] for o in offers])

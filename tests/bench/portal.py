@@ -52,8 +52,9 @@ def catalog_params(page: dict) -> dict:
 
 
 def server_timing(header: str, wanted: str) -> float | None:
-    """One entry of a portal page's Server-Timing header in ms: ``catalog`` (the catalog's part of
-    the page) or ``total`` (the page inside the portal, from its request to its answer)."""
+    """One entry of a Server-Timing header in ms: of a portal page ``catalog`` (the catalog's part of
+    the page) or ``total`` (the page inside the portal, from its request to its answer); of a new
+    demand ``encode`` and ``match``."""
     for entry in header.split(","):
         name, _, params = entry.strip().partition(";")
         if name == wanted and params.startswith("dur="):

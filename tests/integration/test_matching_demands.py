@@ -164,6 +164,16 @@ def test_online_learning_ignores_distance(platform: Platform, place: Place, prov
     assert presence_far["id"] not in _ranked(platform, demand["id"])
 
 
+def test_a_new_demands_answer_says_where_its_time_went(platform: Platform, place: Place) -> None:
+    with platform.client("matching", EMPLOYER) as api:
+        made = api.post("/v1/demands", json=place.demand())
+    assert made.status_code == 201, made.text
+    spans = {name: float(duration.removeprefix("dur=")) for name, _, duration in
+             (entry.strip().partition(";") for entry in made.headers["server-timing"].split(","))}
+    assert set(spans) == {"encode", "match", "commit"}
+    assert spans["encode"] > 0 and spans["match"] > 0 and spans["commit"] >= 0
+
+
 # ---- reactions --------------------------------------------------------------------------------------
 
 def test_demand_opened_is_matched_at_once_and_closing_retracts(platform: Platform, place: Place, provider) -> None:
