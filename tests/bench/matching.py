@@ -381,6 +381,7 @@ def main() -> None:
         gc.freeze()
         ready = httpx.get(f"{platform.config.url('matching')}/readyz", timeout=600)
         assert ready.status_code == 200, ready.text
+        print(f"  posting {args.requests} demands …", flush=True)
         demand_requests(platform, posted, 5)  # warm-up
         times, ranked = demand_requests(platform, posted[5:], args.requests - 5)
         for name, samples in times.items():
