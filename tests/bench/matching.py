@@ -373,12 +373,12 @@ def main() -> None:
         seconds, size = asyncio.run(index_load(app_dsn))
         rows.append(("vector index loaded from PostgreSQL by a fresh process", f"{seconds:.2f} s for {size} offers"))
         print(f"  {rows[-1][0]}: {rows[-1][1]}", flush=True)
-        # the service reads the loaded offers into its index when asked whether it is ready, as a
-        # deployment asks before it sends traffic (a first request would otherwise wait for it)
         # This process holds the million offers and the demands it generated (some 8 GB of objects):
         # left to the garbage collector, a full collection walks them all on the cores the services
         # share while they are being measured.
         gc.freeze()
+        # the service reads the loaded offers into its index when asked whether it is ready, as a
+        # deployment asks before it sends traffic (a first request would otherwise wait for it)
         ready = httpx.get(f"{platform.config.url('matching')}/readyz", timeout=600)
         assert ready.status_code == 200, ready.text
         print(f"  posting {args.requests} demands …", flush=True)
