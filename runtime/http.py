@@ -4,7 +4,7 @@ tenant as ``Annotated`` dependencies, trace and metrics middleware, health and m
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -61,6 +61,11 @@ class Problem(Exception):
     def __init__(self, status: int, title: str, detail: str | None = None, **extra: Any) -> None:
         super().__init__(detail or title)
         self.status, self.title, self.detail, self.extra = status, title, detail, extra
+
+
+def server_timing(spans: Mapping[str, float]) -> str:
+    """A ``Server-Timing`` header's value: each span (seconds) as ``name;dur=`` milliseconds, in order."""
+    return ", ".join(f"{name};dur={seconds * 1000:.1f}" for name, seconds in spans.items())
 
 
 def problem_response(status: int, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:

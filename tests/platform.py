@@ -115,6 +115,16 @@ def wait_until(what: str, check, timeout: float = 30.0, interval: float = 0.1):
         time.sleep(interval)
 
 
+def server_timing(header: str) -> dict[str, float]:
+    """A ``Server-Timing`` header's spans in milliseconds by name (entries without a duration left out)."""
+    spans = {}
+    for entry in header.split(","):
+        name, _, params = entry.strip().partition(";")
+        if params.startswith("dur="):
+            spans[name] = float(params[4:])
+    return spans
+
+
 def body_text(message: Message) -> str:
     parts = message.walk() if message.is_multipart() else [message]
     return "\n".join(

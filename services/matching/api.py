@@ -16,7 +16,7 @@ from fastapi.responses import Response
 
 from runtime.authz import Authorized, Reach
 from runtime.db import tenant_transaction
-from runtime.http import Problem, RuntimeDep
+from runtime.http import Problem, RuntimeDep, server_timing
 from services.matching import handlers, insights, store
 from services.matching.authz import RULES
 from services.matching.domain import DemandIn
@@ -54,11 +54,6 @@ def _firm(actor: Authorized) -> str | None:
     return actor.owner if actor.reach == Reach.OWN else None
 
 
-def _server_timing(response: Response, **spans: float) -> None:
-    """Where a request's time went, in milliseconds, for its caller (and the benchmark) to see."""
-    response.headers["Server-Timing"] = ", ".join(f"{name};dur={seconds * 1000:.1f}" for name, seconds in spans.items())
-
-
 @router.post("/demands", status_code=201, summary="Open a qualification demand; it is matched at once")
 async def open_demand(body: DemandIn, actor: Acting, runtime: RuntimeDep, response: Response) -> dict:
     _check_window(body)
@@ -72,7 +67,9 @@ async def open_demand(body: DemandIn, actor: Acting, runtime: RuntimeDep, respon
             matched = time.perf_counter()
     except handlers.Refused as exc:
         raise Problem(403, "Forbidden", str(exc)) from None
-    _server_timing(response, encode=encoded - started, match=matched - encoded, commit=time.perf_counter() - matched)
+    # where the request's time went, for its caller (and the benchmark) to see
+    response.headers["Server-Timing"] = server_timing(
+        {"encode": encoded - started, "match": matched - encoded, "commit": time.perf_counter() - matched})
     return demand
 
 

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime import heap
-from runtime.http import TraceAndMeasure
+from runtime.http import TraceAndMeasure, server_timing
 from runtime.places import Gazetteer
 from services.portal import pages_auth, pages_public, pages_roles
 from services.portal.backends import (
@@ -75,9 +75,8 @@ class SessionsAndHeaders:
                 if needs_session:
                     await self._keep_session(portal, request.state.session, headers)
                 headers.update(self.headers)
-                headers["Server-Timing"] = ", ".join(
-                    [f"{service};dur={seconds * 1000:.1f}" for service, seconds in backend_seconds(calls).items()]
-                    + [f"total;dur={(time.perf_counter() - started) * 1000:.1f}"])
+                headers["Server-Timing"] = server_timing(
+                    {**backend_seconds(calls), "total": time.perf_counter() - started})
             await send(message)
 
         await self.app(scope, receive, send_page)

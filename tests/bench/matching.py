@@ -45,8 +45,7 @@ from services.matching.index import OfferIndex, from_bytes, to_bytes
 from tests.bench.catalog import configure_postgres
 from tests.bench.catalog_data import ADDITIONS, TENANTS, TOPICS, offer_rows, towns
 from tests.bench.flow import bench_config
-from tests.bench.portal import server_timing
-from tests.platform import Platform
+from tests.platform import Platform, server_timing
 
 PHRASES = ["Wir suchen {t} für unsere Beschäftigten.", "{n} Mitarbeitende sollen {t} machen.",
            "Qualifizierung {t} gesucht, gern in Teilzeit.", "Unser Betrieb braucht {t} – mit Prüfung."]
@@ -227,8 +226,8 @@ def demand_requests(platform: Platform, demands: list[dict], count: int, rate: f
         t2 = time.perf_counter()
         assert top.status_code == 200, top.text
         times["POST /v1/demands"].append(t1 - t0)
-        timing = made.headers.get("server-timing", "")
-        encode, match, commit = (server_timing(timing, step) / 1000 for step in ("encode", "match", "commit"))
+        spans = server_timing(made.headers["server-timing"])
+        encode, match, commit = (spans[step] / 1000 for step in ("encode", "match", "commit"))
         times["… of it encoding the text"].append(encode)
         times["… of it matching"].append(match)
         times["… of it committing"].append(commit)

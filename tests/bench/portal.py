@@ -24,6 +24,7 @@ from deploy.local.stack import Stack
 from tests.bench.catalog import catalog_exists, configure_postgres, count_bench_offers, settle_previous_run
 from tests.bench.catalog_data import load_offers
 from tests.bench.flow import bench_config, percentiles
+from tests.platform import server_timing
 
 CLIENT_CPUS: set[int] = set()  # --split-cores: where the load generator runs
 
@@ -49,17 +50,6 @@ def catalog_params(page: dict) -> dict:
     form, errors = parse_search(QueryParams(page), gazetteer.resolve)
     assert not errors, errors.items
     return form.catalog_params(20)
-
-
-def server_timing(header: str, wanted: str) -> float | None:
-    """One entry of a Server-Timing header in ms: of a portal page ``catalog`` (the catalog's part of
-    the page) or ``total`` (the page inside the portal, from its request to its answer); of a new
-    demand ``encode`` and ``match``."""
-    for entry in header.split(","):
-        name, _, params = entry.strip().partition(";")
-        if name == wanted and params.startswith("dur="):
-            return float(params[4:])
-    return None
 
 
 def descendants(root: int) -> set[int]:
@@ -107,9 +97,12 @@ def hammer(urls: list[tuple[str, object]], concurrency: int, rounds: int,
             continue
         took = answer["ms"] / 1000
         samples.append(took)
-        if own is not None and (catalog := server_timing(answer["timing"], "catalog")) is not None:
+        # the page's spans: ``catalog`` (the catalog's part of the page) and ``total`` (the page inside
+        # the portal, from its request to its answer)
+        spans = server_timing(answer["timing"])
+        if own is not None and (catalog := spans.get("catalog")) is not None:
             own.append(took - catalog / 1000)
-            if inside is not None and (total := server_timing(answer["timing"], "total")) is not None:
+            if inside is not None and (total := spans.get("total")) is not None:
                 inside.append((total - catalog) / 1000)
     return samples, failures, clients["cpu_ms"] / clients["requests"]
 

@@ -19,7 +19,7 @@ import pytest
 
 from contracts import DEMAND_CLOSED, DEMANDS_TOPIC, MATCH_FOUND, MATCH_RETRACTED, MATCHES_TOPIC
 from services.matching.relevance import MAX_MATCHES_PER_DEMAND
-from tests.platform import Platform, demand_body, future, offer_body, wait_until
+from tests.platform import Platform, demand_body, future, offer_body, server_timing, wait_until
 
 PROVIDER, EMPLOYER, EMPLOYER2 = "lueneburg-provider", "lueneburg-employer", "lueneburg-employer2"
 COUNSELOR, ADMIN = "lueneburg-counselor", "lueneburg-admin"
@@ -168,8 +168,7 @@ def test_a_new_demands_answer_says_where_its_time_went(platform: Platform, place
     with platform.client("matching", EMPLOYER) as api:
         made = api.post("/v1/demands", json=place.demand())
     assert made.status_code == 201, made.text
-    spans = {name: float(duration.removeprefix("dur=")) for name, _, duration in
-             (entry.strip().partition(";") for entry in made.headers["server-timing"].split(","))}
+    spans = server_timing(made.headers["server-timing"])
     assert set(spans) == {"encode", "match", "commit"}
     assert spans["encode"] > 0 and spans["match"] > 0 and spans["commit"] >= 0
 
