@@ -321,24 +321,35 @@ def _heard(existing: list[asyncpg.Record]) -> set[str]:
     return {str(m["provider_id"]) for m in existing if m["announced"]}
 
 
-async def _add(conn: asyncpg.Connection, demand: dict, ranked: relevance.Ranked, offer: dict,
+async def _add(conn: asyncpg.Connection, demand: dict, fresh: list[relevance.Ranked], states: dict[str, dict],
                existing: list[asyncpg.Record], heard: set[str]) -> None:
-    """A new match. MatchFound unless the pair was announced before, or the provider already heard of
-    this demand through another of its offers (``heard``, kept up to date here)."""
-    before = next((m for m in existing if str(m["offer_id"]) == ranked.offer_id), None)
-    if before is not None:  # matched once, then retracted: back quietly, never announced twice
-        await _keep(conn, demand, before, ranked, offer)
-        return
-    provider = str(offer["provider_id"])
-    told = provider in heard
-    match = await store.insert_match(conn, demand["tenant"], demand["id"], offer, ranked.score, ranked.reasons,
-                                     announced=not told)
-    if match is None:
-        return
-    await _show_to_provider(conn, demand, match, offer)
-    if not told:
+    """New matches of one demand, best first, in a few statements whatever their number. MatchFound
+    unless the pair was announced before, or the provider already heard of this demand through another
+    of its offers (``heard``, kept up to date here). ``existing`` holds every match the demand has
+    had (read under its row's lock), so no insert here meets an earlier pair."""
+    adding: list[tuple[str, dict, float, dict, bool]] = []
+    for ranked in fresh:
+        offer = states[ranked.offer_id]
+        before = next((m for m in existing if str(m["offer_id"]) == ranked.offer_id), None)
+        if before is not None:  # matched once, then retracted: back quietly, never announced twice
+            await _keep(conn, demand, before, ranked, offer)
+            continue
+        provider = str(offer["provider_id"])
+        adding.append((demand["id"], offer, ranked.score, ranked.reasons, provider not in heard))
         heard.add(provider)
-        await _announce(conn, MATCH_FOUND, _match_state(match, demand, offer, "active"))
+    if not adding:
+        return
+    inserted = {str(m["offer_id"]): m for m in await store.insert_matches(conn, demand["tenant"], adding)}
+    matches = [(inserted[offer["id"]], offer) for _, offer, *_ in adding if offer["id"] in inserted]
+    view, employer = provider_demand_view(demand), employer_view(demand)
+    for offer_tenant in sorted({offer["tenant"] for _, offer in matches}):
+        shown = [(m, offer, view, employer) for m, offer in matches if offer["tenant"] == offer_tenant]
+        await _in_tenant(conn, offer_tenant, demand["tenant"],
+                         lambda rows=shown: store.put_provider_matches(conn, rows))
+    found = [Event(MATCH_FOUND, SOURCE, demand["tenant"], demand["id"], _match_state(m, demand, offer, "active"))
+             for m, offer in matches if m["announced"]]
+    if found:
+        await add_many_to_outbox(conn, MATCHES_TOPIC, found)
 
 
 def _holds(ranked: relevance.Ranked | None) -> bool:
@@ -361,13 +372,14 @@ def _outranks(ranked: relevance.Ranked, match: asyncpg.Record) -> bool:
 
 
 async def rematch(conn: asyncpg.Connection, demand: dict, demand_vector: np.ndarray | None,
-                  override: dict[str, np.ndarray] | None = None, changed: dict[str, Any] | None = None) -> None:
+                  override: dict[str, np.ndarray] | None = None, changed: dict[str, Any] | None = None, *,
+                  new: bool = False) -> None:
     """Bring all of a demand's matches in line (caller holds the demand's row): its best pairs, at most
     MAX_MATCHES_PER_DEMAND. A match stays while it holds and no better pair takes its place; the rest
     are retracted; new pairs ``relevance.announce`` lets through take the free places or those of
     weaker matches, several of one provider too (MatchFound only for a provider's first). Keeps the
     demand's expanded vector and best score for judging single offers later."""
-    existing = await store.matches_of_demand(conn, demand["id"])
+    existing = [] if new else await store.matches_of_demand(conn, demand["id"])
     active = {str(m["offer_id"]): m for m in existing if m["status"] == "active"}
     if demand["status"] != "open" or demand_vector is None:
         for m in active.values():
@@ -393,10 +405,7 @@ async def rematch(conn: asyncpg.Connection, demand: dict, demand_vector: np.ndar
             await _keep(conn, demand, m, by_id[offer_id], states[offer_id])
         else:
             await _retract(conn, demand, m, states.get(offer_id))
-    heard = _heard(existing)
-    for r in fresh:
-        if r.offer_id in chosen:
-            await _add(conn, demand, r, states[r.offer_id], existing, heard)
+    await _add(conn, demand, [r for r in fresh if r.offer_id in chosen], states, existing, _heard(existing))
 
 
 async def _lock_network(conn: asyncpg.Connection, tenant: str, *, shared: bool) -> None:
@@ -419,11 +428,12 @@ def _row_extras(demand: dict, vector: np.ndarray) -> tuple[bytes, str, str | Non
             geo.region(employer.get("zip"), employer["lat"], employer["lon"]))
 
 
-async def _publish_and_match(conn: asyncpg.Connection, demand: dict, vector: np.ndarray) -> None:
-    """Its keys for reverse matching, its event, and its matches, in the caller's transaction."""
-    await store.replace_keys(conn, demand)
+async def _publish_and_match(conn: asyncpg.Connection, demand: dict, vector: np.ndarray, *, new: bool) -> None:
+    """Its keys for reverse matching, its event, and its matches, in the caller's transaction (``new``:
+    a demand inserted by it, which has neither keys nor matches to read or replace yet)."""
+    await store.replace_keys(conn, demand, new=new)
     await add_to_outbox(conn, DEMANDS_TOPIC, Event(DEMAND_OPENED, SOURCE, demand["tenant"], demand["id"], demand))
-    await rematch(conn, demand, vector)
+    await rematch(conn, demand, vector, new=new)
 
 
 async def open_demand(conn: asyncpg.Connection, tenant: str, body: DemandIn, created_by: str, *,
@@ -439,7 +449,7 @@ async def open_demand(conn: asyncpg.Connection, tenant: str, body: DemandIn, cre
               "created_at": _now(), "owner": _owner_for(body, created_by, firm, whole_network),
               "recorded_by": created_by, **data}
     await store.insert_demand(conn, demand, created_by, *_row_extras(demand, vector))
-    await _publish_and_match(conn, demand, vector)
+    await _publish_and_match(conn, demand, vector, new=True)
     return demand
 
 
@@ -460,7 +470,7 @@ async def change_demand(conn: asyncpg.Connection, tenant: str, row: asyncpg.Reco
     demand = {**old, **data, "updated_at": _now(), "owner": body.firm if body.firm and whole_network
               else old.get("owner")}
     await store.update_demand(conn, demand, *_row_extras(demand, vector))
-    await _publish_and_match(conn, demand, vector)
+    await _publish_and_match(conn, demand, vector, new=False)
     return demand
 
 
@@ -671,8 +681,8 @@ async def _match_many(conn: asyncpg.Connection, rows: list[asyncpg.Record], offe
     await _retract_many(conn, displaced)
     await store.raise_best_scores(conn, [(d["id"], r.score) for d, r, _ in chosen])
     demands = {d["id"]: d for d, _, _ in chosen}
-    matches = await store.insert_matches(conn, chosen[0][0]["tenant"], offer,
-                                         [(d["id"], r.score, r.reasons, announced) for d, r, announced in chosen])
+    matches = await store.insert_matches(
+        conn, chosen[0][0]["tenant"], [(d["id"], offer, r.score, r.reasons, announced) for d, r, announced in chosen])
     views = [(m, offer, provider_demand_view(demands[str(m["demand_id"])]),
               employer_view(demands[str(m["demand_id"])])) for m in matches]
     await _in_tenant(conn, offer["tenant"], chosen[0][0]["tenant"], lambda: store.put_provider_matches(conn, views))
@@ -740,7 +750,8 @@ async def _reconsider(conn: asyncpg.Connection, demand_id: str, offer: dict, vec
         await _retract(conn, demand, weakest)  # a better pair takes its place
     if best is None or ranked.score > best:
         await store.raise_best_scores(conn, [(demand_id, ranked.score)])
-    await _add(conn, demand, ranked, offer, existing, _heard(existing))  # MatchFound unless its provider heard
+    # MatchFound unless its provider heard
+    await _add(conn, demand, [ranked], {offer["id"]: offer}, existing, _heard(existing))
 
 
 # ---- providers ----------------------------------------------------------------------------------

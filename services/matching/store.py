@@ -183,11 +183,12 @@ async def list_demands(conn: asyncpg.Connection, owner: str | None, status: str 
         " ORDER BY created_at DESC, id LIMIT $3 OFFSET $4", owner, status, limit, offset)
 
 
-async def replace_keys(conn: asyncpg.Connection, demand: dict[str, Any]) -> None:
+async def replace_keys(conn: asyncpg.Connection, demand: dict[str, Any], *, new: bool = False) -> None:
     """The demand's reverse-matching keys: one per acceptable format and grid cell (cell -1 for
-    anywhere). Removed when the demand is no longer open."""
+    anywhere). Removed when the demand is no longer open. ``new``: a demand without keys yet."""
     demand_id = _uuid(demand["id"])
-    await conn.execute("DELETE FROM demand_keys WHERE demand_id = $1", demand_id)
+    if not new:
+        await conn.execute("DELETE FROM demand_keys WHERE demand_id = $1", demand_id)
     if demand["status"] != "open":
         return
     employer = demand["employer"]
@@ -266,13 +267,6 @@ async def demands_matched_to_offer(conn: asyncpg.Connection, offer_id: str) -> l
     return [str(r["demand_id"]) for r in rows]
 
 
-async def insert_match(conn: asyncpg.Connection, tenant: str, demand_id: str, offer: dict, score: float,
-                       reasons: dict, announced: bool) -> asyncpg.Record | None:
-    """A new match, or None when the pair was matched before (never announced twice)."""
-    inserted = await insert_matches(conn, tenant, offer, [(demand_id, score, reasons, announced)])
-    return inserted[0] if inserted else None
-
-
 async def lock_demands(conn: asyncpg.Connection, demand_ids: list[str]) -> list[asyncpg.Record]:
     """Many demands' rows, locked in id order (one order for every transaction: no deadlock)."""
     if not demand_ids:
@@ -296,19 +290,21 @@ async def raise_best_scores(conn: asyncpg.Connection, scores: list[tuple[str, fl
         [_uuid(i) for i, _ in scores], [score for _, score in scores])
 
 
-async def insert_matches(conn: asyncpg.Connection, tenant: str, offer: dict,
-                         pairs: list[tuple[str, float, dict, bool]]) -> list[asyncpg.Record]:
-    """New matches of one offer with many demands (demand id, score, reasons, announced) in one
-    statement; a pair matched before is left out (never announced twice)."""
+async def insert_matches(conn: asyncpg.Connection, tenant: str,
+                         pairs: list[tuple[str, dict, float, dict, bool]]) -> list[asyncpg.Record]:
+    """New matches of the network's demands (demand id, offer, score, reasons, announced) in one
+    statement: one offer with many demands, or one demand with many offers. A pair matched before is
+    left out (never announced twice)."""
     return await conn.fetch(
         "INSERT INTO matches (id, tenant_id, demand_id, offer_id, score, reasons, status, provider_id, offer_tenant,"
-        " announced) SELECT x.id, $1, x.demand_id, $2, x.score, x.reasons, 'active', $3, $4, x.announced"
-        " FROM unnest($5::uuid[], $6::uuid[], $7::float8[], $8::jsonb[], $9::bool[])"
-        " AS x(id, demand_id, score, reasons, announced)"
+        " announced) SELECT x.id, $1, x.demand_id, x.offer_id, x.score, x.reasons, 'active', x.provider_id,"
+        " x.offer_tenant, x.announced"
+        " FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::float8[], $8::jsonb[],"
+        " $9::bool[]) AS x(id, demand_id, offer_id, provider_id, offer_tenant, score, reasons, announced)"
         " ON CONFLICT (demand_id, offer_id) DO NOTHING RETURNING *",
-        tenant, _uuid(offer["id"]), _uuid(offer["provider_id"]), offer["tenant"],
-        [uuid.uuid4() for _ in pairs], [_uuid(d) for d, *_ in pairs], [p[1] for p in pairs],
-        [p[2] for p in pairs], [p[3] for p in pairs])
+        tenant, [uuid.uuid4() for _ in pairs], [_uuid(d) for d, *_ in pairs], [_uuid(o["id"]) for _, o, *_ in pairs],
+        [_uuid(o["provider_id"]) for _, o, *_ in pairs], [o["tenant"] for _, o, *_ in pairs],
+        [p[2] for p in pairs], [p[3] for p in pairs], [p[4] for p in pairs])
 
 
 async def update_match(conn: asyncpg.Connection, match_id: uuid.UUID, status: str,
