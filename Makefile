@@ -79,6 +79,7 @@ chaos: install
 bench-portal: install
 	$(PY) -m tests.bench.portal
 	$(PY) -m tests.bench.portal --split-cores
+	$(PY) -m tests.bench.portal --pods
 
 lint: install
 	$(PY) -m ruff check .

@@ -16,6 +16,7 @@ import os
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -24,9 +25,11 @@ from deploy.local.stack import Stack
 from tests.bench.catalog import catalog_exists, configure_postgres, count_bench_offers, settle_previous_run
 from tests.bench.catalog_data import load_offers
 from tests.bench.flow import bench_config, percentiles
+from tests.bench.placement import Pods, descendants, pin
 from tests.platform import server_timing
 
-CLIENT_CPUS: set[int] = set()  # --split-cores: where the load generator runs
+# What the load generator's process does first: --split-cores, its core; --pods, its cgroup
+CLIENT_PLACEMENT: list[Callable[[], None]] = []
 
 SEARCHES = [
     ("lueneburg", {"q": "Gabelstapler", "ort": "21335", "umkreis": "50"}),
@@ -52,30 +55,10 @@ def catalog_params(page: dict) -> dict:
     return form.catalog_params(20)
 
 
-def descendants(root: int) -> set[int]:
-    """Every process below ``root`` (services, workers, the broker, PostgreSQL and its backends)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                # the field after the command's closing parenthesis: state, then the parent's pid
-                parents[int(entry.name)] = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found, frontier = set(), {root}
-    while frontier:
-        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def pin(pid: int, cpus: set[int]) -> None:
-    """Every thread of ``pid`` onto ``cpus`` (a process's affinity is per thread)."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            os.sched_setaffinity(int(task.name), cpus)
-        except (ProcessLookupError, OSError):
-            continue
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far, user and system (``/proc/<pid>/stat``, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def hammer(urls: list[tuple[str, object]], concurrency: int, rounds: int,
@@ -87,7 +70,7 @@ def hammer(urls: list[tuple[str, object]], concurrency: int, rounds: int,
            "concurrency": concurrency, "rounds": rounds}
     done = subprocess.run(["node", str(Path(__file__).with_name("load.mjs"))], input=json.dumps(job),
                           capture_output=True, text=True, check=True,
-                          preexec_fn=(lambda: os.sched_setaffinity(0, CLIENT_CPUS)) if CLIENT_CPUS else None)
+                          preexec_fn=CLIENT_PLACEMENT[0] if CLIENT_PLACEMENT else None)
     samples: list[float] = []
     failures = 0
     clients = json.loads(done.stderr.strip().splitlines()[-1])  # their own CPU, start-up included
@@ -116,11 +99,17 @@ def main() -> None:
     parser.add_argument("--split-cores", action="store_true",
                         help="the portal and the clients on the second core, everything else on the first: "
                              "the portal measured on a core of its own, as its own pods give it in production")
+    parser.add_argument("--pods", action="store_true",
+                        help="both cores shared, each part of the stack in a CPU cgroup of its own weighted by "
+                             "its manifest's CPU request, as the kubelet places pods (tests/bench/placement.py)")
     args = parser.parse_args()
+    if args.split_cores and args.pods:
+        parser.error("--split-cores or --pods, not both")
     # The sixteen clients stand for many visitors but all come from 127.0.0.1: the catalog's public
     # limits per client address (60 a minute for one page) would answer most of them 429.
     os.environ.update({"BR_RATE_LIMIT_PUBLIC": "1000000/minute", "BR_RATE_LIMIT_PUBLIC_PAGE": "1000000/minute"})
     stack = Stack(bench_config())
+    pods: Pods | None = None
     configure_postgres(stack)
     catalog_db = stack.config.service_admin_url("catalog")
     present = asyncio.run(count_bench_offers(catalog_db)) if asyncio.run(catalog_exists(catalog_db)) else 0
@@ -143,8 +132,12 @@ def main() -> None:
             portal_pid = stack.processes["portal"].pid
             for pid in descendants(os.getpid()) | {os.getpid()}:
                 pin(pid, {1} if pid == portal_pid else {0})
-            CLIENT_CPUS.add(1)
+            CLIENT_PLACEMENT.append(lambda: os.sched_setaffinity(0, {1}))
             print("cores split: the portal and the clients on core 1, the catalog, PostgreSQL and the rest on core 0")
+        if args.pods:
+            pods = Pods(stack.processes)
+            CLIENT_PLACEMENT.append(pods.clients())
+            print(f"as pods: each part in a CPU cgroup of its own, cpu.shares {pods.describe()}")
         portal = [(f"{c.url('portal')}/{tenant}/", page) for tenant, page in SEARCHES]
         catalog = [(f"{c.url('catalog')}/v1/public/{tenant}/offers", catalog_params(page))
                    for tenant, page in SEARCHES]
@@ -152,7 +145,9 @@ def main() -> None:
         floor, floor_failed, floor_clients_ms = hammer(catalog, args.concurrency, args.rounds)
         own: list[float] = []
         inside: list[float] = []
+        portal_cpu, began = cpu_seconds(stack.processes["portal"].pid), time.perf_counter()
         pages, pages_failed, pages_clients_ms = hammer(portal, args.concurrency, args.rounds, own, inside)
+        portal_cpu, took = cpu_seconds(stack.processes["portal"].pid) - portal_cpu, time.perf_counter() - began
         print(f"{args.offers} offers, concurrency {args.concurrency}, {args.rounds} requests per client")
         print(f"catalog GET /v1/public/{{tenant}}/offers  {percentiles(floor)}  failed {floor_failed}")
         print(f"portal  GET /{{tenant}}/ (search page)   {percentiles(pages)}  failed {pages_failed}")
@@ -168,8 +163,15 @@ def main() -> None:
         print(f"of it inside the portal (Server-Timing total less catalog) {percentiles(inside)}")
         print(f"the clients' own CPU per request (Node, start-up included): catalog run {floor_clients_ms:.2f} ms, "
               f"portal run {pages_clients_ms:.2f} ms")
+        if pages:  # what sizes its pods' CPU request: this at the pages a second one pod is to serve
+            served = len(pages) + pages_failed
+            print(f"the portal's own CPU per page: {portal_cpu / served * 1000:.2f} ms ({portal_cpu:.1f} s for "
+                  f"{served} pages in {took:.1f} s, {served / took:.0f} a second: "
+                  f"{portal_cpu / took * 1000:.0f} millicores)")
     finally:
         stack.stop_all()
+        if pods is not None:
+            pods.close()
 
 
 if __name__ == "__main__":
