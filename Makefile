@@ -76,10 +76,11 @@ bench-mail: install
 chaos: install
 	$(PY) -m tests.chaos.run
 
+# --pods needs root and cgroup v1's cpu controller: where they are missing it says so, and make goes on
 bench-portal: install
 	$(PY) -m tests.bench.portal
 	$(PY) -m tests.bench.portal --split-cores
-	$(PY) -m tests.bench.portal --pods
+	-$(PY) -m tests.bench.portal --pods
 
 lint: install
 	$(PY) -m ruff check .

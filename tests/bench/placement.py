@@ -90,13 +90,22 @@ def requested_millicores(manifests: Path = ROOT / "deploy/k8s") -> dict[str, int
     return requests
 
 
+def pods_missing() -> str | None:
+    """Why ``Pods`` cannot run here, if it cannot."""
+    if not (CPU_CGROUP / "cpu.shares").exists():
+        return f"--pods needs cgroup v1's cpu controller at {CPU_CGROUP}, which this machine lacks"
+    if not os.access(CPU_CGROUP, os.W_OK):
+        return f"--pods needs the right to make cgroups in {CPU_CGROUP} (root)"
+    return None
+
+
 class Pods:
     """The stack's processes in CPU cgroups of their own, weighted as the kubelet would weigh their
     pods; undone by ``close``. Processes a part starts later (PostgreSQL's backends) inherit its group."""
 
     def __init__(self, processes: dict[str, subprocess.Popen], requests: dict[str, int] | None = None) -> None:
-        if not (CPU_CGROUP / "cpu.shares").exists():
-            raise SystemExit(f"--pods needs cgroup v1's cpu controller at {CPU_CGROUP}, which this machine lacks")
+        if (missing := pods_missing()) is not None:
+            raise SystemExit(missing)
         self.requests = requests or requested_millicores()
         self.groups: dict[str, Path] = {}
         for name, process in processes.items():

@@ -25,7 +25,7 @@ from deploy.local.stack import Stack
 from tests.bench.catalog import catalog_exists, configure_postgres, count_bench_offers, settle_previous_run
 from tests.bench.catalog_data import load_offers
 from tests.bench.flow import bench_config, percentiles
-from tests.bench.placement import Pods, descendants, pin
+from tests.bench.placement import Pods, descendants, pin, pods_missing
 from tests.platform import server_timing
 
 # What the load generator's process does first: --split-cores, its core; --pods, its cgroup
@@ -105,6 +105,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.split_cores and args.pods:
         parser.error("--split-cores or --pods, not both")
+    if args.pods and (missing := pods_missing()) is not None:
+        parser.error(missing)
     # The sixteen clients stand for many visitors but all come from 127.0.0.1: the catalog's public
     # limits per client address (60 a minute for one page) would answer most of them 429.
     os.environ.update({"BR_RATE_LIMIT_PUBLIC": "1000000/minute", "BR_RATE_LIMIT_PUBLIC_PAGE": "1000000/minute"})
