@@ -216,6 +216,9 @@ def read(stream: IO[bytes]) -> Iterator[Record | str]:
     parser = etree.iterparse(
         stream, events=("start", "end"), resolve_entities=False, load_dtd=False, no_network=True,
         dtd_validation=False, huge_tree=False, remove_comments=True, remove_pis=True,
+        # events only for the elements acted on here (the rest is still parsed into each SERVICE's
+        # tree): a SERVICE has some forty elements, each two events' work in Python otherwise
+        tag=("OPENQCAT", *SECTIONS, "UPDATE_CATALOG", "SERVICE"),
     )
     section, counts, mode = None, {"new": 0, "delete": 0}, None
     try:
