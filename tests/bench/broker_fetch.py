@@ -11,7 +11,6 @@ latency independent of the wait; the idle cost is one fetch round trip per wait.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import socket
 import statistics
@@ -22,6 +21,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from deploy.local.stack import port_open, tansu_binary
+from tests.bench.placement import cpu_seconds
 
 IDLE_SECONDS = 5
 
@@ -30,11 +30,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def measure(bootstrap: str, broker_pid: int, wait_ms: int, records: int) -> str:
@@ -47,12 +42,12 @@ def measure(bootstrap: str, broker_pid: int, wait_ms: int, records: int) -> str:
         while not consumer.assignment() and time.time() < deadline:
             consumer.poll(500)
         consumer.poll(500)
-        mine, broker, started = time.process_time(), _cpu_seconds(broker_pid), time.time()
+        mine, broker, started = time.process_time(), cpu_seconds(broker_pid), time.time()
         while time.time() < started + IDLE_SECONDS:
             consumer.poll(200)
         elapsed = time.time() - started
         idle = (time.process_time() - mine) / elapsed
-        broker_idle = (_cpu_seconds(broker_pid) - broker) / elapsed
+        broker_idle = (cpu_seconds(broker_pid) - broker) / elapsed
         latencies = []
         for n in range(records):
             time.sleep(random.uniform(0.05, 0.3))

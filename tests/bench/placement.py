@@ -42,6 +42,12 @@ def descendants(root: int) -> set[int]:
     return found
 
 
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far, user and system (``/proc/<pid>/stat``, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pin(pid: int, cpus: set[int]) -> None:
     """Every thread of ``pid`` onto ``cpus`` (a process's affinity is per thread)."""
     for task in Path(f"/proc/{pid}/task").iterdir():

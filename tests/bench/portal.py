@@ -25,7 +25,7 @@ from deploy.local.stack import Stack
 from tests.bench.catalog import catalog_exists, configure_postgres, count_bench_offers, settle_previous_run
 from tests.bench.catalog_data import load_offers
 from tests.bench.flow import bench_config, percentiles
-from tests.bench.placement import Pods, descendants, pin, pods_missing
+from tests.bench.placement import Pods, cpu_seconds, descendants, pin, pods_missing
 from tests.platform import server_timing
 
 # What the load generator's process does first: --split-cores, its core; --pods, its cgroup
@@ -53,12 +53,6 @@ def catalog_params(page: dict) -> dict:
     form, errors = parse_search(QueryParams(page), gazetteer.resolve)
     assert not errors, errors.items
     return form.catalog_params(20)
-
-
-def cpu_seconds(pid: int) -> float:
-    """A process's CPU time so far, user and system (``/proc/<pid>/stat``, in clock ticks)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def hammer(urls: list[tuple[str, object]], concurrency: int, rounds: int,
