@@ -340,14 +340,20 @@ async def _add(conn: asyncpg.Connection, demand: dict, fresh: list[relevance.Ran
     if not adding:
         return
     inserted = {str(m["offer_id"]): m for m in await store.insert_matches(conn, demand["tenant"], adding)}
-    matches = [(inserted[offer["id"]], offer) for _, offer, *_ in adding if offer["id"] in inserted]
-    view, employer = provider_demand_view(demand), employer_view(demand)
-    for offer_tenant in sorted({offer["tenant"] for _, offer in matches}):
-        shown = [(m, offer, view, employer) for m, offer in matches if offer["tenant"] == offer_tenant]
-        await _in_tenant(conn, offer_tenant, demand["tenant"],
-                         lambda rows=shown: store.put_provider_matches(conn, rows))
-    found = [Event(MATCH_FOUND, SOURCE, demand["tenant"], demand["id"], _match_state(m, demand, offer, "active"))
-             for m, offer in matches if m["announced"]]
+    await _show_and_announce(conn, demand["tenant"], [(inserted[offer["id"]], demand, offer)
+                                                      for _, offer, *_ in adding if offer["id"] in inserted])
+
+
+async def _show_and_announce(conn: asyncpg.Connection, tenant: str, added: list[tuple[asyncpg.Record, dict, dict]]
+                             ) -> None:
+    """New matches (match, demand, offer) of the network's demands: shown to the providers, one statement
+    per offer network, and MatchFound for those announced, in one outbox batch."""
+    for offer_tenant in sorted({offer["tenant"] for _, _, offer in added}):
+        shown = [(m, offer, provider_demand_view(d), employer_view(d)) for m, d, offer in added
+                 if offer["tenant"] == offer_tenant]
+        await _in_tenant(conn, offer_tenant, tenant, lambda rows=shown: store.put_provider_matches(conn, rows))
+    found = [Event(MATCH_FOUND, SOURCE, tenant, d["id"], _match_state(m, d, offer, "active"))
+             for m, d, offer in added if m["announced"]]
     if found:
         await add_many_to_outbox(conn, MATCHES_TOPIC, found)
 
@@ -680,16 +686,10 @@ async def _match_many(conn: asyncpg.Connection, rows: list[asyncpg.Record], offe
         return elsewhere
     await _retract_many(conn, displaced)
     await store.raise_best_scores(conn, [(d["id"], r.score) for d, r, _ in chosen])
-    demands = {d["id"]: d for d, _, _ in chosen}
+    tenant, demands = chosen[0][0]["tenant"], {d["id"]: d for d, _, _ in chosen}
     matches = await store.insert_matches(
-        conn, chosen[0][0]["tenant"], [(d["id"], offer, r.score, r.reasons, announced) for d, r, announced in chosen])
-    views = [(m, offer, provider_demand_view(demands[str(m["demand_id"])]),
-              employer_view(demands[str(m["demand_id"])])) for m in matches]
-    await _in_tenant(conn, offer["tenant"], chosen[0][0]["tenant"], lambda: store.put_provider_matches(conn, views))
-    found = [Event(MATCH_FOUND, SOURCE, m["tenant_id"], str(m["demand_id"]),
-                   _match_state(m, demands[str(m["demand_id"])], offer, "active")) for m in matches if m["announced"]]
-    if found:
-        await add_many_to_outbox(conn, MATCHES_TOPIC, found)
+        conn, tenant, [(d["id"], offer, r.score, r.reasons, announced) for d, r, announced in chosen])
+    await _show_and_announce(conn, tenant, [(m, demands[str(m["demand_id"])], offer) for m in matches])
     return elsewhere
 
 
