@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import statistics
@@ -27,9 +28,6 @@ from tests.bench.catalog_data import load_offers
 from tests.bench.flow import bench_config, percentiles
 from tests.bench.placement import Pods, cpu_seconds, descendants, pin, pods_missing
 from tests.platform import server_timing
-
-# What the load generator's process does first: --split-cores, its core; --pods, its cgroup
-CLIENT_PLACEMENT: list[Callable[[], None]] = []
 
 SEARCHES = [
     ("lueneburg", {"q": "Gabelstapler", "ort": "21335", "umkreis": "50"}),
@@ -56,15 +54,17 @@ def catalog_params(page: dict) -> dict:
 
 
 def hammer(urls: list[tuple[str, object]], concurrency: int, rounds: int,
-           own: list[float] | None = None, inside: list[float] | None = None) -> tuple[list[float], int, float]:
+           own: list[float] | None = None, inside: list[float] | None = None,
+           placed: Callable[[], None] | None = None) -> tuple[list[float], int, float]:
     """``concurrency`` clients × ``rounds`` requests from Node (tests/bench/load.mjs), so the clients'
     own cost stays out of the figures. ``own`` (portal pages): per page, its time at the client less
-    the catalog's part of it; ``inside``: its time inside the portal less the catalog's part."""
+    the catalog's part of it; ``inside``: its time inside the portal less the catalog's part;
+    ``placed``: run first in the clients' process (their core or cgroup)."""
     job = {"urls": [str(httpx.URL(url, params=params)) for url, params in urls],
            "concurrency": concurrency, "rounds": rounds}
     done = subprocess.run(["node", str(Path(__file__).with_name("load.mjs"))], input=json.dumps(job),
                           capture_output=True, text=True, check=True,
-                          preexec_fn=CLIENT_PLACEMENT[0] if CLIENT_PLACEMENT else None)
+                          preexec_fn=placed)
     samples: list[float] = []
     failures = 0
     clients = json.loads(done.stderr.strip().splitlines()[-1])  # their own CPU, start-up included
@@ -106,6 +106,7 @@ def main() -> None:
     os.environ.update({"BR_RATE_LIMIT_PUBLIC": "1000000/minute", "BR_RATE_LIMIT_PUBLIC_PAGE": "1000000/minute"})
     stack = Stack(bench_config())
     pods: Pods | None = None
+    placed: Callable[[], None] | None = None  # what the load generator's process does first: its core or cgroup
     configure_postgres(stack)
     catalog_db = stack.config.service_admin_url("catalog")
     present = asyncio.run(count_bench_offers(catalog_db)) if asyncio.run(catalog_exists(catalog_db)) else 0
@@ -128,21 +129,21 @@ def main() -> None:
             portal_pid = stack.processes["portal"].pid
             for pid in descendants(os.getpid()) | {os.getpid()}:
                 pin(pid, {1} if pid == portal_pid else {0})
-            CLIENT_PLACEMENT.append(lambda: os.sched_setaffinity(0, {1}))
+            placed = functools.partial(os.sched_setaffinity, 0, {1})
             print("cores split: the portal and the clients on core 1, the catalog, PostgreSQL and the rest on core 0")
         if args.pods:
             pods = Pods(stack.processes)
-            CLIENT_PLACEMENT.append(pods.clients())
+            placed = pods.clients()
             print(f"as pods: each part in a CPU cgroup of its own, cpu.shares {pods.describe()}")
         portal = [(f"{c.url('portal')}/{tenant}/", page) for tenant, page in SEARCHES]
         catalog = [(f"{c.url('catalog')}/v1/public/{tenant}/offers", catalog_params(page))
                    for tenant, page in SEARCHES]
-        hammer(portal + catalog, args.concurrency, 5)  # warm both (pools, caches, plans)
-        floor, floor_failed, floor_clients_ms = hammer(catalog, args.concurrency, args.rounds)
+        hammer(portal + catalog, args.concurrency, 5, placed=placed)  # warm both (pools, caches, plans)
+        floor, floor_failed, floor_clients_ms = hammer(catalog, args.concurrency, args.rounds, placed=placed)
         own: list[float] = []
         inside: list[float] = []
         portal_cpu, began = cpu_seconds(stack.processes["portal"].pid), time.perf_counter()
-        pages, pages_failed, pages_clients_ms = hammer(portal, args.concurrency, args.rounds, own, inside)
+        pages, pages_failed, pages_clients_ms = hammer(portal, args.concurrency, args.rounds, own, inside, placed)
         portal_cpu, took = cpu_seconds(stack.processes["portal"].pid) - portal_cpu, time.perf_counter() - began
         print(f"{args.offers} offers, concurrency {args.concurrency}, {args.rounds} requests per client")
         print(f"catalog GET /v1/public/{{tenant}}/offers  {percentiles(floor)}  failed {floor_failed}")
