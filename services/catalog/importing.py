@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,8 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 from pydantic import ValidationError
 
+from runtime.ids import new_id
 from services.catalog import handlers, store
 from services.catalog.domain import Acting, OfferIn, RuleBroken, check_funding
 from services.catalog.openqcat import Record
@@ -93,7 +94,7 @@ async def _stage(conn: asyncpg.Connection, records: Iterator[Record | str], repo
             report.offers_in_file += record.kind == "offer"
             report.sessions_in_file += record.kind == "instance"
             rows.append((seq, record.kind, record.product_id, record.course_id, record.where,
-                         json.dumps(record.data)))
+                         orjson.dumps(record.data).decode()))
         if rows:
             await conn.copy_records_to_table("import_staging", records=rows)
         if progress:
@@ -142,7 +143,7 @@ async def _delete_section(conn: asyncpg.Connection, acting: Acting, provider_id:
 
 
 def _offer_body(row: asyncpg.Record, provider_id: uuid.UUID, status: str, visibility: dict) -> OfferIn:
-    data = json.loads(row["data"])
+    data = orjson.loads(row["data"])
     own = data.pop("_own_session", None)
     sessions = [{k: v for k, v in s.items() if not k.startswith("_")} for s in row["instances"]]
     if not sessions and own:
@@ -213,7 +214,7 @@ async def _prepare(rows: list[asyncpg.Record], existing: dict[str, asyncpg.Recor
         digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
         current = existing.get(product_id)
         if current is None:
-            batch.creates.append((uuid.uuid4(), body, digest))
+            batch.creates.append((new_id(), body, digest))
             report.count("created", product_id)
         elif current["import_hash"] == digest and current["status"] == status:
             report.counts["unchanged"] += 1

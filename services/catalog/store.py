@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from runtime.ids import new_id
 from services.catalog.domain import Acting, OfferIn, ProviderIn
 
 # ---- acting ----------------------------------------------------------------------------------
@@ -54,7 +55,7 @@ async def insert_provider(conn: asyncpg.Connection, tenant: str, body: ProviderI
     return await conn.fetchval(
         "INSERT INTO providers (id, tenant_id, external_id, name, emails, address, azav)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-        uuid.uuid4(), tenant, *_provider_values(body),
+        new_id(), tenant, *_provider_values(body),
     )
 
 
@@ -132,7 +133,12 @@ async def set_sharing(conn: asyncpg.Connection, tenant: str, networks: list[str]
 # ---- offers ----------------------------------------------------------------------------------
 
 _OFFER_COLUMNS = (
-    "o.*, coalesce((SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object("
+    # what offer_state reads, not o.*: the two search documents are the row's widest columns and
+    # nobody reads them back
+    "o.id, o.tenant_id, o.provider_id, o.external_id, o.title, o.description, o.skills, o.esco_skills,"
+    " o.occupation_codes, o.qualification, o.format, o.schedule, o.hours, o.price_eur, o.funding,"
+    " o.measure_number, o.url, o.visibility_scope, o.visibility_networks, o.language, o.status, o.version,"
+    " o.updated_at, coalesce((SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object("
     " 'external_id', s.external_id, 'start', s.start_date, 'price_eur', s.price_eur, 'schedule', s.schedule))"
     " || jsonb_build_object('end', s.end_date, 'location', CASE WHEN s.lat IS NULL THEN NULL ELSE"
     " jsonb_build_object('street', s.street, 'zip', s.zip, 'city', s.city, 'lat', s.lat, 'lon', s.lon) END)"
@@ -200,54 +206,47 @@ _OFFER_FIELDS = ("external_id, title, description, skills, esco_skills, occupati
                  " language, status, import_hash")
 
 
-_INSERT_OFFER = (f"INSERT INTO offers (id, tenant_id, provider_id, {_OFFER_FIELDS}) VALUES"
-                 " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,"
-                 " $22)")
-_INSERT_SESSION = (
-    "INSERT INTO offer_sessions (offer_id, tenant_id, position, external_id, start_date, end_date, price_eur,"
-    " schedule, street, zip, city, lat, lon) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
+_OFFER_NAMES = tuple(c.strip() for c in _OFFER_FIELDS.split(","))
+_SESSION_FIELDS = ("offer_id, tenant_id, position, external_id, start_date, end_date, price_eur, schedule, street, zip,"
+                   " city, lat, lon")
+# Set-based writes: the rows travel as one JSON array, typed by the table's own row type. One
+# statement for a whole batch instead of one per row (each a parse, bind and execute).
+_INSERT_OFFERS = (f"INSERT INTO offers (id, tenant_id, provider_id, {_OFFER_FIELDS})"
+                  f" SELECT id, tenant_id, provider_id, {_OFFER_FIELDS}"
+                  " FROM jsonb_populate_recordset(NULL::offers, $1)")
+_UPDATE_OFFERS = (
+    "UPDATE offers o SET provider_id = r.provider_id, " + ", ".join(f"{c} = r.{c}" for c in _OFFER_NAMES)
+    + ", version = o.version + 1, updated_at = now() FROM jsonb_populate_recordset(NULL::offers, $1) r"
+    " WHERE o.id = r.id AND o.tenant_id = r.tenant_id")
+_INSERT_SESSIONS = (f"INSERT INTO offer_sessions ({_SESSION_FIELDS}) SELECT {_SESSION_FIELDS}"
+                    " FROM jsonb_populate_recordset(NULL::offer_sessions, $1)")
+
+Written = tuple[uuid.UUID, OfferIn, str | None]  # (offer id, body, import hash)
 
 
 async def insert_offer(conn: asyncpg.Connection, tenant: str, body: OfferIn, import_hash: str | None = None,
                        ) -> uuid.UUID:
-    offer_id = uuid.uuid4()
-    await conn.execute(_INSERT_OFFER, offer_id, tenant, body.provider_id, *_offer_values(body), import_hash)
-    await _insert_sessions(conn, tenant, offer_id, body)
+    offer_id = new_id()
+    await insert_offers(conn, tenant, [(offer_id, body, import_hash)])
     return offer_id
 
 
 async def update_offer(conn: asyncpg.Connection, tenant: str, offer_id: uuid.UUID, body: OfferIn,
                        import_hash: str | None = None) -> None:
-    assignments = ", ".join(f"{c.strip()} = ${i}" for i, c in enumerate(_OFFER_FIELDS.split(","), start=4))
-    await conn.execute(
-        f"UPDATE offers SET provider_id = $3, {assignments}, version = version + 1, updated_at = now()"
-        " WHERE id = $1 AND tenant_id = $2",
-        offer_id, tenant, body.provider_id, *_offer_values(body), import_hash,
-    )
-    await conn.execute("DELETE FROM offer_sessions WHERE offer_id = $1", offer_id)
-    await _insert_sessions(conn, tenant, offer_id, body)
+    await update_offers(conn, tenant, [(offer_id, body, import_hash)])
 
 
-async def insert_offers(conn: asyncpg.Connection, tenant: str, offers: list[tuple[uuid.UUID, OfferIn, str | None]],
-                        ) -> None:
-    """Many new offers (id, body, import hash) with their sessions: two pipelined round trips."""
-    await conn.executemany(_INSERT_OFFER, [(offer_id, tenant, body.provider_id, *_offer_values(body), digest)
-                                           for offer_id, body, digest in offers])
-    await conn.executemany(_INSERT_SESSION, [row for offer_id, body, _ in offers
-                                             for row in _session_rows(tenant, offer_id, body)])
+async def insert_offers(conn: asyncpg.Connection, tenant: str, offers: list[Written]) -> None:
+    """New offers with their sessions: two statements, whatever their number."""
+    await conn.execute(_INSERT_OFFERS, [_offer_record(tenant, *offer) for offer in offers])
+    await _insert_sessions(conn, tenant, offers)
 
 
-async def update_offers(conn: asyncpg.Connection, tenant: str, offers: list[tuple[uuid.UUID, OfferIn, str | None]],
-                        ) -> None:
-    """``update_offer`` for many offers (the caller holds their row locks)."""
-    assignments = ", ".join(f"{c.strip()} = ${i}" for i, c in enumerate(_OFFER_FIELDS.split(","), start=4))
-    await conn.executemany(
-        f"UPDATE offers SET provider_id = $3, {assignments}, version = version + 1, updated_at = now()"
-        " WHERE id = $1 AND tenant_id = $2",
-        [(offer_id, tenant, body.provider_id, *_offer_values(body), digest) for offer_id, body, digest in offers])
+async def update_offers(conn: asyncpg.Connection, tenant: str, offers: list[Written]) -> None:
+    """Offers changed whole, their sessions replaced (the caller holds their row locks)."""
+    await conn.execute(_UPDATE_OFFERS, [_offer_record(tenant, *offer) for offer in offers])
     await conn.execute("DELETE FROM offer_sessions WHERE offer_id = ANY($1::uuid[])", [o[0] for o in offers])
-    await conn.executemany(_INSERT_SESSION, [row for offer_id, body, _ in offers
-                                             for row in _session_rows(tenant, offer_id, body)])
+    await _insert_sessions(conn, tenant, offers)
 
 
 async def set_offer_status(conn: asyncpg.Connection, tenant: str, offer_id: uuid.UUID, status: str) -> None:
@@ -257,26 +256,26 @@ async def set_offer_status(conn: asyncpg.Connection, tenant: str, offer_id: uuid
     )
 
 
-def _offer_values(body: OfferIn) -> tuple:
-    return (
+def _offer_record(tenant: str, offer_id: uuid.UUID, body: OfferIn, import_hash: str | None) -> dict[str, Any]:
+    values = (
         body.external_id, body.title, body.description, body.skills, body.esco_skills, body.occupation_codes,
         body.qualification.value, body.format.value, body.schedule.value, body.hours, body.price_eur,
         body.funding.model_dump(), body.measure_number, body.url, body.visibility.scope, body.visibility.networks,
-        body.language, body.status,
+        body.language, body.status, import_hash,
     )
+    return {"id": str(offer_id), "tenant_id": tenant, "provider_id": str(body.provider_id),
+            **dict(zip(_OFFER_NAMES, values, strict=True))}
 
 
-def _session_rows(tenant: str, offer_id: uuid.UUID, body: OfferIn) -> list[tuple]:
-    return [
-        (offer_id, tenant, i, s.external_id, s.start, s.end, s.price_eur, s.schedule.value if s.schedule else None,
-         *((s.location.street, s.location.zip, s.location.city, s.location.lat, s.location.lon)
-           if s.location else (None,) * 5))
-        for i, s in enumerate(body.sessions)
-    ]
-
-
-async def _insert_sessions(conn: asyncpg.Connection, tenant: str, offer_id: uuid.UUID, body: OfferIn) -> None:
-    await conn.executemany(_INSERT_SESSION, _session_rows(tenant, offer_id, body))
+async def _insert_sessions(conn: asyncpg.Connection, tenant: str, offers: list[Written]) -> None:
+    rows = [{"offer_id": str(offer_id), "tenant_id": tenant, "position": i, "external_id": s.external_id,
+             "start_date": s.start.isoformat(), "end_date": s.end.isoformat() if s.end else None,
+             "price_eur": s.price_eur, "schedule": s.schedule.value if s.schedule else None,
+             **({"street": s.location.street, "zip": s.location.zip, "city": s.location.city,
+                 "lat": s.location.lat, "lon": s.location.lon} if s.location else {})}
+            for offer_id, body, _ in offers for i, s in enumerate(body.sessions)]
+    if rows:
+        await conn.execute(_INSERT_SESSIONS, rows)
 
 
 # ---- search ----------------------------------------------------------------------------------
