@@ -204,7 +204,7 @@ async def import_openqcat(request: Request, actor: Publisher, runtime: RuntimeDe
     answer reports created, updated, deleted and every rejected record with its place and reason."""
     spool = await _spool(request)
     try:
-        return await _import(runtime, actor, provider_id, openqcat.read(spool), options)
+        return await _import(runtime, actor, provider_id, openqcat.reader(spool), options)
     except openqcat.UnreadableFile as exc:
         raise Problem(422, "Unreadable import", f"The file cannot be imported: {exc}",
                       errors=[{"field": "body", "message": str(exc), "type": "openqcat"}]) from None
@@ -229,7 +229,7 @@ async def import_wbsuche(request: Request, actor: Publisher, runtime: RuntimeDep
     finally:
         spool.close()
     try:
-        return await _import(runtime, actor, provider_id, wbsuche.read(document), options)
+        return await _import(runtime, actor, provider_id, lambda: wbsuche.read(document), options)
     except wbsuche.UnreadableJson as exc:
         raise Problem(422, "Unreadable import", f"The document cannot be imported: {exc}",
                       errors=[{"field": "body", "message": str(exc), "type": "wbsuche"}]) from None

@@ -3,8 +3,9 @@
     python -m services.catalog.cli import-openqcat --tenant T --provider-id P FILE.xml
 
 Imports as an operator would (for the named provider of the named network), with the service's
-own settings (``BR_*`` environment), and shows progress: records read, then offers applied of the
-file's total. The report is printed as JSON at the end."""
+own settings (``BR_*`` environment), and shows its progress on standard error: how much of the file
+is read and how many offers are applied (of the file's total, once it is read whole). The report is
+printed as JSON at the end."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import IO
 
 from runtime.db import create_pool, tenant_transaction
 from services.catalog import importing, openqcat, store
@@ -22,30 +24,35 @@ from services.catalog.bootstrap import CatalogSettings
 from services.catalog.domain import Acting
 
 
-def _progress(out) -> importing.Progress:
-    started = time.monotonic()
+def _progress(out, records: openqcat.ParsedApart, size: int) -> importing.Progress:
+    """One line, rewritten: how much of the file is read, and how many offers are applied of those
+    in the file (their number is known once it is read whole)."""
+    started, seen = time.monotonic(), {"read": 0, "apply": 0}
 
     def show(phase: str, done: int, total: int) -> None:
-        rate = done / max(time.monotonic() - started, 1e-6)
-        of = f" of {total}" if total else ""
-        out.write(f"\r{'read' if phase == 'read' else 'applied'} {done}{of} records ({rate:,.0f}/s)   ")
+        seen[phase] = done
+        elapsed = max(time.monotonic() - started, 1e-6)
+        read = f"read {seen['read']:,} records ({min(records.position / max(size, 1), 1):.0%} of the file)"
+        applied = f"applied {seen['apply']:,}{f' of {total:,}' if total else ''} offers"
+        out.write(f"\r{read}, {applied} ({seen['apply'] / elapsed:,.0f} offers/s)   ")
         out.flush()
 
     return show
 
 
 async def import_openqcat(settings: CatalogSettings, tenant: str, provider_id: uuid.UUID, path: Path, *,
-                          status: str = "published", scope: str = "home", progress: importing.Progress | None = None,
-                          ) -> dict:
+                          status: str = "published", scope: str = "home", out: IO[str] | None = None) -> dict:
+    """Import a file as the operator: progress written to ``out`` while it runs."""
+    size = path.stat().st_size  # (a missing file is told before anything starts)
     pool = await create_pool(settings, min_size=1, max_size=1)
     try:
         async with tenant_transaction(pool, tenant) as conn:
             acting = Acting(tenant, "operator-cli", None)
             await store.set_acting(conn, acting)
-            with path.open("rb") as stream:
-                return await importing.import_catalogue(
-                    conn, acting, provider_id, openqcat.read(stream), status=status,
-                    visibility={"scope": scope, "networks": []}, progress=progress)
+            records = openqcat.ParsedApart(path)
+            return await importing.import_catalogue(
+                conn, acting, provider_id, records, status=status, visibility={"scope": scope, "networks": []},
+                progress=_progress(out, records, size) if out else None)
     finally:
         await pool.close()
 
@@ -62,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         report = asyncio.run(import_openqcat(CatalogSettings(), args.tenant, args.provider_id, args.file,
-                                             status=args.status, scope=args.scope,
-                                             progress=_progress(sys.stderr)))
+                                             status=args.status, scope=args.scope, out=sys.stderr))
     except (openqcat.UnreadableFile, FileNotFoundError) as exc:
         print(f"\nimport refused: {exc}", file=sys.stderr)
         return 2

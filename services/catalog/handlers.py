@@ -15,7 +15,7 @@ from contracts import OFFER_UPDATED, OFFERS_TOPIC, PROVIDER_REGISTERED, PROVIDER
 from runtime import audit, places
 from runtime.errors import Conflict, NotFound
 from runtime.events import Event
-from runtime.outbox import add_many_to_outbox, add_to_outbox
+from runtime.outbox import add_to_outbox
 from services.catalog import store
 from services.catalog.domain import (
     Acting,
@@ -154,19 +154,6 @@ async def announce_offer(conn: asyncpg.Connection, tenant: str, offer_id: uuid.U
     if event_type:
         await add_to_outbox(conn, OFFERS_TOPIC, Event(event_type, SOURCE, tenant, state["id"], state))
     return state
-
-
-async def announce_offers(conn: asyncpg.Connection, tenant: str, changes: list[tuple[uuid.UUID, str | None]],
-                          ) -> None:
-    """``announce_offer`` for many offers (id, previous status) at once: one read, one outbox batch."""
-    previous = dict(changes)
-    events = []
-    for row in await store.get_offers(conn, [offer_id for offer_id, _ in changes]):
-        state = store.offer_state(row)
-        event_type = offer_event_type_for(previous[row["id"]], state["status"])
-        if event_type:
-            events.append(Event(event_type, SOURCE, tenant, state["id"], state))
-    await add_many_to_outbox(conn, OFFERS_TOPIC, events)
 
 
 async def _check_offer(conn: asyncpg.Connection, acting: Acting, body: OfferIn) -> None:

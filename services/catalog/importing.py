@@ -1,14 +1,22 @@
 """Importing a provider's catalogue (open-Qcat, the national course search's JSON): records are
-streamed into a temporary staging table, then applied in keyset batches (each batch's inserts,
-updates and events in a few pipelined statements), so memory stays flat whatever the file's size.
-Each offer is validated like an API write; an offer whose content is unchanged is left alone (no
-write, no event), so re-importing a file changes nothing."""
+streamed into a temporary staging table and applied in keyset batches (each batch's inserts,
+updates and events in a few statements), so memory stays flat whatever the file's size. Each offer
+is validated like an API write; an offer whose content is unchanged is left alone (no write, no
+event), so re-importing a file changes nothing.
+
+Reading and applying go on at once: an offer is applied once ``WINDOW`` records after it are
+staged, by when its dated instances (which follow their offer in the files seen) are in. Whether
+that held is checked when the file is read: if an instance came later than that, or a PRODUCT_ID
+twice, everything is undone to a savepoint and the file is read again and applied only once it is
+read whole (the result is the same, only slower). UPDATE_CATALOG is always applied that way, since
+its DELETE part needs the whole file first."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,12 +26,17 @@ import asyncpg
 import orjson
 from pydantic import ValidationError
 
+from contracts import OFFERS_TOPIC
+from runtime.events import Event
 from runtime.ids import new_id
+from runtime.outbox import add_many_to_outbox
 from services.catalog import handlers, store
-from services.catalog.domain import Acting, OfferIn, RuleBroken, check_funding
+from services.catalog.domain import Acting, OfferIn, RuleBroken, check_funding, offer_event_type_for
 from services.catalog.openqcat import Record
 
-BATCH = 500
+BATCH = 500  # offers validated and written together
+READ_BATCH = 1500  # records parsed and staged together
+WINDOW = 2000  # records staged after an offer before it is applied while the file is still read
 LISTED = 1000  # ids listed per category in the report; the counts are always complete
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -53,6 +66,14 @@ class ImportReport:
         if len(self.rejected) < 10 * LISTED:
             self.rejected.append({"product_id": product_id, "where": where, "reason": reason})
 
+    def merge(self, other: ImportReport) -> None:
+        """Take over what applying did, after what reading found (its refusals listed first)."""
+        for what in ("created", "updated", "unchanged", "deleted", "rejected"):
+            self.counts[what] += other.counts[what]
+        self.created, self.updated, self.deleted = other.created, other.updated, other.deleted
+        self.rejected += other.rejected[:max(0, 10 * LISTED - len(self.rejected))]
+        self.warnings += other.warnings
+
     def as_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "offers_in_file": self.offers_in_file, "sessions_in_file": self.sessions_in_file,
                 "counts": self.counts, "created": self.created, "updated": self.updated, "deleted": self.deleted,
@@ -68,40 +89,62 @@ def _reason(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-async def _stage(conn: asyncpg.Connection, records: Iterator[Record | str], report: ImportReport,
+class _Staging:
+    """The file's records in a temporary table. The next part of the file is parsed (in a thread:
+    CPU work off the event loop) while the part before is staged and its offers applied."""
+
+    def __init__(self, conn: asyncpg.Connection, records: Iterator[Record | str], report: ImportReport,
                  progress: Progress | None) -> None:
-    await conn.execute(
-        "CREATE TEMP TABLE import_staging (seq int PRIMARY KEY, kind text NOT NULL, product_id text NOT NULL,"
-        " course_id text, place text NOT NULL, data text) ON COMMIT DROP")  # text: COPY has no binary jsonb here
-    seq, done = 0, False
+        self.conn, self.records, self.report, self.progress = conn, records, report, progress
+        self.seq, self.done = 0, False
+        self.offers: deque[int] | None = None  # while applying as it reads: offers staged, not yet applied
+        self._parsing: asyncio.Future | None = None
 
-    def next_batch() -> list[Record | str]:
-        return [r for _, r in zip(range(BATCH), records, strict=False)]
+    async def create(self, *, indexed: bool) -> None:
+        await self.conn.execute(  # data as text: COPY has no binary jsonb here
+            "CREATE TEMP TABLE import_staging (seq int PRIMARY KEY, kind text NOT NULL, product_id text NOT NULL,"
+            " course_id text, place text NOT NULL, data text) ON COMMIT DROP")
+        if indexed:
+            await self.index()
 
-    while not done:
-        # Parsing is CPU work: off the event loop, so the service keeps answering others meanwhile.
-        batch = await asyncio.to_thread(next_batch)
-        done = len(batch) < BATCH
+    async def index(self) -> None:
+        await self.conn.execute("CREATE INDEX ON import_staging (course_id) WHERE kind = 'instance'")
+        await self.conn.execute("CREATE INDEX ON import_staging (product_id) WHERE kind = 'offer'")
+        await self.conn.execute("ANALYZE import_staging")
+
+    def _parse(self) -> list[Record | str]:
+        return [r for _, r in zip(range(READ_BATCH), self.records, strict=False)]
+
+    async def read_more(self) -> None:
+        """Stage the next part of the file and start parsing the one after."""
+        batch = await (self._parsing or asyncio.to_thread(self._parse))
+        self.done = len(batch) < READ_BATCH
+        self._parsing = None if self.done else asyncio.ensure_future(asyncio.to_thread(self._parse))
         rows = []
         for record in batch:
             if isinstance(record, str):
-                report.mode = record
+                self.report.mode = record
                 continue
             if record.error:
-                report.reject(record.product_id, record.where, record.error)
+                self.report.reject(record.product_id, record.where, record.error)
                 continue
-            seq += 1
-            report.offers_in_file += record.kind == "offer"
-            report.sessions_in_file += record.kind == "instance"
-            rows.append((seq, record.kind, record.product_id, record.course_id, record.where,
+            self.seq += 1
+            self.report.offers_in_file += record.kind == "offer"
+            if self.offers is not None and record.kind == "offer":
+                self.offers.append(self.seq)
+            self.report.sessions_in_file += record.kind == "instance"
+            rows.append((self.seq, record.kind, record.product_id, record.course_id, record.where,
                          orjson.dumps(record.data).decode()))
         if rows:
-            await conn.copy_records_to_table("import_staging", records=rows)
-        if progress:
-            progress("read", seq, 0)
-    await conn.execute("CREATE INDEX ON import_staging (course_id) WHERE kind = 'instance'")
-    await conn.execute("CREATE INDEX ON import_staging (product_id) WHERE kind = 'offer'")
-    await conn.execute("ANALYZE import_staging")
+            await self.conn.copy_records_to_table("import_staging", records=rows)
+        if self.progress:
+            self.progress("read", self.seq, 0)
+
+    async def close(self) -> None:
+        """Wait for a parse still running (an import that failed): the stream is closed after this."""
+        if self._parsing is not None:
+            await asyncio.gather(self._parsing, return_exceptions=True)
+            self._parsing = None
 
 
 async def _orphans(conn: asyncpg.Connection, report: ImportReport) -> None:
@@ -158,6 +201,7 @@ def _offer_body(row: asyncpg.Record, provider_id: uuid.UUID, status: str, visibi
 class _Batch:
     """One batch of offers, validated and sorted into what to write."""
     creates: list[tuple[uuid.UUID, OfferIn, str]] = field(default_factory=list)
+    created: list[Event] = field(default_factory=list)  # the new offers' events, built with them
     updates: list[tuple[uuid.UUID, OfferIn, str]] = field(default_factory=list)
     previous: dict[uuid.UUID, str] = field(default_factory=dict)  # the updated offers' status before
     last: int = 0  # the staging sequence it ends at
@@ -171,23 +215,35 @@ _STAGED_OFFERS = (
     "  WHERE c.kind = 'offer' AND c.product_id = s.product_id) AS copies,"
     " coalesce((SELECT jsonb_agg(i.data::jsonb ORDER BY i.seq) FROM import_staging i"
     "  WHERE i.kind = 'instance' AND i.course_id = s.product_id), '[]') AS instances"
-    " FROM import_staging s WHERE s.kind = 'offer' AND s.seq > $1 ORDER BY s.seq LIMIT $2")
+    " FROM import_staging s WHERE s.kind = 'offer' AND s.seq > $1 AND s.seq <= $2 ORDER BY s.seq LIMIT $3")
 
 
-async def _read_batch(conn: asyncpg.Connection, provider_id: uuid.UUID, after: int
+async def _read_batch(conn: asyncpg.Connection, provider_id: uuid.UUID, after: int, upto: int
                       ) -> tuple[list[asyncpg.Record], dict[str, asyncpg.Record]]:
-    rows = await conn.fetch(_STAGED_OFFERS, after, BATCH)
+    rows = await conn.fetch(_STAGED_OFFERS, after, upto, BATCH)
     existing = {r["external_id"]: r for r in await conn.fetch(
         "SELECT id, external_id, import_hash, status FROM offers WHERE provider_id = $1"
         " AND external_id = ANY($2::text[])", provider_id, [r["product_id"] for r in rows])} if rows else {}
     return rows, existing
 
 
-async def _prepare(rows: list[asyncpg.Record], existing: dict[str, asyncpg.Record], provider: asyncpg.Record,
-                   status: str, visibility: dict, report: ImportReport) -> _Batch:
-    """Validate a batch's offers and sort them into new, changed and unchanged. Yields to the event
-    loop every few offers, so the previous batch's writes (a task on the same loop) go on meanwhile."""
-    batch, today = _Batch(size=len(rows)), datetime.now(UTC).date()
+@dataclass(frozen=True)
+class _Writing:
+    """What every offer of one import is written with."""
+    acting: Acting
+    provider: asyncpg.Record
+    status: str
+    visibility: dict
+    at: datetime  # the transaction's time: every row's updated_at
+    network_shares: list[str] | None
+
+
+async def _prepare(rows: list[asyncpg.Record], existing: dict[str, asyncpg.Record], writing: _Writing,
+                   report: ImportReport) -> _Batch:
+    """Validate a batch's offers and sort them into new, changed and unchanged; the new ones' events
+    are built here too. Yields to the event loop every few offers, so the previous batch's writes (a
+    task on the same loop) go on meanwhile."""
+    batch, today, provider, status = _Batch(size=len(rows)), datetime.now(UTC).date(), writing.provider, writing.status
     for n, row in enumerate(rows):
         if n % 25 == 24:
             await asyncio.sleep(0)
@@ -196,7 +252,7 @@ async def _prepare(rows: list[asyncpg.Record], existing: dict[str, asyncpg.Recor
             report.reject(product_id, row["place"], "PRODUCT_ID appears more than once in the file")
             continue
         try:
-            body = _offer_body(row, provider["id"], status, visibility)
+            body = _offer_body(row, provider["id"], status, writing.visibility)
             if body.funding.qcg:
                 try:
                     check_funding(body, provider["azav"], today)
@@ -214,7 +270,9 @@ async def _prepare(rows: list[asyncpg.Record], existing: dict[str, asyncpg.Recor
         digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
         current = existing.get(product_id)
         if current is None:
-            batch.creates.append((new_id(), body, digest))
+            offer_id = new_id()
+            batch.creates.append((offer_id, body, digest))
+            _announce(batch.created, writing, offer_id, body, 1, None)
             report.count("created", product_id)
         elif current["import_hash"] == digest and current["status"] == status:
             report.counts["unchanged"] += 1
@@ -225,38 +283,78 @@ async def _prepare(rows: list[asyncpg.Record], existing: dict[str, asyncpg.Recor
     return batch
 
 
-async def _write(conn: asyncpg.Connection, acting: Acting, batch: _Batch) -> None:
-    """The batch's writes and events together: a few pipelined round trips, not a few per offer."""
+def _announce(events: list[Event], writing: _Writing, offer_id: uuid.UUID, body: OfferIn, version: int,
+              previous: str | None) -> None:
+    state = store.written_state(writing.acting.tenant, offer_id, body, version, writing.at, writing.network_shares)
+    event_type = offer_event_type_for(previous, state["status"])
+    if event_type:
+        events.append(Event(event_type, handlers.SOURCE, writing.acting.tenant, state["id"], state))
+
+
+async def _write(conn: asyncpg.Connection, writing: _Writing, batch: _Batch) -> None:
+    """The batch's writes and events together: a few statements, not a few per offer."""
+    events = batch.created
     if batch.creates:
-        await store.insert_offers(conn, acting.tenant, batch.creates)
+        await store.insert_offers(conn, writing.acting.tenant, batch.creates)
     if batch.updates:
-        await conn.execute("SELECT 1 FROM offers WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
-                           [u[0] for u in batch.updates])
-        await store.update_offers(conn, acting.tenant, batch.updates)
-    if batch.creates or batch.updates:
-        await handlers.announce_offers(conn, acting.tenant, [(c[0], None) for c in batch.creates]
-                                       + [(u[0], batch.previous[u[0]]) for u in batch.updates])
+        # locked first, so each event's version is the one written (an API write may have come between)
+        versions = dict(await conn.fetch("SELECT id, version FROM offers WHERE id = ANY($1::uuid[])"
+                                         " ORDER BY id FOR UPDATE", [u[0] for u in batch.updates]))
+        await store.update_offers(conn, writing.acting.tenant, batch.updates)
+        events = list(events)
+        for offer_id, body, _ in batch.updates:
+            _announce(events, writing, offer_id, body, versions[offer_id] + 1, batch.previous[offer_id])
+    if events:
+        await add_many_to_outbox(conn, OFFERS_TOPIC, events)
 
 
-async def _apply_offers(conn: asyncpg.Connection, acting: Acting, provider: asyncpg.Record, status: str,
-                        visibility: dict, report: ImportReport, progress: Progress | None) -> None:
-    """Batch by batch, the next one is read and validated (Python) while the one before is written
-    (PostgreSQL): the two share the work of an import between the two sides. One statement at a time
-    on the connection: the next batch is read before the previous one's writes start."""
-    rows, existing = await _read_batch(conn, provider["id"], 0)
-    batch = await _prepare(rows, existing, provider, status, visibility, report)
-    done = 0
-    while batch.size:
-        rows, existing = await _read_batch(conn, provider["id"], batch.last)
-        writing = asyncio.ensure_future(_write(conn, acting, batch))
-        try:
-            following = await _prepare(rows, existing, provider, status, visibility, report)
-        finally:
-            await writing  # (also when validating failed: the connection is free before the caller rolls back)
-        done += batch.size
-        if progress:
-            progress("apply", done, report.offers_in_file)
-        batch = following
+class _Applier:
+    """Applies the staged offers in file order, batch by batch: a validated batch is written while
+    the next one is validated, so Python and PostgreSQL each do their part at once."""
+
+    def __init__(self, conn: asyncpg.Connection, writing: _Writing, report: ImportReport,
+                 progress: Progress | None) -> None:
+        self.conn, self.writing, self.report, self.progress = conn, writing, report, progress
+        self.read_to = 0  # the staging sequence through which offers are validated
+        self.written = 0
+        self.total = 0  # the offers in the file, once it is read
+        self._pending: _Batch | None = None
+
+    async def apply_through(self, upto: int, staged_offers: deque[int] | None = None) -> None:
+        """Validate (and write, but for the last batch) the staged offers up to this sequence; with
+        ``staged_offers`` (the sequences of offers staged and not yet applied), whole batches only,
+        so that each batch's validating has a batch's writing to go on beside."""
+        while True:
+            end = upto
+            if staged_offers is not None:
+                if len(staged_offers) < BATCH or staged_offers[BATCH - 1] > upto:
+                    return
+                end = staged_offers[BATCH - 1]
+                for _ in range(BATCH):
+                    staged_offers.popleft()
+            # One statement at a time on the connection: the next batch is read before the writes start.
+            rows, existing = await _read_batch(self.conn, self.writing.provider["id"], self.read_to, end)
+            self.read_to = rows[-1]["seq"] if len(rows) == BATCH else max(end, self.read_to)
+            previous, self._pending = self._pending, None
+            writing = asyncio.ensure_future(self._write(previous))
+            try:
+                self._pending = await _prepare(rows, existing, self.writing, self.report) if rows else None
+            finally:
+                await writing  # (also when validating failed: the connection is free before the caller rolls back)
+            if staged_offers is None and len(rows) < BATCH:
+                return
+
+    async def finish(self) -> None:
+        previous, self._pending = self._pending, None
+        await self._write(previous)
+
+    async def _write(self, batch: _Batch | None) -> None:
+        if batch is None:
+            return
+        await _write(self.conn, self.writing, batch)
+        self.written += batch.size
+        if self.progress:
+            self.progress("apply", self.written, self.total)
 
 
 async def _replace_rest(conn: asyncpg.Connection, acting: Acting, provider_id: uuid.UUID,
@@ -271,18 +369,76 @@ async def _replace_rest(conn: asyncpg.Connection, acting: Acting, provider_id: u
         report.count("deleted", row["product_id"])
 
 
-async def import_catalogue(conn: asyncpg.Connection, acting: Acting, provider_id: uuid.UUID,
-                           records: Iterator[Record | str], *, status: str = "published",
-                           visibility: dict | None = None, progress: Progress | None = None) -> dict[str, Any]:
-    """Apply a delivery for one provider the actor acts for, in the caller's transaction."""
-    provider = await handlers.own_provider(conn, acting, provider_id)
-    report = ImportReport(mode="")
-    await _stage(conn, records, report, progress)
+class _ReadAgain(Exception):
+    """The file's order did not allow applying offers while it was read."""
+
+
+async def _out_of_order(conn: asyncpg.Connection, applied_while_reading: int, window: int) -> bool:
+    """Whether an offer applied while the file was read missed a dated instance that came later, or
+    a PRODUCT_ID came twice (every copy is refused, which needs the whole file)."""
+    return await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM import_staging WHERE kind = 'offer' GROUP BY product_id HAVING count(*) > 1)"
+        " OR EXISTS (SELECT 1 FROM import_staging i JOIN import_staging o ON o.kind = 'offer'"
+        "  AND o.product_id = i.course_id WHERE i.kind = 'instance' AND o.seq <= $1 AND i.seq > o.seq + $2)",
+        applied_while_reading, window)
+
+
+async def _import(conn: asyncpg.Connection, writing: _Writing, records: Iterator[Record | str],
+                  progress: Progress | None, window: int | None) -> dict[str, Any]:
+    """One reading of the file: applied while read (``window``), or once it is read whole (None)."""
+    report = ImportReport(mode="")   # what reading the file found
+    applied = ImportReport(mode="")  # what applying it did
+    staging = _Staging(conn, records, report, progress)
+    applier = _Applier(conn, writing, applied, progress)
+    acting, provider = writing.acting, writing.provider
+    applied_while_reading = 0
+    try:
+        await staging.create(indexed=window is not None)
+        if window is not None:
+            staging.offers = deque()
+        while not staging.done:
+            await staging.read_more()
+            if window is None:
+                continue
+            if report.mode == "UPDATE_CATALOG":
+                raise _ReadAgain
+            if not staging.done:
+                await applier.apply_through(staging.seq - window, staging.offers)
+                applied_while_reading = applier.read_to
+    finally:
+        await staging.close()
+    applier.total = report.offers_in_file
+    if window is None:
+        await staging.index()
     await _orphans(conn, report)
     if report.mode == "UPDATE_CATALOG":
-        await _delete_section(conn, acting, provider_id, report)
-    await _apply_offers(conn, acting, provider, status, visibility or {"scope": "home", "networks": []},
-                        report, progress)
+        await _delete_section(conn, acting, provider["id"], applied)
+    await applier.apply_through(staging.seq)
+    await applier.finish()
+    if window is not None and await _out_of_order(conn, applied_while_reading, window):
+        raise _ReadAgain
     if report.mode == "NEW_CATALOG":
-        await _replace_rest(conn, acting, provider_id, report)
+        await _replace_rest(conn, acting, provider["id"], applied)
+    await conn.execute("DROP TABLE import_staging")  # (not kept to commit: a caller may import again first)
+    report.merge(applied)
     return report.as_dict()
+
+
+async def import_catalogue(conn: asyncpg.Connection, acting: Acting, provider_id: uuid.UUID,
+                           records: Callable[[], Iterator[Record | str]], *, status: str = "published",
+                           visibility: dict | None = None, progress: Progress | None = None,
+                           window: int | None = WINDOW) -> dict[str, Any]:
+    """Apply a delivery for one provider the actor acts for, in the caller's transaction. ``records``
+    gives the file's records from its start, as often as it is called (twice when the file's order
+    does not allow applying it while it is read)."""
+    at, shares = await conn.fetchrow(
+        "SELECT now(), (SELECT networks FROM network_sharing WHERE tenant_id = $1)", acting.tenant)
+    writing = _Writing(acting, await handlers.own_provider(conn, acting, provider_id), status,
+                       visibility or {"scope": "home", "networks": []}, at, shares and list(shares))
+    if window is not None:
+        try:
+            async with conn.transaction():  # a savepoint
+                return await _import(conn, writing, records(), progress, window)
+        except _ReadAgain:
+            pass
+    return await _import(conn, writing, records(), progress, None)

@@ -8,10 +8,13 @@ refused outright. Elements are freed as soon as their ``SERVICE`` is read, so me
 
 from __future__ import annotations
 
+import multiprocessing
+import queue
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import IO, Any
 
 from lxml import etree
@@ -208,6 +211,68 @@ def read_service(service: etree._Element, section: str, where: str) -> Record:
 
 
 SECTIONS = {"NEW_CATALOG": "new", "NEW": "new", "DELETE": "delete"}
+
+
+def reader(stream: IO[bytes]) -> Callable[[], Iterator[Record | str]]:
+    """The records of a seekable file, from its start each time they are asked for."""
+    def records() -> Iterator[Record | str]:
+        stream.seek(0)
+        return read(stream)
+    return records
+
+
+PART = 500  # records a parsing process hands over at a time
+
+
+class ParsedApart:
+    """The records of a file parsed in a process of its own, from its start each time they are asked
+    for. Parsing is most of an import's Python work while it reads: in the importing process it holds
+    the interpreter's lock that validating and writing need, so the import's Python work would be
+    bound to one core. ``position`` is how far into the file the parsing process has read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.position = path, 0
+
+    def __call__(self) -> Iterator[Record | str]:
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or loop inherited
+        parts = context.Queue(maxsize=8)  # a few parts ahead of the importer, so memory stays flat
+        process = context.Process(target=_parse_apart, args=(str(self.path), parts), daemon=True)
+        process.start()
+        try:
+            while True:
+                try:
+                    part = parts.get(timeout=1)
+                except queue.Empty:
+                    if not process.is_alive():
+                        raise UnreadableFile("the parsing process ended without finishing the file") from None
+                    continue
+                if part is None:
+                    return
+                if isinstance(part, UnreadableFile):
+                    raise part
+                self.position, records = part
+                yield from records
+        finally:  # also when the importer stops reading early
+            process.kill()
+            process.join()
+
+
+def _parse_apart(path: str, parts: multiprocessing.Queue) -> None:
+    """The parsing process: the file's records in parts with the position reached, then None."""
+    try:
+        with open(path, "rb") as stream:
+            part: list[Record | str] = []
+            for record in read(stream):
+                part.append(record)
+                if len(part) == PART:
+                    parts.put((stream.tell(), part))
+                    part = []
+            parts.put((stream.tell(), part))
+        parts.put(None)
+    except UnreadableFile as exc:
+        parts.put(exc)
+    except OSError as exc:
+        parts.put(UnreadableFile(f"the file cannot be read: {exc}"))
 
 
 def read(stream: IO[bytes]) -> Iterator[Record | str]:

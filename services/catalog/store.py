@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
@@ -171,6 +171,31 @@ def offer_state(row: asyncpg.Record) -> dict[str, Any]:
         "language": row["language"], "status": row["status"], "version": row["version"],
         "updated_at": row["updated_at"].isoformat(),
     }
+
+
+def written_state(tenant: str, offer_id: uuid.UUID, body: OfferIn, version: int, updated_at: datetime,
+                  network_shares: list[str] | None) -> dict[str, Any]:
+    """The state an offer has once this body is written (what reading it back with ``get_offer``
+    gives, the sessions as its SQL builds them), without reading it back: an import's events are
+    built while the batch before is written."""
+    sessions = []
+    for s in body.sessions:
+        session = {k: v for k, v in (("external_id", s.external_id), ("start", s.start.isoformat()),
+                                     ("price_eur", s.price_eur), ("schedule", s.schedule and s.schedule.value))
+                   if v is not None}
+        place = s.location
+        session |= {"end": s.end and s.end.isoformat(), "location": None if place is None or place.lat is None else {
+            "street": place.street, "zip": place.zip, "city": place.city, "lat": place.lat, "lon": place.lon}}
+        sessions.append(session)
+    return offer_state({
+        "id": offer_id, "tenant_id": tenant, "provider_id": body.provider_id, "external_id": body.external_id,
+        "title": body.title, "description": body.description, "skills": body.skills, "esco_skills": body.esco_skills,
+        "occupation_codes": body.occupation_codes, "qualification": body.qualification.value,
+        "format": body.format.value, "schedule": body.schedule.value, "hours": body.hours, "price_eur": body.price_eur,
+        "funding": body.funding.model_dump(), "measure_number": body.measure_number, "url": body.url,
+        "sessions": sessions, "visibility_scope": body.visibility.scope,
+        "visibility_networks": body.visibility.networks, "network_shares": network_shares,
+        "language": body.language, "status": body.status, "version": version, "updated_at": updated_at})
 
 
 def _session(session: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,11 @@ records and reports each broken one; hostile XML is refused."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -14,6 +18,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from contracts import OFFERS_TOPIC
+from tests.bench.catalog import write_openqcat
 from tests.platform import Platform
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "openqcat"
@@ -237,3 +242,40 @@ def test_national_course_search_json_imports_as_a_second_path(platform: Platform
     consultant = offers["14222269"]
     assert consultant["format"] == "blended" and consultant["schedule"] == "part_time"
     assert [(s["start"], s["end"]) for s in consultant["sessions"]] == [("2023-07-17", "2024-03-17")]
+
+
+def test_the_operators_command_imports_a_large_file_and_shows_its_progress(platform: Platform, tmp_path: Path
+                                                                          ) -> None:
+    """``python -m services.catalog.cli import-openqcat``, as an operator runs it with the service's
+    settings: a file of 3,000 offers (more than the import applies while it still reads), parsed in a
+    process of its own; the progress line on standard error, the report as JSON on standard output,
+    and the offers searchable afterwards. Imported again, it changes nothing."""
+    provider = _provider(platform, "Bildungswerk Kommandozeile")
+    path = tmp_path / "gross.xml"
+    write_openqcat(path, 3000)
+    command = [sys.executable, "-m", "services.catalog.cli", "import-openqcat", str(path),
+               "--tenant", "westfaelisches-ruhrgebiet", "--provider-id", provider["id"]]
+    env = os.environ | platform.stack.service_env("catalog")
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout)
+    assert report["counts"]["created"] == 3000 and report["rejected"] == [], report["counts"]
+    progress = first.stderr.rsplit("\r", 1)[-1]
+    assert "(100% of the file)" in progress and "applied 3,000 of 3,000 offers" in progress, progress
+    with platform.client("catalog", USER) as api:
+        found = api.get("/v1/offers", params={"provider_id": provider["id"], "page_size": 1}).json()
+    assert (found["total"], found["total_exceeds"]) == (1000, True), found  # "more than 1,000"
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["counts"]["unchanged"] == 3000
+
+
+def test_the_operators_command_refuses_a_file_that_is_not_open_qcat(platform: Platform, tmp_path: Path) -> None:
+    provider = _provider(platform, "Bildungswerk Falsche Datei")
+    path = tmp_path / "kaputt.xml"
+    path.write_text("<html><body>kein Katalog</body></html>")
+    result = subprocess.run(
+        [sys.executable, "-m", "services.catalog.cli", "import-openqcat", str(path), "--tenant",
+         "westfaelisches-ruhrgebiet", "--provider-id", provider["id"]],
+        env=os.environ | platform.stack.service_env("catalog"), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "import refused" in result.stderr and "not an open-Qcat file" in result.stderr

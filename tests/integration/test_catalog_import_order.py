@@ -1,0 +1,152 @@
+"""An open-Qcat file is applied while it is read: each offer once a few records after it are staged
+(services/catalog/importing.py, ``WINDOW``). Whatever the order of the file, the result must be the
+one of applying it only once it is read whole: a dated instance far after its offer, a PRODUCT_ID
+twice far apart, and UPDATE_CATALOG make the import read the file again and apply it that way. Here
+with a window of two records, the file read and its offers applied two at a time, in-process on a
+catalog database of the test's own; each file is imported for two providers, read-while-applying
+and whole-first, and the two compared."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from contracts import OFFER_PUBLISHED, OFFER_UPDATED
+from runtime.db import tenant_transaction
+from services.catalog import importing, openqcat, store
+from services.catalog.domain import Acting
+
+TENANT = "lueneburg"
+ACTING = Acting(TENANT, "operator-cli", None)
+
+
+def _offer(product: str, title: str, start: str | None = None) -> str:
+    dated = (f"<SERVICE_DATE><START_DATE>{start}T00:00:00+01:00</START_DATE></SERVICE_DATE>" if start else "")
+    return (f'<SERVICE mode="new"><PRODUCT_ID>{product}</PRODUCT_ID><SERVICE_DETAILS><TITLE>{title}</TITLE>'
+            f'<DESCRIPTION_LONG>Lehrgang {title}.</DESCRIPTION_LONG>{dated}<SERVICE_MODULE><EDUCATION type="true">'
+            f'<COURSE_ID>{product}</COURSE_ID><MODULE_COURSE><LOCATION><ZIP>21335</ZIP><CITY>Lüneburg</CITY>'
+            '</LOCATION></MODULE_COURSE></EDUCATION></SERVICE_MODULE></SERVICE_DETAILS></SERVICE>')
+
+
+def _instance(product: str, course: str, start: str) -> str:
+    return (f'<SERVICE mode="new"><PRODUCT_ID>{product}</PRODUCT_ID><SERVICE_DETAILS><TITLE/><SERVICE_DATE>'
+            f'<START_DATE>{start}T00:00:00+01:00</START_DATE></SERVICE_DATE><SERVICE_MODULE>'
+            f'<EDUCATION type="false"><COURSE_ID>{course}</COURSE_ID><MODULE_COURSE><LOCATION><ZIP>59821</ZIP>'
+            '<CITY>Arnsberg</CITY></LOCATION></MODULE_COURSE></EDUCATION></SERVICE_MODULE></SERVICE_DETAILS></SERVICE>')
+
+
+def _file(services: list[str], mode: str = "NEW_CATALOG") -> bytes:
+    body = "".join(services)
+    if mode == "UPDATE_CATALOG":
+        body = f"<DELETE/><NEW>{body}</NEW>"
+    return (f'<?xml version="1.0" encoding="utf-8"?><OPENQCAT version="1.1"><HEADER/><{mode}>{body}</{mode}>'
+            "</OPENQCAT>").encode()
+
+
+FILLERS = [_offer(f"F{n}", f"Füllkurs {n}", "2031-01-10") for n in range(4)]
+FILES = {
+    "instances right after their offer": (_file(
+        [_offer("A", "Schweißen MAG"), _instance("A-1", "A", "2031-02-01"), _instance("A-2", "A", "2031-03-01"),
+         _offer("B", "Gabelstapler"), _instance("B-1", "B", "2031-02-15"), *FILLERS]), 1),
+    "an instance before its offer": (_file(
+        [_instance("A-1", "A", "2031-02-01"), _offer("A", "Schweißen MAG"), *FILLERS]), 1),
+    "an instance far after its offer": (_file(
+        [_offer("A", "Schweißen MAG"), _instance("A-1", "A", "2031-02-01"), *FILLERS,
+         _instance("A-2", "A", "2031-04-01")]), 2),
+    "a PRODUCT_ID twice, far apart": (_file(
+        [_offer("A", "Schweißen MAG", "2031-02-01"), *FILLERS, _offer("A", "Schweißen WIG", "2031-03-01")]), 2),
+    "an instance naming no offer": (_file(
+        [_offer("A", "Schweißen MAG", "2031-02-01"), *FILLERS, _instance("X-1", "X", "2031-02-01")]), 1),
+    "UPDATE_CATALOG": (_file([_offer("A", "Schweißen MAG", "2031-02-01"), *FILLERS], "UPDATE_CATALOG"), 2),
+}
+
+
+@pytest.fixture(autouse=True)
+def _small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(importing, "READ_BATCH", 2)
+    monkeypatch.setattr(importing, "BATCH", 2)
+
+
+async def _import(pool: asyncpg.Pool, xml: bytes, window: int | None) -> tuple[dict, dict, int, int]:
+    """The report, the provider's offers as stored (title and dated sessions by PRODUCT_ID), its offer
+    events in the outbox, and how often the file was read."""
+    provider_id, reads = uuid.uuid4(), 0
+    stream = io.BytesIO(xml)
+
+    def records():
+        nonlocal reads
+        reads += 1
+        return openqcat.reader(stream)()
+
+    async with tenant_transaction(pool, TENANT) as conn:
+        await store.set_acting(conn, ACTING)
+        await conn.execute("INSERT INTO providers (id, tenant_id, name, emails) VALUES ($1, $2, 'Träger', '{}')",
+                           provider_id, TENANT)
+        report = await importing.import_catalogue(conn, ACTING, provider_id, records, window=window)
+        offers = {row["external_id"]: (row["title"], row["status"], [s["external_id"] for s in row["sessions"]])
+                  for row in await store.get_offers(conn, [r["id"] for r in await conn.fetch(
+                      "SELECT id FROM offers WHERE provider_id = $1", provider_id)])}
+        events = await conn.fetchval(
+            "SELECT count(*) FROM outbox WHERE aggregate_key IN (SELECT id::text FROM offers WHERE provider_id = $1)",
+            provider_id)
+    return report, offers, events, reads
+
+
+@pytest.mark.parametrize("case", list(FILES))
+async def test_applied_while_read_or_once_read_whole_the_same(catalog_pool: asyncpg.Pool, case: str) -> None:
+    xml, readings = FILES[case]
+    streamed, streamed_offers, streamed_events, reads = await _import(catalog_pool, xml, window=2)
+    whole, whole_offers, whole_events, once = await _import(catalog_pool, xml, window=None)
+    assert once == 1 and reads == readings, case
+    assert streamed == whole, case
+    assert streamed_offers == whole_offers and streamed_events == whole_events == len(whole_offers), case
+    assert whole["counts"]["created"] == len(whole_offers) >= 4  # the comparison was over imported offers
+
+
+async def test_an_offer_gets_every_dated_instance_however_far_after_it(catalog_pool: asyncpg.Pool) -> None:
+    _, offers, _, _ = await _import(catalog_pool, FILES["an instance far after its offer"][0], window=2)
+    assert offers["A"][2] == ["A-1", "A-2"]
+
+
+async def test_a_product_id_twice_is_refused_in_both_copies(catalog_pool: asyncpg.Pool) -> None:
+    report, offers, _, _ = await _import(catalog_pool, FILES["a PRODUCT_ID twice, far apart"][0], window=2)
+    assert "A" not in offers
+    assert [r["product_id"] for r in report["rejected"]] == ["A", "A"]
+
+
+KURSNET = Path(__file__).resolve().parents[3] / "shared/fixtures/openqcat/kursnet_export_real_anonymized.xml"
+
+
+async def test_each_event_carries_the_offer_as_it_reads_back(catalog_pool: asyncpg.Pool) -> None:
+    """An import's events are built from what it writes, not read back: they must say what a read
+    gives. The real KURSNET export (prices, places, dated instances), then a change of it."""
+    provider_id = uuid.uuid4()
+    first = KURSNET.read_bytes()
+    changed = first.replace(b"<TITLE>Umschulung", b"<TITLE>Neue Umschulung", 1)
+    assert changed != first
+    async with tenant_transaction(catalog_pool, TENANT) as conn:
+        await store.set_acting(conn, ACTING)
+        await conn.execute("INSERT INTO providers (id, tenant_id, name, emails) VALUES ($1, $2, 'cdemy', '{}')",
+                           provider_id, TENANT)
+        await conn.execute("INSERT INTO network_sharing (tenant_id, networks) VALUES ($1, '{hellweg-hochsauerland}')"
+                           " ON CONFLICT (tenant_id) DO NOTHING", TENANT)
+        for xml, expected in ((first, {"created": 2}), (changed, {"updated": 1, "unchanged": 1})):
+            report = await importing.import_catalogue(conn, ACTING, provider_id, openqcat.reader(io.BytesIO(xml)))
+            assert {k: v for k, v in report["counts"].items() if v} == expected
+        events = await conn.fetch(
+            "SELECT event_type, aggregate_key, payload FROM outbox WHERE aggregate_key IN"
+            " (SELECT id::text FROM offers WHERE provider_id = $1) ORDER BY id", provider_id)
+        assert [e["event_type"] for e in events] == [OFFER_PUBLISHED, OFFER_PUBLISHED, OFFER_UPDATED]
+        for event in events:
+            state = json.loads(event["payload"])
+            if event is events[-1] or event["aggregate_key"] != events[-1]["aggregate_key"]:
+                read = store.offer_state(await store.get_offer(conn, uuid.UUID(event["aggregate_key"])))
+                assert state == read
+        assert state["version"] == 2 and state["title"].startswith("Neue Umschulung")
+        assert state["visibility"]["networks"] == ["hellweg-hochsauerland"]
+        assert any(s["location"] for s in state["sessions"]) and state["price_eur"]
