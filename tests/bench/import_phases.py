@@ -1,0 +1,116 @@
+"""Where an open-Qcat import's time goes: one import of a generated file into the catalog bench's
+database (left by `make bench-catalog`, with its 1,000,000 offers), in this process and rolled back,
+so it can be repeated on the same offers. Prints the wall time, the CPU of this process and of its
+PostgreSQL backend, and the wall time of each kind of statement.
+
+    .venv/bin/python -m tests.bench.import_phases [--offers 20000] [--parse in-thread|apart]
+                                                  [--whole-first]
+
+``--parse apart`` parses in a process of its own, as the operators' command does; ``in-thread`` as
+the API does. ``--whole-first`` applies the file only once it is read whole (what the import falls
+back to when the file's order needs it). The offers are vacuumed before the import (a rolled-back
+import leaves its rows dead). A diagnosis: the figures the goals are judged on come from
+`make bench-catalog`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import asyncpg
+
+from deploy.local.stack import Stack
+from runtime.db import TENANT_SETTING, init_connection
+from services.catalog import importing, openqcat, store
+from services.catalog.bootstrap import CatalogSettings
+from services.catalog.domain import Acting
+from tests.bench.catalog import write_openqcat
+from tests.bench.catalog_data import TENANTS
+from tests.bench.flow import bench_config
+
+STATEMENTS = ("execute", "executemany", "fetch", "fetchval", "fetchrow", "copy_records_to_table")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def time_statements(spent: Counter) -> None:
+    """Count each statement's wall time by its first words (asyncpg's methods wrapped)."""
+    for name in STATEMENTS:
+        method = getattr(asyncpg.Connection, name)
+
+        async def timed(self, query, *args, _method=method, _name=name, **kwargs):
+            started = time.perf_counter()
+            try:
+                return await _method(self, query, *args, **kwargs)
+            finally:
+                spent[f"{_name} {' '.join(str(query).split())[:72]}"] += time.perf_counter() - started
+
+        setattr(asyncpg.Connection, name, timed)
+
+
+async def run(stack: Stack, path: Path, parse: str, window: int | None) -> None:
+    admin = await asyncpg.connect(stack.config.service_admin_url("catalog"))
+    try:
+        for table in ("offers", "offer_sessions", "outbox"):
+            await admin.execute(f"VACUUM {table}")
+        template = await admin.fetchval("SELECT id FROM providers ORDER BY id LIMIT 1")
+    finally:
+        await admin.close()
+    if template is None:
+        raise SystemExit("no catalog bench data: run `make bench-catalog` first")
+    os.environ.update(stack.service_env("catalog"))
+    conn = await asyncpg.connect(CatalogSettings().database_url)
+    await init_connection(conn)
+    spent: Counter = Counter()
+    try:
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+        transaction = conn.transaction()
+        await transaction.start()
+        await conn.execute("SELECT set_config($1, $2, true)", TENANT_SETTING, TENANTS[0])
+        acting = Acting(TENANTS[0], "operator-cli", None)
+        await store.set_acting(conn, acting)
+        provider_id = await conn.fetchval(
+            "INSERT INTO providers (id, tenant_id, name, emails) VALUES (gen_random_uuid(), $1, 'Import-Phasen',"
+            " '{}') RETURNING id", TENANTS[0])
+        with path.open("rb") as stream:
+            records = openqcat.ParsedApart(path) if parse == "apart" else openqcat.reader(stream)
+            time_statements(spent)
+            cpu, backend_cpu, started = time.process_time(), cpu_seconds(backend), time.perf_counter()
+            report = await importing.import_catalogue(conn, acting, provider_id, records, window=window)
+            wall = time.perf_counter() - started
+            cpu, backend_cpu = time.process_time() - cpu, cpu_seconds(backend) - backend_cpu
+        await transaction.rollback()
+    finally:
+        await conn.close()
+    offers = report["offers_in_file"]
+    print(f"{offers} offers ({parse}, {'whole first' if window is None else 'applied while read'}): "
+          f"{wall:.1f} s, {offers / wall:,.0f} offers/s; this process's CPU {cpu:.1f} s, PostgreSQL's "
+          f"{backend_cpu:.1f} s; {report['counts']}")
+    for statement, seconds in spent.most_common(10):
+        print(f"  {seconds:6.2f} s  {statement}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--offers", type=int, default=20_000)
+    parser.add_argument("--parse", choices=("apart", "in-thread"), default="apart")
+    parser.add_argument("--whole-first", action="store_true")
+    args = parser.parse_args()
+    stack = Stack(bench_config())
+    stack.ensure_postgres()
+    with tempfile.TemporaryDirectory() as workdir:
+        path = Path(workdir) / f"openqcat-{args.offers}.xml"
+        write_openqcat(path, args.offers)
+        asyncio.run(run(stack, path, args.parse, None if args.whole_first else importing.WINDOW))
+
+
+if __name__ == "__main__":
+    main()
