@@ -248,12 +248,13 @@ def test_the_operators_command_imports_a_large_file_and_shows_its_progress(platf
                                                                           ) -> None:
     """``python -m services.catalog.cli import-openqcat``, as an operator runs it with the service's
     settings: a file of 3,000 offers (more than the import applies while it still reads), parsed in a
-    process of its own; the progress line on standard error, the report as JSON on standard output,
-    and the offers searchable afterwards. Imported again, it changes nothing."""
+    process of its own; the progress line on standard error, the report as JSON on standard output.
+    Imported again, it changes nothing. As drafts: published, 3,000 offers would have this stack's
+    matching encode each of them while the tests after this one wait for it."""
     provider = _provider(platform, "Bildungswerk Kommandozeile")
     path = tmp_path / "gross.xml"
     write_openqcat(path, 3000)
-    command = [sys.executable, "-m", "services.catalog.cli", "import-openqcat", str(path),
+    command = [sys.executable, "-m", "services.catalog.cli", "import-openqcat", str(path), "--status", "draft",
                "--tenant", "westfaelisches-ruhrgebiet", "--provider-id", provider["id"]]
     env = os.environ | platform.stack.service_env("catalog")
     first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
@@ -262,12 +263,10 @@ def test_the_operators_command_imports_a_large_file_and_shows_its_progress(platf
     assert report["counts"]["created"] == 3000 and report["rejected"] == [], report["counts"]
     progress = first.stderr.rsplit("\r", 1)[-1]
     assert "(100% of the file)" in progress and "applied 3,000 of 3,000 offers" in progress, progress
-    with platform.client("catalog", USER) as api:
-        found = api.get("/v1/offers", params={"provider_id": provider["id"], "page_size": 1}).json()
-    assert (found["total"], found["total_exceeds"]) == (1000, True), found  # "more than 1,000"
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout)["counts"]["unchanged"] == 3000
+    assert json.loads(again.stdout)["counts"] == {"created": 0, "updated": 0, "unchanged": 3000, "deleted": 0,
+                                                   "rejected": 0}
 
 
 def test_the_operators_command_refuses_a_file_that_is_not_open_qcat(platform: Platform, tmp_path: Path) -> None:
