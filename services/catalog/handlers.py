@@ -11,11 +11,18 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from contracts import OFFER_UPDATED, OFFERS_TOPIC, PROVIDER_REGISTERED, PROVIDER_UPDATED, PROVIDERS_TOPIC
+from contracts import (
+    OFFER_UPDATED,
+    OFFER_WITHDRAWN,
+    OFFERS_TOPIC,
+    PROVIDER_REGISTERED,
+    PROVIDER_UPDATED,
+    PROVIDERS_TOPIC,
+)
 from runtime import audit, places
 from runtime.errors import Conflict, NotFound
 from runtime.events import Event
-from runtime.outbox import add_to_outbox
+from runtime.outbox import add_many_to_outbox, add_to_outbox
 from services.catalog import store
 from services.catalog.domain import (
     Acting,
@@ -218,6 +225,19 @@ async def withdraw_offer(conn: asyncpg.Connection, acting: Acting, offer_id: uui
         return store.offer_state(current)
     await store.set_offer_status(conn, acting.tenant, offer_id, "withdrawn")
     return await announce_offer(conn, acting.tenant, offer_id, current["status"])
+
+
+async def withdraw_offers(conn: asyncpg.Connection, tenant: str, offer_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """``withdraw_offer`` for many offers the caller has checked are the actor's (a replaced
+    catalogue): one update, one read, one outbox batch. Returns those withdrawn now."""
+    withdrawn = [r["id"] for r in await conn.fetch(
+        "UPDATE offers SET status = 'withdrawn', version = version + 1, updated_at = now()"
+        " WHERE id = ANY($1::uuid[]) AND status <> 'withdrawn' RETURNING id", offer_ids)]
+    events = [Event(OFFER_WITHDRAWN, SOURCE, tenant, state["id"], state)
+              for state in map(store.offer_state, await store.get_offers(conn, withdrawn))]
+    if events:
+        await add_many_to_outbox(conn, OFFERS_TOPIC, events)
+    return withdrawn
 
 
 # ---- search and the public view ----------------------------------------------------------------

@@ -359,14 +359,18 @@ class _Applier:
 
 async def _replace_rest(conn: asyncpg.Connection, acting: Acting, provider_id: uuid.UUID,
                         report: ImportReport) -> None:
-    """NEW_CATALOG is the provider's whole catalogue: what it no longer lists is withdrawn."""
+    """NEW_CATALOG is the provider's whole catalogue: what it no longer lists is withdrawn, a batch
+    at a time (one by one, a catalogue shrunk by 80,000 offers took 168 s)."""
     rows = await conn.fetch(
         "SELECT o.id, coalesce(o.external_id, o.id::text) AS product_id FROM offers o"
         " WHERE o.provider_id = $1 AND o.status <> 'withdrawn' AND NOT EXISTS"
-        " (SELECT 1 FROM import_staging s WHERE s.kind = 'offer' AND s.product_id = o.external_id)", provider_id)
-    for row in rows:
-        await handlers.withdraw_offer(conn, acting, row["id"])
-        report.count("deleted", row["product_id"])
+        " (SELECT 1 FROM import_staging s WHERE s.kind = 'offer' AND s.product_id = o.external_id)"
+        " ORDER BY o.id FOR UPDATE OF o", provider_id)
+    for start in range(0, len(rows), BATCH):
+        batch = rows[start:start + BATCH]
+        await handlers.withdraw_offers(conn, acting.tenant, [row["id"] for row in batch])
+        for row in batch:
+            report.count("deleted", row["product_id"])
 
 
 class _ReadAgain(Exception):

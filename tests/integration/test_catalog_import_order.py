@@ -16,7 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from contracts import OFFER_PUBLISHED, OFFER_UPDATED
+from contracts import OFFER_PUBLISHED, OFFER_UPDATED, OFFER_WITHDRAWN
 from runtime.db import tenant_transaction
 from services.catalog import importing, openqcat, store
 from services.catalog.domain import Acting
@@ -150,3 +150,27 @@ async def test_each_event_carries_the_offer_as_it_reads_back(catalog_pool: async
         assert state["version"] == 2 and state["title"].startswith("Neue Umschulung")
         assert state["visibility"]["networks"] == ["hellweg-hochsauerland"]
         assert any(s["location"] for s in state["sessions"]) and state["price_eur"]
+
+
+async def test_a_new_catalog_withdraws_what_it_no_longer_lists(catalog_pool: asyncpg.Pool) -> None:
+    """NEW_CATALOG is the provider's whole catalogue: its offers the next delivery leaves out are
+    withdrawn (here in batches of two), each with an OfferWithdrawn event saying so."""
+    provider_id = uuid.uuid4()
+    full = _file([_offer(f"K{n}", f"Kurs {n}", "2031-05-04") for n in range(5)])
+    shrunk = _file([_offer("K0", "Kurs 0", "2031-05-04")])
+    async with tenant_transaction(catalog_pool, TENANT) as conn:
+        await store.set_acting(conn, ACTING)
+        await conn.execute("INSERT INTO providers (id, tenant_id, name, emails) VALUES ($1, $2, 'Träger', '{}')",
+                           provider_id, TENANT)
+        await importing.import_catalogue(conn, ACTING, provider_id, openqcat.reader(io.BytesIO(full)))
+        report = await importing.import_catalogue(conn, ACTING, provider_id, openqcat.reader(io.BytesIO(shrunk)))
+        assert report["counts"]["unchanged"] == 1 and sorted(report["deleted"]) == ["K1", "K2", "K3", "K4"]
+        status = dict(await conn.fetch("SELECT external_id, status FROM offers WHERE provider_id = $1", provider_id))
+        assert status == {"K0": "published", "K1": "withdrawn", "K2": "withdrawn", "K3": "withdrawn",
+                          "K4": "withdrawn"}
+        withdrawn = await conn.fetch(
+            "SELECT o.external_id, x.payload FROM outbox x JOIN offers o ON x.aggregate_key = o.id::text"
+            " WHERE o.provider_id = $1 AND x.event_type = $2", provider_id, OFFER_WITHDRAWN)
+        assert sorted(w["external_id"] for w in withdrawn) == ["K1", "K2", "K3", "K4"]
+        assert all(json.loads(w["payload"])["status"] == "withdrawn" and json.loads(w["payload"])["version"] == 2
+                   for w in withdrawn)
