@@ -73,8 +73,8 @@ async def add_to_outbox(conn: asyncpg.Connection, topic: str, event: Event) -> i
 
 async def add_many_to_outbox(conn: asyncpg.Connection, topic: str, events: Sequence[Event]) -> None:
     """``add_to_outbox`` for many events of distinct aggregates at once (a batch of an import): the
-    same contract check and size limit for each, their sequences in one statement, the rows in one
-    pipelined round trip and one NOTIFY. Events of one aggregate in the batch go one by one."""
+    same contract check and size limit for each, their sequences in one statement, the rows in
+    another and one NOTIFY. Events of one aggregate in the batch go one by one."""
     if len({e.key for e in events}) != len(events):
         for event in events:
             await add_to_outbox(conn, topic, event)
