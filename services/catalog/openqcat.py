@@ -9,6 +9,7 @@ refused outright. Elements are freed as soon as their ``SERVICE`` is read, so me
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 import re
 from collections.abc import Callable, Iterator
@@ -259,20 +260,34 @@ class ParsedApart:
 
 def _parse_apart(path: str, parts: multiprocessing.Queue) -> None:
     """The parsing process: the file's records in parts with the position reached, then None."""
+    importer = os.getppid()
+
+    def hand_over(item: object) -> None:
+        # A full queue waits for the importer; an importer killed outright (SIGKILL: no chance to
+        # stop this process) would leave it waiting for good, so it ends once the importer is gone.
+        while True:
+            try:
+                parts.put(item, timeout=1)
+                return
+            except queue.Full:
+                if os.getppid() != importer:
+                    parts.cancel_join_thread()  # what is still buffered for the pipe has no reader
+                    raise SystemExit(0) from None
+
     try:
         with open(path, "rb") as stream:
             part: list[Record | str] = []
             for record in read(stream):
                 part.append(record)
                 if len(part) == PART:
-                    parts.put((stream.tell(), part))
+                    hand_over((stream.tell(), part))
                     part = []
-            parts.put((stream.tell(), part))
-        parts.put(None)
+            hand_over((stream.tell(), part))
+        hand_over(None)
     except UnreadableFile as exc:
-        parts.put(exc)
+        hand_over(exc)
     except OSError as exc:
-        parts.put(UnreadableFile(f"the file cannot be read: {exc}"))
+        hand_over(UnreadableFile(f"the file cannot be read: {exc}"))
 
 
 def read(stream: IO[bytes]) -> Iterator[Record | str]:
