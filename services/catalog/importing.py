@@ -100,11 +100,12 @@ class _Staging:
         self.offers: deque[int] | None = None  # while applying as it reads: offers staged, not yet applied
         self._parsing: asyncio.Future | None = None
 
-    async def create(self, *, indexed: bool) -> None:
+    async def create(self, *, applied_while_read: bool) -> None:
         await self.conn.execute(  # data as text: COPY has no binary jsonb here
             "CREATE TEMP TABLE import_staging (seq int PRIMARY KEY, kind text NOT NULL, product_id text NOT NULL,"
             " course_id text, place text NOT NULL, data text) ON COMMIT DROP")
-        if indexed:
+        if applied_while_read:  # its offers are read while it fills: indexed from the start
+            self.offers = deque()
             await self.index()
 
     async def index(self) -> None:
@@ -397,9 +398,7 @@ async def _import(conn: asyncpg.Connection, writing: _Writing, records: Iterator
     acting, provider = writing.acting, writing.provider
     applied_while_reading = 0
     try:
-        await staging.create(indexed=window is not None)
-        if window is not None:
-            staging.offers = deque()
+        await staging.create(applied_while_read=window is not None)
         while not staging.done:
             await staging.read_more()
             if window is None:

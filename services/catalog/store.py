@@ -187,15 +187,8 @@ def written_state(tenant: str, offer_id: uuid.UUID, body: OfferIn, version: int,
         session |= {"end": s.end and s.end.isoformat(), "location": None if place is None or place.lat is None else {
             "street": place.street, "zip": place.zip, "city": place.city, "lat": place.lat, "lon": place.lon}}
         sessions.append(session)
-    return offer_state({
-        "id": offer_id, "tenant_id": tenant, "provider_id": body.provider_id, "external_id": body.external_id,
-        "title": body.title, "description": body.description, "skills": body.skills, "esco_skills": body.esco_skills,
-        "occupation_codes": body.occupation_codes, "qualification": body.qualification.value,
-        "format": body.format.value, "schedule": body.schedule.value, "hours": body.hours, "price_eur": body.price_eur,
-        "funding": body.funding.model_dump(), "measure_number": body.measure_number, "url": body.url,
-        "sessions": sessions, "visibility_scope": body.visibility.scope,
-        "visibility_networks": body.visibility.networks, "network_shares": network_shares,
-        "language": body.language, "status": body.status, "version": version, "updated_at": updated_at})
+    return offer_state(_offer_record(tenant, offer_id, body, None) | {
+        "sessions": sessions, "network_shares": network_shares, "version": version, "updated_at": updated_at})
 
 
 def _session(session: dict[str, Any]) -> dict[str, Any]:
