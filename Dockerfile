@@ -15,7 +15,9 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY requirements.lock ./
-RUN pip wheel --no-cache-dir --require-hashes --wheel-dir /wheels -r requirements.lock
+# PyTorch's CPU build (torch==…+cpu in the lock) is on its own index, not on PyPI
+RUN pip wheel --no-cache-dir --require-hashes --extra-index-url https://download.pytorch.org/whl/cpu \
+      --wheel-dir /wheels -r requirements.lock
 COPY pyproject.toml ./
 COPY runtime ./runtime
 COPY contracts ./contracts

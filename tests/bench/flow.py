@@ -93,35 +93,53 @@ def broker_round_trip(bootstrap: str, count: int) -> list[float]:
     return samples
 
 
-class MemorySampler(threading.Thread):
-    """Peak resident memory per stack process (with its children: Celery's pool), from /proc."""
+class ProcessSampler(threading.Thread):
+    """Peak resident memory and CPU time per stack process (with its children: Celery's pool), from
+    /proc: what each process costs, so the run shows where a rate's cores go."""
 
     def __init__(self, stack: Stack) -> None:
         super().__init__(daemon=True)
-        self.stack, self.peak_mib, self.done = stack, {}, threading.Event()
+        self.stack, self.peak_mib, self.cpu_s, self.done = stack, {}, {}, threading.Event()
+        self._ticks = os.sysconf("SC_CLK_TCK")
 
-    @staticmethod
-    def _rss_by_group() -> dict[int, int]:
-        """Resident KiB summed per process group (each stack process leads its own group)."""
-        totals: dict[int, int] = {}
+    def _by_tree(self) -> dict[int, tuple[int, float]]:
+        """(resident KiB, CPU seconds) of each process with all its descendants: the postmaster (its
+        own session, under runuser) with its backends, Celery with its pool."""
+        own: dict[int, tuple[int, float]] = {}
+        children: dict[int, list[int]] = {}
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
                 continue
             try:
-                pgrp = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2])
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                cpu = (int(fields[11]) + int(fields[12])) / self._ticks
                 rss = next(int(line.split()[1]) for line in (proc / "status").read_text().splitlines()
                            if line.startswith("VmRSS:"))
             except (OSError, StopIteration, IndexError, ValueError):
                 continue  # gone meanwhile, or a kernel thread
-            totals[pgrp] = totals.get(pgrp, 0) + rss
-        return totals
+            own[int(proc.name)] = (rss, cpu)
+            children.setdefault(int(fields[1]), []).append(int(proc.name))
+
+        def total(pid: int) -> tuple[int, float]:
+            kib, seconds = own.get(pid, (0, 0.0))
+            for child in children.get(pid, []):
+                k, s = total(child)
+                kib, seconds = kib + k, seconds + s
+            return kib, seconds
+
+        return {process.pid: total(process.pid) for process in self.stack.processes.values()}
+
+    def sample(self) -> dict[str, float]:
+        """Each process's CPU seconds so far (and its peak memory updated)."""
+        totals, cpu = self._by_tree(), {}
+        for name, process in list(self.stack.processes.items()):
+            kib, cpu[name] = totals.get(process.pid, (0, 0.0))
+            self.peak_mib[name] = max(self.peak_mib.get(name, 0), kib / 1024)
+        return cpu
 
     def run(self) -> None:
         while not self.done.wait(2):
-            totals = self._rss_by_group()
-            for name, process in list(self.stack.processes.items()):
-                mib = totals.get(process.pid, 0) / 1024
-                self.peak_mib[name] = max(self.peak_mib.get(name, 0), mib)
+            self.sample()
 
 
 def start_replicas(stack: Stack, replicas: int) -> None:
@@ -225,8 +243,9 @@ def run(platform: Platform, rate: float, seconds: float, replicas: int) -> None:
                     mailed[offer_id] = min(mailed.get(offer_id, float("inf")), path.stat().st_mtime)
             time.sleep(0.02)
 
-    memory = MemorySampler(platform.stack)
-    memory.start()
+    processes = ProcessSampler(platform.stack)
+    cpu_before = processes.sample()
+    processes.start()
     poller = threading.Thread(target=poll_mail, daemon=True)
     poller.start()
     print(f"publishing {offers} offers at {rate:.0f}/s for {seconds:.0f} s, {replicas} of each consumer/worker …",
@@ -266,7 +285,8 @@ def run(platform: Platform, rate: float, seconds: float, replicas: int) -> None:
     while time.time() < deadline and len(mailed) < offers:
         time.sleep(0.5)
     done.set()
-    memory.done.set()
+    processes.done.set()
+    cpu_used = {name: seconds - cpu_before.get(name, 0.0) for name, seconds in processes.sample().items()}
 
     matched = asyncio.run(_match_times(platform.config))
     order.sort(key=posted.get)
@@ -287,7 +307,9 @@ def run(platform: Platform, rate: float, seconds: float, replicas: int) -> None:
     print(f"broker produce -> consume (floor)           {percentiles(floor)}")
     print(f"mail p50 first fifth {fifth_p50(mailed, first):.0f} ms, last fifth {fifth_p50(mailed, last):.0f} ms "
           f"({'backlog grows' if fifth_p50(mailed, last) > 2 * fifth_p50(mailed, first) + 500 else 'held'})")
-    print("peak memory (MiB): " + ", ".join(f"{n} {m:.0f}" for n, m in sorted(memory.peak_mib.items())))
+    print("peak memory (MiB): " + ", ".join(f"{n} {m:.0f}" for n, m in sorted(processes.peak_mib.items())))
+    print(f"CPU per offer (ms, from the first POST to the last mail, {len(posted)} offers): " + ", ".join(
+        f"{n} {s / max(1, len(posted)) * 1000:.1f}" for n, s in sorted(cpu_used.items(), key=lambda x: -x[1])))
     if len(to_match) < offers or len(to_mail) < offers:
         raise SystemExit(f"incomplete: {len(to_match)} matched, {len(to_mail)} mailed of {offers}")
 
