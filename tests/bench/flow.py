@@ -244,7 +244,7 @@ def run(platform: Platform, rate: float, seconds: float, replicas: int) -> None:
             time.sleep(0.02)
 
     processes = ProcessSampler(platform.stack)
-    cpu_before = processes.sample()
+    cpu_before, own_cpu_before = processes.sample(), time.process_time()
     processes.start()
     poller = threading.Thread(target=poll_mail, daemon=True)
     poller.start()
@@ -287,6 +287,7 @@ def run(platform: Platform, rate: float, seconds: float, replicas: int) -> None:
     done.set()
     processes.done.set()
     cpu_used = {name: seconds - cpu_before.get(name, 0.0) for name, seconds in processes.sample().items()}
+    cpu_used["the bench itself (senders, mail poller)"] = time.process_time() - own_cpu_before
 
     matched = asyncio.run(_match_times(platform.config))
     order.sort(key=posted.get)
