@@ -34,6 +34,9 @@ TRANSIENT_DATABASE_ERRORS = (
 )
 
 EventHandler = Callable[[asyncpg.Connection, Event], Awaitable[None]]
+# Called with a polled batch's events before they are handled one by one, outside any transaction:
+# work several events share done once (matching encodes the new offers' texts together).
+BatchPreparer = Callable[[list[Event]], Awaitable[None]]
 
 
 async def apply_if_newer(conn: asyncpg.Connection, consumer: str, aggregate: str, sequence: int | None) -> bool:
@@ -65,8 +68,10 @@ class EventConsumer:
         max_attempts: int = 5,
         retry_delay: float = 0.2,
         ordered_topics: Collection[str] = STATE_TOPICS,
+        prepare: BatchPreparer | None = None,
     ) -> None:
         self.name = name
+        self._prepare = prepare
         self._pool = pool
         self._handlers = handlers
         self._consumer_factory = consumer_factory
@@ -101,6 +106,8 @@ class EventConsumer:
     async def _consume(self, consumer: KafkaConsumer) -> None:
         while not self._stopping.is_set():
             batch = await asyncio.to_thread(consumer.poll, 200)
+            if self._prepare is not None and batch:
+                await self._prepare_batch([record for records in batch.values() for record in records])
             for tp, records in batch.items():
                 for record in records:
                     await self.process(record)
@@ -108,6 +115,21 @@ class EventConsumer:
                 await asyncio.to_thread(
                     consumer.commit, {TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(last + 1, "", -1)}
                 )
+
+    async def _prepare_batch(self, records: list[ConsumerRecord]) -> None:
+        """Only a head start: an event the preparer cannot read is left to ``process`` (which
+        dead-letters it), and a failure of the preparer is logged, the events then handled alone."""
+        events = []
+        for record in records:
+            try:
+                events.append(Event.from_record(record.key, record.value, record.headers))
+            except InvalidEvent:
+                continue
+        try:
+            await self._prepare(events)
+        except Exception:
+            log.exception("preparing a batch of %d events failed; handling them one by one", len(events),
+                          extra={"consumer": self.name})
 
     async def process(self, record: ConsumerRecord) -> None:
         try:

@@ -22,7 +22,7 @@ import httpx
 from runtime import metrics
 from runtime.auth import TokenVerifier
 from runtime.db import create_pool, pending_migrations
-from runtime.inbox import EventConsumer, EventHandler
+from runtime.inbox import BatchPreparer, EventConsumer, EventHandler
 from runtime.kafka import create_consumer, create_producer
 from runtime.loops import ListeningLoop
 from runtime.outbox import OutboxRelay
@@ -36,6 +36,7 @@ class ConsumerSpec:
     group: str
     topics: list[str]
     handlers: dict[str, EventHandler]
+    prepare: BatchPreparer | None = None  # each polled batch's events, before they are handled
 
 
 @dataclass
@@ -83,6 +84,7 @@ class ServiceRuntime:
                 name=spec.group, pool=self.pool, handlers=spec.handlers,
                 consumer_factory=lambda spec=spec: create_consumer(s, spec.group, spec.topics),
                 producer_factory=lambda: create_producer(s), max_attempts=s.consumer_max_attempts,
+                prepare=spec.prepare,
             )
             self.consumers.append(consumer)
             self._tasks.append(asyncio.create_task(consumer.run(), name=f"consumer-{spec.group}"))

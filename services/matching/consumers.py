@@ -13,7 +13,7 @@ from contracts import (
 )
 from runtime.service import ConsumerSpec
 from runtime.tenancy import TENANT_HANDLERS
-from services.matching.handlers import offer_changed, provider_changed
+from services.matching.handlers import offer_changed, prepare_offers, provider_changed
 
 CONSUMERS = [
     ConsumerSpec(
@@ -22,5 +22,6 @@ CONSUMERS = [
         handlers={OFFER_PUBLISHED: offer_changed, OFFER_UPDATED: offer_changed, OFFER_WITHDRAWN: offer_changed,
                   PROVIDER_REGISTERED: provider_changed, PROVIDER_UPDATED: provider_changed,
                   **TENANT_HANDLERS},
+        prepare=prepare_offers,
     )
 ]

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+BATCH_WINDOWS = 8  # windows run together (more gained little: 16 took 15 ms an offer as 8 did)
 QK = 32  # weights per 4-bit block: an fp16 scale and 16 bytes of nibbles
 _BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])
 _META = "\u2581"  # SentencePiece's word-start marker
@@ -211,7 +212,7 @@ class TorchE5:
             return layer
 
         self._embedding_norm = norm("emb.ln", torch.float32)
-        self._layers = torch.nn.Sequential(*[
+        self._layers = torch.nn.ModuleList([
             _Layer(linear((f"l{n}.q", f"l{n}.k", f"l{n}.v"), h, h), linear((f"l{n}.ao",), h, h),
                    norm(f"l{n}.aln", self.dtype), linear((f"l{n}.fi",), shape.ffn, h),
                    linear((f"l{n}.fo",), h, shape.ffn), norm(f"l{n}.oln", self.dtype), shape.heads)
@@ -221,23 +222,43 @@ class TorchE5:
         return self.tokenizer.content_ids(f"{kind}: {text}")
 
     def encode(self, texts: list[str], is_query: bool) -> np.ndarray:
-        """L2-normalised vectors ``[len(texts), 384]``, one text after another."""
+        """L2-normalised vectors ``[len(texts), 384]``. Several texts are run together, up to
+        ``BATCH_WINDOWS`` windows of similar length at once: a batch of eight offers took 15 ms an
+        offer on one core against 23 one at a time (bigger products for the matrix units)."""
         kind = "query" if is_query else "passage"
-        return np.stack([self._encode_one(self.token_ids(t, kind)) for t in texts])
-
-    def _encode_one(self, content: list[int]) -> np.ndarray:
         window = self.shape.positions - 2
-        total, weight = np.zeros(self.shape.hidden, dtype=np.float64), 0
+        windows = []  # (text, content tokens of one window)
+        for i, text in enumerate(texts):
+            content = self.token_ids(text, kind)
+            windows += [(i, content[start:start + window]) for start in range(0, max(1, len(content)), window)]
+        totals = np.zeros((len(texts), self.shape.hidden), dtype=np.float64)
+        weights = np.zeros(len(texts))
+        windows.sort(key=lambda w: len(w[1]))  # similar lengths together: little padding
         with torch.inference_mode():
-            for start in range(0, max(1, len(content)), window):
-                part = content[start:start + window]
-                ids = np.array([self._bos, *part, self._eos])
-                x = torch.from_numpy(dequantize(self._words[ids])) + self._position_type[:len(ids)]
-                x = self._layers(self._embedding_norm(x).to(self.dtype)).float()
-                total += max(1, len(part)) * x.mean(dim=0).numpy()
-                weight += max(1, len(part))
-        vector = (total / weight).astype(np.float32)
-        return vector / max(float(np.linalg.norm(vector)), 1e-12)
+            for first in range(0, len(windows), BATCH_WINDOWS):
+                batch = windows[first:first + BATCH_WINDOWS]
+                means = self._window_means([part for _, part in batch])
+                for (i, part), mean in zip(batch, means, strict=True):
+                    totals[i] += max(1, len(part)) * mean  # windows averaged by their token counts
+                    weights[i] += max(1, len(part))
+        vectors = (totals / weights[:, None]).astype(np.float32)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+    def _window_means(self, parts: list[list[int]]) -> np.ndarray:
+        """The mean over its tokens of each window's last hidden states, ``<s>`` and ``</s>`` included."""
+        lengths = [len(part) + 2 for part in parts]
+        longest = max(lengths)
+        ids = np.zeros((len(parts), longest), dtype=np.int64)  # padding: any piece, masked below
+        for row, part in enumerate(parts):
+            ids[row, :len(part) + 2] = [self._bos, *part, self._eos]
+        x = torch.from_numpy(dequantize(self._words[ids.reshape(-1)])).view(len(parts), longest, -1)
+        x = self._embedding_norm(x + self._position_type[:longest]).to(self.dtype)
+        real = torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]  # [windows, tokens]
+        attend = None if min(lengths) == longest else real[:, None, None, :]  # keys: the real tokens only
+        for layer in self._layers:
+            x = layer(x, attend)
+        x = x.float() * real[:, :, None]
+        return (x.sum(dim=1) / torch.tensor(lengths, dtype=torch.float32)[:, None]).numpy()
 
 
 def _native_bfloat16() -> bool:
@@ -257,9 +278,11 @@ class _Layer(torch.nn.Module):
         self.up, self.down, self.output_norm = up, down, output_norm
         self.heads = heads
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens, hidden = x.shape
-        q, k, v = self.qkv(x).view(tokens, 3, self.heads, hidden // self.heads).permute(1, 2, 0, 3)
-        context = F.scaled_dot_product_attention(q, k, v).permute(1, 0, 2).reshape(tokens, hidden)
-        x = self.attention_norm(x + self.out(context))
+    def forward(self, x: torch.Tensor, attend: torch.Tensor | None) -> torch.Tensor:
+        """``x``: [windows, tokens, hidden]; ``attend``: which keys each window's tokens may attend to
+        (its own, not the padding), or None where no window is padded."""
+        windows, tokens, hidden = x.shape
+        q, k, v = self.qkv(x).view(windows, tokens, 3, self.heads, hidden // self.heads).permute(2, 0, 3, 1, 4)
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask=attend)
+        x = self.attention_norm(x + self.out(context.transpose(1, 2).reshape(windows, tokens, hidden)))
         return self.output_norm(x + self.down(F.gelu(self.up(x))))

