@@ -53,9 +53,11 @@ eval-offline: install
 # bench-portal right after bench-catalog: it searches the offers bench-catalog loaded (make runs these in order)
 bench: bench-pipeline bench-encoder bench-catalog bench-portal bench-mail bench-matching
 
-# Sustained offers through all four services (see BENCHMARKS.md); RATE, SECONDS, REPLICAS to vary.
+# Sustained offers through all four services (see BENCHMARKS.md); RATE, SECONDS, REPLICAS to vary;
+# then how fast matching drains a backlog of BACKLOG offers published while it was stopped.
 bench-pipeline: install
 	$(PY) -m tests.bench.flow --rate $(or $(RATE),20) --seconds $(or $(SECONDS),60) --replicas $(or $(REPLICAS),1)
+	$(PY) -m tests.bench.flow --backlog $(or $(BACKLOG),1000)
 
 # What the sentence encoder costs per offer and demand text: the bound on the pipeline's offers per second.
 bench-encoder: install

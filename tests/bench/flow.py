@@ -13,7 +13,11 @@ file at the SMTP sink (its mtime); p50/p99 over the run and over its first and l
 fifth much slower than the first means a growing backlog: the rate is not held). It samples each
 process's resident memory, and in the same run, on the same broker, measures the floor: the broker's
 own produce -> consume round trip. ``--replicas 2`` runs two matching and two notifications
-processes (consumers in the same groups) and two Celery workers."""
+processes (consumers in the same groups) and two Celery workers.
+
+``--backlog N``: how fast matching catches up, as after an import or an outage. Its process is
+stopped (SIGSTOP), N offers are published, it is let go on (SIGCONT), and the bench times until every
+offer's match is committed: offers per second drained, and matching's CPU per offer."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import argparse
 import asyncio
 import email
 import os
+import signal
 import statistics
 import sys
 import threading
@@ -165,6 +170,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the load lasts")
     parser.add_argument("--replicas", type=int, default=1, choices=(1, 2),
                         help="matching and notifications processes, and Celery workers")
+    parser.add_argument("--backlog", type=int, default=0,
+                        help="instead of a steady rate: this many offers published while matching is stopped")
     args = parser.parse_args()
 
     # the matching processes share this machine's cores as pods share a node: each its part for encoding
@@ -180,7 +187,10 @@ def main() -> None:
     try:
         stack.start()
         start_replicas(stack, args.replicas)
-        run(Platform(stack), args.rate, args.seconds, args.replicas)
+        if args.backlog:
+            drain(Platform(stack), args.backlog)
+        else:
+            run(Platform(stack), args.rate, args.seconds, args.replicas)
     finally:
         stack.stop_all()
 
@@ -313,6 +323,38 @@ def run(platform: Platform, rate: float, seconds: float, replicas: int) -> None:
         f"{n} {s / max(1, len(posted)) * 1000:.1f}" for n, s in sorted(cpu_used.items(), key=lambda x: -x[1])))
     if len(to_match) < offers or len(to_mail) < offers:
         raise SystemExit(f"incomplete: {len(to_match)} matched, {len(to_mail)} mailed of {offers}")
+
+
+def drain(platform: Platform, offers: int) -> None:
+    demands_needed = max(3, -(-offers // PER_DEMAND))
+    print(f"setting up {3 * PER_DEMAND} providers and {demands_needed} demands …", flush=True)
+    providers, _ = setup(platform, demands_needed)
+    matching = platform.stack.processes["matching"]
+    processes = ProcessSampler(platform.stack)
+    os.kill(matching.pid, signal.SIGSTOP)
+    try:
+        print(f"matching stopped; publishing {offers} offers …", flush=True)
+        with httpx.Client(base_url=platform.config.url("catalog"), timeout=30) as client:
+            for i in range(offers):
+                tenant, body = offer_for(i, providers, demands_needed)
+                client.post("/v1/offers", json=body, headers={
+                    "Authorization": f"Bearer {platform.token(f'{tenant}-provider')}"}).raise_for_status()
+        time.sleep(2)  # the relay's last batch on the broker
+    finally:
+        cpu_before = processes.sample()["matching"]
+        started = time.time()
+        os.kill(matching.pid, signal.SIGCONT)
+    print("matching let go on; waiting for every match …", flush=True)
+    matched = 0
+    while time.time() < started + 600 and matched < offers:
+        time.sleep(0.5)
+        matched = len(asyncio.run(_match_times(platform.config)))
+    took = time.time() - started
+    cpu = processes.sample()["matching"] - cpu_before
+    print(f"\nbacklog of {offers} offers drained by one matching process in {took:.1f} s: "
+          f"{matched / took:.1f} offers/s, matching's CPU {cpu / max(1, matched) * 1000:.1f} ms per offer")
+    if matched < offers:
+        raise SystemExit(f"incomplete: {matched} of {offers} matched")
 
 
 async def _accepts(config: StackConfig) -> bool:
