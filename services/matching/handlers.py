@@ -95,8 +95,6 @@ _prepared = PreparedVectors()
 
 
 def _encode(text: str, kind: str) -> np.ndarray:
-    if kind == "passage" and (vector := _prepared.take(_text_hash(text))) is not None:
-        return vector
     vector = relevance.load_encoder().encode([text], kind)[0]
     return from_bytes(to_bytes(vector))  # as stored: every replica ranks with the same numbers
 
@@ -104,8 +102,9 @@ def _encode(text: str, kind: str) -> np.ndarray:
 async def prepare_offers(events: list[Event]) -> None:
     """Encode the texts of a polled batch's new offers together, before their events are handled:
     a batch of eight took 15 ms an offer on one core against 23 one at a time (``e5.TorchE5.encode``),
-    which is what matching's backlog after an import, or under load, drains at. Only offers
-    published (not changed): an update's text is mostly the one its offer has a vector for already."""
+    which is what matching's backlog after an import, or under load, drains at. ``offer_changed``
+    takes each vector by its text's digest. Only offers published (not changed): an update's text is
+    mostly the one its offer has a vector for already."""
     texts: dict[str, str] = {}
     for event in events:
         if event.type != OFFER_PUBLISHED:
@@ -587,9 +586,10 @@ async def offer_changed(conn: asyncpg.Connection, event: Event) -> None:
     text = relevance.offer_text(offer)
     digest = _text_hash(text)
     stored = await store.vector_hash(conn, offer["id"])
-    vector = None
     if stored != digest:
-        vector = await asyncio.to_thread(_encode, text, "passage")
+        vector = _prepared.take(digest)
+        if vector is None:
+            vector = await asyncio.to_thread(_encode, text, "passage")
     else:
         raw = (await store.stored_vectors(conn, [offer["id"]]))[offer["id"]]
         vector = from_bytes(raw)

@@ -77,3 +77,31 @@ async def test_a_better_offer_judged_alone_takes_the_weakest_matchs_place(matchi
         shown = {r["offer_id"] for r in await conn.fetch(
             "SELECT offer_id::text FROM provider_matches WHERE demand_id = $1", uuid.UUID(demand["id"]))}
     assert better["id"] in shown and dropped not in shown
+
+
+async def test_offers_encoded_ahead_with_their_batch_are_not_encoded_again(matching_pool: asyncpg.Pool,
+                                                                           monkeypatch) -> None:
+    """The consumer's preparer encodes a batch's new offers together; handling each event then takes
+    that vector (the encoder is not asked again) and keeps it as the offer's."""
+    from services.matching import relevance, store
+    from services.matching.index import from_bytes
+
+    pool = matching_pool
+    offers = [_offer(description=f"Gabelstapler sicher fahren, Teil {n}: Theorie, Praxis und Prüfung.",
+                     sessions=[{"start": future(40), "location": HERE}]) for n in (1, 2)]
+    monkeypatch.setattr(handlers, "_prepared", handlers.PreparedVectors())
+    await handlers.prepare_offers([Event(OFFER_PUBLISHED, "catalog", "lueneburg", o["id"], o) for o in offers])
+    ahead = {o["id"]: handlers._prepared._vectors[handlers._text_hash(relevance.offer_text(o))] for o in offers}
+
+    class Refusing:
+        def encode(self, texts, kind):
+            raise AssertionError(f"encoded again: {texts}")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(relevance, "load_encoder", Refusing)
+        for offer in offers:
+            await _publish(pool, offer)
+    async with tenant_transaction(pool, "lueneburg") as conn:
+        kept = await store.stored_vectors(conn, list(ahead))
+    assert {i: from_bytes(v).tolist() for i, v in kept.items()} == {i: v.tolist() for i, v in ahead.items()}
+    assert len(handlers._prepared._vectors) == 0  # each taken once

@@ -110,8 +110,8 @@ def test_texts_encoded_together_equal_each_encoded_alone(engines, vectors) -> No
 
 async def test_a_batch_of_new_offers_is_encoded_ahead_and_each_vector_taken_once() -> None:
     """matching's preparer (services/matching/handlers.prepare_offers): the new offers of a polled
-    batch encoded together; handling each event then takes its vector instead of encoding again,
-    and a vector equal to the one encoding alone gives."""
+    batch encoded together, each vector taken once, equal to the one encoding alone gives (that
+    handling the event takes it: tests/integration/test_matching_places.py)."""
     from contracts import OFFER_PUBLISHED, OFFER_UPDATED
     from runtime.events import Event
     from services.matching import handlers
@@ -125,7 +125,7 @@ async def test_a_batch_of_new_offers_is_encoded_ahead_and_each_vector_taken_once
 
     texts = [relevance.offer_text(o) for o in offers]
     assert [handlers._text_hash(t) in handlers._prepared for t in texts] == [True, True, False]
-    ahead = handlers._encode(texts[0], "passage")
+    ahead = handlers._prepared.take(handlers._text_hash(texts[0]))
     assert handlers._text_hash(texts[0]) not in handlers._prepared  # taken once
     alone = handlers._encode(texts[0], "passage")
     assert float(ahead @ alone) > 0.9999
