@@ -154,24 +154,22 @@ class ModelFile:
         self.tokenizer = Tokenizer(pieces, scores, unk, normalise)
         (n_tensors,) = struct.unpack_from("<i", buf, at)
         at += 4
-        self._tensors: dict[str, tuple[int, int]] = {}
+        self._tensors: dict[str, int] = {}  # name: where its values start
         for _ in range(n_tensors):
             (name_len,) = struct.unpack_from("<H", buf, at)
             at += 2
             name = bytes(buf[at:at + name_len]).decode()[:23]
             at += name_len + 1  # the name, then its type (known here by name)
-            count, offset, _nbytes = struct.unpack_from("<IQQ", buf, at)
+            _count, offset, _nbytes = struct.unpack_from("<IQQ", buf, at)
             at += 20
-            self._tensors[name] = (offset, count)
+            self._tensors[name] = offset
 
     def floats(self, name: str, *shape: int) -> np.ndarray:
-        offset, _ = self._tensors[name]
-        return np.frombuffer(self._map, "<f4", int(np.prod(shape)), offset).reshape(shape).copy()
+        return np.frombuffer(self._map, "<f4", int(np.prod(shape)), self._tensors[name]).reshape(shape).copy()
 
     def blocks(self, name: str, rows: int, columns: int) -> np.ndarray:
         """A 4-bit matrix's blocks, mapped, not copied: ``[rows, columns/32]``."""
-        offset, _ = self._tensors[name]
-        return np.frombuffer(self._map, _BLOCK, rows * columns // QK, offset).reshape(rows, columns // QK)
+        return np.frombuffer(self._map, _BLOCK, rows * columns // QK, self._tensors[name]).reshape(rows, columns // QK)
 
 
 class TorchE5:

@@ -104,7 +104,7 @@ class ProcessSampler(threading.Thread):
 
     def __init__(self, stack: Stack) -> None:
         super().__init__(daemon=True)
-        self.stack, self.peak_mib, self.cpu_s, self.done = stack, {}, {}, threading.Event()
+        self.stack, self.peak_mib, self.done = stack, {}, threading.Event()
         self._ticks = os.sysconf("SC_CLK_TCK")
 
     def _by_tree(self) -> dict[int, tuple[int, float]]:
@@ -199,23 +199,22 @@ def _day(n: int) -> str:
     return (date.today() + timedelta(days=30 + n)).isoformat()
 
 
-def setup(platform: Platform, demands_needed: int) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
-    """Providers (PER_DEMAND per tenant) and demands, each on a day of its own."""
+def setup(platform: Platform, offers: int) -> tuple[dict[str, list[str]], int]:
+    """Providers (PER_DEMAND per tenant) and as many demands as ``offers`` offers need, each on a day of
+    its own; answers the providers by tenant and the number of demands."""
+    demands = max(3, -(-offers // PER_DEMAND))
+    print(f"setting up {3 * PER_DEMAND} providers and {demands} demands …", flush=True)
     providers: dict[str, list[str]] = {}
     for tenant in TENANTS:
         with platform.client("catalog", f"{tenant}-provider") as api:
             providers[tenant] = [api.post("/v1/providers", json={
                 "name": f"Bench-Akademie {tenant} {p}", "emails": [f"bench{p}@{tenant}.example"]}).json()["id"]
                 for p in range(PER_DEMAND)]
-    demands: list[tuple[str, str]] = []  # (tenant, demand id), demand k on day k
     clients = {t: platform.client("matching", f"{t}-employer") for t in TENANTS}
-    for k in range(demands_needed):
-        tenant = TENANTS[k % 3]
+    for k in range(demands):  # demand k on day k
         body = demand_body(title=f"Gabelstapler-Ausbildung für Lagerhelfer ({k})", max_distance_km=1000,
                            start_from=_day(k), start_to=_day(k))
-        response = clients[tenant].post("/v1/demands", json=body)
-        response.raise_for_status()
-        demands.append((tenant, response.json()["id"]))
+        clients[TENANTS[k % 3]].post("/v1/demands", json=body).raise_for_status()
     return providers, demands
 
 
@@ -232,9 +231,7 @@ def offer_for(i: int, providers: dict[str, list[str]], demands: int) -> tuple[st
 
 def run(platform: Platform, rate: float, seconds: float, replicas: int) -> None:
     offers = int(rate * seconds)
-    demands_needed = max(3, -(-offers // PER_DEMAND))
-    print(f"setting up {3 * PER_DEMAND} providers and {demands_needed} demands …", flush=True)
-    providers, demands = setup(platform, demands_needed)
+    providers, demands_needed = setup(platform, offers)
 
     posted: dict[str, float] = {}
     order: list[str] = []
@@ -326,9 +323,7 @@ def run(platform: Platform, rate: float, seconds: float, replicas: int) -> None:
 
 
 def drain(platform: Platform, offers: int) -> None:
-    demands_needed = max(3, -(-offers // PER_DEMAND))
-    print(f"setting up {3 * PER_DEMAND} providers and {demands_needed} demands …", flush=True)
-    providers, _ = setup(platform, demands_needed)
+    providers, demands_needed = setup(platform, offers)
     matching = platform.stack.processes["matching"]
     processes = ProcessSampler(platform.stack)
     os.kill(matching.pid, signal.SIGSTOP)

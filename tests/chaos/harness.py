@@ -24,7 +24,7 @@ import httpx
 
 from deploy.local.stack import ROOT, SERVICES, Stack, StackConfig, port_open, stack_slot, wait_for
 from runtime.outbox import resend_since as outbox_resend
-from tests.bench.flow import PER_DEMAND, TENANTS, offer_for, setup
+from tests.bench.flow import TENANTS, offer_for, setup
 from tests.platform import Platform
 
 # Shorter retry waits than production's 5 s .. 30 min, so that a 60 s SMTP refusal is caught up within
@@ -82,7 +82,7 @@ class ChaosRun:
         self._stop_load = threading.Event()
         self._started = time.monotonic()
         # room for 120 (short) or 600 matches, each offer making one until the demands are full
-        self.demands = -(-(120 if short else 600) // PER_DEMAND)
+        self.matches = 120 if short else 600
 
     # ---- the stack ----------------------------------------------------------------------------
 
@@ -119,13 +119,13 @@ class ChaosRun:
     def seed(self) -> None:
         # As the pipeline bench: each offer relevant to one demand of another tenant, from a provider
         # that demand has not heard of yet, so that each offer makes one match and one mail.
-        self._providers, self._demands = setup(self.platform, self.demands)
+        self._providers, self._demands = setup(self.platform, self.matches)
 
     def _load(self) -> None:
         clients = {t: self.platform.client("catalog") for t in TENANTS}
         started, n = time.monotonic(), 0
         while not self._stop_load.is_set():
-            tenant, body = offer_for(n, self._providers, len(self._demands))
+            tenant, body = offer_for(n, self._providers, self._demands)
             body["external_id"] = f"chaos-{n}"
             try:
                 response = clients[tenant].post("/v1/offers", json=body, timeout=5, headers={
