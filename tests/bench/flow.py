@@ -2,7 +2,8 @@
 
 Offers are published across the three tenants at a fixed rate for ``--seconds`` (default 60) while
 demands of the other tenants are open. Each offer is relevant to exactly one open demand of another
-tenant (same topic, its only session starts on that demand's own day), and each demand hears of as
+tenant (same topic, its only session starts on that demand's own day; each offer's text drawn for it
+from sentences of forklift courses, as long as real offers' texts), and each demand hears of as
 many offers as it may have matches, each from a different provider: every offer makes one match and
 one mail, also under the rules that a provider hears of a demand once and a demand's matches are
 bounded (``relevance.MAX_MATCHES_PER_DEMAND``).
@@ -25,6 +26,7 @@ import argparse
 import asyncio
 import email
 import os
+import random
 import signal
 import statistics
 import sys
@@ -218,13 +220,46 @@ def setup(platform: Platform, offers: int) -> tuple[dict[str, list[str]], int]:
     return providers, demands
 
 
+# Offers as providers write them: a forklift course in the words of one of many providers, 80–140
+# tokens for the encoder (the evaluation sets' offers have 119 on average), each offer's text drawn
+# for it. One short text for every offer, as before, cost the encoder a third of a real offer.
+TITLES = ["Staplerschein: Flurförderzeuge sicher führen", "Gabelstapler-Führerschein",
+          "Ausbildung zum Gabelstaplerfahrer", "Staplerfahrer-Ausbildung mit Prüfung",
+          "Flurförderzeugführer nach DGUV Grundsatz 308-001",
+          "Gabelstapler fahren: Theorie und Praxis"]
+SKILLS = ["DGUV 308-001", "Ladungssicherung", "Lagerlogistik", "Staplerschein", "Arbeitssicherheit", "Schubmaststapler"]
+WHAT = ["Ausbildung zum Gabelstaplerfahrer nach DGUV Grundsatz 308-001 mit Prüfung.",
+        "Sie lernen, Gabelstapler und andere Flurförderzeuge sicher zu führen und zu beladen.",
+        "Der Lehrgang vermittelt Theorie und Praxis des Staplerfahrens bis zum Fahrausweis.",
+        "Rechtliche Grundlagen, Standsicherheit des Staplers, Lastdiagramm und Ladungssicherung, dann"
+        " Fahrübungen auf dem Übungsgelände.",
+        "Für Beschäftigte in Lager und Logistik, die Gabelstapler im Betrieb führen sollen."]
+HOW = ["Die Teilnehmenden arbeiten an praxisnahen Aufgaben aus dem Betriebsalltag.",
+       "Kleine Gruppen und erfahrene Dozentinnen und Dozenten sichern den Lernerfolg.",
+       "Der Lehrgang ist nach AZAV zugelassen und mit Bildungsgutschein förderbar.",
+       "Beschäftigte können über das Qualifizierungschancengesetz gefördert werden.",
+       "Geübt wird mit Front- und Schubmaststaplern auf unserem Übungsgelände.",
+       "Am Ende stehen eine theoretische und eine praktische Prüfung; der Fahrausweis wird sofort ausgestellt.",
+       "Die Unterweisung nach DGUV Vorschrift 68 ist enthalten.",
+       "Arbeitskleidung und Sicherheitsschuhe bringen Sie bitte selbst mit."]
+
+
+def offer_text_for(i: int) -> dict:
+    """Title, skills and description of offer i (the same for the same i)."""
+    draw = random.Random(i)
+    what, how = draw.sample(WHAT, 2), draw.sample(HOW, draw.randint(2, 4))
+    skills = ["Gabelstapler", "Flurförderzeuge", *draw.sample(SKILLS, draw.randint(0, 2))]  # as the demand names them
+    return {"title": draw.choice(TITLES), "skills": skills,
+            "description": " ".join([what[0], how[0], what[1], *how[1:]])}
+
+
 def offer_for(i: int, providers: dict[str, list[str]], demands: int) -> tuple[str, dict]:
     """Offer i: for demand i mod ``demands`` (on that demand's day), from the next provider of the
     tenant after the demand's; returns (the offer's tenant, the body)."""
     k = i % demands
     tenant = TENANTS[(k + 1) % 3]
     body = offer_body(providers[tenant][(i // demands) % PER_DEMAND], external_id=f"bench-{i}",
-                      visibility={"scope": "all", "networks": []})
+                      visibility={"scope": "all", "networks": []}, **offer_text_for(i))
     body["sessions"][0].update(start=_day(k), end=_day(k))
     return tenant, body
 
