@@ -138,3 +138,38 @@ def test_prepared_vectors_keep_only_the_newest_within_their_bound() -> None:
     prepared.put({str(n): np.full(2, n, dtype=np.float32) for n in range(5)})
     assert [str(n) in prepared for n in range(5)] == [False, False, True, True, True]
     assert prepared.take("4")[0] == 4 and prepared.take("4") is None
+
+
+_SHAPES_OF_EVERY_KIND = """
+import json, os, random, sys
+from services.matching import relevance
+from services.matching.e5 import TorchE5
+
+def resident_mib():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 2**20
+
+texts = [relevance.offer_text(json.loads(line)) for line in open(sys.argv[1]).read().splitlines()]
+draw = random.Random(1)
+model = TorchE5(threads=2)
+for n in range(1, 151):
+    model.encode([t[:draw.randint(40, len(t))] for t in draw.sample(texts, draw.randint(1, 8))], False)
+    if n in (50, 150):
+        print(resident_mib())
+"""
+
+
+def test_the_encoders_memory_levels_off_whatever_the_lengths_of_the_texts() -> None:
+    """A matching process encodes texts of every length, one at a time or several together. oneDNN
+    keeps a compiled kernel per shape of input, 1,024 by default, and every length was a shape of its
+    own: the encoder grew by 234 MiB between the 50th and the 150th batch of this test's texts, and
+    on towards the pod's limit. With lengths padded to a multiple of eight and 256 kernels kept, by
+    63 MiB, levelling off (services/matching/e5.py). In a process of its own: the cache sizes are read
+    when oneDNN first computes."""
+    import subprocess
+    import sys
+
+    answer = subprocess.run([sys.executable, "-c", _SHAPES_OF_EVERY_KIND, str(EVAL / "dev" / "offers.jsonl")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert answer.returncode == 0, answer.stderr[-2000:]
+    at_50, at_150 = (int(line) for line in answer.stdout.split())
+    assert at_150 - at_50 < 140, f"resident memory grew from {at_50} to {at_150} MiB"
