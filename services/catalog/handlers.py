@@ -271,7 +271,7 @@ async def search_offers(conn: asyncpg.Connection, query: store.OfferQuery, *, wi
             conn, store.OfferQuery(q=query.q), bound=1):  # the text itself, whatever the filters
         query = replace(query, compounds=True)
         facets, total = await _facets_and_total(conn, query, with_facets)
-    hits = await store.search_offers(conn, query) if total else []
+    hits = await store.search_offers(conn, replace(query, few=total <= store.TOTAL_BOUND)) if total else []
     offers = await store.get_offers(conn, [h["id"] for h in hits])
     rank = {h["id"]: h["rank"] for h in hits}
     answer = {

@@ -359,6 +359,7 @@ class OfferQuery:
     after: tuple[float, uuid.UUID] | None = None  # the keyset cursor: (rank, id) of the last hit seen
     skip: int = 0
     compounds: bool = False  # long words also as two parts (see text_query)
+    few: bool = False  # the bounded count found at most TOTAL_BOUND hits: the page reads them from the index
 
     def filters(self) -> dict[str, Any]:
         """The filters as the SQL functions take them (only what is set)."""
@@ -373,6 +374,8 @@ class OfferQuery:
         }
         if self.radius_km is not None:
             values |= {"lat": self.lat, "lon": self.lon, "radius_km": self.radius_km}
+        if self.few:
+            values["few"] = True
         return {k: v for k, v in values.items() if v is not None and v != []}
 
 
