@@ -2,9 +2,10 @@
 -- offers by id and stops at the page's end, or reads the word's few hits from the title's index,
 -- whichever the planner finds cheaper. For a prefix ("staplerschein:*") that is not among the
 -- words ANALYZE keeps, PostgreSQL guesses 0.5 % of the rows (DEFAULT_TS_MATCH_SEL): 2,780 visible
--- offers of 1,000,000 where 307 hold the word, so it walked, read 993,669 offers to find its 20 (380
--- ms alone, 2.3 s with sixteen searches at once: the text shape's p99 of 3 s in make bench-catalog,
--- 2026-12-06 18:23 UTC). Whether it walks depended on which words the last ANALYZE sampled.
+-- offers of 1,000,000 where 307 hold the word, so it walked and read 993,669 offers to find its 20:
+-- 380 ms alone, and a p99 of 3 s for the text shape in make bench-catalog (2026-12-06 18:23 UTC),
+-- where sixteen searches share two cores. Whether it walks depended on which words the last
+-- ANALYZE sampled.
 --
 -- The search counts its hits (up to 1,000 and one more) before it asks for the page, so it knows
 -- when they are few: it then says so ("few"), and the first tier gathers its hits from the index
