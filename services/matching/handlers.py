@@ -26,6 +26,7 @@ from contracts import (
     DEMAND_OPENED,
     DEMANDS_TOPIC,
     MATCH_FOUND,
+    MATCH_RESTORED,
     MATCH_RETRACTED,
     MATCHES_TOPIC,
     OFFER_PUBLISHED,
@@ -357,10 +358,11 @@ async def _retract(conn: asyncpg.Connection, demand: dict, match: asyncpg.Record
 
 
 async def _keep(conn: asyncpg.Connection, demand: dict, match: asyncpg.Record, ranked: relevance.Ranked,
-                offer: dict) -> None:
+                offer: dict) -> asyncpg.Record:
     """A match that still holds: new score and reasons, quietly (it was announced once)."""
     kept = await store.update_match(conn, match["id"], "active", ranked.score, ranked.reasons)
     await _show_to_provider(conn, demand, kept, offer)
+    return kept
 
 
 def _heard(existing: list[asyncpg.Record]) -> set[str]:
@@ -378,8 +380,14 @@ async def _add(conn: asyncpg.Connection, demand: dict, fresh: list[relevance.Ran
     for ranked in fresh:
         offer = states[ranked.offer_id]
         before = next((m for m in existing if str(m["offer_id"]) == ranked.offer_id), None)
-        if before is not None:  # matched once, then retracted: back quietly, never announced twice
-            await _keep(conn, demand, before, ranked, offer)
+        if before is not None:  # matched once, then retracted: back
+            kept = await _keep(conn, demand, before, ranked, offer)
+            if before["announced"]:
+                # Not announced again (MatchFound is once per pair), but said: notifications then
+                # sends the mail its retraction cancelled before it went out (the SMTP server
+                # refusing, a digest not yet due), and never a second one. Brought back without a
+                # word, as before, such a match was never mailed (15 of 594 in make chaos, 2026-12-06).
+                await _announce(conn, MATCH_RESTORED, _match_state(kept, demand, offer, "active"))
             continue
         provider = str(offer["provider_id"])
         adding.append((demand["id"], offer, ranked.score, ranked.reasons, provider not in heard))

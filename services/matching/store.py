@@ -294,7 +294,7 @@ async def insert_matches(conn: asyncpg.Connection, tenant: str,
                          pairs: list[tuple[str, dict, float, dict, bool]]) -> list[asyncpg.Record]:
     """New matches of the network's demands (demand id, offer, score, reasons, announced) in one
     statement: one offer with many demands, or one demand with many offers. A pair matched before is
-    left out (never announced twice)."""
+    left out (it has its row: handlers._add brings it back)."""
     return await conn.fetch(
         "INSERT INTO matches (id, tenant_id, demand_id, offer_id, score, reasons, status, provider_id, offer_tenant,"
         " announced) SELECT x.id, $1, x.demand_id, x.offer_id, x.score, x.reasons, 'active', x.provider_id,"

@@ -17,6 +17,7 @@ import asyncpg
 from contracts import (
     DEMAND_CLOSED,
     MATCH_FOUND,
+    MATCH_RESTORED,
     MATCH_RETRACTED,
     PROVIDER_REGISTERED,
     PROVIDER_UPDATED,
@@ -140,6 +141,9 @@ def create_handlers(settings: NotificationsSettings) -> dict[str, EventHandler]:
     return {
         MATCH_FOUND: match_found,
         MATCH_RETRACTED: on_match_retracted,
+        # a retracted match that holds again: what its retraction cancelled before it went out goes
+        # now (store.insert_delivery reopens only cancelled deliveries: nothing is sent twice)
+        MATCH_RESTORED: match_found,
         DEMAND_CLOSED: on_demand_closed,
         PROVIDER_REGISTERED: provider,
         PROVIDER_UPDATED: provider,

@@ -265,8 +265,9 @@ async def count_everything(config: StackConfig) -> tuple[dict[str, int], list[st
             " WHERE event_type LIKE '%.match.found.%'")}
         received = {r["event_id"] for r in await notifications.fetch(
             "SELECT event_id FROM inbox WHERE consumer = 'notifications' AND event_type LIKE '%.match.found.%'")}
-        deliveries = {str(r["id"]): r["status"] for r in await notifications.fetch(
-            "SELECT id, status FROM deliveries")}
+        match_status = {str(r["id"]): r["status"] for r in await matching.fetch("SELECT id, status FROM matches")}
+        deliveries = {str(r["id"]): (r["status"], str(r["match_id"])) for r in await notifications.fetch(
+            "SELECT id, status, match_id FROM deliveries")}
         delivered_matches = {str(r["match_id"]) for r in await notifications.fetch(
             "SELECT DISTINCT match_id FROM deliveries")}
     finally:
@@ -279,7 +280,11 @@ async def count_everything(config: StackConfig) -> tuple[dict[str, int], list[st
         if delivery := message.get("X-Bildungsraum-Delivery"):
             mails[delivery] += 1
             message_ids.setdefault(delivery, set()).add(message.get("Message-ID"))
-    sent = {d for d, status in deliveries.items() if status == "sent"}
+    sent = {d for d, (status, _) in deliveries.items() if status == "sent"}
+    # A match retracted before its mail went out (a better offer took its place while the SMTP server
+    # refused) is rightly never mailed; one that holds at the end must have been.
+    withdrawn = {d for d, (status, match) in deliveries.items()
+                 if status == "cancelled" and match_status.get(match) == "retracted"}
     counts = {
         "offers in catalog": offers,
         "offer events written by catalog": len(offer_events),
@@ -289,6 +294,7 @@ async def count_everything(config: StackConfig) -> tuple[dict[str, int], list[st
         "MatchFound events received by notifications": len(received & set(found)),
         "deliveries": len(deliveries),
         "deliveries sent": len(sent),
+        "deliveries cancelled, their match retracted before the mail": len(withdrawn),
         "mails in the SMTP sink": sum(mails.values()),
         "deliveries mailed twice or more": sum(1 for n in mails.values() if n > 1),
         "  of which the same Message-ID repeated": sum(
@@ -303,7 +309,7 @@ async def count_everything(config: StackConfig) -> tuple[dict[str, int], list[st
         problems.append(f"{len(lost)} MatchFound events never received by notifications")
     if lost := set(found.values()) - delivered_matches:
         problems.append(f"{len(lost)} matches without a delivery")
-    if unsent := {d: s for d, s in deliveries.items() if s != "sent"}:
+    if unsent := {d: s for d, (s, _) in deliveries.items() if s != "sent" and d not in withdrawn}:
         problems.append(f"{len(unsent)} deliveries not sent: {dict(Counter(unsent.values()))}")
     if lost := sent - set(mails):
         problems.append(f"{len(lost)} deliveries marked sent without a mail in the sink")

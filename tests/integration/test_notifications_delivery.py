@@ -838,6 +838,37 @@ async def test_retracted_match_or_closed_demand_before_sending_sends_nothing(sys
     assert statuses[uuid.UUID(retracted.data["id"])] == statuses[uuid.UUID(closed.data["id"])] == "cancelled"
 
 
+async def test_a_match_retracted_before_its_mail_and_restored_is_mailed_once(system):
+    """matching says MatchRestored when a retracted match holds again (services/matching/handlers._add):
+    the delivery the retraction cancelled before it went out is pending again and goes, once; the same
+    again, as a redelivery would bring it, changes nothing."""
+    from contracts import MATCH_RESTORED, MATCH_RETRACTED
+    provider_id = await new_provider(system)
+    async with _api(system) as (client, act_as):  # gathered for a digest: nothing goes out before the retraction
+        act_as(T_A, "network_admin")
+        assert (await client.put(f"/v1/preferences/{provider_id}", json={"mode": "daily", "digest_hour": 0})
+                ).status_code == 200
+    found = match_event(provider_id, title="Zurück: Gabelstapler-Führerschein")
+    await handle(system.pool, system.handlers, found)
+    await status_becomes(system.pool, T_A, delivery_id_of(found), "digested")
+    await handle(system.pool, system.handlers, Event(MATCH_RETRACTED, "matching", T_A, found.key,
+                                                     {**found.data, "status": "retracted"}))
+    await status_becomes(system.pool, T_A, delivery_id_of(found), "cancelled")
+    await handle(system.pool, system.handlers, Event(MATCH_RESTORED, "matching", T_A, found.key, found.data))
+    await status_becomes(system.pool, T_A, delivery_id_of(found), "digested")
+    await handle(system.pool, system.handlers, Event(MATCH_RESTORED, "matching", T_A, found.key, found.data))
+
+    from datetime import UTC, datetime
+
+    from services.notifications.digests import collect_digests
+    assert await collect_digests(system.settings, system.pool, datetime.now(UTC)) == 1
+    mails = await eventually(lambda: mails_for_recipient(system.sink, address_of(provider_id)), what="the digest")
+    await asyncio.sleep(1.0)
+    mails = mails_for_recipient(system.sink, address_of(provider_id))
+    assert len(mails) == 1
+    assert "Zurück: Gabelstapler-Führerschein" in mails[0].get_body(("plain",)).get_content()
+
+
 def mails_for_recipient(sink: SmtpSink, address: str) -> list[EmailMessage]:
     found = []
     for path in sorted(sink.directory.glob("*.eml")):
