@@ -17,7 +17,7 @@ HAMBURG = {"zip": "20095", "city": "Hamburg", "lat": 53.55, "lon": 10.0}
 
 @pytest.fixture(scope="module")
 def catalog(platform: Platform) -> dict:
-    marker = uuid.uuid4().hex[:6]
+    marker = "sw" + uuid.uuid4().hex[:6]  # a letter first: PostgreSQL reads "308e2b" as a number and a word
     with platform.client("catalog", RUHR) as api:
         provider = api.post("/v1/providers", json={"name": f"Ruhrwerk {marker}", "emails": ["k@ruhr.example"],
                                                    "azav": {"certified": True}}).json()

@@ -256,7 +256,11 @@ def test_offer_made_draft_is_retracted_and_published_again_restored_and_mailed_o
     offer = _publish(platform, place.offer(provider))
     demand = _open(platform, place.demand())
     _matched(platform, demand, offer)
-    wait_until("the mail", lambda: len(platform.mails_for_offer(offer["id"])) == 1)
+
+    def to_provider() -> list:  # not the employer's offer alerts, which carry the offer too
+        return [m for m in platform.mails_for_offer(offer["id"]) if "m@akademie.example" in m["To"]]
+
+    wait_until("the mail", lambda: len(to_provider()) == 1)
     _put_offer(platform, offer, place.offer(provider, status="draft"))
     wait_until("retracted", lambda: offer["id"] not in _matches(platform, demand["id"]))
     _put_offer(platform, offer, place.offer(provider, status="published"))
@@ -264,7 +268,7 @@ def test_offer_made_draft_is_retracted_and_published_again_restored_and_mailed_o
     wait_until("events", lambda: len(_pair_events(platform, demand["id"], offer["id"])) >= 3)
     assert _pair_events(platform, demand["id"], offer["id"]) == [MATCH_FOUND, MATCH_RETRACTED, MATCH_RESTORED]
     time.sleep(1.5)  # time for a second mail, were one to go
-    assert len(platform.mails_for_offer(offer["id"])) == 1
+    assert len(to_provider()) == 1
 
 
 def test_offer_changed_to_another_topic_is_retracted(platform: Platform, place: Place, provider) -> None:
