@@ -220,9 +220,9 @@ def setup(platform: Platform, offers: int) -> tuple[dict[str, list[str]], int]:
     return providers, demands
 
 
-# Offers as providers write them: a forklift course in the words of one of many providers, 80–140
-# tokens for the encoder (the evaluation sets' offers have 119 on average), each offer's text drawn
-# for it. One short text for every offer, as before, cost the encoder a third of a real offer.
+# Offers as providers write them: a forklift course in the words of one of many providers, 74–158
+# tokens for the encoder, 113 at the median (the evaluation sets' offers have 119 on average), each
+# offer's text drawn for it. One short text for every offer, as before, cost the encoder a third of a real offer.
 TITLES = ["Staplerschein: Flurförderzeuge sicher führen", "Gabelstapler-Führerschein",
           "Ausbildung zum Gabelstaplerfahrer", "Staplerfahrer-Ausbildung mit Prüfung",
           "Flurförderzeugführer nach DGUV Grundsatz 308-001",
