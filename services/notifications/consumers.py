@@ -79,7 +79,8 @@ async def _offer_alerts(conn: asyncpg.Connection, match: dict[str, Any], tracepa
     return created
 
 
-async def on_match_found(conn: asyncpg.Connection, event: Event, settings: NotificationsSettings) -> None:
+async def on_match_found(conn: asyncpg.Connection, event: Event, settings: NotificationsSettings,
+                         alerts: bool = True) -> None:
     match = event.data
     if match.get("status", "active") != "active":
         return
@@ -96,10 +97,32 @@ async def on_match_found(conn: asyncpg.Connection, event: Event, settings: Notif
     else:
         created = await _notices_for(conn, match, provider, event.traceparent, settings)
     await set_tenant(conn, match["tenant"])
-    created |= await _offer_alerts(conn, match, event.traceparent, settings)
+    if alerts:
+        created |= await _offer_alerts(conn, match, event.traceparent, settings)
     if created:
         await store.wake_dispatcher(conn)
     await set_tenant(conn, event.tenant)
+
+
+async def on_match_restored(conn: asyncpg.Connection, event: Event, settings: NotificationsSettings) -> None:
+    """A retracted match that holds again (matching never announces a pair twice). What its
+    retraction cancelled before it went out goes now; nothing else does: an address the provider
+    added since, or an employer's alert chosen since, would announce an old match as new. Only a
+    provider who was never told of it (no delivery at all: it had no address, or was not yet known)
+    is told now, as on MatchFound."""
+    match = event.data
+    match_id = uuid.UUID(match["id"])
+    offer = match["offer"]
+    await set_tenant(conn, offer["tenant"])
+    reopened, told = await store.reopen_cancelled(conn, match_id, match)
+    await set_tenant(conn, match["tenant"])
+    if match["tenant"] != offer["tenant"]:  # employers' alerts live in the demand's tenant
+        reopened += (await store.reopen_cancelled(conn, match_id, match))[0]
+    if reopened:
+        await store.wake_dispatcher(conn)
+    await set_tenant(conn, event.tenant)
+    if not told:
+        await on_match_found(conn, event, settings, alerts=False)
 
 
 async def on_match_retracted(conn: asyncpg.Connection, event: Event) -> None:
@@ -122,6 +145,9 @@ def create_handlers(settings: NotificationsSettings) -> dict[str, EventHandler]:
     async def match_found(conn: asyncpg.Connection, event: Event) -> None:
         await on_match_found(conn, event, settings)
 
+    async def match_restored(conn: asyncpg.Connection, event: Event) -> None:
+        await on_match_restored(conn, event, settings)
+
     async def provider(conn: asyncpg.Connection, event: Event) -> None:
         state = event.data
         await set_tenant(conn, state["tenant"])
@@ -141,9 +167,7 @@ def create_handlers(settings: NotificationsSettings) -> dict[str, EventHandler]:
     return {
         MATCH_FOUND: match_found,
         MATCH_RETRACTED: on_match_retracted,
-        # a retracted match that holds again: what its retraction cancelled before it went out goes
-        # now (store.insert_delivery reopens only cancelled deliveries: nothing is sent twice)
-        MATCH_RESTORED: match_found,
+        MATCH_RESTORED: match_restored,
         DEMAND_CLOSED: on_demand_closed,
         PROVIDER_REGISTERED: provider,
         PROVIDER_UPDATED: provider,

@@ -184,21 +184,31 @@ async def digest_matches(conn: asyncpg.Connection, digest_id: uuid.UUID) -> list
 # --- deliveries --------------------------------------------------------------------------------
 
 async def insert_delivery(conn: asyncpg.Connection, row: dict[str, Any]) -> bool:
-    """A new delivery, or the same one again (replay, redelivery): nothing changes then, unless
-    it had been cancelled by a retraction and the match holds again. True if pending now."""
+    """A new delivery, or the same one again (replay, redelivery): nothing changes then. True if new."""
     created = await conn.fetchval(
         "INSERT INTO deliveries (id, tenant_id, kind, idempotency_key, match_id, demand_id, demand_tenant,"
         "  offer_id, provider_id, owner_kind, owner_id, recipient, payload, message_id, traceparent)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-        " ON CONFLICT (idempotency_key) DO UPDATE SET status = 'pending', payload = excluded.payload,"
-        "  next_attempt_at = now(), enqueued_at = NULL, updated_at = now()"
-        " WHERE deliveries.status = 'cancelled'"
-        " RETURNING true",
+        " ON CONFLICT (idempotency_key) DO NOTHING RETURNING true",
         row["id"], row["tenant_id"], row["kind"], row["idempotency_key"], row["match_id"], row["demand_id"],
         row["demand_tenant"], row["offer_id"], row.get("provider_id"), row["owner_kind"], row["owner_id"],
         row["recipient"], row["payload"], row["message_id"], row["traceparent"],
     )
     return bool(created)
+
+
+async def reopen_cancelled(conn: asyncpg.Connection, match_id: uuid.UUID, match: dict[str, Any]) -> tuple[int, bool]:
+    """A restored match's deliveries in the acting tenant that its retraction cancelled are pending
+    again, with the match as it holds now. Returns how many, and whether its provider had any
+    delivery of it at all (told, or about to be)."""
+    row = await conn.fetchrow(
+        "WITH reopened AS ("
+        "  UPDATE deliveries SET status = 'pending', payload = $2, next_attempt_at = now(), enqueued_at = NULL,"
+        "   updated_at = now() WHERE match_id = $1 AND status = 'cancelled' RETURNING 1)"
+        " SELECT (SELECT count(*) FROM reopened) AS reopened,"
+        "  EXISTS (SELECT 1 FROM deliveries WHERE match_id = $1 AND owner_kind = 'provider') AS told",
+        match_id, match)
+    return row["reopened"], row["told"]
 
 
 async def wait_for_provider(conn: asyncpg.Connection, row: dict[str, Any]) -> None:

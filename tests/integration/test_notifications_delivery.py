@@ -869,6 +869,53 @@ async def test_a_match_retracted_before_its_mail_and_restored_is_mailed_once(sys
     assert "Zurück: Gabelstapler-Führerschein" in mails[0].get_body(("plain",)).get_content()
 
 
+async def test_a_restored_match_is_not_news_to_addresses_chosen_after_it_was_announced(system):
+    """The provider was mailed about the match; then it was retracted, the provider added an address,
+    the employer chose alerts; then the match held again. Nobody hears of it again: not the first
+    address (mailed), not the new one, not the employer (an old match, not a new offer)."""
+    from contracts import MATCH_RESTORED, MATCH_RETRACTED
+    provider_id = await new_provider(system)
+    firm = f"{T_A}-firma-{uuid.uuid4().hex[:6]}"
+    found = match_event(provider_id, title="Wieder da: Schweißen MAG")
+    found.data["demand"]["owner"] = firm
+    await handle(system.pool, system.handlers, found)
+    await status_becomes(system.pool, T_A, delivery_id_of(found), "sent")
+    await handle(system.pool, system.handlers, Event(MATCH_RETRACTED, "matching", T_A, found.key,
+                                                     {**found.data, "status": "retracted"}))
+    added = f"leitung-{provider_id[:8]}@technikum.example"
+    await handle(system.pool, system.handlers, provider_event(
+        T_A, provider_id, [address_of(provider_id), added], version=2, event_type=PROVIDER_UPDATED))
+    async with _api(system) as (client, act_as):
+        act_as(T_A, "employer", subject="sub-employer", claims={"firm": firm})
+        assert (await client.put("/v1/employer-alerts", json={"address": "spaeter@metallbau.example",
+                                                              "mode": "instant"})).status_code == 200
+    await handle(system.pool, system.handlers, Event(MATCH_RESTORED, "matching", T_A, found.key, found.data))
+
+    await asyncio.sleep(2.0)  # time for the dispatcher and worker to send a wrong mail
+    assert len(mails_for_recipient(system.sink, address_of(provider_id))) == 1
+    assert mails_for_recipient(system.sink, added) == []
+    assert mails_for_recipient(system.sink, "spaeter@metallbau.example") == []
+    async with tenant_transaction(system.pool, T_A) as conn:
+        assert await conn.fetchval("SELECT count(*) FROM deliveries WHERE match_id = $1",
+                                   uuid.UUID(found.data["id"])) == 1
+
+
+async def test_a_restored_match_its_provider_never_heard_of_is_announced(system):
+    """Retracted while its provider was not yet known, then held again: the provider, once known, is
+    told, once."""
+    from contracts import MATCH_RESTORED, MATCH_RETRACTED
+    provider_id = str(uuid.uuid4())
+    found = match_event(provider_id, title="Nie gehört: Hydraulik")
+    await handle(system.pool, system.handlers, found)
+    await handle(system.pool, system.handlers, Event(MATCH_RETRACTED, "matching", T_A, found.key,
+                                                     {**found.data, "status": "retracted"}))
+    await handle(system.pool, system.handlers, Event(MATCH_RESTORED, "matching", T_A, found.key, found.data))
+    await handle(system.pool, system.handlers, provider_event(T_A, provider_id, [address_of(provider_id)]))
+    await eventually(lambda: mails_for(system.sink, found.data["id"]), what="the mail")
+    await asyncio.sleep(1.0)
+    assert len(mails_for(system.sink, found.data["id"])) == 1
+
+
 def mails_for_recipient(sink: SmtpSink, address: str) -> list[EmailMessage]:
     found = []
     for path in sorted(sink.directory.glob("*.eml")):
