@@ -108,10 +108,10 @@ def test_texts_encoded_together_equal_each_encoded_alone(engines, vectors) -> No
         assert cosine.min() > 0.9999, [texts[rows[i]][0][:60] for i in np.flatnonzero(cosine <= 0.9999)]
 
 
-async def test_a_batch_of_new_offers_is_encoded_ahead_and_each_vector_taken_once() -> None:
+async def test_a_batch_of_new_offers_is_encoded_ahead_each_text_once() -> None:
     """matching's preparer (services/matching/handlers.prepare_offers): the new offers of a polled
-    batch encoded together, each vector taken once, equal to the one encoding alone gives (that
-    handling the event takes it: tests/integration/test_matching_places.py)."""
+    batch encoded together, each text once, each vector equal to the one encoding alone gives (that
+    handling the events uses it: tests/integration/test_matching_places.py)."""
     from contracts import OFFER_PUBLISHED, OFFER_UPDATED
     from runtime.events import Event
     from services.matching import handlers
@@ -125,8 +125,8 @@ async def test_a_batch_of_new_offers_is_encoded_ahead_and_each_vector_taken_once
 
     texts = [relevance.offer_text(o) for o in offers]
     assert [handlers._text_hash(t) in handlers._prepared for t in texts] == [True, True, False]
-    ahead = handlers._prepared.take(handlers._text_hash(texts[0]))
-    assert handlers._text_hash(texts[0]) not in handlers._prepared  # taken once
+    assert len(handlers._prepared._vectors) == 2  # the same text twice: encoded once
+    ahead = handlers._prepared.get(handlers._text_hash(texts[0]))
     alone = handlers._encode(texts[0], "passage")
     assert float(ahead @ alone) > 0.9999
 
@@ -137,7 +137,7 @@ def test_prepared_vectors_keep_only_the_newest_within_their_bound() -> None:
     prepared = PreparedVectors(bound=3)
     prepared.put({str(n): np.full(2, n, dtype=np.float32) for n in range(5)})
     assert [str(n) in prepared for n in range(5)] == [False, False, True, True, True]
-    assert prepared.take("4")[0] == 4 and prepared.take("4") is None
+    assert prepared.get("4")[0] == 4 and prepared.get("4")[0] == 4 and prepared.get("1") is None
 
 
 _SHAPES_OF_EVERY_KIND = """
