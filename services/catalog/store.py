@@ -235,13 +235,17 @@ _OFFER_NAMES = tuple(c.strip() for c in _OFFER_FIELDS.split(","))
 _SESSION_FIELDS = ("offer_id, tenant_id, position, external_id, start_date, end_date, price_eur, schedule, street, zip,"
                    " city, lat, lon")
 # Set-based writes: the rows travel as one JSON array, typed by the table's own row type. One
-# statement for a whole batch instead of one per row (each a parse, bind and execute).
-_INSERT_OFFERS = (f"INSERT INTO offers (id, tenant_id, provider_id, {_OFFER_FIELDS})"
-                  f" SELECT id, tenant_id, provider_id, {_OFFER_FIELDS}"
-                  " FROM jsonb_populate_recordset(NULL::offers, $1)")
+# statement for a whole batch instead of one per row (each a parse, bind and execute). Each row
+# also carries its sessions' places, from which the statement sets where the offer is held
+# (``reach``, migration 0016; the sessions' own rows are written after the offer's).
+_INSERT_OFFERS = (f"INSERT INTO offers (id, tenant_id, provider_id, {_OFFER_FIELDS}, reach)"
+                  f" SELECT r.id, r.tenant_id, r.provider_id, {', '.join('r.' + c for c in _OFFER_NAMES)},"
+                  " offer_reach(r.format, e->'places')"
+                  " FROM jsonb_array_elements($1) e, jsonb_populate_record(NULL::offers, e) r")
 _UPDATE_OFFERS = (
     "UPDATE offers o SET provider_id = r.provider_id, " + ", ".join(f"{c} = r.{c}" for c in _OFFER_NAMES)
-    + ", version = o.version + 1, updated_at = now() FROM jsonb_populate_recordset(NULL::offers, $1) r"
+    + ", reach = offer_reach(r.format, e->'places'), version = o.version + 1, updated_at = now()"
+    " FROM jsonb_array_elements($1) e, jsonb_populate_record(NULL::offers, e) r"
     " WHERE o.id = r.id AND o.tenant_id = r.tenant_id")
 _INSERT_SESSIONS = (f"INSERT INTO offer_sessions ({_SESSION_FIELDS}) SELECT {_SESSION_FIELDS}"
                     " FROM jsonb_populate_recordset(NULL::offer_sessions, $1)")
@@ -288,8 +292,9 @@ def _offer_record(tenant: str, offer_id: uuid.UUID, body: OfferIn, import_hash: 
         body.funding.model_dump(), body.measure_number, body.url, body.visibility.scope, body.visibility.networks,
         body.language, body.status, import_hash,
     )
+    places = [{"lat": s.location.lat, "lon": s.location.lon} for s in body.sessions if s.location]
     return {"id": str(offer_id), "tenant_id": tenant, "provider_id": str(body.provider_id),
-            **dict(zip(_OFFER_NAMES, values, strict=True))}
+            **dict(zip(_OFFER_NAMES, values, strict=True)), "places": places}
 
 
 async def _insert_sessions(conn: asyncpg.Connection, tenant: str, offers: list[Written]) -> None:

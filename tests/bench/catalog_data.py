@@ -164,6 +164,9 @@ async def load_offers(admin_dsn: str, n: int, *, seed: int = 2026, batch: int = 
         await conn.execute(f"CREATE TEMP TABLE bench_stage AS SELECT {columns} FROM offers WITH NO DATA")
         await conn.execute("CREATE TEMP TABLE bench_documents (title text, skills text[], description text,"
                            " search tsvector, search_title tsvector)")
+        session_names = ", ".join(session_columns)
+        await conn.execute(f"CREATE TEMP TABLE bench_sessions AS SELECT {session_names} FROM offer_sessions"
+                           " WITH NO DATA")
         seen_providers: set[uuid.UUID] = set()
         offers, sessions, providers, loaded = [], [], [], 0
 
@@ -172,19 +175,25 @@ async def load_offers(admin_dsn: str, n: int, *, seed: int = 2026, batch: int = 
                 await conn.copy_records_to_table("providers", records=providers,
                                                  columns=["id", "tenant_id", "name", "emails"])
             await conn.copy_records_to_table("bench_stage", records=offers, columns=offer_columns)
+            await conn.copy_records_to_table("bench_sessions", records=sessions, columns=session_columns)
             await conn.execute(
                 "INSERT INTO bench_documents SELECT t.title, t.skills, t.description,"
                 " offer_document(t.title, t.skills, t.description), offer_title_document(t.title, t.skills)"
                 " FROM (SELECT DISTINCT title, skills, description FROM bench_stage) t WHERE NOT EXISTS"
                 " (SELECT 1 FROM bench_documents d WHERE d.title = t.title AND d.skills = t.skills"
                 " AND d.description = t.description)")
-            await conn.execute(
-                f"INSERT INTO offers ({columns}, search, search_title) SELECT"
-                f" {', '.join('s.' + c for c in offer_columns)}, d.search, d.search_title FROM bench_stage s"
+            await conn.execute(  # where each offer is held, as the service's writes set it
+                f"INSERT INTO offers ({columns}, search, search_title, reach) SELECT"
+                f" {', '.join('s.' + c for c in offer_columns)}, d.search, d.search_title,"
+                " offer_reach(s.format, r.places) FROM bench_stage s"
                 " JOIN bench_documents d ON d.title = s.title AND d.skills = s.skills"
-                " AND d.description = s.description")
+                " AND d.description = s.description"
+                " LEFT JOIN (SELECT offer_id, jsonb_agg(jsonb_build_object('lat', lat, 'lon', lon)) AS places"
+                "  FROM bench_sessions GROUP BY offer_id) r ON r.offer_id = s.id")
             await conn.execute("TRUNCATE bench_stage")
-            await conn.copy_records_to_table("offer_sessions", records=sessions, columns=session_columns)
+            await conn.execute(f"INSERT INTO offer_sessions ({session_names})"
+                               f" SELECT {session_names} FROM bench_sessions")
+            await conn.execute("TRUNCATE bench_sessions")
             providers.clear(), offers.clear(), sessions.clear()
 
         for offer in offer_rows(n, seed):

@@ -76,3 +76,40 @@ async def test_from_the_sessions_and_by_the_walk_the_same_offers(catalog_pool: a
             assert by_sessions_counts == walked_counts
             found_some += bool(walked)
     assert found_some >= 12  # the ways were compared on hits, not only on empty pages
+
+
+async def test_a_text_near_a_place_follows_an_offer_that_moves(catalog_pool: asyncpg.Pool) -> None:
+    """A text search near a place is narrowed by the cells where each offer's sessions are (its
+    reach, migration 0016), which the writes keep: an offer moved from Arnsberg to Lüneburg is found
+    near Lüneburg and no longer near Arnsberg; an online offer, held nowhere, is found near both."""
+    provider_id = uuid.uuid4()
+    word = f"Hubarbeitsbühne{uuid.uuid4().hex[:6]}"
+
+    def offer(fmt: str, town: str | None) -> OfferIn:
+        lat, lon = TOWNS[town] if town else (None, None)
+        return OfferIn.model_validate({
+            "provider_id": provider_id, "external_id": f"{fmt}-{town}", "title": f"{word} sicher bedienen",
+            "description": "Kurs.", "format": fmt, "schedule": "full_time", "qualification": "certificate",
+            "hours": 16, "status": "published", "visibility": {"scope": "all", "networks": []},
+            "sessions": [{"start": START.isoformat(), **({"location": {"zip": "00000", "city": town, "lat": lat,
+                                                                        "lon": lon}} if town else {})}]})
+
+    async with tenant_transaction(catalog_pool, TENANT) as conn:
+        await store.set_acting(conn, Acting(TENANT, "operator-cli", None))
+        await conn.execute("INSERT INTO providers (id, tenant_id, name, emails) VALUES ($1, $2, 'Träger', '{}')",
+                           provider_id, TENANT)
+        moving = await store.insert_offer(conn, TENANT, offer("presence", "Arnsberg"))
+        online = await store.insert_offer(conn, TENANT, offer("online", None))
+
+    async def near(town: str) -> set[uuid.UUID]:
+        lat, lon = TOWNS[town]
+        ids, _ = await _search(catalog_pool, store.OfferQuery(q=word, lat=lat, lon=lon, radius_km=25), None)
+        return {uuid.UUID(i) for i in ids}
+
+    assert await near("Arnsberg") == {moving, online}
+    assert await near("Lüneburg") == {online}
+    async with tenant_transaction(catalog_pool, TENANT) as conn:
+        await store.set_acting(conn, Acting(TENANT, "operator-cli", None))
+        await store.update_offer(conn, TENANT, moving, offer("presence", "Lüneburg"))
+    assert await near("Arnsberg") == {online}
+    assert await near("Lüneburg") == {moving, online}
