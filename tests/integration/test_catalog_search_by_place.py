@@ -2,6 +2,8 @@
 circle holds few sessions, the offers are found from those sessions; where it holds many, every
 offer is walked and its sessions checked. On a few hundred offers the first is always taken, so the
 bound is lowered here to have the walk taken too: both must give the same offers, totals and facets.
+A text near a place is narrowed by its cells (0016), and a page of many hits walks at most a bound
+of the newest offers before it reads the text's index (0017): the same pages either way.
 In-process, on a catalog database of the test's own."""
 
 from __future__ import annotations
@@ -113,3 +115,44 @@ async def test_a_text_near_a_place_follows_an_offer_that_moves(catalog_pool: asy
         await store.update_offer(conn, TENANT, moving, offer("presence", "Lüneburg"))
     assert await near("Arnsberg") == {online}
     assert await near("Lüneburg") == {moving, online}
+
+
+async def test_a_page_walked_or_read_from_the_index_is_the_same(catalog_pool: asyncpg.Pool) -> None:
+    """A page of many hits walks the newest offers, at most a bound of them, and reads the tier's
+    hits from the text's index where the walk does not fill it (migration 0017: a word in no title
+    walked the whole table). However far the walk may go, the pages, their order and the cursor's
+    next pages are those of the index read."""
+    rng = random.Random(17)
+    provider_id = uuid.uuid4()
+    marker = f"sw{uuid.uuid4().hex[:6]}"
+    async with tenant_transaction(catalog_pool, TENANT) as conn:
+        await store.set_acting(conn, Acting(TENANT, "operator-cli", None))
+        await conn.execute("INSERT INTO providers (id, tenant_id, name, emails) VALUES ($1, $2, 'Träger', '{}')",
+                           provider_id, TENANT)
+        for n in range(160):
+            body = _offer(rng, provider_id, n).model_dump(mode="json")
+            in_title = n % 40 == 0  # 4 titles hold "Lehrwerkstatt"; every third description does
+            body["title"] = f"{marker} {'Lehrwerkstatt ' if in_title else ''}Lehrgang {n}"
+            body["description"] = "Übungen in der Lehrwerkstatt." if n % 3 == 0 else "Kurs."
+            await store.insert_offer(conn, TENANT, OfferIn.model_validate(body))
+
+    async def pages(q: str, few: bool, bound: int | None, size: int, skip: int) -> list[list[tuple]]:
+        found = []
+        async with tenant_transaction(catalog_pool, TENANT) as conn:
+            if bound is not None:
+                await conn.execute("SELECT set_config('bildungsraum.search_walk_bound', $1, true)", str(bound))
+            query = store.OfferQuery(q=q, page_size=size, skip=skip, few=few)
+            for _ in range(12):
+                hits = [(h["id"], h["rank"]) for h in await store.search_offers(conn, query)]
+                found.append(hits)
+                if len(hits) < size:
+                    break
+                query = replace(query, skip=0, after=(hits[-1][1], hits[-1][0]))
+        return found
+
+    for q in (f"{marker} Lehrwerkstatt", "Lehrwerkstatt", f"{marker} Lehrgang"):
+        for size, skip in ((7, 0), (5, 3), (20, 0)):
+            read = await pages(q, True, None, size, skip)
+            assert sum(map(len, read)) > size  # more than one page: the tiers and the cursor are compared
+            for bound in (None, 1, 10, 45, 100_000):
+                assert await pages(q, False, bound, size, skip) == read, (q, size, skip, bound)
