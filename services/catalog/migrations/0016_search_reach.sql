@@ -12,7 +12,8 @@
 -- the start window) stay in the WHERE clause; the cells only narrow what they check. The same
 -- searches: 25 km 20.8 -> 12.5 ms, 50 km 21.7 -> 12.8, the combined shape 26-41 -> 17-24 ms; but
 -- "SPS" within 100 km of Lüneburg (64 cells, no funding) 18.6 -> 31.1 ms, so the cells are used
--- only where they are few (offer_search_where below). Cells with the start month as well (a
+-- only where they are few (offer_search_where below), and never in a page's walk by id (0017, which
+-- replaces search_offer_page: 0015's walk would take them). Cells with the start month as well (a
 -- word per cell and month) saved nothing more on the count and made the page dearer.
 --
 -- The writes set `reach` from the sessions they write (store.insert_offers, update_offers); not a
@@ -123,8 +124,10 @@ BEGIN
         -- the text's index also narrows its hits to the box's cells, where that costs less than it
         -- saves (GIN steps through every cell's entries at each hit): up to 36 cells (50 km), up
         -- to 100 (100 km) where a kind of funding is asked for, whose own text index holds a fifth
-        -- of the offers. Not in the walk by id, which stops at the page's end (search_offer_page).
-        IF f ? 'q' AND NOT f ? 'walk' AND cardinality(cells) <= (CASE WHEN f ? 'funding' THEN 100 ELSE 36 END) THEN
+        -- of the offers. Only where the text is part of this clause: a walk by id (0017) matches
+        -- the text itself, and the cells would have the planner read and sort every hit instead.
+        IF text_column IS NOT NULL AND f ? 'q'
+           AND cardinality(cells) <= (CASE WHEN f ? 'funding' THEN 100 ELSE 36 END) THEN
             reach := ARRAY(SELECT 'c' || c FROM unnest(cells) AS c);
             IF NOT (f ? 'formats' AND NOT f->'formats' ?| ARRAY['online', 'distance']) THEN
                 reach := reach || 'o'::text;
@@ -176,57 +179,3 @@ BEGIN
     RETURN array_to_string(clauses, ' AND ');
 END
 $$;
-
-CREATE OR REPLACE FUNCTION search_offer_page(f jsonb, after_rank real, after_id uuid, page_size int, skip int)
-RETURNS TABLE (id uuid, rank real) LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
-DECLARE
-    n int := least(greatest(page_size, 1), 100);
-    s int := least(greatest(skip, 0), 1000);
-    q text := format('to_tsquery(''german'', de_fold(%L))', f->>'q');
-    got int := 0;
-    title_hits int;
-    before_id text := CASE WHEN after_id IS NULL THEN '' ELSE format(' AND o.id < %L::uuid', after_id) END;
-BEGIN
-    IF NOT f ? 'q' THEN
-        RETURN QUERY EXECUTE format('SELECT o.id, 0::real FROM offers o WHERE %s%s ORDER BY o.id DESC LIMIT %s OFFSET %s',
-            offer_search_where(f), before_id, n, s);
-        RETURN;
-    END IF;
-    IF after_id IS NULL OR after_rank > 0.75 THEN
-        -- tier 1: every word in title or skills (the title's document implies the whole one's)
-        IF coalesce((f->>'few')::boolean, false) THEN
-            RETURN QUERY EXECUTE format(
-                'SELECT t.id, 1::real FROM (SELECT o.id FROM offers o WHERE %s%s OFFSET 0) t'
-                ' ORDER BY t.id DESC LIMIT %s OFFSET %s',
-                offer_search_where(f, 'search_title'), before_id, n, s);
-        ELSE  -- the walk by id: the cells would have the planner read every hit instead
-            RETURN QUERY EXECUTE format(
-                'SELECT o.id, 1::real FROM offers o WHERE %s%s ORDER BY o.id DESC LIMIT %s OFFSET %s',
-                offer_search_where(f || '{"walk": true}', 'search_title'), before_id, n, s);
-        END IF;
-        GET DIAGNOSTICS got = ROW_COUNT;
-        IF got >= n THEN
-            RETURN;
-        END IF;
-        IF got = 0 AND s > 0 THEN  -- the offset reached past the title tier: skip the rest in tier 2
-            EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM offers o WHERE %s%s LIMIT %s) t',
-                offer_search_where(f, 'search_title'), before_id, s)
-                INTO title_hits;
-            s := s - title_hits;
-        ELSE
-            s := 0;
-        END IF;
-        after_id := NULL;
-        before_id := '';
-    END IF;
-    -- tier 2: the words (also) elsewhere. Planned for all the text's hits (the outer ORDER BY), never
-    -- as a walk by id that a title-only word would carry through the whole table.
-    RETURN QUERY EXECUTE format(
-        'SELECT t.id, 0.5::real FROM (SELECT o.id, o.search_title FROM offers o WHERE %s%s OFFSET 0) t'
-        ' WHERE NOT t.search_title @@ %s ORDER BY t.id DESC LIMIT %s OFFSET %s',
-        offer_search_where(f, 'search'), before_id, q, n - got, s);
-END
-$$;
--- CREATE OR REPLACE resets a function's settings: those of 0009, 0010 and 0012 again
-ALTER FUNCTION search_offer_page(jsonb, real, uuid, int, int)
-    SET jit = off SET max_parallel_workers_per_gather = 0 SET enable_seqscan = off SET work_mem = '32MB';

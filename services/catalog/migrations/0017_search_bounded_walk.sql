@@ -12,6 +12,24 @@
 -- offers, as before. Both ways give the same offers in the same order (newest first in a tier).
 -- (The bound is a setting, so that tests can have the walk stop early on a few offers.)
 
+-- The newest offers that pass the filters and `hit`, at most `want` of them among the newest
+-- `bound` after `before_id`, newest first: a tier's page where the walk fills it. The text is
+-- matched here, not in offer_search_where, so no cells of 0016 turn the walk into a sort.
+CREATE FUNCTION search_walk(f jsonb, before_id text, hit text, bound int, want int) RETURNS uuid[]
+LANGUAGE plpgsql STABLE SET search_path = public, pg_temp AS $$
+DECLARE
+    walked uuid[];
+BEGIN
+    EXECUTE format(
+        'SELECT array_agg(w.id ORDER BY w.id DESC) FROM (SELECT o.id FROM (SELECT o.id, o.search, o.search_title'
+        ' FROM offers o WHERE %s%s ORDER BY o.id DESC LIMIT %s) o WHERE %s ORDER BY o.id DESC LIMIT %s) w',
+        offer_search_where(f, NULL), before_id, bound, hit, want) INTO walked;
+    RETURN walked;
+END
+$$;
+ALTER FUNCTION search_walk(jsonb, text, text, int, int)
+    SET jit = off SET max_parallel_workers_per_gather = 0 SET enable_seqscan = off SET work_mem = '32MB';
+
 CREATE OR REPLACE FUNCTION search_offer_page(f jsonb, after_rank real, after_id uuid, page_size int, skip int)
 RETURNS TABLE (id uuid, rank real) LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
@@ -33,13 +51,9 @@ BEGIN
     IF after_id IS NULL OR after_rank > 0.75 THEN
         -- tier 1: every word in title or skills (the title's document implies the whole one's)
         IF NOT coalesce((f->>'few')::boolean, false) THEN
-            -- the newest offers first, at most walk_bound of them (without the cells: 0016)
+            -- the newest offers first, at most walk_bound of them
             walk_bound := coalesce(walk_set, greatest(5000, 250 * (n + s)));
-            EXECUTE format(
-                'SELECT array_agg(w.id ORDER BY w.id DESC) FROM (SELECT t.id FROM (SELECT o.id, o.search_title'
-                ' FROM offers o WHERE %s%s ORDER BY o.id DESC LIMIT %s) t WHERE t.search_title @@ %s'
-                ' ORDER BY t.id DESC LIMIT %s) w',
-                offer_search_where(f || '{"walk": true}', NULL), before_id, walk_bound, q, n + s) INTO walked;
+            walked := search_walk(f, before_id, format('o.search_title @@ %s', q), walk_bound, n + s);
             IF coalesce(cardinality(walked), 0) = n + s THEN
                 RETURN QUERY SELECT w.id, 1::real FROM unnest(walked[s + 1:]) WITH ORDINALITY AS w(id, k) ORDER BY w.k;
                 RETURN;
@@ -68,11 +82,8 @@ BEGIN
     -- tier 2: the words (also) elsewhere; the newest offers first, then the text's index
     IF NOT coalesce((f->>'few')::boolean, false) THEN
         walk_bound := coalesce(walk_set, greatest(5000, 250 * (n - got + s)));
-        EXECUTE format(
-            'SELECT array_agg(w.id ORDER BY w.id DESC) FROM (SELECT t.id FROM (SELECT o.id, o.search, o.search_title'
-            ' FROM offers o WHERE %s%s ORDER BY o.id DESC LIMIT %s) t WHERE t.search @@ %s'
-            ' AND NOT t.search_title @@ %s ORDER BY t.id DESC LIMIT %s) w',
-            offer_search_where(f || '{"walk": true}', NULL), before_id, walk_bound, q, q, n - got + s) INTO walked;
+        walked := search_walk(f, before_id, format('o.search @@ %1$s AND NOT o.search_title @@ %1$s', q), walk_bound,
+                              n - got + s);
         IF coalesce(cardinality(walked), 0) = n - got + s THEN
             RETURN QUERY SELECT w.id, 0.5::real FROM unnest(walked[s + 1:]) WITH ORDINALITY AS w(id, k) ORDER BY w.k;
             RETURN;
