@@ -32,6 +32,7 @@ from runtime.db import init_connection, tenant_transaction
 from services.catalog import handlers, store
 from tests.bench.catalog_data import TENANTS, load_offers, offer_rows
 from tests.bench.flow import bench_config
+from tests.bench.node_load import node_load
 from tests.platform import Platform
 
 CONCURRENCY = 16
@@ -77,20 +78,15 @@ def summary(samples: list[float]) -> tuple[float, float]:
     return q[49] * 1000, q[98] * 1000
 
 
-async def run_http(base_url: str, token: str, params: list[dict], requests: int) -> list[float]:
-    samples: list[float] = []
-    feed = itertools.cycle(params)
-    async with httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {token}"},
-                                 timeout=60, limits=httpx.Limits(max_connections=CONCURRENCY)) as client:
-        async def worker(count: int) -> None:
-            for _ in range(count):
-                started = time.perf_counter()
-                response = await client.get("/v1/offers", params=next(feed))
-                samples.append(time.perf_counter() - started)
-                response.raise_for_status()
-
-        await asyncio.gather(*(worker(requests // CONCURRENCY) for _ in range(CONCURRENCY)))
-    return samples
+def run_http(base_url: str, token: str, params: list[dict], requests: int) -> tuple[list[float], float]:
+    """The shape's searches over HTTP from Node's clients (tests/bench/node_load.py): each answer's
+    time, and the clients' own CPU per request (ms)."""
+    urls = [str(httpx.URL(f"{base_url}/v1/offers", params=p)) for p in params]
+    answers, clients_ms = node_load(urls, CONCURRENCY, requests // CONCURRENCY,
+                                    headers={"Authorization": f"Bearer {token}"})
+    if failed := [a for a in answers if a["status"] != 200]:
+        raise RuntimeError(f"{len(failed)} of {len(answers)} searches failed, the first: {failed[0]}")
+    return [a["ms"] / 1000 for a in answers], clients_ms
 
 
 async def run_sql(dsn: str, params: list[dict], requests: int) -> list[float]:
@@ -301,13 +297,14 @@ def main() -> None:
                   f"/{stack.config.database_prefix}_catalog"
         for name, params in shapes().items() if args.only != "import" else ():
             tenant = TENANTS[len(results) % 3]
-            http = asyncio.run(run_http(stack.config.url("catalog"), platform.token(f"{tenant}-employer"), params,
-                                        args.requests))
+            http, clients_ms = run_http(stack.config.url("catalog"), platform.token(f"{tenant}-employer"), params,
+                                        args.requests)
             sql = asyncio.run(run_sql(app_dsn, params, args.requests))
             for path, samples in (("HTTP", http), ("SQL (asyncpg, same handler)", sql)):
                 p50, p99 = summary(samples)
                 results.append((name, path, p50, p99))
                 print(f"  {name:42s} {path:28s} p50 {p50:7.1f} ms  p99 {p99:7.1f} ms", flush=True)
+            print(f"  {name:42s} {'(the HTTP clients own CPU)':28s} {clients_ms:.2f} ms a request", flush=True)
         with tempfile.TemporaryDirectory() as workdir:
             tantivy = tantivy_bench(args.offers, args.requests, Path(workdir)) if args.only != "import" else {}
             for shape, (p50, p99) in tantivy.items():

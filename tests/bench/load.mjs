@@ -4,18 +4,19 @@
 // servers' and not the clients'; sixteen Python threads under one interpreter lock were not (they
 // added 15–70 ms to a page and counted it as the portal's).
 //
-// Reads {"urls": [...], "concurrency": n, "rounds": n} on stdin; writes one JSON line per request:
+// Reads {"urls": [...], "concurrency": n, "rounds": n, "headers": {...} (optional, sent with every
+// request)} on stdin; writes one JSON line per request:
 // {"url", "status", "ms", "timing": the Server-Timing header or "", "unavailable": bool}.
 import http from "node:http";
 
 const chunks = [];
 for await (const chunk of process.stdin) chunks.push(chunk);
-const { urls, concurrency, rounds } = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+const { urls, concurrency, rounds, headers = {} } = JSON.parse(Buffer.concat(chunks).toString("utf8"));
 
 function get(agent, url) {
   return new Promise((resolve, reject) => {
     const started = process.hrtime.bigint();
-    const request = http.get(url, { agent }, (response) => {
+    const request = http.get(url, { agent, headers }, (response) => {
       const body = [];
       response.on("data", (chunk) => body.push(chunk));
       response.on("end", () => {

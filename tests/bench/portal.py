@@ -12,13 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import json
 import os
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 
@@ -26,6 +23,7 @@ from deploy.local.stack import Stack
 from tests.bench.catalog import catalog_exists, configure_postgres, count_bench_offers, settle_previous_run
 from tests.bench.catalog_data import load_offers
 from tests.bench.flow import bench_config, percentiles
+from tests.bench.node_load import node_load
 from tests.bench.placement import Pods, cpu_seconds, descendants, pin, pods_missing
 from tests.platform import server_timing
 
@@ -60,15 +58,11 @@ def hammer(urls: list[tuple[str, object]], concurrency: int, rounds: int,
     own cost stays out of the figures. ``own`` (portal pages): per page, its time at the client less
     the catalog's part of it; ``inside``: its time inside the portal less the catalog's part;
     ``placed``: run first in the clients' process (their core or cgroup)."""
-    job = {"urls": [str(httpx.URL(url, params=params)) for url, params in urls],
-           "concurrency": concurrency, "rounds": rounds}
-    done = subprocess.run(["node", str(Path(__file__).with_name("load.mjs"))], input=json.dumps(job),
-                          capture_output=True, text=True, check=True,
-                          preexec_fn=placed)
+    answers, clients_ms = node_load([str(httpx.URL(url, params=params)) for url, params in urls],
+                                    concurrency, rounds, placed=placed)
     samples: list[float] = []
     failures = 0
-    clients = json.loads(done.stderr.strip().splitlines()[-1])  # their own CPU, start-up included
-    for answer in map(json.loads, done.stdout.splitlines()):
+    for answer in answers:
         if answer["status"] != 200 or answer["unavailable"]:
             failures += 1
             continue
@@ -81,7 +75,7 @@ def hammer(urls: list[tuple[str, object]], concurrency: int, rounds: int,
             own.append(took - catalog / 1000)
             if inside is not None and (total := spans.get("total")) is not None:
                 inside.append((total - catalog) / 1000)
-    return samples, failures, clients["cpu_ms"] / clients["requests"]
+    return samples, failures, clients_ms
 
 
 def main() -> None:
