@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from services.catalog import handlers, store
 from tests.bench.catalog_data import TENANTS, load_offers, offer_rows
 from tests.bench.flow import bench_config
 from tests.bench.node_load import node_load
+from tests.bench.placement import tree_cpu_seconds
 from tests.platform import Platform
 
 CONCURRENCY = 16
@@ -76,6 +78,24 @@ def query_of(params: dict) -> tuple[store.OfferQuery, bool]:
 def summary(samples: list[float]) -> tuple[float, float]:
     q = statistics.quantiles(samples, n=100, method="inclusive")
     return q[49] * 1000, q[98] * 1000
+
+
+class CpuShares:
+    """CPU per request of the catalog, PostgreSQL (its backends) and this process (the SQL floor's
+    client), read from /proc around a phase: where a shape's milliseconds go on the two cores."""
+
+    def __init__(self, stack: Stack) -> None:
+        # (a PostgreSQL the stack did not start itself is not its to read)
+        parts = (("catalog", "catalog"), ("PostgreSQL", "postgres"))
+        self.roots = {name: stack.processes[key].pid for name, key in parts if key in stack.processes}
+
+    def read(self) -> dict[str, float]:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        return {name: tree_cpu_seconds(pid) for name, pid in self.roots.items()} | {
+            "bench": own.ru_utime + own.ru_stime}
+
+    def per_request(self, before: dict[str, float], requests: int) -> dict[str, float]:
+        return {name: (seconds - before[name]) * 1000 / requests for name, seconds in self.read().items()}
 
 
 def run_http(base_url: str, token: str, params: list[dict], requests: int) -> tuple[list[float], float]:
@@ -293,18 +313,25 @@ def main() -> None:
             loaded = asyncio.run(load_offers(catalog_db, args.offers, progress=lambda d, t: print(
                 f"\r  loaded {d} of {t} offers", end="", flush=True)))
             print(f"\n  {loaded} offers loaded and indexed in {time.perf_counter() - started:.0f} s", flush=True)
+        cpu = CpuShares(stack)
         app_dsn = f"postgresql://br_catalog_app@{stack.config.host}:{stack.config.ports['postgres']}" \
                   f"/{stack.config.database_prefix}_catalog"
         for name, params in shapes().items() if args.only != "import" else ():
             tenant = TENANTS[len(results) % 3]
+            before = cpu.read()
             http, clients_ms = run_http(stack.config.url("catalog"), platform.token(f"{tenant}-employer"), params,
                                         args.requests)
+            http_cpu = cpu.per_request(before, len(http)) | {"clients": clients_ms}
+            before = cpu.read()
             sql = asyncio.run(run_sql(app_dsn, params, args.requests))
-            for path, samples in (("HTTP", http), ("SQL (asyncpg, same handler)", sql)):
+            sql_cpu = cpu.per_request(before, len(sql))
+            sql_cpu["clients"] = sql_cpu.pop("bench")  # the SQL floor's client is this process
+            for path, samples, spent in (("HTTP", http, http_cpu), ("SQL (asyncpg, same handler)", sql, sql_cpu)):
                 p50, p99 = summary(samples)
                 results.append((name, path, p50, p99))
-                print(f"  {name:42s} {path:28s} p50 {p50:7.1f} ms  p99 {p99:7.1f} ms", flush=True)
-            print(f"  {name:42s} {'(the HTTP clients own CPU)':28s} {clients_ms:.2f} ms a request", flush=True)
+                print(f"  {name:42s} {path:28s} p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  CPU a request: "
+                      + ", ".join(f"{part} {ms:.2f}" for part, ms in spent.items() if part != "bench") + " ms",
+                      flush=True)
         with tempfile.TemporaryDirectory() as workdir:
             tantivy = tantivy_bench(args.offers, args.requests, Path(workdir)) if args.only != "import" else {}
             for shape, (p50, p99) in tantivy.items():

@@ -48,6 +48,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """CPU time so far of ``root`` and every process below it, those that ended included: each live
+    process's own time and that of its ended children (``cutime``/``cstime``, which the kernel adds
+    to the parent that waited for them, such as PostgreSQL's postmaster for a closed connection)."""
+    ticks = 0
+    for pid in descendants(root) | {root}:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # ended meanwhile: its parent's cutime holds it once waited for
+        ticks += sum(int(f) for f in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def pin(pid: int, cpus: set[int]) -> None:
     """Every thread of ``pid`` onto ``cpus`` (a process's affinity is per thread)."""
     for task in Path(f"/proc/{pid}/task").iterdir():
