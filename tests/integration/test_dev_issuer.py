@@ -420,6 +420,10 @@ async def test_service_verifier_caches_jwks_and_refreshes_on_key_rotation(tmp_di
                 with pytest.raises(InvalidToken, match="unknown key"):
                     await patient.verify(old_token)  # its key was rotated away
             assert len(fetches) == 3
+
+            # The first verifier remembers the old token as verified; its key is gone now, so is the token.
+            with pytest.raises(InvalidToken, match="unknown key"):
+                await verifier.verify(old_token)
         finally:
             rotated.stop()
 
