@@ -8,6 +8,7 @@ In-process, on a catalog database of the test's own."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import uuid
 from dataclasses import replace
@@ -136,12 +137,12 @@ async def test_a_page_walked_or_read_from_the_index_is_the_same(catalog_pool: as
             body["description"] = "Übungen in der Lehrwerkstatt." if n % 3 == 0 else "Kurs."
             await store.insert_offer(conn, TENANT, OfferIn.model_validate(body))
 
-    async def pages(q: str, few: bool, bound: int | None, size: int, skip: int) -> list[list[tuple]]:
+    async def pages(q: str, few: bool, bound: int | None, size: int, skip: int, where: dict) -> list[list[tuple]]:
         found = []
         async with tenant_transaction(catalog_pool, TENANT) as conn:
             if bound is not None:
                 await conn.execute("SELECT set_config('bildungsraum.search_walk_bound', $1, true)", str(bound))
-            query = store.OfferQuery(q=q, page_size=size, skip=skip, few=few)
+            query = store.OfferQuery(q=q, page_size=size, skip=skip, few=few, **where)
             for _ in range(12):
                 hits = [(h["id"], h["rank"]) for h in await store.search_offers(conn, query)]
                 found.append(hits)
@@ -150,9 +151,13 @@ async def test_a_page_walked_or_read_from_the_index_is_the_same(catalog_pool: as
                 query = replace(query, skip=0, after=(hits[-1][1], hits[-1][0]))
         return found
 
-    for q in (f"{marker} Lehrwerkstatt", "Lehrwerkstatt", f"{marker} Lehrgang"):
+    # and near a place, with and without a start window: the walk asks the text before the sessions (0018)
+    dortmund = {"lat": TOWNS["Dortmund"][0], "lon": TOWNS["Dortmund"][1]}
+    places = ({}, dortmund | {"radius_km": 100},
+              dortmund | {"radius_km": 100, "start_from": START, "start_to": START + timedelta(days=120)})
+    for where, q in itertools.product(places, (f"{marker} Lehrwerkstatt", "Lehrwerkstatt", f"{marker} Lehrgang")):
         for size, skip in ((7, 0), (5, 3), (20, 0)):
-            read = await pages(q, True, None, size, skip)
-            assert sum(map(len, read)) > size  # more than one page: the tiers and the cursor are compared
+            read = await pages(q, True, None, size, skip, where)
+            assert sum(map(len, read)) > min(size, 7)  # more than one page: the tiers and the cursor are compared
             for bound in (None, 1, 10, 45, 100_000):
-                assert await pages(q, False, bound, size, skip) == read, (q, size, skip, bound)
+                assert await pages(q, False, bound, size, skip, where) == read, (q, size, skip, bound, where)
