@@ -22,9 +22,10 @@ ALLOWED_ALGORITHMS = ["RS256"]
 
 
 MAX_LEEWAY_SECONDS = 60.0
-# Tokens verified, remembered until they expire: a user's browser sends the same token with every
-# request, and PyJWT took 1.6 ms of CPU to check one (its header's base64 alone 0.3 ms), a quarter
-# of the catalog's own time for a search (BENCHMARKS). About 1 KiB each.
+# Tokens verified, remembered until they expire: a user's client (the portal, for its signed-in user)
+# sends the same token with every request, and PyJWT took 1.6 ms of CPU to check one (its header's
+# base64 alone 0.3 ms), a quarter of the catalog's own time for a search (BENCHMARKS). A few KiB
+# each (the token and its claims).
 VERIFIED_TOKENS = 4096
 
 
