@@ -1,7 +1,9 @@
-"""HTTP load from Node (tests/bench/load.mjs): N keep-alive clients whose own cost, about a tenth
-of a millisecond a request, stays out of the figures. Python clients on the two cores the servers
-use did not: sixteen threads under one interpreter lock added 15–70 ms to a portal page, and httpx's
-asyncio client cost the catalog's search figures its own CPU per request (BENCHMARKS)."""
+"""HTTP load from Node (tests/bench/load.mjs): N keep-alive clients outside the servers' Python
+processes, whose own CPU is counted and reported. Sixteen Python threads under one interpreter lock
+added 15–70 ms to a portal page. Node's cost depends on the answers' size: about a tenth of a
+millisecond for a portal page, 1.5–2.4 ms for a search's 20 offers with their descriptions; with
+httpx's asyncio client instead, the catalog bench's figures were the same within the spread
+between runs (BENCHMARKS)."""
 
 from __future__ import annotations
 

@@ -42,23 +42,27 @@ def descendants(root: int) -> set[int]:
     return found
 
 
-def cpu_seconds(pid: int) -> float:
-    """A process's CPU time so far, user and system (``/proc/<pid>/stat``, in clock ticks)."""
+def _cpu_ticks(pid: int, children: bool = False) -> int:
+    """``/proc/<pid>/stat``'s user and system clock ticks; with ``children``, also those of its ended
+    children (``cutime``/``cstime``, which the kernel adds to the parent that waited for them)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(int(f) for f in fields[11:15 if children else 13])
+
+
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far, user and system."""
+    return _cpu_ticks(pid) / os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu_seconds(root: int) -> float:
-    """CPU time so far of ``root`` and every process below it, those that ended included: each live
-    process's own time and that of its ended children (``cutime``/``cstime``, which the kernel adds
-    to the parent that waited for them, such as PostgreSQL's postmaster for a closed connection)."""
+    """CPU time so far of ``root`` and every process below it, those that ended included (such as
+    PostgreSQL's backends of closed connections, counted in the postmaster's ``cutime``)."""
     ticks = 0
     for pid in descendants(root) | {root}:
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            ticks += _cpu_ticks(pid, children=True)
         except OSError:
             continue  # ended meanwhile: its parent's cutime holds it once waited for
-        ticks += sum(int(f) for f in fields[11:15])
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
