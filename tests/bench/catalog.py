@@ -46,8 +46,9 @@ PLACES = [("Dortmund", 51.51, 7.47), ("Arnsberg", 51.40, 8.06), ("Lüneburg", 53
           ("Leipzig", 51.34, 12.37), ("München", 48.14, 11.58), ("Hamburg", 53.55, 9.99), ("Köln", 50.94, 6.96)]
 
 
-def shapes() -> dict[str, itertools.cycle]:
-    """Five query shapes, each a cycle of parameter sets (varied words, places and filters)."""
+def shapes() -> dict[str, list[dict]]:
+    """The issue's five query shapes and tantivy's text + filter one, each a cycle of parameter sets
+    (varied words, places and filters)."""
     text = [{"q": w} for w in WORDS]
     radius = [{"q": w, "lat": lat, "lon": lon, "radius_km": r}
               for w, (_, lat, lon), r in zip(WORDS, itertools.cycle(PLACES), itertools.cycle([25, 50, 100]))]
@@ -59,8 +60,11 @@ def shapes() -> dict[str, itertools.cycle]:
                  "start_from": "2027-03-01", "start_to": "2027-09-30"}
                 for w, (_, lat, lon) in zip(WORDS, itertools.cycle(PLACES))]
     facets = [{"q": w, "facets": "true"} for w in WORDS]
+    # tantivy's second shape (tantivy_bench), so that both engines answer the same two
+    funding_format = [{"q": w, "funding": "qcg", "format": "presence"} for w in WORDS]
     return {"text": text, "text + radius": radius, "filters only": filters,
-            "text + radius + funding + start window": combined, "facets": facets}
+            "text + radius + funding + start window": combined, "facets": facets,
+            "text + funding + format": funding_format}
 
 
 def query_of(params: dict) -> tuple[store.OfferQuery, bool]:
