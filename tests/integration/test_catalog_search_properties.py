@@ -151,9 +151,13 @@ queries = st.fixed_dictionaries({
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(query=queries)
-@example(query={  # a text with formats and no place: the formats checked on the text's hits (migration 0020)
+@example(query={  # a text with formats: the formats checked on the text's hits (migration 0020)
     "tenant": TENANTS[0], "topic": TOPICS[0], "formats": ["online", "hybrid"], "schedules": [], "qualifications": [],
     "funding": [], "max_price": None, "min_hours": None, "start_from": None, "start_to": None, "near": None})
+@example(query={  # and near a place: the place's own clause still reads the formats (migration 0020)
+    "tenant": TENANTS[2], "topic": None, "formats": ["online", "presence"], "schedules": [], "qualifications": [],
+    "funding": [], "max_price": None, "min_hours": None, "start_from": None, "start_to": None,
+    "near": ("Lüneburg", 50)})
 def test_search_equals_the_reference_filter(platform: Platform, corpus: dict, query: dict) -> None:
     if query["near"]:  # keep clear of a radius's very edge, where float rounding may differ
         center, radius = CITIES[query["near"][0]], query["near"][1]
