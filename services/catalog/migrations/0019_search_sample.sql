@@ -3,7 +3,7 @@
 -- A search counts its hits exactly up to 1,000 and says "more than 1,000" beyond. For a word that
 -- 41,712 of 1,000,000 offers hold ("Pflege"), GIN answers only with a bitmap of every hit, built
 -- whole before one offer is read: 8.8 ms of the bounded count's 15.7 (psql, warm, alone, at the
--- 1,000,000 offers of make bench-catalog, 2026-12-07 02:40 UTC, a diagnosis), and the count was most
+-- 1,000,000 offers of make bench-catalog, 2026-12-07 02:28 UTC, a diagnosis), and the count was most
 -- of the 17-19 ms of PostgreSQL's CPU a text search took in that bench.
 --
 -- An eighth of the offers (those whose id hashes to 0 of 8) has a text index of its own. Where only
