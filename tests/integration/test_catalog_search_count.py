@@ -12,7 +12,7 @@ import asyncpg
 
 from runtime.db import tenant_transaction
 from services.catalog import handlers, store
-from services.catalog.domain import Acting, OfferIn
+from services.catalog.domain import Acting, OfferIn, ProviderIn
 
 TENANT, OTHER = "lueneburg", "westfaelisches-ruhrgebiet"
 
@@ -28,11 +28,10 @@ def _offer(provider_id: uuid.UUID, n: int, word: str, status: str, scope: str) -
 
 
 async def _add(pool: asyncpg.Pool, tenant: str, offers: list[tuple[str, str, str]]) -> None:
-    provider_id = uuid.uuid4()
     async with tenant_transaction(pool, tenant) as conn:
         await store.set_acting(conn, Acting(tenant, "operator-cli", None))
-        await conn.execute("INSERT INTO providers (id, tenant_id, name, emails) VALUES ($1, $2, 'Träger', '{}')",
-                           provider_id, tenant)
+        provider = ProviderIn(name="Träger", emails=["kurse@traeger.example"])
+        provider_id = await store.insert_provider(conn, tenant, provider)
         for n, (word, status, scope) in enumerate(offers):
             await store.insert_offer(conn, tenant, _offer(provider_id, n, word, status, scope))
 

@@ -30,17 +30,17 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     n bigint;
     b int := least(greatest(bound, 1), 100000);
+    clauses text := offer_search_where(f);
     sample text := search_sample_clause(f);
 BEGIN
     IF sample IS NOT NULL THEN
         EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM offers o WHERE %s%s LIMIT %s) t',
-                       offer_search_where(f), sample, b + 1) INTO n;
+                       clauses, sample, b + 1) INTO n;
         IF n > b THEN
             RETURN n;
         END IF;
     END IF;
-    EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM offers o WHERE %s LIMIT %s) t',
-                   offer_search_where(f), b + 1) INTO n;
+    EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM offers o WHERE %s LIMIT %s) t', clauses, b + 1) INTO n;
     RETURN n;
 END
 $$;
@@ -64,19 +64,20 @@ CREATE OR REPLACE FUNCTION search_offer_facets(f jsonb, bound int) RETURNS TABLE
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     b int := least(greatest(bound, 1), 100000);
+    clauses text := offer_search_where(f);
     sample text := search_sample_clause(f);
     counts jsonb;
 BEGIN
     IF sample IS NOT NULL THEN
         EXECUTE format('SELECT coalesce(jsonb_agg(jsonb_build_array(c.facet, c.value, c.n)), ''[]'') FROM (%s) c',
-                       search_facets_sql(offer_search_where(f) || sample, b)) INTO counts;
+                       search_facets_sql(clauses || sample, b)) INTO counts;
         -- every offer has exactly one format: its counts add up to the offers counted
         IF (SELECT coalesce(sum((c->>2)::bigint), 0) FROM jsonb_array_elements(counts) c WHERE c->>0 = 'format') >= b THEN
             RETURN QUERY SELECT c->>0, c->>1, (c->>2)::bigint FROM jsonb_array_elements(counts) c;
             RETURN;
         END IF;
     END IF;
-    RETURN QUERY EXECUTE search_facets_sql(offer_search_where(f), b);
+    RETURN QUERY EXECUTE search_facets_sql(clauses, b);
 END
 $$;
 ALTER FUNCTION search_offer_facets(jsonb, int)
