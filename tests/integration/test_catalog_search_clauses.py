@@ -1,0 +1,42 @@
+"""The filter clause the search functions write, read as text: where a plan depends on how a clause
+is written, a later migration that rewrites either function must not lose that plan silently. The
+answers are checked elsewhere (the property and count tests); these check the form."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from runtime.db import tenant_transaction
+
+TENANT = "lueneburg"
+
+
+async def _where(pool: asyncpg.Pool, filters: dict, text_column: str | None) -> str:
+    async with tenant_transaction(pool, TENANT) as conn:
+        return await conn.fetchval("SELECT offer_search_where($1::jsonb, $2)", filters, text_column)
+
+
+async def _formats(pool: asyncpg.Pool, formats: list[str]) -> str:
+    async with pool.acquire() as conn:
+        return await conn.fetchval("SELECT search_in_clause('format', $1::jsonb)", formats)
+
+
+@pytest.mark.parametrize("formats", [["online"], ["online", "hybrid"]])
+@pytest.mark.parametrize("near", [{}, {"lat": 51.51, "lon": 7.47, "radius_km": 50}])
+async def test_with_a_text_the_format_is_checked_on_the_texts_hits(
+        catalog_pool: asyncpg.Pool, formats: list[str], near: dict) -> None:
+    # migration 0020: an index read of the formats cost 47-170 ms at a million offers where checking
+    # each of the text's hits cost a few; "(…) IS TRUE" keeps any index from answering the clause
+    clause = await _formats(catalog_pool, formats)
+    where = await _where(catalog_pool, {"q": "python", "formats": formats} | near, "search")
+    assert f"({clause}) IS TRUE" in where, where
+    assert f" AND {clause}" not in where.replace(f"({clause}) IS TRUE", ""), where
+
+
+async def test_without_a_text_the_format_stays_answerable_by_its_index(catalog_pool: asyncpg.Pool) -> None:
+    # the filter-only walk skips to a format through offers_filter_walk (migration 0017)
+    clause = await _formats(catalog_pool, ["online"])
+    for filters, text_column in (({"formats": ["online"]}, "search"), ({"q": "python", "formats": ["online"]}, None)):
+        where = await _where(catalog_pool, filters, text_column)
+        assert f" AND {clause}" in where and "IS TRUE" not in where, where
