@@ -26,12 +26,13 @@ import asyncpg
 
 from deploy.local.stack import Stack
 from runtime.db import TENANT_SETTING, init_connection
-from services.catalog import importing, openqcat, store
+from services.catalog import importing, openqcat
 from services.catalog.bootstrap import CatalogSettings
 from services.catalog.domain import Acting
 from tests.bench.catalog import write_openqcat
 from tests.bench.catalog_data import TENANTS
 from tests.bench.flow import bench_config
+from tests.integration.catalog_setup import act_as_the_import_for_a_new_provider
 
 STATEMENTS = ("execute", "executemany", "fetch", "fetchval", "fetchrow", "copy_records_to_table")
 
@@ -75,11 +76,8 @@ async def run(stack: Stack, path: Path, parse: str, window: int | None) -> None:
         transaction = conn.transaction()
         await transaction.start()
         await conn.execute("SELECT set_config($1, $2, true)", TENANT_SETTING, TENANTS[0])
+        provider_id = await act_as_the_import_for_a_new_provider(conn, TENANTS[0], "Import-Phasen")
         acting = Acting(TENANTS[0], "operator-cli", None)
-        await store.set_acting(conn, acting)
-        provider_id = await conn.fetchval(
-            "INSERT INTO providers (id, tenant_id, name, emails) VALUES (gen_random_uuid(), $1, 'Import-Phasen',"
-            " '{}') RETURNING id", TENANTS[0])
         with path.open("rb") as stream:
             records = openqcat.ParsedApart(path) if parse == "apart" else openqcat.reader(stream)
             time_statements(spent)

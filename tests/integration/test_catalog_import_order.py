@@ -20,6 +20,7 @@ from contracts import OFFER_PUBLISHED, OFFER_UPDATED, OFFER_WITHDRAWN
 from runtime.db import tenant_transaction
 from services.catalog import importing, openqcat, store
 from services.catalog.domain import Acting
+from tests.integration.catalog_setup import act_as_the_import_for_a_new_provider
 
 TENANT = "lueneburg"
 ACTING = Acting(TENANT, "operator-cli", None)
@@ -72,17 +73,10 @@ def _small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importing, "BATCH", 2)
 
 
-async def _as_a_new_provider(conn: asyncpg.Connection, provider_id: uuid.UUID) -> None:
-    """Act as the operators' import does, for a provider of the network's own."""
-    await store.set_acting(conn, ACTING)
-    await conn.execute("INSERT INTO providers (id, tenant_id, name, emails) VALUES ($1, $2, 'Träger', '{}')",
-                       provider_id, TENANT)
-
-
 async def _import(pool: asyncpg.Pool, xml: bytes, window: int | None) -> tuple[dict, dict, int, int]:
     """The report, the provider's offers as stored (title and dated sessions by PRODUCT_ID), its offer
     events in the outbox, and how often the file was read."""
-    provider_id, reads = uuid.uuid4(), 0
+    reads = 0
     stream = io.BytesIO(xml)
 
     def records():
@@ -91,7 +85,7 @@ async def _import(pool: asyncpg.Pool, xml: bytes, window: int | None) -> tuple[d
         return openqcat.reader(stream)()
 
     async with tenant_transaction(pool, TENANT) as conn:
-        await _as_a_new_provider(conn, provider_id)
+        provider_id = await act_as_the_import_for_a_new_provider(conn, TENANT)
         report = await importing.import_catalogue(conn, ACTING, provider_id, records, window=window)
         offers = {row["external_id"]: (row["title"], row["status"], [s["external_id"] for s in row["sessions"]])
                   for row in await store.get_offers(conn, [r["id"] for r in await conn.fetch(
@@ -130,12 +124,11 @@ KURSNET = Path(__file__).resolve().parents[3] / "shared/fixtures/openqcat/kursne
 async def test_each_event_carries_the_offer_as_it_reads_back(catalog_pool: asyncpg.Pool) -> None:
     """An import's events are built from what it writes, not read back: they must say what a read
     gives. The real KURSNET export (prices, places, dated instances), then a change of it."""
-    provider_id = uuid.uuid4()
     first = KURSNET.read_bytes()
     changed = first.replace(b"<TITLE>Umschulung", b"<TITLE>Neue Umschulung", 1)
     assert changed != first
     async with tenant_transaction(catalog_pool, TENANT) as conn:
-        await _as_a_new_provider(conn, provider_id)
+        provider_id = await act_as_the_import_for_a_new_provider(conn, TENANT)
         await conn.execute("INSERT INTO network_sharing (tenant_id, networks) VALUES ($1, '{hellweg-hochsauerland}')"
                            " ON CONFLICT (tenant_id) DO NOTHING", TENANT)
         for xml, expected in ((first, {"created": 2}), (changed, {"updated": 1, "unchanged": 1})):
@@ -158,11 +151,10 @@ async def test_each_event_carries_the_offer_as_it_reads_back(catalog_pool: async
 async def test_a_new_catalog_withdraws_what_it_no_longer_lists(catalog_pool: asyncpg.Pool) -> None:
     """NEW_CATALOG is the provider's whole catalogue: its offers the next delivery leaves out are
     withdrawn (here in batches of two), each with an OfferWithdrawn event saying so."""
-    provider_id = uuid.uuid4()
     full = _file([_offer(f"K{n}", f"Kurs {n}", "2031-05-04") for n in range(5)])
     shrunk = _file([_offer("K0", "Kurs 0", "2031-05-04")])
     async with tenant_transaction(catalog_pool, TENANT) as conn:
-        await _as_a_new_provider(conn, provider_id)
+        provider_id = await act_as_the_import_for_a_new_provider(conn, TENANT)
         await importing.import_catalogue(conn, ACTING, provider_id, openqcat.reader(io.BytesIO(full)))
         report = await importing.import_catalogue(conn, ACTING, provider_id, openqcat.reader(io.BytesIO(shrunk)))
         assert report["counts"]["unchanged"] == 1 and sorted(report["deleted"]) == ["K1", "K2", "K3", "K4"]

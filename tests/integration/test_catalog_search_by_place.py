@@ -19,6 +19,7 @@ import asyncpg
 from runtime.db import tenant_transaction
 from services.catalog import handlers, store
 from services.catalog.domain import Acting, OfferIn
+from tests.integration.catalog_setup import act_as_the_import_for_a_new_provider
 
 TENANT = "lueneburg"
 TOWNS = {"Lüneburg": (53.25, 10.41), "Arnsberg": (51.40, 8.06), "Dortmund": (51.51, 7.47), "Kassel": (51.32, 9.50)}
@@ -59,11 +60,8 @@ async def _search(pool: asyncpg.Pool, query: store.OfferQuery, bound: int | None
 
 async def test_from_the_sessions_and_by_the_walk_the_same_offers(catalog_pool: asyncpg.Pool) -> None:
     rng = random.Random(6)
-    provider_id = uuid.uuid4()
     async with tenant_transaction(catalog_pool, TENANT) as conn:
-        await store.set_acting(conn, Acting(TENANT, "operator-cli", None))  # as the operators' import does
-        await conn.execute("INSERT INTO providers (id, tenant_id, name, emails) VALUES ($1, $2, 'Träger', '{}')",
-                           provider_id, TENANT)
+        provider_id = await act_as_the_import_for_a_new_provider(conn, TENANT)
         for n in range(300):
             await store.insert_offer(conn, TENANT, _offer(rng, provider_id, n))
     found_some = 0
@@ -85,7 +83,6 @@ async def test_a_text_near_a_place_follows_an_offer_that_moves(catalog_pool: asy
     """A text search near a place is narrowed by the cells where each offer's sessions are (its
     reach, migration 0016), which the writes keep: an offer moved from Arnsberg to Lüneburg is found
     near Lüneburg and no longer near Arnsberg; an online offer, held nowhere, is found near both."""
-    provider_id = uuid.uuid4()
     word = f"Hubarbeitsbühne{uuid.uuid4().hex[:6]}"
 
     def offer(fmt: str, town: str | None) -> OfferIn:
@@ -98,9 +95,7 @@ async def test_a_text_near_a_place_follows_an_offer_that_moves(catalog_pool: asy
                                                                         "lon": lon}} if town else {})}]})
 
     async with tenant_transaction(catalog_pool, TENANT) as conn:
-        await store.set_acting(conn, Acting(TENANT, "operator-cli", None))
-        await conn.execute("INSERT INTO providers (id, tenant_id, name, emails) VALUES ($1, $2, 'Träger', '{}')",
-                           provider_id, TENANT)
+        provider_id = await act_as_the_import_for_a_new_provider(conn, TENANT)
         moving = await store.insert_offer(conn, TENANT, offer("presence", "Arnsberg"))
         online = await store.insert_offer(conn, TENANT, offer("online", None))
 
@@ -124,12 +119,9 @@ async def test_a_page_walked_or_read_from_the_index_is_the_same(catalog_pool: as
     walked the whole table). However far the walk may go, the pages, their order and the cursor's
     next pages are those of the index read."""
     rng = random.Random(17)
-    provider_id = uuid.uuid4()
     marker = f"sw{uuid.uuid4().hex[:6]}"
     async with tenant_transaction(catalog_pool, TENANT) as conn:
-        await store.set_acting(conn, Acting(TENANT, "operator-cli", None))
-        await conn.execute("INSERT INTO providers (id, tenant_id, name, emails) VALUES ($1, $2, 'Träger', '{}')",
-                           provider_id, TENANT)
+        provider_id = await act_as_the_import_for_a_new_provider(conn, TENANT)
         for n in range(160):
             body = _offer(rng, provider_id, n).model_dump(mode="json")
             in_title = n % 40 == 0  # 4 titles hold "Lehrwerkstatt"; every third description does

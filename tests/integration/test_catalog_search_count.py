@@ -12,7 +12,8 @@ import asyncpg
 
 from runtime.db import tenant_transaction
 from services.catalog import handlers, store
-from services.catalog.domain import Acting, OfferIn, ProviderIn
+from services.catalog.domain import OfferIn
+from tests.integration.catalog_setup import act_as_the_import_for_a_new_provider
 
 TENANT, OTHER = "lueneburg", "westfaelisches-ruhrgebiet"
 
@@ -29,9 +30,7 @@ def _offer(provider_id: uuid.UUID, n: int, word: str, status: str, scope: str) -
 
 async def _add(pool: asyncpg.Pool, tenant: str, offers: list[tuple[str, str, str]]) -> None:
     async with tenant_transaction(pool, tenant) as conn:
-        await store.set_acting(conn, Acting(tenant, "operator-cli", None))
-        provider = ProviderIn(name="Träger", emails=["kurse@traeger.example"])
-        provider_id = await store.insert_provider(conn, tenant, provider)
+        provider_id = await act_as_the_import_for_a_new_provider(conn, tenant)
         for n, (word, status, scope) in enumerate(offers):
             await store.insert_offer(conn, tenant, _offer(provider_id, n, word, status, scope))
 
