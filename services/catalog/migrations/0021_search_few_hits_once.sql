@@ -1,0 +1,91 @@
+-- A search with few hits reads them once, in the text's own index, and ranks each in place.
+--
+-- Where the bounded count finds at most 1,000 hits ("few"), the page read its first tier from the
+-- title's index and, where that did not fill the page, its second from the text's. Near a place with
+-- a kind of funding the title's index has no partial index per funding beside it, so the planner
+-- ANDed it with offers_funding's 177,837 entries for "qcg": "Pflege" with qcg within 100 km of
+-- Leipzig and a start window took 72-77 ms for its page of 20 of 782 hits, where its count took 14
+-- (five of the catalog bench's 24 parameter sets of that shape: 71-77 ms each; psql and asyncpg at
+-- the 1,000,000 offers of make bench-catalog, alone, 2026-12-07 05:35 UTC, a diagnosis).
+--
+-- The count has just found every one of those hits through the text's index (the partial index per
+-- funding, the cells of a place): the page now reads them the same way, at most the bound of them,
+-- and ranks each by whether its title holds the words (the title's document implies the whole
+-- one's, so the two tiers are exactly the text's hits split by that test). Same offers, same order
+-- (the title's tier first, newest first in a tier), same cursor.
+CREATE OR REPLACE FUNCTION search_offer_page(f jsonb, after_rank real, after_id uuid, page_size int, skip int)
+RETURNS TABLE (id uuid, rank real) LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    n int := least(greatest(page_size, 1), 100);
+    s int := least(greatest(skip, 0), 1000);
+    q text := format('to_tsquery(''german'', de_fold(%L))', f->>'q');
+    walk_set int := nullif(current_setting('bildungsraum.search_walk_bound', true), '')::int;
+    walk_bound int;
+    walked uuid[];
+    got int := 0;
+    title_hits int;
+    before_id text := CASE WHEN after_id IS NULL THEN '' ELSE format(' AND o.id < %L::uuid', after_id) END;
+BEGIN
+    IF NOT f ? 'q' THEN
+        RETURN QUERY EXECUTE format('SELECT o.id, 0::real FROM offers o WHERE %s%s ORDER BY o.id DESC LIMIT %s OFFSET %s',
+            offer_search_where(f), before_id, n, s);
+        RETURN;
+    END IF;
+    IF coalesce((f->>'few')::boolean, false) THEN
+        -- every hit once, from the text's index; after a cursor, what follows it in (tier, id) order
+        RETURN QUERY EXECUTE format(
+            'SELECT t.id, t.rank FROM (SELECT o.id, CASE WHEN o.search_title @@ %s THEN 1 ELSE 0.5 END::real AS rank'
+            ' FROM offers o WHERE %s OFFSET 0) t%s ORDER BY t.rank DESC, t.id DESC LIMIT %s OFFSET %s',
+            q, offer_search_where(f, 'search'),
+            CASE WHEN after_id IS NULL THEN ''
+                 ELSE format(' WHERE (t.rank, t.id) < (%s::real, %L::uuid)',
+                             CASE WHEN after_rank > 0.75 THEN 1 ELSE 0.5 END, after_id) END,
+            n, s);
+        RETURN;
+    END IF;
+    IF after_id IS NULL OR after_rank > 0.75 THEN
+        -- tier 1: every word in title or skills (the title's document implies the whole one's);
+        -- the newest offers first, at most walk_bound of them
+        walk_bound := coalesce(walk_set, greatest(5000, 250 * (n + s)));
+        walked := search_walk(f, before_id, format('o.search_title @@ %s', q), walk_bound, n + s);
+        IF coalesce(cardinality(walked), 0) = n + s THEN
+            RETURN QUERY SELECT w.id, 1::real FROM unnest(walked[s + 1:]) WITH ORDINALITY AS w(id, k) ORDER BY w.k;
+            RETURN;
+        END IF;
+        -- the tier's hits from the title's index (the walk found fewer than a page)
+        RETURN QUERY EXECUTE format(
+            'SELECT t.id, 1::real FROM (SELECT o.id FROM offers o WHERE %s%s OFFSET 0) t'
+            ' ORDER BY t.id DESC LIMIT %s OFFSET %s',
+            offer_search_where(f, 'search_title'), before_id, n, s);
+        GET DIAGNOSTICS got = ROW_COUNT;
+        IF got >= n THEN
+            RETURN;
+        END IF;
+        IF got = 0 AND s > 0 THEN  -- the offset reached past the title tier: skip the rest in tier 2
+            EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM offers o WHERE %s%s OFFSET 0) t',
+                offer_search_where(f, 'search_title'), before_id)
+                INTO title_hits;
+            s := greatest(s - title_hits, 0);
+        ELSE
+            s := 0;
+        END IF;
+        after_id := NULL;
+        before_id := '';
+    END IF;
+    -- tier 2: the words (also) elsewhere; the newest offers first, then the text's index
+    walk_bound := coalesce(walk_set, greatest(5000, 250 * (n - got + s)));
+    walked := search_walk(f, before_id, format('o.search @@ %1$s AND NOT o.search_title @@ %1$s', q), walk_bound,
+                          n - got + s);
+    IF coalesce(cardinality(walked), 0) = n - got + s THEN
+        RETURN QUERY SELECT w.id, 0.5::real FROM unnest(walked[s + 1:]) WITH ORDINALITY AS w(id, k) ORDER BY w.k;
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE format(
+        'SELECT t.id, 0.5::real FROM (SELECT o.id, o.search_title FROM offers o WHERE %s%s OFFSET 0) t'
+        ' WHERE NOT t.search_title @@ %s ORDER BY t.id DESC LIMIT %s OFFSET %s',
+        offer_search_where(f, 'search'), before_id, q, n - got, s);
+END
+$$;
+-- CREATE OR REPLACE resets a function's settings: those of 0009, 0010 and 0012 again
+ALTER FUNCTION search_offer_page(jsonb, real, uuid, int, int)
+    SET jit = off SET max_parallel_workers_per_gather = 0 SET enable_seqscan = off SET work_mem = '32MB';
