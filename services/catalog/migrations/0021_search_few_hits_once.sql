@@ -6,7 +6,7 @@
 -- ANDed it with offers_funding's 177,837 entries for "qcg": "Pflege" with qcg within 100 km of
 -- Leipzig and a start window took 72-77 ms for its page of 20 of 782 hits, where its count took 14
 -- (five of the catalog bench's 24 parameter sets of that shape: 71-77 ms each; psql and asyncpg at
--- the 1,000,000 offers of make bench-catalog, alone, 2026-12-07 05:35 UTC, a diagnosis).
+-- the 1,000,000 offers of make bench-catalog, alone, 2026-12-07 05:31-05:33 UTC, a diagnosis).
 --
 -- The count has just found every one of those hits through the text's index (the partial index per
 -- funding, the cells of a place): the page now reads them the same way, at most the bound of them,
