@@ -266,12 +266,13 @@ async def search_offers(conn: asyncpg.Connection, query: store.OfferQuery, *, wi
         empty = {"items": [], "page_size": query.page_size, "next_cursor": None, "total": 0, "total_exceeds": False}
         return empty | ({"facets": {"format": {}, "schedule": {}, "qualification": {}, "funding": {}}}
                         if with_facets else {})
-    facets, total = await _facets_and_total(conn, query, with_facets)
+    facets, total, hits = await _counted(conn, query, with_facets)
     if total == 0 and store.splits_compounds(query.q) and not await store.count_offers(
             conn, store.OfferQuery(q=query.q), bound=1):  # the text itself, whatever the filters
         query = replace(query, compounds=True)
-        facets, total = await _facets_and_total(conn, query, with_facets)
-    hits = await store.search_offers(conn, replace(query, few=total <= store.TOTAL_BOUND)) if total else []
+        facets, total, hits = await _counted(conn, query, with_facets)
+    if hits is None:
+        hits = await store.search_offers(conn, replace(query, few=total <= store.TOTAL_BOUND)) if total else []
     offers = await store.get_offers(conn, [h["id"] for h in hits])
     rank = {h["id"]: h["rank"] for h in hits}
     answer = {
@@ -287,13 +288,14 @@ async def search_offers(conn: asyncpg.Connection, query: store.OfferQuery, *, wi
     return answer
 
 
-async def _facets_and_total(conn: asyncpg.Connection, query: store.OfferQuery,
-                            with_facets: bool) -> tuple[dict | None, int]:
-    """The facet counts (when asked for) and the total, up to the bound and one more."""
+async def _counted(conn: asyncpg.Connection, query: store.OfferQuery,
+                   with_facets: bool) -> tuple[dict | None, int, list[asyncpg.Record] | None]:
+    """The facet counts (when asked for), the total up to the bound and one more, and the page
+    where the count's own read of the hits gave it (no facets, at most the bound of hits)."""
     if with_facets:  # one pass over the hits counts both: every offer has exactly one format
         facets = await store.facet_offers(conn, query, store.TOTAL_BOUND + 1)
-        return facets, sum(facets["format"].values())
-    return None, await store.count_offers(conn, query)
+        return facets, sum(facets["format"].values()), None
+    return None, *await store.count_and_page(conn, query)
 
 
 def public_offer_state(row: asyncpg.Record) -> dict:

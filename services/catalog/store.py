@@ -392,6 +392,18 @@ async def search_offers(conn: asyncpg.Connection, query: OfferQuery) -> list[asy
                             filters, after_rank, after_id, query.page_size, query.skip)
 
 
+async def count_and_page(conn: asyncpg.Connection, query: OfferQuery,
+                         bound: int = TOTAL_BOUND) -> tuple[int, list[asyncpg.Record] | None]:
+    """The total up to the bound and one more, and where it is within the bound the page of (id,
+    rank) too, from the same read of the hits; None for the page where there are more (it is then
+    walked, ``search_offers``)."""
+    after_rank, after_id = query.after or (None, None)
+    rows = await conn.fetch("SELECT total, id, rank FROM search_offer_count_page($1, $2, $3, $4, $5, $6)",
+                            query.filters(), bound, after_rank, after_id, query.page_size, query.skip)
+    total = rows[0]["total"]
+    return total, (None if total > bound else [r for r in rows if r["id"] is not None])
+
+
 async def count_offers(conn: asyncpg.Connection, query: OfferQuery, bound: int = TOTAL_BOUND) -> int:
     return await conn.fetchval("SELECT search_offer_count($1, $2)", query.filters(), bound)
 

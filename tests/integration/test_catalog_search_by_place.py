@@ -117,7 +117,7 @@ async def test_a_page_walked_or_read_from_the_index_is_the_same(catalog_pool: as
     """A page of many hits walks the newest offers, at most a bound of them, and reads the tier's
     hits from the text's index where the walk does not fill it (migration 0017: a word in no title
     walked the whole table). However far the walk may go, the pages, their order and the cursor's
-    next pages are those of the index read."""
+    next pages are those of the index read, and those the count gives from its own read."""
     rng = random.Random(17)
     marker = f"sw{uuid.uuid4().hex[:6]}"
     async with tenant_transaction(catalog_pool, TENANT) as conn:
@@ -129,14 +129,20 @@ async def test_a_page_walked_or_read_from_the_index_is_the_same(catalog_pool: as
             body["description"] = "Übungen in der Lehrwerkstatt." if n % 3 == 0 else "Kurs."
             await store.insert_offer(conn, TENANT, OfferIn.model_validate(body))
 
-    async def pages(q: str, few: bool, bound: int | None, size: int, skip: int, where: dict) -> list[list[tuple]]:
+    async def pages(q: str | None, few: bool, bound: int | None, size: int, skip: int, where: dict,
+                    counted: bool = False) -> list[list[tuple]]:
         found = []
         async with tenant_transaction(catalog_pool, TENANT) as conn:
             if bound is not None:
                 await conn.execute("SELECT set_config('bildungsraum.search_walk_bound', $1, true)", str(bound))
             query = store.OfferQuery(q=q, page_size=size, skip=skip, few=few, **where)
             for _ in range(12):
-                hits = [(h["id"], h["rank"]) for h in await store.search_offers(conn, query)]
+                if counted:  # the count's own read of the hits gives the page (migration 0021)
+                    total, page = await store.count_and_page(conn, query)
+                    assert page is not None and total <= store.TOTAL_BOUND
+                else:
+                    page = await store.search_offers(conn, query)
+                hits = [(h["id"], h["rank"]) for h in page]
                 found.append(hits)
                 if len(hits) < size:
                     break
@@ -153,3 +159,8 @@ async def test_a_page_walked_or_read_from_the_index_is_the_same(catalog_pool: as
             assert sum(map(len, read)) > min(size, 7)  # more than one page: the tiers and the cursor are compared
             for bound in (None, 1, 10, 45, 100_000):
                 assert await pages(q, False, bound, size, skip, where) == read, (q, size, skip, bound, where)
+            assert await pages(q, True, None, size, skip, where, counted=True) == read, (q, size, skip, where)
+    for where, (size, skip) in itertools.product(places, ((7, 0), (5, 3))):  # no text: newest first
+        read = await pages(None, True, None, size, skip, where)
+        assert sum(map(len, read)) > size
+        assert await pages(None, True, None, size, skip, where, counted=True) == read, (size, skip, where)

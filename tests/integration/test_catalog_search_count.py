@@ -70,6 +70,8 @@ async def test_the_bounded_total_is_exact_however_it_is_counted(catalog_pool: as
             async with tenant_transaction(catalog_pool, TENANT) as conn:
                 query = store.OfferQuery(q=word)
                 assert await store.count_offers(conn, query, bound) == min(visible, bound + 1), (word, bound)
+                total, page = await store.count_and_page(conn, query, bound)  # and with its page (0021)
+                assert (total, page is None) == (min(visible, bound + 1), visible > bound), (word, bound)
                 facets = await store.facet_offers(conn, query, bound)
                 assert sum(facets["format"].values()) == min(visible, bound), (word, bound)
                 # with a filter beside the text it is counted whole at once: the same answer

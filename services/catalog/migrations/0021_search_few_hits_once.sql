@@ -12,7 +12,9 @@
 -- funding, the cells of a place): the page now reads them the same way, at most the bound of them,
 -- and ranks each by whether its title holds the words (the title's document implies the whole
 -- one's, so the two tiers are exactly the text's hits split by that test). Same offers, same order
--- (the title's tier first, newest first in a tier), same cursor.
+-- (the title's tier first, newest first in a tier), same cursor. And where no facets are asked, the
+-- count gives that page itself from its own read (search_offer_count_page, below): the hits are then
+-- read once in all, not once to count and once more for the page.
 CREATE OR REPLACE FUNCTION search_offer_page(f jsonb, after_rank real, after_id uuid, page_size int, skip int)
 RETURNS TABLE (id uuid, rank real) LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
@@ -88,4 +90,56 @@ END
 $$;
 -- CREATE OR REPLACE resets a function's settings: those of 0009, 0010 and 0012 again
 ALTER FUNCTION search_offer_page(jsonb, real, uuid, int, int)
+    SET jit = off SET max_parallel_workers_per_gather = 0 SET enable_seqscan = off SET work_mem = '32MB';
+
+-- The count and, where it finds at most the bound, the page from the same read. The bounded count
+-- reads the hits to count them; where they are few it has read all of them, so the page is those
+-- hits ranked (by id where no text is asked), and the few-hits read of the page above is not made
+-- a second time. One row with no id where there is no page to give: more hits than the bound (the
+-- page is then walked), none at all, or none after the cursor.
+CREATE FUNCTION search_offer_count_page(f jsonb, bound int, after_rank real, after_id uuid, page_size int, skip int)
+RETURNS TABLE (total bigint, id uuid, rank real)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    b int := least(greatest(bound, 1), 100000);
+    n int := least(greatest(page_size, 1), 100);
+    s int := least(greatest(skip, 0), 1000);
+    clauses text := offer_search_where(f);
+    sample text := search_sample_clause(f);
+    hits uuid[];
+    counted bigint;
+    ranked text := CASE WHEN f ? 'q'
+                        THEN format('CASE WHEN o.search_title @@ to_tsquery(''german'', de_fold(%L)) THEN 1 ELSE 0.5 END',
+                                    f->>'q')
+                        ELSE '0' END;
+BEGIN
+    IF sample IS NOT NULL THEN  -- as search_offer_count: the eighth first
+        EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM offers o WHERE %s%s LIMIT %s) t',
+                       clauses, sample, b + 1) INTO counted;
+        IF counted > b THEN
+            RETURN QUERY SELECT counted, NULL::uuid, NULL::real;
+            RETURN;
+        END IF;
+    END IF;
+    EXECUTE format('SELECT array_agg(t.id) FROM (SELECT o.id FROM offers o WHERE %s LIMIT %s) t', clauses, b + 1)
+        INTO hits;
+    counted := coalesce(cardinality(hits), 0);
+    IF counted BETWEEN 1 AND b THEN
+        RETURN QUERY EXECUTE format(
+            'SELECT %s::bigint, t.id, t.rank FROM (SELECT o.id, (%s)::real AS rank FROM offers o'
+            ' WHERE o.id = ANY($1)) t%s ORDER BY t.rank DESC, t.id DESC LIMIT %s OFFSET %s',
+            counted, ranked,
+            CASE WHEN after_id IS NULL THEN ''
+                 WHEN NOT f ? 'q' THEN format(' WHERE t.id < %L::uuid', after_id)
+                 ELSE format(' WHERE (t.rank, t.id) < (%s::real, %L::uuid)',
+                             CASE WHEN after_rank > 0.75 THEN 1 ELSE 0.5 END, after_id) END,
+            n, s) USING hits;
+        IF FOUND THEN
+            RETURN;
+        END IF;
+    END IF;
+    RETURN QUERY SELECT counted, NULL::uuid, NULL::real;
+END
+$$;
+ALTER FUNCTION search_offer_count_page(jsonb, int, real, uuid, int, int)
     SET jit = off SET max_parallel_workers_per_gather = 0 SET enable_seqscan = off SET work_mem = '32MB';
