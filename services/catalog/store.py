@@ -405,7 +405,7 @@ async def count_and_page(conn: asyncpg.Connection, query: OfferQuery,
 
 
 async def count_offers(conn: asyncpg.Connection, query: OfferQuery, bound: int = TOTAL_BOUND) -> int:
-    return await conn.fetchval("SELECT search_offer_count($1, $2)", query.filters(), bound)
+    return (await count_and_page(conn, query, bound))[0]
 
 
 async def facet_offers(conn: asyncpg.Connection, query: OfferQuery, bound: int = TOTAL_BOUND + 1) -> dict:

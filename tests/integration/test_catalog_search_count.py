@@ -69,8 +69,7 @@ async def test_the_bounded_total_is_exact_however_it_is_counted(catalog_pool: as
         for bound in (1, 2, 3, 5, 6, 7, 9, 12, 15, 20, 30, 60, 159, 160, 161, 1000):
             async with tenant_transaction(catalog_pool, TENANT) as conn:
                 query = store.OfferQuery(q=word)
-                assert await store.count_offers(conn, query, bound) == min(visible, bound + 1), (word, bound)
-                total, page = await store.count_and_page(conn, query, bound)  # and with its page (0021)
+                total, page = await store.count_and_page(conn, query, bound)  # a page where few (0021)
                 assert (total, page is None) == (min(visible, bound + 1), visible > bound), (word, bound)
                 facets = await store.facet_offers(conn, query, bound)
                 assert sum(facets["format"].values()) == min(visible, bound), (word, bound)

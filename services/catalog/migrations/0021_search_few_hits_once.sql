@@ -113,7 +113,7 @@ DECLARE
                                     f->>'q')
                         ELSE '0' END;
 BEGIN
-    IF sample IS NOT NULL THEN  -- as search_offer_count: the eighth first
+    IF sample IS NOT NULL THEN  -- a text alone: the eighth first (0019)
         EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM offers o WHERE %s%s LIMIT %s) t',
                        clauses, sample, b + 1) INTO counted;
         IF counted > b THEN
@@ -143,3 +143,6 @@ END
 $$;
 ALTER FUNCTION search_offer_count_page(jsonb, int, real, uuid, int, int)
     SET jit = off SET max_parallel_workers_per_gather = 0 SET enable_seqscan = off SET work_mem = '32MB';
+
+-- The count alone is the first column of the above now: one function counts.
+DROP FUNCTION search_offer_count(jsonb, int);
