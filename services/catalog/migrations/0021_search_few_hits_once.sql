@@ -125,6 +125,7 @@ BEGIN
         INTO hits;
     counted := coalesce(cardinality(hits), 0);
     IF counted BETWEEN 1 AND b THEN
+        -- the hits just read, each of which passed every clause (the network's visibility too), ranked
         RETURN QUERY EXECUTE format(
             'SELECT %s::bigint, t.id, t.rank FROM (SELECT o.id, (%s)::real AS rank FROM offers o'
             ' WHERE o.id = ANY($1)) t%s ORDER BY t.rank DESC, t.id DESC LIMIT %s OFFSET %s',
