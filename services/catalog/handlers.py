@@ -271,8 +271,8 @@ async def search_offers(conn: asyncpg.Connection, query: store.OfferQuery, *, wi
             conn, store.OfferQuery(q=query.q), bound=1):  # the text itself, whatever the filters
         query = replace(query, compounds=True)
         facets, total, hits = await _counted(conn, query, with_facets)
-    if hits is None:
-        hits = await store.search_offers(conn, replace(query, few=total <= store.TOTAL_BOUND)) if total else []
+    if hits is None:  # more hits than the bound: the page is walked
+        hits = await store.search_offers(conn, query)
     offers = await store.get_offers(conn, [h["id"] for h in hits])
     rank = {h["id"]: h["rank"] for h in hits}
     answer = {
@@ -291,10 +291,10 @@ async def search_offers(conn: asyncpg.Connection, query: store.OfferQuery, *, wi
 async def _counted(conn: asyncpg.Connection, query: store.OfferQuery,
                    with_facets: bool) -> tuple[dict | None, int, list[asyncpg.Record] | None]:
     """The facet counts (when asked for), the total up to the bound and one more, and the page
-    where the count's own read of the hits gave it (no facets, at most the bound of hits)."""
+    where there are at most the bound of hits (the count's own read gives it)."""
     if with_facets:  # one pass over the hits counts both: every offer has exactly one format
-        facets = await store.facet_offers(conn, query, store.TOTAL_BOUND + 1)
-        return facets, sum(facets["format"].values()), None
+        facets, page = await store.facets_and_page(conn, query, store.TOTAL_BOUND + 1)
+        return facets, sum(facets["format"].values()), page
     return None, *await store.count_and_page(conn, query)
 
 

@@ -364,7 +364,6 @@ class OfferQuery:
     after: tuple[float, uuid.UUID] | None = None  # the keyset cursor: (rank, id) of the last hit seen
     skip: int = 0
     compounds: bool = False  # long words also as two parts (see text_query)
-    few: bool = False  # the bounded count found at most TOTAL_BOUND hits: the page reads them from the index
 
     def filters(self) -> dict[str, Any]:
         """The filters as the SQL functions take them (only what is set)."""
@@ -379,8 +378,6 @@ class OfferQuery:
         }
         if self.radius_km is not None:
             values |= {"lat": self.lat, "lon": self.lon, "radius_km": self.radius_km}
-        if self.few:
-            values["few"] = True
         return {k: v for k, v in values.items() if v is not None and v != []}
 
 
@@ -408,10 +405,20 @@ async def count_offers(conn: asyncpg.Connection, query: OfferQuery, bound: int =
     return (await count_and_page(conn, query, bound))[0]
 
 
-async def facet_offers(conn: asyncpg.Connection, query: OfferQuery, bound: int = TOTAL_BOUND + 1) -> dict:
-    """Counts by format, schedule, qualification and funding over the first ``bound`` hits: all of
-    them while the total is exact (the search's own total is taken from the same pass)."""
+async def facets_and_page(conn: asyncpg.Connection, query: OfferQuery,
+                          bound: int = TOTAL_BOUND + 1) -> tuple[dict, list[asyncpg.Record] | None]:
+    """Counts by format, schedule, qualification and funding over the first ``bound`` hits (all of
+    them while the total is exact: the search's own total is the formats' sum), and where those are
+    all the hits, the page of (id, rank) too, from the same read; None for the page where there are
+    more (it is then walked, ``search_offers``)."""
     facets: dict[str, dict[str, int]] = {"format": {}, "schedule": {}, "qualification": {}, "funding": {}}
-    for row in await conn.fetch("SELECT facet, value, n FROM search_offer_facets($1, $2)", query.filters(), bound):
-        facets[row["facet"]][row["value"]] = row["n"]
-    return facets
+    after_rank, after_id = query.after or (None, None)
+    page = []
+    rows = await conn.fetch("SELECT facet, value, n, id, rank FROM search_offer_facets_page($1, $2, $3, $4, $5, $6)",
+                            query.filters(), bound, after_rank, after_id, query.page_size, query.skip)
+    for row in rows:
+        if row["facet"] is None:
+            page.append(row)
+        else:
+            facets[row["facet"]][row["value"]] = row["n"]
+    return facets, (page if sum(facets["format"].values()) < bound else None)

@@ -116,8 +116,9 @@ async def test_a_text_near_a_place_follows_an_offer_that_moves(catalog_pool: asy
 async def test_a_page_walked_or_read_from_the_index_is_the_same(catalog_pool: asyncpg.Pool) -> None:
     """A page of many hits walks the newest offers, at most a bound of them, and reads the tier's
     hits from the text's index where the walk does not fill it (migration 0017: a word in no title
-    walked the whole table). However far the walk may go, the pages, their order and the cursor's
-    next pages are those of the index read, and those the count gives from its own read."""
+    walked the whole table). Where the hits are few, the count and the facets give the page from their
+    own read of them (migration 0021). However far the walk may go, its pages, their order and the
+    cursor's next pages are those the count and the facets give."""
     rng = random.Random(17)
     marker = f"sw{uuid.uuid4().hex[:6]}"
     async with tenant_transaction(catalog_pool, TENANT) as conn:
@@ -129,19 +130,22 @@ async def test_a_page_walked_or_read_from_the_index_is_the_same(catalog_pool: as
             body["description"] = "Übungen in der Lehrwerkstatt." if n % 3 == 0 else "Kurs."
             await store.insert_offer(conn, TENANT, OfferIn.model_validate(body))
 
-    async def pages(q: str | None, few: bool, bound: int | None, size: int, skip: int, where: dict,
-                    counted: bool = False) -> list[list[tuple]]:
+    async def pages(q: str | None, how: str, bound: int | None, size: int, skip: int,
+                    where: dict) -> list[list[tuple]]:
+        """Up to 12 pages, the cursor's next ones after the first: from the count's own read of the
+        hits, from the facets' (migration 0021), or walked (at most ``bound`` offers a tier)."""
         found = []
         async with tenant_transaction(catalog_pool, TENANT) as conn:
             if bound is not None:
                 await conn.execute("SELECT set_config('bildungsraum.search_walk_bound', $1, true)", str(bound))
-            query = store.OfferQuery(q=q, page_size=size, skip=skip, few=few, **where)
+            query = store.OfferQuery(q=q, page_size=size, skip=skip, **where)
             for _ in range(12):
-                if counted:  # the count's own read of the hits gives the page (migration 0021)
-                    total, page = await store.count_and_page(conn, query)
-                    assert page is not None and total <= store.TOTAL_BOUND
-                else:
+                if how == "walk":
                     page = await store.search_offers(conn, query)
+                else:
+                    _, page = (await store.count_and_page(conn, query) if how == "count"
+                               else await store.facets_and_page(conn, query))
+                    assert page is not None  # these few hits are all read by the count
                 hits = [(h["id"], h["rank"]) for h in page]
                 found.append(hits)
                 if len(hits) < size:
@@ -155,12 +159,13 @@ async def test_a_page_walked_or_read_from_the_index_is_the_same(catalog_pool: as
               dortmund | {"radius_km": 100, "start_from": START, "start_to": START + timedelta(days=120)})
     for where, q in itertools.product(places, (f"{marker} Lehrwerkstatt", "Lehrwerkstatt", f"{marker} Lehrgang")):
         for size, skip in ((7, 0), (5, 3), (20, 0)):
-            read = await pages(q, True, None, size, skip, where)
+            read = await pages(q, "count", None, size, skip, where)
             assert sum(map(len, read)) > min(size, 7)  # more than one page: the tiers and the cursor are compared
+            assert await pages(q, "facets", None, size, skip, where) == read, (q, size, skip, where)
             for bound in (None, 1, 10, 45, 100_000):
-                assert await pages(q, False, bound, size, skip, where) == read, (q, size, skip, bound, where)
-            assert await pages(q, True, None, size, skip, where, counted=True) == read, (q, size, skip, where)
+                assert await pages(q, "walk", bound, size, skip, where) == read, (q, size, skip, bound, where)
     for where, (size, skip) in itertools.product(places, ((7, 0), (5, 3))):  # no text: newest first
-        read = await pages(None, True, None, size, skip, where)
+        read = await pages(None, "count", None, size, skip, where)
         assert sum(map(len, read)) > size
-        assert await pages(None, True, None, size, skip, where, counted=True) == read, (size, skip, where)
+        for how in ("facets", "walk"):
+            assert await pages(None, how, None, size, skip, where) == read, (how, size, skip, where)

@@ -71,8 +71,9 @@ async def test_the_bounded_total_is_exact_however_it_is_counted(catalog_pool: as
                 query = store.OfferQuery(q=word)
                 total, page = await store.count_and_page(conn, query, bound)  # a page where few (0021)
                 assert (total, page is None) == (min(visible, bound + 1), visible > bound), (word, bound)
-                facets = await store.facet_offers(conn, query, bound)
+                facets, page = await store.facets_and_page(conn, query, bound)
                 assert sum(facets["format"].values()) == min(visible, bound), (word, bound)
+                assert (page is None) == (visible >= bound), (word, bound)  # a page where all were counted
                 # with a filter beside the text it is counted whole at once: the same answer
                 online = await store.count_offers(conn, store.OfferQuery(q=word, formats=["online"]), bound)
                 assert online == min(_visible(word, ("online",)), bound + 1), (word, bound)
