@@ -380,13 +380,16 @@ class OfferQuery:
             values |= {"lat": self.lat, "lon": self.lon, "radius_km": self.radius_km}
         return {k: v for k, v in values.items() if v is not None and v != []}
 
+    def page(self) -> tuple[float | None, uuid.UUID | None, int, int]:
+        """Which page the SQL functions give: after the cursor's (rank, id), its size, how many to skip."""
+        after_rank, after_id = self.after or (None, None)
+        return after_rank, after_id, self.page_size, self.skip
+
 
 async def search_offers(conn: asyncpg.Connection, query: OfferQuery) -> list[asyncpg.Record]:
     """One page of (id, rank) of published offers the acting tenant may see, best first."""
-    filters = query.filters()
-    after_rank, after_id = query.after or (None, None)
     return await conn.fetch("SELECT id, rank FROM search_offer_page($1, $2, $3, $4, $5)",
-                            filters, after_rank, after_id, query.page_size, query.skip)
+                            query.filters(), *query.page())
 
 
 async def count_and_page(conn: asyncpg.Connection, query: OfferQuery,
@@ -394,9 +397,8 @@ async def count_and_page(conn: asyncpg.Connection, query: OfferQuery,
     """The total up to the bound and one more, and where it is within the bound the page of (id,
     rank) too, from the same read of the hits; None for the page where there are more (it is then
     walked, ``search_offers``)."""
-    after_rank, after_id = query.after or (None, None)
     rows = await conn.fetch("SELECT total, id, rank FROM search_offer_count_page($1, $2, $3, $4, $5, $6)",
-                            query.filters(), bound, after_rank, after_id, query.page_size, query.skip)
+                            query.filters(), bound, *query.page())
     total = rows[0]["total"]
     return total, (None if total > bound else [r for r in rows if r["id"] is not None])
 
@@ -412,10 +414,9 @@ async def facets_and_page(conn: asyncpg.Connection, query: OfferQuery,
     all the hits, the page of (id, rank) too, from the same read; None for the page where there are
     more (it is then walked, ``search_offers``)."""
     facets: dict[str, dict[str, int]] = {"format": {}, "schedule": {}, "qualification": {}, "funding": {}}
-    after_rank, after_id = query.after or (None, None)
     page = []
     rows = await conn.fetch("SELECT facet, value, n, id, rank FROM search_offer_facets_page($1, $2, $3, $4, $5, $6)",
-                            query.filters(), bound, after_rank, after_id, query.page_size, query.skip)
+                            query.filters(), bound, *query.page())
     for row in rows:
         if row["facet"] is None:
             page.append(row)
