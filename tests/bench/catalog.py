@@ -1,7 +1,8 @@
 """`make bench-catalog`: search at national scale and the open-Qcat import.
 
 1,000,000 generated offers (tests/bench/catalog_data.py) across three networks, loaded with COPY.
-Five query shapes, p50/p99 at concurrency 16: over HTTP (the service as users call it), the same
+The issue's five query shapes and two more (a text with a funding and a format, which tantivy
+answers too; a text narrowed by schedule and qualification), p50/p99 at concurrency 16: over HTTP (the service as users call it), the same
 SQL directly through asyncpg in the same run (the floor), and the text and text+filter shapes in
 tantivy over the same offers (the engine one might pick instead). Then an open-Qcat import of a
 generated 100,000-offer file through the operators' command line: offers/s and peak memory,
@@ -47,8 +48,8 @@ PLACES = [("Dortmund", 51.51, 7.47), ("Arnsberg", 51.40, 8.06), ("Lüneburg", 53
 
 
 def shapes() -> dict[str, list[dict]]:
-    """The issue's five query shapes and tantivy's text + filter one, each a cycle of parameter sets
-    (varied words, places and filters)."""
+    """The issue's five query shapes, tantivy's text + filter one and a text narrowed by schedule and
+    qualification, each a cycle of parameter sets (varied words, places and filters)."""
     text = [{"q": w} for w in WORDS]
     radius = [{"q": w, "lat": lat, "lon": lon, "radius_km": r}
               for w, (_, lat, lon), r in zip(WORDS, itertools.cycle(PLACES), itertools.cycle([25, 50, 100]))]
@@ -62,17 +63,23 @@ def shapes() -> dict[str, list[dict]]:
     facets = [{"q": w, "facets": "true"} for w in WORDS]
     # tantivy's second shape (tantivy_bench), so that both engines answer the same two
     funding_format = [{"q": w, "funding": "qcg", "format": "presence"} for w in WORDS]
+    # a text narrowed as a user narrows it: some of these have many hits, some few, some none
+    narrowed = [{"q": w, "schedule": s, "qualification": ql}
+                for w, s, ql in zip(WORDS, itertools.cycle(["evening", "weekend", "part_time", "full_time", "flexible"]),
+                                    itertools.cycle(["certificate", "retraining", "partial_qualification",
+                                                     "advancement", "adaptation", "language"]))]
     return {"text": text, "text + radius": radius, "filters only": filters,
             "text + radius + funding + start window": combined, "facets": facets,
-            "text + funding + format": funding_format}
+            "text + funding + format": funding_format, "text + schedule + qualification": narrowed}
 
 
 def query_of(params: dict) -> tuple[store.OfferQuery, bool]:
     """The OfferQuery the API builds from these parameters (for the direct-SQL floor)."""
-    lists = {k: [params[k]] for k in ("format", "schedule", "funding") if k in params}
+    lists = {k: [params[k]] for k in ("format", "schedule", "qualification", "funding") if k in params}
     query = store.OfferQuery(
         q=params.get("q"), lat=params.get("lat"), lon=params.get("lon"), radius_km=params.get("radius_km"),
-        formats=lists.get("format"), schedules=lists.get("schedule"), funding=lists.get("funding"),
+        formats=lists.get("format"), schedules=lists.get("schedule"), qualifications=lists.get("qualification"),
+        funding=lists.get("funding"),
         max_price_eur=params.get("max_price_eur"),
         start_from=date.fromisoformat(params["start_from"]) if "start_from" in params else None,
         start_to=date.fromisoformat(params["start_to"]) if "start_to" in params else None)

@@ -110,6 +110,31 @@ def test_change_and_withdraw_an_offer(platform: Platform, catalog: dict) -> None
         assert foreign.status_code == 404  # another network's provider
 
 
+def test_a_changed_offer_is_found_by_its_new_format_schedule_and_qualification(platform: Platform,
+                                                                              catalog: dict) -> None:
+    # with a text, these filters are answered from the text's index too (migration 0022): the words it
+    # holds for them must follow the offer
+    marker = "fw" + uuid.uuid4().hex[:6]
+    before = {"format": "presence", "schedule": "full_time", "qualification": "certificate"}
+    after = {"format": "online", "schedule": "evening", "qualification": "language"}
+    body = offer_body(catalog["provider"]["id"], title=f"Deutsch für den Beruf {marker}",
+                      visibility={"scope": "home", "networks": []}, **before)
+    with platform.client("catalog", RUHR) as api:
+        offer = api.post("/v1/offers", json=body).json()
+
+    def found(**filters: str) -> bool:
+        return offer["id"] in _ids(_search(platform, q=f"Deutsch {marker}", **filters))
+
+    assert all(found(**{key: value}) for key, value in before.items())
+    assert not any(found(**{key: value}) for key, value in after.items())
+    with platform.client("catalog", RUHR) as api:
+        changed = api.put(f"/v1/offers/{offer['id']}", json=body | after | {"sessions": [{"start": "2031-06-01"}]})
+        assert changed.status_code == 200, changed.text
+    assert all(found(**{key: value}) for key, value in after.items())
+    assert found(**after)
+    assert not any(found(**{key: value}) for key, value in before.items())
+
+
 @pytest.fixture(scope="module")
 def forklift(platform: Platform) -> dict:
     marker = "gs" + uuid.uuid4().hex[:6]
