@@ -236,15 +236,16 @@ _SESSION_FIELDS = ("offer_id, tenant_id, position, external_id, start_date, end_
                    " city, lat, lon")
 # Set-based writes: the rows travel as one JSON array, typed by the table's own row type. One
 # statement for a whole batch instead of one per row (each a parse, bind and execute). Each row
-# also carries its sessions' places, from which the statement sets where the offer is held
-# (``reach``, migration 0016; the sessions' own rows are written after the offer's).
+# also carries its sessions' places and starts, from which the statement sets where and when the
+# offer is held (``reach``, migrations 0016 and 0024; the sessions' own rows are written after the
+# offer's).
 _INSERT_OFFERS = (f"INSERT INTO offers (id, tenant_id, provider_id, {_OFFER_FIELDS}, reach)"
                   f" SELECT r.id, r.tenant_id, r.provider_id, {', '.join('r.' + c for c in _OFFER_NAMES)},"
-                  " offer_reach(r.format, e->'places')"
+                  " offer_reach(r.format, e->'sessions')"
                   " FROM jsonb_array_elements($1) e, jsonb_populate_record(NULL::offers, e) r")
 _UPDATE_OFFERS = (
     "UPDATE offers o SET provider_id = r.provider_id, " + ", ".join(f"{c} = r.{c}" for c in _OFFER_NAMES)
-    + ", reach = offer_reach(r.format, e->'places'), version = o.version + 1, updated_at = now()"
+    + ", reach = offer_reach(r.format, e->'sessions'), version = o.version + 1, updated_at = now()"
     " FROM jsonb_array_elements($1) e, jsonb_populate_record(NULL::offers, e) r"
     " WHERE o.id = r.id AND o.tenant_id = r.tenant_id")
 _INSERT_SESSIONS = (f"INSERT INTO offer_sessions ({_SESSION_FIELDS}) SELECT {_SESSION_FIELDS}"
@@ -292,9 +293,10 @@ def _offer_record(tenant: str, offer_id: uuid.UUID, body: OfferIn, import_hash: 
         body.funding.model_dump(), body.measure_number, body.url, body.visibility.scope, body.visibility.networks,
         body.language, body.status, import_hash,
     )
-    places = [{"lat": s.location.lat, "lon": s.location.lon} for s in body.sessions if s.location]
+    sessions = [{"lat": s.location.lat if s.location else None, "lon": s.location.lon if s.location else None,
+                 "start": s.start.isoformat()} for s in body.sessions]
     return {"id": str(offer_id), "tenant_id": tenant, "provider_id": str(body.provider_id),
-            **dict(zip(_OFFER_NAMES, values, strict=True)), "places": places}
+            **dict(zip(_OFFER_NAMES, values, strict=True)), "sessions": sessions}
 
 
 async def _insert_sessions(conn: asyncpg.Connection, tenant: str, offers: list[Written]) -> None:

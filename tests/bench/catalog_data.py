@@ -182,14 +182,14 @@ async def load_offers(admin_dsn: str, n: int, *, seed: int = 2026, batch: int = 
                 " FROM (SELECT DISTINCT title, skills, description FROM bench_stage) t WHERE NOT EXISTS"
                 " (SELECT 1 FROM bench_documents d WHERE d.title = t.title AND d.skills = t.skills"
                 " AND d.description = t.description)")
-            await conn.execute(  # where each offer is held, as the service's writes set it
+            await conn.execute(  # where and when each offer is held, as the service's writes set it
                 f"INSERT INTO offers ({columns}, search, search_title, reach) SELECT"
                 f" {', '.join('s.' + c for c in offer_columns)}, d.search, d.search_title,"
-                " offer_reach(s.format, r.places) FROM bench_stage s"
+                " offer_reach(s.format, r.sessions) FROM bench_stage s"
                 " JOIN bench_documents d ON d.title = s.title AND d.skills = s.skills"
                 " AND d.description = s.description"
-                " LEFT JOIN (SELECT offer_id, jsonb_agg(jsonb_build_object('lat', lat, 'lon', lon)) AS places"
-                "  FROM bench_sessions GROUP BY offer_id) r ON r.offer_id = s.id")
+                " LEFT JOIN (SELECT offer_id, jsonb_agg(jsonb_build_object('lat', lat, 'lon', lon, 'start', start_date))"
+                "  AS sessions FROM bench_sessions GROUP BY offer_id) r ON r.offer_id = s.id")
             await conn.execute("TRUNCATE bench_stage")
             await conn.execute(f"INSERT INTO offer_sessions ({session_names})"
                                f" SELECT {session_names} FROM bench_sessions")

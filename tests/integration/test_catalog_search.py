@@ -135,6 +135,28 @@ def test_a_changed_offer_is_found_by_its_new_format_schedule_and_qualification(p
     assert not any(found(**{key: value}) for key, value in before.items())
 
 
+def test_a_text_in_a_start_window_follows_a_session_that_moves(platform: Platform, catalog: dict) -> None:
+    # with a text, the window's months are asked of the text's index too (migration 0024): the months
+    # an offer holds there must follow its sessions
+    marker = "sm" + uuid.uuid4().hex[:6]
+    may, july = {"start_from": "2031-05-01", "start_to": "2031-05-31"}, {"start_from": "2031-07-01", "start_to": "2031-07-31"}
+    body = offer_body(catalog["provider"]["id"], title=f"Kranführerschein {marker}",
+                      visibility={"scope": "home", "networks": []},
+                      sessions=[{"start": "2031-05-12", "end": "2031-05-16", "location": DORTMUND}])
+    with platform.client("catalog", RUHR) as api:
+        offer = api.post("/v1/offers", json=body).json()
+
+    def found(window: dict, **near: float) -> bool:
+        return offer["id"] in _ids(_search(platform, q=f"Kranführerschein {marker}", **window, **near))
+
+    dortmund = {"lat": 51.51, "lon": 7.47, "radius_km": 25}
+    assert found(may) and found(may, **dortmund) and not found(july) and not found(july, **dortmund)
+    moved = body | {"sessions": [{"start": "2031-07-06", "end": "2031-07-10", "location": DORTMUND}]}
+    with platform.client("catalog", RUHR) as api:
+        assert api.put(f"/v1/offers/{offer['id']}", json=moved).status_code == 200
+    assert found(july) and found(july, **dortmund) and not found(may) and not found(may, **dortmund)
+
+
 @pytest.fixture(scope="module")
 def forklift(platform: Platform) -> dict:
     marker = "gs" + uuid.uuid4().hex[:6]

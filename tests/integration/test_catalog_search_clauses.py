@@ -60,3 +60,14 @@ async def test_without_a_text_no_filter_is_asked_as_words(catalog_pool: asyncpg.
     filters = {"formats": ["online"], "schedules": ["evening"], "qualifications": ["language"]}
     for f, text_column in ((filters, "search"), (filters | {"q": "pflege"}, None)):
         assert "filter_words" not in await _where(catalog_pool, f, text_column)
+
+
+async def test_with_a_text_a_start_window_is_also_asked_as_its_months(catalog_pool: asyncpg.Pool) -> None:
+    # migration 0024: the months of the window, words of `reach` in the text's indexes
+    window = {"start_from": "2027-11-15", "start_to": "2028-02-03"}
+    where = await _where(catalog_pool, {"q": "pflege"} | window, "search")
+    assert "o.reach && '{m202711,m202712,m202801,m202802}'::text[]" in where, where
+    for filters, text_column in (({"q": "pflege", "start_from": "2027-11-15"}, "search"),  # open: no list
+                                 ({"q": "pflege", "start_from": "2027-01-01", "start_to": "2030-01-01"}, "search"),
+                                 (window, "search"), ({"q": "pflege"} | window, None)):
+        assert "'{m" not in await _where(catalog_pool, filters, text_column), filters
