@@ -11,20 +11,22 @@
 -- Each offer's `reach` (0016) gains a word per month one of its sessions starts in ("m202703");
 -- the writes set it from the sessions they write, as they set the places. The exact window stays in
 -- the clause. Filling it for 1,000,000 offers took 89 s in psql, the indexes dropped first as here.
-CREATE FUNCTION start_month_word(d date) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT 'm' || (extract(year FROM d) * 100 + extract(month FROM d))::int
+-- The word of the month an ISO date (YYYY-MM-DD, as JSON carries a date) falls in: "m202703".
+-- Plain text operations: with extract() and a cast, offer_reach took 29 us an offer of two sessions
+-- where it took 7 without the months; this way 12.5 (20,000 such offers in psql).
+CREATE FUNCTION start_month_word(start text) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT 'm' || left(start, 4) || substr(start, 6, 2)
 $$;
 
 CREATE OR REPLACE FUNCTION offer_reach(format text, sessions jsonb) RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT coalesce(array_agg(DISTINCT t ORDER BY t), '{}') FROM (
         SELECT 'o' AS t WHERE format IN ('online', 'distance')
         UNION ALL
-        SELECT 'c' || place_cell(s.lat, s.lon)
-        FROM jsonb_to_recordset(coalesce(sessions, '[]')) AS s(lat float8, lon float8)
-        WHERE format NOT IN ('online', 'distance') AND s.lat IS NOT NULL AND s.lon IS NOT NULL
-        UNION ALL
-        SELECT start_month_word(s.start) FROM jsonb_to_recordset(coalesce(sessions, '[]')) AS s(start date)
-        WHERE s.start IS NOT NULL
+        SELECT w FROM jsonb_to_recordset(coalesce(sessions, '[]')) AS s(lat float8, lon float8, start text),
+            LATERAL (VALUES (CASE WHEN format NOT IN ('online', 'distance') AND s.lat IS NOT NULL AND s.lon IS NOT NULL
+                                  THEN 'c' || place_cell(s.lat, s.lon) END),
+                            (start_month_word(s.start))) AS v(w)
+        WHERE w IS NOT NULL
     ) AS words
 $$;
 
@@ -77,7 +79,7 @@ BEGIN
         WHERE f ? key), '');
     IF last_day - first_day <= 731 THEN  -- (NULL unless both are given)
         clauses := clauses || format(' AND o.reach && %L::text[]', ARRAY(
-            SELECT start_month_word(m::date)
+            SELECT start_month_word(to_char(m, 'YYYY-MM-DD'))
             FROM generate_series(date_trunc('month', first_day), last_day, interval '1 month') AS m));
     END IF;
     RETURN clauses;
