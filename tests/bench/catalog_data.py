@@ -188,8 +188,9 @@ async def load_offers(admin_dsn: str, n: int, *, seed: int = 2026, batch: int = 
                 " offer_reach(s.format, r.sessions) FROM bench_stage s"
                 " JOIN bench_documents d ON d.title = s.title AND d.skills = s.skills"
                 " AND d.description = s.description"
-                " LEFT JOIN (SELECT offer_id, jsonb_agg(jsonb_build_object('lat', lat, 'lon', lon, 'start', start_date))"
-                "  AS sessions FROM bench_sessions GROUP BY offer_id) r ON r.offer_id = s.id")
+                " LEFT JOIN (SELECT offer_id,"
+                "  jsonb_agg(jsonb_build_object('lat', lat, 'lon', lon, 'start', start_date)) AS sessions"
+                "  FROM bench_sessions GROUP BY offer_id) r ON r.offer_id = s.id")
             await conn.execute("TRUNCATE bench_stage")
             await conn.execute(f"INSERT INTO offer_sessions ({session_names})"
                                f" SELECT {session_names} FROM bench_sessions")

@@ -139,7 +139,8 @@ def test_a_text_in_a_start_window_follows_a_session_that_moves(platform: Platfor
     # with a text, the window's months are asked of the text's index too (migration 0024): the months
     # an offer holds there must follow its sessions
     marker = "sm" + uuid.uuid4().hex[:6]
-    may, july = {"start_from": "2031-05-01", "start_to": "2031-05-31"}, {"start_from": "2031-07-01", "start_to": "2031-07-31"}
+    may = {"start_from": "2031-05-01", "start_to": "2031-05-31"}
+    july = {"start_from": "2031-07-01", "start_to": "2031-07-31"}
     body = offer_body(catalog["provider"]["id"], title=f"Kranführerschein {marker}",
                       visibility={"scope": "home", "networks": []},
                       sessions=[{"start": "2031-05-12", "end": "2031-05-16", "location": DORTMUND}])

@@ -1,8 +1,9 @@
 """A search's total is exact up to a bound and "more than" the bound beyond it. A text with no
-filter beside it is counted in an eighth of the offers first (migration 0019), a text near a place
-in a quarter (0023): where more than the bound of that sample match, so do more than the bound of all. Whichever way it is counted, the total
-and the facets' sum are those of a plain count, and an offer the network may not see never counts.
-In-process, on a catalog database of the test's own."""
+filter beside it is counted in an eighth of the offers first (migration 0019), a text near a
+place in a quarter (0023): where more than the bound of that sample match, so do more than the
+bound of all. Whichever way it is counted, the total and the facets' sum are those of a plain
+count, and an offer the network may not see never counts. In-process, on a catalog database of the
+test's own."""
 
 from __future__ import annotations
 
