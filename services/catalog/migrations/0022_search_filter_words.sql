@@ -4,7 +4,7 @@
 -- the qualification "language" (none of its 41,000 hits has it) took 32.9 ms to count nothing, and as
 -- long again for its facets; "Python" in the hybrid format in the evening (357 hits) 54.9 ms
 -- (the handler's store calls, as the app role, warm, alone, at the 1,000,000 offers of make
--- bench-catalog, 2026-12-07 07:45 UTC: a diagnosis). A B-tree of a filter does not help: 0020 found
+-- bench-catalog, 2026-12-07 07:28 UTC: a diagnosis). A B-tree of a filter does not help: 0020 found
 -- that ANDing the text's bitmap with one costs more than checking each hit.
 --
 -- Each offer now carries its format, schedule and qualification as words of its own

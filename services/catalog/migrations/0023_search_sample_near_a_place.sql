@@ -3,7 +3,7 @@
 -- A text within 25-100 km counted its first 1,001 hits from a bitmap of every offer holding the
 -- words (in the box's cells, or online): 11.7-11.9 ms on average over the catalog bench's 24
 -- parameter sets of that shape, the most of its page's 14 ms (the handler's store calls, as the app
--- role, warm, alone, at the bench's 1,000,000 offers, 2026-12-07 07:55 UTC: a diagnosis). An online
+-- role, warm, alone, at the bench's 1,000,000 offers, 2026-12-07 07:48 UTC: a diagnosis). An online
 -- or distance offer is near every place, so such a search has many hits wherever its words are
 -- common: 6,732-22,161 for those 23 of the 24 that have any, of which a quarter of the offers (those
 -- whose id hashes to 0 of 4) held 1,616-5,620, each more than the bound, where an eighth held more

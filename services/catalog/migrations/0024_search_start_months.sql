@@ -4,7 +4,7 @@
 -- shape) counted its hits by reading each offer the text's index gave for the box's cells and
 -- looking up its sessions for the window: 14.7 ms on average over the bench's 23 parameter sets
 -- with hits (the count's statement as the search's owner, warm, alone, at the bench's 1,000,000
--- offers, 2026-12-07 08:10 UTC: a diagnosis). With the window's months asked of the same index as
+-- offers, 2026-12-07 08:09 UTC: a diagnosis). With the window's months asked of the same index as
 -- well, GIN leaves out the offers with no session starting in them: 11.2 ms (its sessions start over
 -- 18 months, a window of seven holds some start of about half the offers).
 --
