@@ -1,12 +1,14 @@
 """Search equals a plain reference filter: for generated queries (hypothesis), the offers the API
 returns over all its cursor pages are exactly those a straightforward Python filter over the same
-offers selects, so it never returns an offer the tenant may not see and never misses one it may."""
+offers selects, so it never returns an offer the tenant may not see and never misses one it may;
+and its facets count those offers by format, schedule, qualification and funding."""
 
 from __future__ import annotations
 
 import math
 import random
 import uuid
+from collections import Counter
 from datetime import date, timedelta
 
 import httpx
@@ -174,7 +176,15 @@ def test_search_equals_the_reference_filter(platform: Platform, corpus: dict, qu
         params |= {"lat": lat, "lon": lon, "radius_km": query["near"][1]}
     with platform.client("catalog", f"{query['tenant']}-employer") as api:
         ids, total = _all_pages(api, params)
+        with_facets = api.get("/v1/offers", params=params | {"facets": "true"})
     expected = _reference(corpus["offers"], query)
     assert len(ids) == len(set(ids)), "a cursor page repeated an offer"
     assert set(ids) == expected
     assert total == len(expected)
+    # the facets count what the reference finds, each kind of funding where it is granted
+    found = [o for o in corpus["offers"] if o["id"] in expected]
+    assert with_facets.status_code == 200, with_facets.text
+    assert with_facets.json()["facets"] == {
+        "format": Counter(o["format"] for o in found), "schedule": Counter(o["schedule"] for o in found),
+        "qualification": Counter(o["qualification"] for o in found),
+        "funding": Counter(kind for o in found for kind, granted in o["funding"].items() if granted)}
