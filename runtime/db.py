@@ -31,9 +31,20 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(typename, encoder=_json_text, decoder=orjson.loads, schema="pg_catalog")
 
 
+async def given_back(conn: asyncpg.Connection) -> None:
+    """What the pool does to a connection given back, beyond asyncpg's own rollback of a transaction
+    left open: nothing. A pooled connection holds no state beyond its transaction: the tenant and
+    other settings are set for the transaction only (set_config(..., true), SET LOCAL), locks are
+    transaction locks, and what outlives a transaction (the relay's advisory lock, LISTEN) has a
+    connection of its own (runtime/loops.py). asyncpg's default reset (RESET ALL, UNLISTEN *, CLOSE
+    ALL, pg_advisory_unlock_all) was one more round trip per use: 0.28 of the 0.56 ms of the
+    client's CPU a tenant transaction around one statement took (a diagnosis, 2026-12-07).
+    tests/integration/test_row_level_security.py holds the tenant to that."""
+
+
 async def create_pool(settings: ServiceSettings, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     return await asyncpg.create_pool(
-        settings.database_url, min_size=min_size, max_size=max_size, init=init_connection,
+        settings.database_url, min_size=min_size, max_size=max_size, init=init_connection, reset=given_back,
         server_settings={"statement_timeout": str(settings.database_statement_timeout_ms)},
     )
 

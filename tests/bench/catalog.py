@@ -30,7 +30,7 @@ import asyncpg
 import httpx
 
 from deploy.local.stack import Stack
-from runtime.db import init_connection, tenant_transaction
+from runtime.db import given_back, init_connection, tenant_transaction
 from services.catalog import handlers, store
 from tests.bench.catalog_data import TENANTS, load_offers, offer_rows
 from tests.bench.flow import bench_config
@@ -126,7 +126,8 @@ async def open_floor_pool(dsn: str) -> asyncpg.Pool:
     """The SQL floor's connections, one per client, kept for the whole run as the catalog keeps its
     own: a new backend's first search compiles the search functions and reads the catalog's tables
     afresh (some 15 ms more than a warm one's), which a pool opened per phase charged to the floor."""
-    return await asyncpg.create_pool(dsn, min_size=CONCURRENCY, max_size=CONCURRENCY, init=init_connection)
+    return await asyncpg.create_pool(dsn, min_size=CONCURRENCY, max_size=CONCURRENCY, init=init_connection,
+                                     reset=given_back)
 
 
 async def run_sql(pool: asyncpg.Pool, params: list[dict], requests: int) -> list[float]:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from types import SimpleNamespace
 
 import asyncpg
 import numpy as np
 import pytest
 
+from runtime import db
 from tests.platform import Platform, alone_at, demand_body, lonely_place, offer_body, wait_until
 
 A, B = "lueneburg", "hellweg-hochsauerland"
@@ -83,6 +85,45 @@ async def test_a_query_without_a_tenant_filter_sees_only_the_acting_tenant(
                 await conn.fetch(FORGETFUL[service][0])
     finally:
         await conn.close()
+
+
+async def test_a_pooled_connection_given_back_carries_no_tenant_to_its_next_user(
+        platform: Platform, private_rows_in_both_networks: None) -> None:
+    """The services' pool gives a connection back without asyncpg's reset query (runtime/db.py):
+    what one request set for its tenant must end with its transaction, whether it committed, raised,
+    or was left open, so the next request on the same connection sees no network's private rows."""
+    c = platform.config
+    settings = SimpleNamespace(database_statement_timeout_ms=5_000,
+                               database_url=f"postgresql://br_catalog_app@{c.host}:{c.ports['postgres']}"
+                                            f"/{c.database_prefix}_catalog")
+    private = "SELECT count(*) FROM offers WHERE visibility_scope = 'home'"
+    pool = await db.create_pool(settings, min_size=1, max_size=1)
+
+    async def next_user_sees() -> tuple[int, str | None, bool, int]:
+        async with pool.acquire() as conn:
+            return (await conn.fetchval("SELECT pg_backend_pid()"),
+                    await conn.fetchval("SELECT nullif(current_setting('app.tenant_id', true), '')"),
+                    conn.is_in_transaction(), await conn.fetchval(private))
+
+    try:
+        async with db.tenant_transaction(pool, A) as conn:
+            backend = await conn.fetchval("SELECT pg_backend_pid()")
+            assert await conn.fetchval(private) > 0  # the acting network's own rows
+        assert await next_user_sees() == (backend, None, False, 0)
+
+        with pytest.raises(RuntimeError):
+            async with db.tenant_transaction(pool, A) as conn:
+                assert await conn.fetchval(private) > 0
+                raise RuntimeError("the request failed half way")
+        assert await next_user_sees() == (backend, None, False, 0)
+
+        async with pool.acquire() as conn:  # a transaction its user never ended
+            await conn.execute("BEGIN")
+            await db.set_tenant(conn, A)
+            assert await conn.fetchval(private) > 0
+        assert await next_user_sees() == (backend, None, False, 0)
+    finally:
+        await pool.close()
 
 
 async def test_a_provider_user_sees_only_its_own_providers_attempt_log(platform: Platform) -> None:
