@@ -16,7 +16,6 @@ exactly once").
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import smtplib
 import time
@@ -202,7 +201,12 @@ async def _deliver_locked(
     async with pool.acquire() as side:
         accepted = await _log_start(side, d, attempt)
         try:
-            refused = await asyncio.to_thread(sender.send, message, [d["recipient"]])
+            # On this thread, not a helper thread: the COMMIT of "accepted" below then leaves in the
+            # same breath as the server's 250 is read. Handed back from a thread, it waited for this
+            # loop to be woken and scheduled, milliseconds on two busy cores, and a worker killed
+            # then sent the mail again (make chaos, 2026-12-07 11:52 UTC). The loop has nothing else
+            # to do meanwhile: a worker process delivers one delivery at a time.
+            refused = sender.send(message, [d["recipient"]])
         except Exception as exc:  # noqa: BLE001 - every failure is classified and logged
             await accepted.rollback()
             failure = classify_smtp_error(exc)
