@@ -30,8 +30,9 @@ import asyncpg
 import httpx
 
 from deploy.local.stack import Stack
-from runtime.db import given_back, init_connection, tenant_transaction
+from runtime.db import create_pool, tenant_transaction
 from services.catalog import handlers, store
+from services.catalog.bootstrap import CatalogSettings
 from tests.bench.catalog_data import TENANTS, load_offers, offer_rows
 from tests.bench.flow import bench_config
 from tests.bench.node_load import node_load
@@ -120,14 +121,6 @@ def run_http(base_url: str, token: str, params: list[dict], requests: int) -> tu
     if failed := [a for a in answers if a["status"] != 200]:
         raise RuntimeError(f"{len(failed)} of {len(answers)} searches failed, the first: {failed[0]}")
     return [a["ms"] / 1000 for a in answers], clients_ms
-
-
-async def open_floor_pool(dsn: str) -> asyncpg.Pool:
-    """The SQL floor's connections, one per client, kept for the whole run as the catalog keeps its
-    own: a new backend's first search compiles the search functions and reads the catalog's tables
-    afresh (some 15 ms more than a warm one's), which a pool opened per phase charged to the floor."""
-    return await asyncpg.create_pool(dsn, min_size=CONCURRENCY, max_size=CONCURRENCY, init=init_connection,
-                                     reset=given_back)
 
 
 async def run_sql(pool: asyncpg.Pool, params: list[dict], requests: int) -> list[float]:
@@ -331,10 +324,15 @@ def main() -> None:
                 f"\r  loaded {d} of {t} offers", end="", flush=True)))
             print(f"\n  {loaded} offers loaded and indexed in {time.perf_counter() - started:.0f} s", flush=True)
         cpu = CpuShares(stack)
-        app_dsn = f"postgresql://br_catalog_app@{stack.config.host}:{stack.config.ports['postgres']}" \
-                  f"/{stack.config.database_prefix}_catalog"
-        floor = asyncio.Runner()  # one event loop for the floor's pool, which lives the whole run
-        floor_pool = floor.run(open_floor_pool(app_dsn)) if args.only != "import" else None
+        # The SQL floor's connections: the catalog's own pool, one connection per client, kept for the
+        # whole run as the catalog keeps its own (a new backend's first search compiles the search
+        # functions and reads the tables' catalog afresh, some 15 ms more than a warm one's, which a
+        # pool opened per phase charged to the floor), on one event loop of its own.
+        floor = asyncio.Runner()
+        floor_pool = floor.run(create_pool(CatalogSettings(
+            postgres_host=stack.config.host, postgres_port=stack.config.ports["postgres"],
+            database_prefix=stack.config.database_prefix), min_size=CONCURRENCY, max_size=CONCURRENCY,
+        )) if args.only != "import" else None
         if args.only != "import":
             # Every shape's parameters down each path, on every connection, before anything is
             # measured: the first phase otherwise read the indexes into PostgreSQL's buffers (a

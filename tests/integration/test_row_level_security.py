@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from types import SimpleNamespace
 
 import asyncpg
 import numpy as np
 import pytest
 
 from runtime import db
+from services.catalog.bootstrap import CatalogSettings
 from tests.platform import Platform, alone_at, demand_body, lonely_place, offer_body, wait_until
 
 A, B = "lueneburg", "hellweg-hochsauerland"
@@ -93,9 +93,8 @@ async def test_a_pooled_connection_given_back_carries_no_tenant_to_its_next_user
     what one request set for its tenant must end with its transaction, whether it committed, raised,
     or was left open, so the next request on the same connection sees no network's private rows."""
     c = platform.config
-    settings = SimpleNamespace(database_statement_timeout_ms=5_000,
-                               database_url=f"postgresql://br_catalog_app@{c.host}:{c.ports['postgres']}"
-                                            f"/{c.database_prefix}_catalog")
+    settings = CatalogSettings(postgres_host=c.host, postgres_port=c.ports["postgres"],
+                               database_prefix=c.database_prefix)
     private = "SELECT count(*) FROM offers WHERE visibility_scope = 'home'"
     pool = await db.create_pool(settings, min_size=1, max_size=1)
 
