@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from runtime.db import create_pool, tenant_transaction
+from runtime.tracing import continue_trace
 from services.catalog import importing, openqcat, store
 from services.catalog.bootstrap import CatalogSettings
 from services.catalog.domain import Acting
@@ -44,6 +45,9 @@ async def import_openqcat(settings: CatalogSettings, tenant: str, provider_id: u
                           status: str = "published", scope: str = "home", out: IO[str] | None = None) -> dict:
     """Import a file as the operator: progress written to ``out`` while it runs."""
     size = path.stat().st_size  # (a missing file is told before anything starts)
+    # One trace for the whole import, as an import through the API has its request's: each event
+    # and log line of it carries the same trace id (and no event pays for a trace id of its own).
+    continue_trace(None)
     pool = await create_pool(settings, min_size=1, max_size=1)
     try:
         async with tenant_transaction(pool, tenant) as conn:

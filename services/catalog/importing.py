@@ -202,7 +202,7 @@ async def _delete_section(conn: asyncpg.Connection, acting: Acting, provider_id:
 def _offer_body(row: asyncpg.Record, provider_id: uuid.UUID, status: str, visibility: dict) -> OfferIn:
     data = orjson.loads(row["data"])
     own = data.pop("_own_session", None)
-    sessions = [{k: v for k, v in s.items() if not k.startswith("_")} for s in row["instances"]]
+    sessions = [{k: v for k, v in orjson.loads(s).items() if not k.startswith("_")} for s in row["instances"]]
     if not sessions and own:
         sessions = [{k: v for k, v in own.items() if not k.startswith("_")}]
     if not sessions:
@@ -227,8 +227,10 @@ _STAGED_OFFERS = (
     # batch sort everything after it: 100,000 offers imported at 82/s)
     "SELECT s.seq, s.product_id, s.place, s.data, (SELECT count(*) FROM import_staging c"
     "  WHERE c.kind = 'offer' AND c.product_id = s.product_id) AS copies,"
-    " coalesce((SELECT jsonb_agg(i.data::jsonb ORDER BY i.seq) FROM import_staging i"
-    "  WHERE i.kind = 'instance' AND i.course_id = s.product_id), '[]') AS instances"
+    # the instances' JSON as the staging holds it, parsed here: as jsonb, PostgreSQL parsed and
+    # printed it again, on the core its inserts need
+    " coalesce((SELECT array_agg(i.data ORDER BY i.seq) FROM import_staging i"
+    "  WHERE i.kind = 'instance' AND i.course_id = s.product_id), '{}') AS instances"
     " FROM import_staging s WHERE s.kind = 'offer' AND s.seq > $1 AND s.seq <= $2 ORDER BY s.seq LIMIT $3")
 
 

@@ -19,7 +19,7 @@ from kafka import KafkaConsumer
 
 from contracts import OFFERS_TOPIC
 from tests.bench.catalog import write_openqcat
-from tests.platform import Platform
+from tests.platform import Platform, wait_until
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "openqcat"
 KURSNET = FIXTURES / "kursnet_export_real_anonymized.xml"
@@ -267,6 +267,33 @@ def test_the_operators_command_imports_a_large_file_and_shows_its_progress(platf
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["counts"] == {"created": 0, "updated": 0, "unchanged": 3000, "deleted": 0,
                                                    "rejected": 0}
+
+
+def test_the_operators_command_carries_one_trace_through_all_its_events(platform: Platform, tmp_path: Path
+                                                                         ) -> None:
+    """An import through the API gives its events the request's trace; the operators' command starts
+    one trace for its whole run, so an operator finds every event (and log line) of one import by
+    one trace id, as for an import through the API."""
+    provider = _provider(platform, "Bildungswerk Eine Spur")
+    path = tmp_path / "spur.xml"
+    write_openqcat(path, 3)
+    result = subprocess.run(
+        [sys.executable, "-m", "services.catalog.cli", "import-openqcat", str(path), "--tenant",
+         "westfaelisches-ruhrgebiet", "--provider-id", provider["id"]],
+        env=os.environ | platform.stack.service_env("catalog"), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["counts"]["created"] == 3
+
+    def traces() -> list[str]:
+        consumer = KafkaConsumer(OFFERS_TOPIC, bootstrap_servers=platform.config.bootstrap, group_id=None,
+                                 auto_offset_reset="earliest", consumer_timeout_ms=1000)
+        found = [dict(r.headers)["traceparent"].decode().split("-")[1] for r in consumer
+                 if json.loads(r.value).get("provider_id") == provider["id"]]
+        consumer.close()
+        return found
+
+    found = wait_until("the import's three offer events on the broker", lambda: (t := traces()) and len(t) == 3 and t)
+    assert len(set(found)) == 1, found
 
 
 def test_the_operators_command_refuses_a_file_that_is_not_open_qcat(platform: Platform, tmp_path: Path) -> None:
