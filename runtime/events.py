@@ -18,6 +18,7 @@ from runtime.tracing import current_traceparent, new_traceparent
 
 CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "contracts" / "events"
 SPECVERSION = "1.0"
+SEQUENCE_HEADER = "ce_sequence"  # the aggregate's event number (extension), given by the outbox
 
 
 class InvalidEvent(ValueError):
@@ -48,7 +49,7 @@ class Event:
             ("ce_tenant", self.tenant.encode()),
             ("traceparent", self.traceparent.encode()),
             ("content-type", b"application/json"),
-        ] + ([("ce_sequence", str(self.sequence).encode())] if self.sequence is not None else [])
+        ] + ([(SEQUENCE_HEADER, str(self.sequence).encode())] if self.sequence is not None else [])
 
     def value(self) -> bytes:
         return orjson.dumps(self.data)  # compact UTF-8, as json.dumps(ensure_ascii=False) gave, faster
@@ -67,7 +68,7 @@ class Event:
             raise InvalidEvent(f"payload is not JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise InvalidEvent("payload must be a JSON object")
-        sequence = h.get("ce_sequence")
+        sequence = h.get(SEQUENCE_HEADER)
         if sequence is not None and not (sequence.isascii() and sequence.isdigit()):
             raise InvalidEvent(f"ce_sequence must be a non-negative integer, not {sequence!r}")
         return cls(

@@ -10,11 +10,11 @@ skips it with ``python -m runtime outbox-skip`` (the reason is kept in the row).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import asyncpg
 import orjson
@@ -23,7 +23,7 @@ from kafka.errors import MessageSizeTooLargeError
 
 from runtime import metrics
 from runtime.errors import EventTooLarge
-from runtime.events import Event, validate
+from runtime.events import SEQUENCE_HEADER, Event, validate
 from runtime.kafka import MAX_EVENT_BYTES, record_size
 from runtime.loops import ListeningLoop
 
@@ -41,54 +41,76 @@ _INSERT_ROW = (
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
 
 
-def _row(topic: str, event: Event, sequence: int) -> tuple:
-    """The outbox row of an event with its sequence, or EventTooLarge (HTTP 413) when the record would
-    exceed what the broker accepts: refused here, where the request can still fail cleanly, never
-    discovered by the relay."""
-    event = dataclasses.replace(event, sequence=sequence)
-    headers, value = event.headers(), event.value()
-    size = record_size(event.key.encode(), value, headers)
+@dataclass(frozen=True)
+class Outgoing:
+    """An event checked against its contract, its payload encoded and its size checked: what the
+    outbox writes once the event has its aggregate's sequence. Built ahead where that pays: an
+    import prepares a batch's events while the batch before is written, so that PostgreSQL does not
+    wait for them between the batch's statements."""
+
+    event: Event
+    payload: bytes
+    headers: list[list[str]]  # but the sequence's
+
+
+def outgoing(event: Event) -> Outgoing:
+    """The event checked, or InvalidEvent; EventTooLarge (HTTP 413) when the record would exceed what
+    the broker accepts: refused here, where the request can still fail cleanly, never discovered by
+    the relay. The sequence, given at write time, is counted at its widest."""
+    validate(event)
+    payload, headers = event.value(), event.headers()
+    size = record_size(event.key.encode(), payload, [*headers, (SEQUENCE_HEADER, b"9" * 20)])
     if size > MAX_EVENT_BYTES:
         raise EventTooLarge(
             f"the {event.type} event would be {size} bytes, more than the {MAX_EVENT_BYTES} bytes an event may have")
-    return topic, event.id, event.type, event.tenant, event.key, [[k, v.decode()] for k, v in headers], value, sequence
+    return Outgoing(event, payload, [[k, v.decode()] for k, v in headers])
+
+
+def _row(topic: str, item: Outgoing, sequence: int) -> tuple:
+    event = item.event
+    # the headers as Event.headers() gives them once the event has its sequence
+    headers = [*item.headers, [SEQUENCE_HEADER, str(sequence)]]
+    return topic, event.id, event.type, event.tenant, event.key, headers, item.payload, sequence
 
 
 async def add_to_outbox(conn: asyncpg.Connection, topic: str, event: Event) -> int:
     """Validate against the contract, check the size, give the event its aggregate's next sequence
     and stage it in the caller's transaction. Returns the sequence."""
-    validate(event)
+    return await _stage(conn, topic, outgoing(event))
+
+
+async def _stage(conn: asyncpg.Connection, topic: str, item: Outgoing) -> int:
     # The sequence row is locked to commit: an aggregate's events get their numbers in commit order.
     sequence = await conn.fetchval(
         "INSERT INTO outbox_sequences (topic, aggregate_key, last_sequence) VALUES ($1, $2, 1)"
         " ON CONFLICT (topic, aggregate_key) DO UPDATE SET last_sequence = outbox_sequences.last_sequence + 1"
         " RETURNING last_sequence",
-        topic, event.key,
+        topic, item.event.key,
     )
-    await conn.execute(_INSERT_ROW, *_row(topic, event, sequence))
+    await conn.execute(_INSERT_ROW, *_row(topic, item, sequence))
     # Delivered at commit, and only if the transaction commits.
     await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
     return sequence
 
 
-async def add_many_to_outbox(conn: asyncpg.Connection, topic: str, events: Sequence[Event]) -> None:
+async def add_many_to_outbox(conn: asyncpg.Connection, topic: str, events: Sequence[Event | Outgoing]) -> None:
     """``add_to_outbox`` for many events of distinct aggregates at once (a batch of an import): the
-    same contract check and size limit for each, their sequences in one statement, the rows in
-    another and one NOTIFY. Events of one aggregate in the batch go one by one."""
-    if len({e.key for e in events}) != len(events):
-        for event in events:
-            await add_to_outbox(conn, topic, event)
+    same contract check and size limit for each (done already for those given as ``Outgoing``),
+    their sequences in one statement, the rows in another and one NOTIFY. Events of one aggregate in
+    the batch go one by one."""
+    items = [e if isinstance(e, Outgoing) else outgoing(e) for e in events]
+    if len({i.event.key for i in items}) != len(items):
+        for item in items:
+            await _stage(conn, topic, item)
         return
-    for event in events:
-        validate(event)
     rows = await conn.fetch(
         "INSERT INTO outbox_sequences (topic, aggregate_key, last_sequence) SELECT $1, k, 1 FROM unnest($2::text[]) k"
         " ON CONFLICT (topic, aggregate_key) DO UPDATE SET last_sequence = outbox_sequences.last_sequence + 1"
         " RETURNING aggregate_key, last_sequence",
-        topic, [e.key for e in events],
+        topic, [i.event.key for i in items],
     )
     sequences = {r["aggregate_key"]: r["last_sequence"] for r in rows}
-    staged = [_row(topic, event, sequences[event.key]) for event in events]
+    staged = [_row(topic, item, sequences[item.event.key]) for item in items]
     if staged:
         # one statement for the batch, the columns as arrays (a statement per row was most of its time);
         # the headers as JSON text, since a list of pairs would be read as a dimension of the array

@@ -10,6 +10,7 @@ from datetime import date, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from runtime.ids import new_id
 from services.catalog.domain import Acting, OfferIn, ProviderIn
@@ -180,11 +181,11 @@ def offer_state(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-def written_state(tenant: str, offer_id: uuid.UUID, body: OfferIn, version: int, updated_at: datetime,
+def written_state(record: dict[str, Any], body: OfferIn, version: int, updated_at: datetime,
                   network_shares: list[str] | None) -> dict[str, Any]:
     """The state an offer has once this body is written (what reading it back with ``get_offer``
     gives, the sessions as its SQL builds them), without reading it back: an import's events are
-    built while the batch before is written."""
+    built while the batch before is written. ``record``: the body's ``offer_record``."""
     sessions = []
     for s in body.sessions:
         session = {k: v for k, v in (("external_id", s.external_id), ("start", s.start.isoformat()),
@@ -194,7 +195,7 @@ def written_state(tenant: str, offer_id: uuid.UUID, body: OfferIn, version: int,
         session |= {"end": s.end and s.end.isoformat(), "location": None if place is None or place.lat is None else {
             "street": place.street, "zip": place.zip, "city": place.city, "lat": place.lat, "lon": place.lon}}
         sessions.append(session)
-    return offer_state(_offer_record(tenant, offer_id, body, None) | {
+    return offer_state(record | {
         "sessions": sessions, "network_shares": network_shares, "version": version, "updated_at": updated_at})
 
 
@@ -266,17 +267,40 @@ async def update_offer(conn: asyncpg.Connection, tenant: str, offer_id: uuid.UUI
     await update_offers(conn, tenant, [(offer_id, body, import_hash)])
 
 
+@dataclass(frozen=True)
+class OfferRows:
+    """New offers and their sessions as the two statements that insert them take them, encoded
+    ahead: an import builds a batch's rows while the batch before is written, so that PostgreSQL
+    does not wait for them between statements."""
+
+    offers: orjson.Fragment
+    sessions: orjson.Fragment | None  # None: no sessions
+
+
+def offer_rows(tenant: str, records: list[dict[str, Any]], offers: list[Written]) -> OfferRows:
+    """``records``: each offer's ``offer_record``, in the order of ``offers``."""
+    sessions = _session_rows(tenant, offers)
+    return OfferRows(orjson.Fragment(orjson.dumps(records)),
+                     orjson.Fragment(orjson.dumps(sessions)) if sessions else None)
+
+
+async def insert_offer_rows(conn: asyncpg.Connection, rows: OfferRows) -> None:
+    await conn.execute(_INSERT_OFFERS, rows.offers)
+    if rows.sessions is not None:
+        await conn.execute(_INSERT_SESSIONS, rows.sessions)
+
+
 async def insert_offers(conn: asyncpg.Connection, tenant: str, offers: list[Written]) -> None:
     """New offers with their sessions: two statements, whatever their number."""
-    await conn.execute(_INSERT_OFFERS, [_offer_record(tenant, *offer) for offer in offers])
-    await _insert_sessions(conn, tenant, offers)
+    await insert_offer_rows(conn, offer_rows(tenant, [offer_record(tenant, *offer) for offer in offers], offers))
 
 
 async def update_offers(conn: asyncpg.Connection, tenant: str, offers: list[Written]) -> None:
     """Offers changed whole, their sessions replaced (the caller holds their row locks)."""
-    await conn.execute(_UPDATE_OFFERS, [_offer_record(tenant, *offer) for offer in offers])
+    await conn.execute(_UPDATE_OFFERS, [offer_record(tenant, *offer) for offer in offers])
     await conn.execute("DELETE FROM offer_sessions WHERE offer_id = ANY($1::uuid[])", [o[0] for o in offers])
-    await _insert_sessions(conn, tenant, offers)
+    if sessions := _session_rows(tenant, offers):
+        await conn.execute(_INSERT_SESSIONS, sessions)
 
 
 async def set_offer_status(conn: asyncpg.Connection, tenant: str, offer_id: uuid.UUID, status: str) -> None:
@@ -286,7 +310,8 @@ async def set_offer_status(conn: asyncpg.Connection, tenant: str, offer_id: uuid
     )
 
 
-def _offer_record(tenant: str, offer_id: uuid.UUID, body: OfferIn, import_hash: str | None) -> dict[str, Any]:
+def offer_record(tenant: str, offer_id: uuid.UUID, body: OfferIn, import_hash: str | None) -> dict[str, Any]:
+    """An offer's row as the insert and update statements take it (JSON, typed by the table's row type)."""
     values = (
         body.external_id, body.title, body.description, body.skills, body.esco_skills, body.occupation_codes,
         body.qualification.value, body.format.value, body.schedule.value, body.hours, body.price_eur,
@@ -299,15 +324,13 @@ def _offer_record(tenant: str, offer_id: uuid.UUID, body: OfferIn, import_hash: 
             **dict(zip(_OFFER_NAMES, values, strict=True)), "sessions": sessions}
 
 
-async def _insert_sessions(conn: asyncpg.Connection, tenant: str, offers: list[Written]) -> None:
-    rows = [{"offer_id": str(offer_id), "tenant_id": tenant, "position": i, "external_id": s.external_id,
+def _session_rows(tenant: str, offers: list[Written]) -> list[dict[str, Any]]:
+    return [{"offer_id": str(offer_id), "tenant_id": tenant, "position": i, "external_id": s.external_id,
              "start_date": s.start.isoformat(), "end_date": s.end.isoformat() if s.end else None,
              "price_eur": s.price_eur, "schedule": s.schedule.value if s.schedule else None,
              **({"street": s.location.street, "zip": s.location.zip, "city": s.location.city,
                  "lat": s.location.lat, "lon": s.location.lon} if s.location else {})}
             for offer_id, body, _ in offers for i, s in enumerate(body.sessions)]
-    if rows:
-        await conn.execute(_INSERT_SESSIONS, rows)
 
 
 # ---- search ----------------------------------------------------------------------------------
