@@ -1,7 +1,8 @@
 """Where an open-Qcat import's time goes: one import of a generated file into the catalog bench's
 database (left by `make bench-catalog`, with its 1,000,000 offers), in this process and rolled back,
 so it can be repeated on the same offers. Prints the wall time, the CPU of this process and of its
-PostgreSQL backend, and the wall time of each kind of statement.
+PostgreSQL backend, the wall time of each kind of statement, and how long no statement was in
+flight (the import's own Python work holding PostgreSQL up), by the statements around each gap.
 
     .venv/bin/python -m tests.bench.import_phases [--offers 20000] [--parse in-thread|apart]
                                                   [--whole-first]
@@ -42,8 +43,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def time_statements(spent: Counter) -> None:
-    """Count each statement's wall time by its first words (asyncpg's methods wrapped)."""
+def time_statements(spent: Counter, timeline: list[tuple[float, float, str]]) -> None:
+    """Count each statement's wall time by its first words, and keep when each ran (asyncpg's
+    methods wrapped)."""
     for name in STATEMENTS:
         method = getattr(asyncpg.Connection, name)
 
@@ -52,9 +54,29 @@ def time_statements(spent: Counter) -> None:
             try:
                 return await _method(self, query, *args, **kwargs)
             finally:
-                spent[f"{_name} {' '.join(str(query).split())[:72]}"] += time.perf_counter() - started
+                ended, words = time.perf_counter(), " ".join(str(query).split())
+                spent[f"{_name} {words[:72]}"] += ended - started
+                timeline.append((started, ended, words[:32]))
 
         setattr(asyncpg.Connection, name, timed)
+
+
+def print_gaps(timeline: list[tuple[float, float, str]], started: float, ended: float) -> None:
+    """How long PostgreSQL had no statement of the import in flight, by the statements around each
+    gap: there the import's own Python work held it up."""
+    gaps: Counter = Counter()
+    times: Counter = Counter()
+    busy, before = 0.0, (started, started, "(start)")
+    for statement in sorted(t for t in timeline if t[0] >= started):
+        if statement[0] > before[1]:
+            gaps[(before[2], statement[2])] += statement[0] - before[1]
+            times[(before[2], statement[2])] += 1
+        busy += statement[1] - statement[0]
+        before = max(before, statement, key=lambda t: t[1])
+    print(f"  a statement in flight {busy:.2f} s of {ended - started:.2f} s; none in flight "
+          f"{sum(gaps.values()):.2f} s, the largest gaps between:")
+    for (first, then), seconds in gaps.most_common(6):
+        print(f"  {seconds:6.2f} s  x{times[(first, then)]:<4d} {first}  ->  {then}")
 
 
 async def run(stack: Stack, path: Path, parse: str, window: int | None) -> None:
@@ -71,6 +93,7 @@ async def run(stack: Stack, path: Path, parse: str, window: int | None) -> None:
     conn = await asyncpg.connect(CatalogSettings().database_url)
     await init_connection(conn)
     spent: Counter = Counter()
+    timeline: list[tuple[float, float, str]] = []
     try:
         backend = await conn.fetchval("SELECT pg_backend_pid()")
         transaction = conn.transaction()
@@ -80,7 +103,7 @@ async def run(stack: Stack, path: Path, parse: str, window: int | None) -> None:
         acting = Acting(TENANTS[0], "operator-cli", None)
         with path.open("rb") as stream:
             records = openqcat.ParsedApart(path) if parse == "apart" else openqcat.reader(stream)
-            time_statements(spent)
+            time_statements(spent, timeline)
             cpu, backend_cpu, started = time.process_time(), cpu_seconds(backend), time.perf_counter()
             report = await importing.import_catalogue(conn, acting, provider_id, records, window=window)
             wall = time.perf_counter() - started
@@ -94,6 +117,7 @@ async def run(stack: Stack, path: Path, parse: str, window: int | None) -> None:
           f"{backend_cpu:.1f} s; {report['counts']}")
     for statement, seconds in spent.most_common(10):
         print(f"  {seconds:6.2f} s  {statement}")
+    print_gaps(timeline, started, started + wall)
 
 
 def main() -> None:
