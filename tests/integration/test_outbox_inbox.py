@@ -25,11 +25,11 @@ from deploy.local.stack import port_open, tansu_binary, wait_for
 from runtime import metrics
 from runtime.db import create_pool, migrate
 from runtime.errors import EventTooLarge
-from runtime.events import Event
+from runtime.events import Event, InvalidEvent
 from runtime.http import install_problem_handlers
 from runtime.inbox import EventConsumer, apply_if_newer, replay_dead_letters
 from runtime.kafka import create_consumer, create_producer, dead_letter_topic, ensure_topics
-from runtime.outbox import OutboxRelay, add_to_outbox, stuck_rows
+from runtime.outbox import OutboxRelay, add_many_to_outbox, add_to_outbox, outgoing, stuck_rows
 from runtime.settings import ServiceSettings
 
 
@@ -474,6 +474,28 @@ async def test_a_row_the_broker_client_refuses_holds_only_its_aggregate_until_sk
     row = await pool.fetchrow("SELECT skip_reason, skipped_by, sent_at FROM outbox WHERE id = $1", stuck["id"])
     assert dict(row) == {"skip_reason": "Testzeile ohne Empfänger", "skipped_by": "ops-test", "sent_at": None}
     await _until("the gauge back to zero", lambda: asyncio.sleep(0, metrics.OUTBOX_STUCK._value.get() == 0))
+    await pool.close()
+
+
+async def test_an_event_breaking_its_contract_is_refused_when_written_alone_or_in_a_batch(settings) -> None:
+    """The contract is checked where the change can still fail cleanly: a tenant event without its
+    name is refused by add_to_outbox and, given ahead as Outgoing or not, by add_many_to_outbox, and
+    the business change of its transaction rolls back with it."""
+    pool = await create_pool(settings)
+    broken = Event(TENANT_CREATED, "test", "broken", "broken", {"id": "broken", "status": "active"})
+    fine = Event(TENANT_CREATED, "test", "fine", "fine", {"id": "fine", "name": "Gut", "status": "active"})
+    writes = (lambda conn: add_to_outbox(conn, TENANTS_TOPIC, broken),
+              lambda conn: add_many_to_outbox(conn, TENANTS_TOPIC, [fine, broken]),
+              lambda conn: add_many_to_outbox(conn, TENANTS_TOPIC, [outgoing(fine), broken]))
+    for write in writes:
+        with pytest.raises(InvalidEvent, match="name"):
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute("INSERT INTO effects (event_id, tenant) VALUES ('change', 'broken')")
+                await write(conn)
+    with pytest.raises(InvalidEvent, match="name"):
+        outgoing(broken)
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
+    assert await pool.fetchval("SELECT count(*) FROM effects") == 0
     await pool.close()
 
 
