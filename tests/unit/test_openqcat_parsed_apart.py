@@ -1,5 +1,6 @@
 """The operators' command parses an open-Qcat file in a process of its own (openqcat.ParsedApart).
-That process must never outlive its importer: an importer killed outright (SIGKILL, an operator's
+It must give the records the importing process would read itself, and it must never outlive its
+importer: an importer killed outright (SIGKILL, an operator's
 kill -9 or the kernel's OOM killer) cannot stop it, and with the queue to the importer full it
 would otherwise wait for good."""
 
@@ -10,7 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
+import pytest
+
+from services.catalog.openqcat import ParsedApart, Record, read
 from tests.bench.catalog import write_openqcat
+
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "openqcat"
 
 IMPORTER = """
 import sys, time
@@ -42,6 +49,30 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def _as_staged(record: Record | str) -> Record | str:
+    """A record with its data as the import stages it (JSON)."""
+    if isinstance(record, str):
+        return record
+    return Record(record.section, record.product_id, record.where, record.kind, record.course_id,
+                  orjson.loads(orjson.dumps(record.data)), record.error)
+
+
+@pytest.mark.parametrize("name", ["kursnet_export_real_anonymized.xml", "ba_update_example_legacy_excerpt.xml",
+                                  "generated"])
+def test_the_parsing_process_gives_the_records_read_in_process(name: str, tmp_path: Path) -> None:
+    """The records (and each one's data) cross to the importer as tuples with JSON: the same mode,
+    the same records in the same order, the broken ones with the same reasons."""
+    path = FIXTURES / name
+    if name == "generated":
+        path = tmp_path / "gross.xml"
+        write_openqcat(path, 1_200)  # several parts of the parsing process
+    with path.open("rb") as stream:
+        expected = [_as_staged(r) for r in read(stream)]
+    apart = [_as_staged(r) for r in ParsedApart(path)()]
+    assert apart == expected
+    assert any(isinstance(r, Record) and r.data for r in apart)
 
 
 def test_the_parsing_process_ends_when_its_importer_is_killed(tmp_path: Path) -> None:
