@@ -6,6 +6,7 @@ would otherwise wait for good."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -55,8 +56,7 @@ def _as_staged(record: Record | str) -> Record | str:
     """A record with its data as the import stages it (JSON)."""
     if isinstance(record, str):
         return record
-    return Record(record.section, record.product_id, record.where, record.kind, record.course_id,
-                  orjson.loads(orjson.dumps(record.data)), record.error)
+    return dataclasses.replace(record, data=orjson.loads(orjson.dumps(record.data)))
 
 
 @pytest.mark.parametrize("name", ["kursnet_export_real_anonymized.xml", "ba_update_example_legacy_excerpt.xml",
