@@ -6,8 +6,8 @@ so they are refused as bad input, not met as a 500 when stored)."""
 
 from __future__ import annotations
 
+import re
 import types
-import unicodedata
 from functools import cache
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -21,8 +21,6 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-
-_LINE_BREAKS_ALLOWED = frozenset("\n\r\t")
 
 
 def _unstorable(value: str) -> str | None:
@@ -50,15 +48,17 @@ def _find_unstorable(value: Any) -> str | None:
     return None
 
 
-def _control_characters(value: str, allowed: frozenset[str]) -> bool:
-    # Cc: C0/C1 controls; Zl/Zp: the Unicode line and paragraph separators (a line break all the same).
-    return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") and c not in allowed for c in value)
+# Unicode's categories Cc (the C0 and C1 controls, U+0000-U+001F and U+007F-U+009F), Zl (U+2028) and
+# Zp (U+2029, a line break all the same): each is exactly these code points, a stability guarantee of
+# Unicode, so one character class finds them (a check per character in Python took 100 times as long).
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROLS_BUT_LINE_BREAKS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")  # \t \n \r allowed
 
 
 def single_line(value: str) -> str:
     if reason := _unstorable(value):
         raise ValueError(reason)
-    if _control_characters(value, frozenset()):
+    if _CONTROLS.search(value):
         raise ValueError("line breaks and control characters are not allowed here")
     return value
 
@@ -66,7 +66,7 @@ def single_line(value: str) -> str:
 def multi_line(value: str) -> str:
     if reason := _unstorable(value):
         raise ValueError(reason)
-    if _control_characters(value, _LINE_BREAKS_ALLOWED):
+    if _CONTROLS_BUT_LINE_BREAKS.search(value):
         raise ValueError("control characters other than line breaks and tabs are not allowed")
     return value
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -12,20 +11,11 @@ from uuid import UUID
 from pydantic import AfterValidator, EmailStr, Field, model_validator
 
 from contracts import OFFER_PUBLISHED, OFFER_UPDATED, OFFER_WITHDRAWN
-from runtime.models import StrictModel
+from runtime.models import StrictModel, single_line
 
 TENANT_SLUG = r"^[a-z0-9][a-z0-9-]{1,62}$"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def _single_line(value: str) -> str:
-    if _CONTROL.search(value):
-        raise ValueError("control characters (line breaks, tabs) are not allowed in this field")
-    return value
-
-
-Line = Annotated[str, AfterValidator(_single_line)]
-"""A single-line text field: no control characters."""
+Line = Annotated[str, AfterValidator(single_line)]
+"""A single-line text field (no line breaks or other control characters), its length set per field."""
 
 KLDB_CODE = r"^[0-9]{3,5}$"  # KldB 2010: Berufsbereich … Berufsgattung, 3 to 5 digits
 ESCO_SKILL = r"^http://data\.europa\.eu/esco/skill/[0-9a-f-]{36}$"
