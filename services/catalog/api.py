@@ -252,7 +252,8 @@ async def offer_query(
     provider_id: UUID | None = None,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[Text | None, Query(max_length=200, description="next_cursor of the previous page")] = None,
-    page: Annotated[int, Query(ge=1, le=50, description="small offsets only; use cursor to go deep")] = 1,
+    page: Annotated[int, Query(ge=1, le=50, description="small offsets only (a page starts at most 1,000 offers"
+                                                         " in); use cursor to go deep")] = 1,
 ) -> store.OfferQuery:
     """The search's filters (one definition for the network's and the public search)."""
     if place is not None:
@@ -269,6 +270,12 @@ async def offer_query(
     if radius_km is not None and lat is None:
         raise Problem(422, "Invalid request", "radius_km needs a place (lat and lon, or place).",
                       errors=[{"field": "query.radius_km", "message": "needs lat and lon, or place"}])
+    if not cursor and (page - 1) * page_size > store.MAX_SKIP:
+        # Deeper, the search would give the page at its furthest start again, as if it were the next one.
+        raise Problem(422, "Invalid request", f"A numbered page starts at most {store.MAX_SKIP:,} offers in;"
+                      " go further with the previous page's next_cursor.",
+                      errors=[{"field": "query.page",
+                               "message": f"(page - 1) × page_size may be at most {store.MAX_SKIP}"}])
     try:
         after = handlers.decode_cursor(cursor) if cursor else None
     except ValueError:

@@ -273,7 +273,9 @@ async def search_offers(conn: asyncpg.Connection, query: store.OfferQuery, *, wi
         facets, total, hits = await _counted(conn, query, with_facets)
     if hits is None:  # more hits than the bound: the page is walked
         hits = await store.search_offers(conn, query)
-    offers = await store.get_offers(conn, [h["id"] for h in hits])
+    # Read by a statement of its own: an offer moved to draft or withdrawn since the search found it
+    # is read in its new state (the network sees its own drafts), and is not shown.
+    offers = [o for o in await store.get_offers(conn, [h["id"] for h in hits]) if o["status"] == "published"]
     rank = {h["id"]: h["rank"] for h in hits}
     answer = {
         "items": [(public_offer_state(o) if public else store.offer_state(o)) | {"rank": round(rank[o["id"]], 6)}

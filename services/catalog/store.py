@@ -336,6 +336,7 @@ def _session_rows(tenant: str, offers: list[Written]) -> list[dict[str, Any]]:
 # ---- search ----------------------------------------------------------------------------------
 
 TOTAL_BOUND = 1000    # exact total up to here, "more than" beyond (as search engines do)
+MAX_SKIP = 1000  # the furthest a numbered page may start (the search functions' cap); deeper goes by cursor
 _WORD = re.compile(r"[0-9A-Za-zÀ-ÖØ-öø-ÿ]+")  # Latin letters and digits: nothing to_tsquery could misread
 # Words a German query carries that say nothing (once folded, "für" is no longer a stop word of
 # PostgreSQL's list, so they are dropped here).

@@ -70,6 +70,8 @@ def test_search_rejects_bad_query_parameters(platform: Platform) -> None:
         assert problem["errors"][0]["field"] == "query.radius_km"
         _assert_problem(api.get("/v1/offers", params={"radius_km": 50}), 422)
         _assert_problem(api.get("/v1/offers", params={"funding": "lotto"}), 422)
+        deep = _assert_problem(api.get("/v1/offers", params={"page": 12, "page_size": 100}), 422)
+        assert deep["errors"][0]["field"] == "query.page"  # a numbered page starts at most 1,000 offers in
 
 
 def _post_offer_with(platform: Platform, provider: dict, token: str | None):
