@@ -23,7 +23,8 @@ TOPICS = (
 
 # Topics whose events carry the aggregate's full state keyed by its id: a consumer applies only an
 # event newer (higher ``ce_sequence``) than the last it applied for that key. Matches and deliveries
-# are keyed by their demand / delivery but describe one pair each, so they are not in this list.
+# are keyed by their demand / delivery but describe one pair each, so they are not in this list: their
+# consumer orders each pair's events itself (apply_if_newer; notifications.consumers.in_match_order).
 STATE_TOPICS = frozenset({
     "identity.tenants.v1", "catalog.offers.v1", "catalog.providers.v1", "matching.demands.v1",
 })

@@ -12,7 +12,7 @@ from contracts import DEMANDS_TOPIC, MATCHES_TOPIC, PROVIDERS_TOPIC, TENANTS_TOP
 from runtime.http import create_app as create_http_app
 from runtime.service import ConsumerSpec, ServiceRuntime
 from services.notifications import api
-from services.notifications.consumers import create_handlers
+from services.notifications.consumers import GROUP, create_handlers
 from services.notifications.dispatcher import DeliveryDispatcher, celery_enqueue
 from services.notifications.settings import NotificationsSettings
 from services.notifications.worker import create_celery
@@ -26,8 +26,7 @@ def create_runtime(settings: NotificationsSettings, dispatcher: DeliveryDispatch
     return ServiceRuntime(
         settings,
         MIGRATIONS,
-        consumer_specs=[ConsumerSpec(group="notifications", topics=[MATCHES_TOPIC, DEMANDS_TOPIC, PROVIDERS_TOPIC,
-                                                                             TENANTS_TOPIC],
+        consumer_specs=[ConsumerSpec(group=GROUP, topics=[MATCHES_TOPIC, DEMANDS_TOPIC, PROVIDERS_TOPIC, TENANTS_TOPIC],
                                      handlers=create_handlers(settings))],
         workers=[dispatcher],
         readiness_checks={"redis": lambda: redis_ready(settings.redis_url)},

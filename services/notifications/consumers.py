@@ -19,6 +19,7 @@ from contracts import (
     MATCH_FOUND,
     MATCH_RESTORED,
     MATCH_RETRACTED,
+    MATCHES_TOPIC,
     PROVIDER_REGISTERED,
     PROVIDER_UPDATED,
     TENANT_CREATED,
@@ -26,10 +27,12 @@ from contracts import (
 )
 from runtime.db import set_tenant
 from runtime.events import Event
-from runtime.inbox import EventHandler
+from runtime.inbox import EventHandler, apply_if_newer
 from runtime.tenancy import upsert_known_tenant
 from services.notifications import domain, store
 from services.notifications.settings import NotificationsSettings
+
+GROUP = "notifications"  # the consumer group, and its name in the inbox
 
 
 def _notice_row(match: dict[str, Any], provider_id: str, address: str, traceparent: str | None,
@@ -141,6 +144,19 @@ async def on_demand_closed(conn: asyncpg.Connection, event: Event) -> None:
     await store.cancel_for_demand(conn, uuid.UUID(event.data["id"]), event.data.get("tenant", event.tenant))
 
 
+def in_match_order(handle: EventHandler) -> EventHandler:
+    """A match's events applied only in their order. They are keyed by their demand, whose sequence
+    numbers them in commit order, so the inbox cannot order them by key (runtime.kafka.STATE_TOPICS):
+    each match's last applied number is kept here. A stale one (a dead letter replayed after its
+    match moved on: a MatchFound after its MatchRetracted, a MatchRetracted after its MatchRestored)
+    changes nothing, where it would have mailed a retracted match or cancelled a mail due."""
+    async def in_order(conn: asyncpg.Connection, event: Event) -> None:
+        if await apply_if_newer(conn, GROUP, f"{MATCHES_TOPIC}/match/{event.data['id']}", event.sequence):
+            await handle(conn, event)
+
+    return in_order
+
+
 def create_handlers(settings: NotificationsSettings) -> dict[str, EventHandler]:
     async def match_found(conn: asyncpg.Connection, event: Event) -> None:
         await on_match_found(conn, event, settings)
@@ -165,9 +181,9 @@ def create_handlers(settings: NotificationsSettings) -> dict[str, EventHandler]:
         await store.upsert_branding(conn, event.data)
 
     return {
-        MATCH_FOUND: match_found,
-        MATCH_RETRACTED: on_match_retracted,
-        MATCH_RESTORED: match_restored,
+        MATCH_FOUND: in_match_order(match_found),
+        MATCH_RETRACTED: in_match_order(on_match_retracted),
+        MATCH_RESTORED: in_match_order(match_restored),
         DEMAND_CLOSED: on_demand_closed,
         PROVIDER_REGISTERED: provider,
         PROVIDER_UPDATED: provider,
