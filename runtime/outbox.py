@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import asyncpg
 import orjson
 from kafka import KafkaProducer
-from kafka.errors import MessageSizeTooLargeError
+from kafka.errors import KafkaTimeoutError
 
 from runtime import metrics
 from runtime.errors import EventTooLarge
@@ -194,7 +194,9 @@ class OutboxRelay(ListeningLoop):
     def _send_in_order(self, rows: list[asyncpg.Record]) -> tuple[list[int], dict[int, str]]:
         """Send in waves: each wave holds the next row of every aggregate and waits for all acks,
         so a later row of an aggregate is never on the wire before the earlier one is acknowledged.
-        An aggregate whose row fails drops out of the round (its later rows wait for the retry)."""
+        An aggregate whose row fails, whether the producer refuses it or the broker does not
+        acknowledge it, drops out of the round (its later rows wait for the retry); the round goes
+        on, so the rows acknowledged are recorded as sent and one row never holds back the others."""
         if self._producer is None:
             self._producer = self._producer_factory()
         chains: dict[tuple[str, str], deque[asyncpg.Record]] = {}
@@ -202,10 +204,17 @@ class OutboxRelay(ListeningLoop):
             chains.setdefault((row["topic"], row["aggregate_key"]), deque()).append(row)
         sent: list[int] = []
         failed: dict[int, str] = {}
+
+        def fail(aggregate: tuple[str, str], row: asyncpg.Record, exc: Exception) -> None:
+            failed[row["id"]] = repr(exc)
+            chains.pop(aggregate, None)
+            metrics.OUTBOX_SEND_FAILURES.labels(row["topic"]).inc()
+
         while chains:
-            wave = []
+            wave, tried = [], []
             for aggregate, chain in list(chains.items()):
                 row = chain.popleft()
+                tried.append(row["id"])
                 if not chain:
                     del chains[aggregate]
                 try:
@@ -213,21 +222,22 @@ class OutboxRelay(ListeningLoop):
                         row["topic"], key=row["aggregate_key"].encode(), value=bytes(row["payload"]),
                         headers=[(k, v.encode()) for k, v in row["headers"]],
                     )
-                except MessageSizeTooLargeError as exc:  # a row written before the size check existed
-                    failed[row["id"]] = repr(exc)
-                    chains.pop(aggregate, None)
-                    continue
+                except Exception as exc:  # refused before the wire: too large (a row written before the
+                    fail(aggregate, row, exc)  # size check), a topic the broker does not know (its metadata
+                    continue                   # never comes: KafkaTimeoutError), a producer gone bad
                 wave.append((aggregate, row, future))
-            self._producer.flush(timeout=15)
+            try:
+                self._producer.flush(timeout=15)
+                wait = 15.0
+            except KafkaTimeoutError:  # a partition without a leader: what is not acknowledged by now fails
+                wait = 0.0
             for aggregate, row, future in wave:
                 try:
-                    future.get(timeout=15)
+                    future.get(timeout=wait)
                     sent.append(row["id"])
                 except Exception as exc:
-                    failed[row["id"]] = repr(exc)
-                    chains.pop(aggregate, None)
-                    metrics.OUTBOX_SEND_FAILURES.labels(row["topic"]).inc()
-            if wave and all(row["id"] in failed for _, row, _ in wave) and not sent:
+                    fail(aggregate, row, exc)
+            if tried and all(i in failed for i in tried) and not sent:
                 break  # the broker refuses everything: no point going through the rest of the batch
         return sent, failed
 

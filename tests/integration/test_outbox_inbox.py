@@ -477,6 +477,75 @@ async def test_a_row_the_broker_client_refuses_holds_only_its_aggregate_until_sk
     await pool.close()
 
 
+class NoMetadataProducer(RefusingProducer):
+    """A real producer to the real broker, except that the chosen records are refused by ``send``
+    itself, as kafka-python refuses a record for a topic the broker does not know: its metadata never
+    comes (a topic deployed before its KafkaTopic exists, or removed)."""
+
+    def send(self, topic, *, key, value, headers):
+        if dict(headers)["ce_id"].decode() in self._refuse:
+            raise KafkaTimeoutError("Failed to update metadata after 5.0 secs.")
+        return self._producer.send(topic, key=key, value=value, headers=headers)
+
+
+async def test_a_row_the_producer_refuses_to_send_holds_only_its_aggregate_and_shows_as_stuck(broker, settings) -> None:
+    """Before, ``send`` raising anything but MessageSizeTooLarge ended the round unrecorded: no row
+    of any aggregate went out, the rows acknowledged were sent again every round, and the row's
+    attempts stayed 0, so neither the stuck-row gauge nor ``outbox-stuck`` showed it."""
+    await asyncio.to_thread(broker.start)
+    pool = await create_pool(settings)
+    events = [_tenant_event(n, key) for n, key in enumerate(["a", "b", "a", "b"])]
+    async with pool.acquire() as conn, conn.transaction():
+        for event in events:
+            await add_to_outbox(conn, TENANTS_TOPIC, event)
+    relay = OutboxRelay(settings.database_url, lambda: NoMetadataProducer(settings, {events[1].id}, times=0),
+                        sweep_seconds=0.2, max_retry_seconds=0.2)
+    task = asyncio.create_task(relay.run())
+    records = await asyncio.to_thread(_read_all, broker.bootstrap, TENANTS_TOPIC, 3, 5_000)
+    assert sorted((r.key, dict(r.headers)["ce_sequence"]) for r in records) == [(b"a", b"1"), (b"a", b"2")]
+    await _until("the row counted as stuck", lambda: asyncio.sleep(0, metrics.OUTBOX_STUCK._value.get() >= 1))
+    async with pool.acquire() as conn:
+        [stuck] = await stuck_rows(conn)
+    relay.stop()
+    await asyncio.wait_for(task, 10)
+    assert (stuck["aggregate_key"], stuck["sequence"]) == ("b", 1) and "KafkaTimeoutError" in stuck["last_error"]
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE aggregate_key = 'b' AND sent_at IS NULL") == 2
+    await pool.close()
+
+
+class SlowFlushProducer(RefusingProducer):
+    """A real producer to the real broker whose first flush gives up (KafkaTimeoutError, as for a
+    partition without a leader) after its records were acknowledged."""
+
+    def flush(self, timeout=None):
+        self._producer.flush(timeout=timeout)
+        if RefusingProducer.refused < self._times:
+            RefusingProducer.refused += 1
+            raise KafkaTimeoutError("Timeout after waiting for 15 secs.")
+
+
+async def test_a_flush_that_times_out_sends_nothing_twice(broker, settings) -> None:
+    """Before, the flush's timeout ended the round before its acknowledged rows were marked sent, and
+    the next round sent them again."""
+    await asyncio.to_thread(broker.start)
+    pool = await create_pool(settings)
+    async with pool.acquire() as conn, conn.transaction():
+        for n, key in enumerate(["a", "b", "a"]):
+            await add_to_outbox(conn, TENANTS_TOPIC, _tenant_event(n, key))
+    RefusingProducer.refused = 0
+    relay = OutboxRelay(settings.database_url, lambda: SlowFlushProducer(settings, set(), times=1),
+                        sweep_seconds=0.2, max_retry_seconds=0.2)
+    task = asyncio.create_task(relay.run())
+    await _until("every row sent", lambda: pool.fetchval("SELECT bool_and(sent_at IS NOT NULL) FROM outbox"))
+    records = await asyncio.to_thread(_read_all, broker.bootstrap, TENANTS_TOPIC, 4, 3_000)
+    relay.stop()
+    await asyncio.wait_for(task, 10)
+    await pool.close()
+    assert RefusingProducer.refused == 1
+    assert sorted((r.key, dict(r.headers)["ce_sequence"]) for r in records) == [
+        (b"a", b"1"), (b"a", b"2"), (b"b", b"1")]  # each once
+
+
 async def test_an_event_breaking_its_contract_is_refused_when_written_alone_or_in_a_batch(settings) -> None:
     """The contract is checked where the change can still fail cleanly: a tenant event without its
     name is refused by add_to_outbox and, given ahead as Outgoing or not, by add_many_to_outbox, and
