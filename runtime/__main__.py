@@ -15,7 +15,7 @@ import sys
 
 import asyncpg
 
-from runtime.inbox import replay_dead_letters
+from runtime.inbox import ReplayIncomplete, replay_dead_letters
 from runtime.outbox import resend_since, skip_row, stuck_rows
 from runtime.settings import ServiceSettings
 
@@ -67,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         count = asyncio.run(_with_database(args.service, lambda conn: resend_since(conn, args.since_seconds)))
         print(f"{count} outbox row(s) of {args.service} will be published again")
     elif args.command == "dlq-replay":
-        count = replay_dead_letters(ServiceSettings().kafka_bootstrap, args.topic, consumer=args.consumer)
+        try:  # with the brokers' address and credentials of BR_KAFKA_* (deploy/README.md: the dlq-replay user)
+            count = replay_dead_letters(ServiceSettings(), args.topic, consumer=args.consumer)
+        except ReplayIncomplete as exc:
+            print(f"replay incomplete: {exc}", file=sys.stderr)
+            return 1
         print(f"replayed {count} event(s) from {args.topic}.dlq into {args.topic}")
     return 0
 

@@ -11,12 +11,14 @@ from collections.abc import Awaitable, Callable, Collection
 import asyncpg
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 
 from runtime import metrics
 from runtime.db import set_tenant
 from runtime.events import Event, InvalidEvent, validate
-from runtime.kafka import STATE_TOPICS, dead_letter_topic
+from runtime.kafka import STATE_TOPICS, connection_options, dead_letter_topic
+from runtime.settings import ServiceSettings
 from runtime.tracing import continue_trace
 
 log = logging.getLogger(__name__)
@@ -228,18 +230,28 @@ class EventConsumer:
         metrics.EVENTS_CONSUMED.labels(self.name, "?", "dead_lettered").inc()
 
 
-def replay_dead_letters(bootstrap: str, topic: str, *, consumer: str | None = None) -> int:
+REPLAY_GROUPS = "dlq-replay."  # the prefix of the replay's consumer groups (the dlq-replay KafkaUser reads them)
+
+
+class ReplayIncomplete(Exception):
+    """Some dead letters could not be published back; the replay's position stops before the first."""
+
+
+def replay_dead_letters(settings: ServiceSettings, topic: str, *, consumer: str | None = None) -> int:
     """Publish what ``<topic>.dlq`` holds back into ``topic`` (once its cause is fixed), with the
     original key, id and headers. Resumes where the last replay stopped (offsets kept under a group
     per topic and consumer filter), and stops at the end the topic had when it began. Every consumer
     group of the topic sees the event again; those that handled it skip it by its id (inbox) or its
-    sequence. Returns how many were replayed."""
+    sequence. Each record must be acknowledged: where one is not, the position is kept before it (a
+    second run sends it and what follows it again, which the consumers skip as above) and
+    ReplayIncomplete says how many failed. Returns how many were replayed."""
     dlq = dead_letter_topic(topic)
+    connection = connection_options(settings)
     # Assigned, not subscribed: no group join to wait for; the group only keeps the offsets.
-    source = KafkaConsumer(bootstrap_servers=bootstrap, group_id=f"dlq-replay.{topic}.{consumer or 'all'}",
+    source = KafkaConsumer(**connection, group_id=f"{REPLAY_GROUPS}{topic}.{consumer or 'all'}",
                            enable_auto_commit=False)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_in_flight_requests_per_connection=1)
-    replayed = 0
+    producer = KafkaProducer(**connection, acks="all", max_in_flight_requests_per_connection=1)
+    sends: dict[TopicPartition, list] = {}  # per partition, in offset order: (offset, future or None)
     try:
         partitions = [TopicPartition(dlq, p) for p in sorted(source.partitions_for_topic(dlq) or ())]
         source.assign(partitions)
@@ -250,25 +262,42 @@ def replay_dead_letters(bootstrap: str, topic: str, *, consumer: str | None = No
                 source.seek_to_beginning(tp)
             else:
                 source.seek(tp, committed)
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         while any(source.position(tp) < ends[tp] for tp in partitions):
             for tp, records in source.poll(500).items():
                 for record in records:
                     if record.offset >= ends[tp]:
                         continue
-                    offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
                     headers = dict(record.headers or [])
                     if consumer and headers.get("dlq_consumer", b"").decode() != consumer:
+                        sends.setdefault(tp, []).append((record.offset, None))  # not ours: passed over
                         continue
-                    producer.send(topic, key=record.key, value=record.value, headers=[
+                    future = producer.send(topic, key=record.key, value=record.value, headers=[
                         *((k, v) for k, v in record.headers or [] if not k.startswith("dlq_")),
                         ("dlq_replayed_from", f"{record.topic}/{record.partition}/{record.offset}".encode())])
+                    sends.setdefault(tp, []).append((record.offset, future))
+        try:
+            producer.flush(timeout=30)
+        except KafkaTimeoutError:
+            pass  # what is not acknowledged by now counts as failed below
+        replayed, failed, offsets = 0, 0, {}
+        for tp, sent in sends.items():
+            for k, (offset, future) in enumerate(sent):
+                if future is not None:
+                    try:
+                        future.get(timeout=0)
+                    except Exception as exc:  # flush() only logs what failed: each record is asked
+                        failed += sum(1 for _, later in sent[k:] if later is not None)
+                        log.error("replaying %s/%d failed at offset %d: %r", dlq, tp.partition, offset, exc)
+                        break
                     replayed += 1
-        producer.flush(timeout=30)
+                offsets[tp] = OffsetAndMetadata(offset + 1, "", -1)
         if offsets:
             source.commit(offsets)
     finally:
         producer.close(timeout=5)
         source.close()
     log.info("replayed %d dead letters into %s", replayed, topic)
+    if failed:
+        raise ReplayIncomplete(f"{failed} dead letter(s) of {dlq} from the first the broker did not take back on"
+                               f" will be sent again by the next replay ({replayed} were replayed)")
     return replayed

@@ -142,7 +142,7 @@ class OutboxRelay(ListeningLoop):
         sweep_seconds: float = 2.0,
         batch_size: int = 500,
         retention_hours: float = 24.0,
-        inbox_retention_hours: float = 168.0,
+        inbox_retention_hours: float = 744.0,  # ServiceSettings.inbox_retention_hours
         max_retry_seconds: float = 60.0,
     ) -> None:
         super().__init__(dsn, interval=sweep_seconds)

@@ -66,9 +66,10 @@ class ServiceSettings(BaseSettings):
     rate_limit_anonymous_writes: str = "60/minute"
     outbox_sweep_seconds: float = 2.0
     outbox_retention_hours: float = 24.0
-    # As long as the topics keep messages (Kafka's default retention.ms: 7 days): past that no
-    # redelivery or replay can bring an event back, so its inbox row can go.
-    inbox_retention_hours: float = 168.0
+    # As long as an event can come back: the longest a topic or its dead-letter twin keeps it (30
+    # days, deploy/k8s/platform/kafka/topics.yaml; a replay publishes a dead letter again), and a day.
+    # Past that no redelivery or replay brings it back, so its inbox row can go (tests/deploy checks).
+    inbox_retention_hours: float = 744.0
     log_level: str = "INFO"
 
     @property

@@ -265,6 +265,50 @@ def kafka_problems(docs: list[dict], specs: dict[str, list]) -> list[str]:
                 and source in contract_topics() and ("topic", source, "Read") in acls)
             if not ahead:
                 problems.append(f"KafkaUser {service}: {op} on {kind} {name} is more than it needs")
+    problems += _replay_user_problems(users.get("dlq-replay"))
+    return problems
+
+
+def _replay_user_problems(user: dict | None) -> list[str]:
+    """The operators' dead-letter replay (runtime.inbox.replay_dead_letters) reads every dead-letter
+    topic with its own groups and writes back into the source topics: exactly that."""
+    from runtime.inbox import REPLAY_GROUPS
+
+    if user is None:
+        return ["the dead-letter replay has no KafkaUser dlq-replay"]
+    needed = {("group", REPLAY_GROUPS, "Read", "prefix")}
+    for topic in contract_topics():
+        needed |= {("topic", dead_letter_topic(topic), op, "literal") for op in ("Read", "Describe")}
+        needed |= {("topic", topic, op, "literal") for op in ("Write", "Describe")}
+    given = {(acl["resource"]["type"], acl["resource"].get("name", ""), op, acl["resource"].get("patternType"))
+             for acl in user["spec"]["authorization"]["acls"] for op in acl["operations"]}
+    return ([f"KafkaUser dlq-replay: missing {n[2]} on {n[0]} {n[1]} ({n[3]})" for n in sorted(needed - given)]
+            + [f"KafkaUser dlq-replay: {n[2]} on {n[0]} {n[1]} ({n[3]}) is more than it needs"
+               for n in sorted(given - needed)])
+
+
+def retention_problems(docs: list[dict]) -> list[str]:
+    """Nothing comes back after its inbox row is gone: inbox rows (ServiceSettings.inbox_retention_hours)
+    outlive what any topic or dead-letter topic that is not compacted keeps (a replay publishes a dead
+    letter again; a compacted topic's states are ordered by their sequence instead), and a consumer
+    group's position (the replay's) outlives the dead letters."""
+    from runtime.settings import ServiceSettings
+
+    problems = []
+    inbox_ms = ServiceSettings.model_fields["inbox_retention_hours"].default * 3_600_000
+    kept = {d["spec"]["topicName"]: int(d["spec"]["config"]["retention.ms"]) for d in docs
+            if d["kind"] == "KafkaTopic" and d["spec"]["config"].get("cleanup.policy") != "compact"
+            and "retention.ms" in d["spec"]["config"]}
+    for topic, ms in sorted(kept.items()):
+        if ms > inbox_ms:
+            problems.append(f"topic {topic} keeps events {ms / 86_400_000:g} days, inbox rows go after "
+                            f"{inbox_ms / 86_400_000:g}")
+    kafka = next(d for d in docs if d["kind"] == "Kafka")
+    offsets_ms = int(kafka["spec"]["kafka"]["config"].get("offsets.retention.minutes", 10_080)) * 60_000
+    for topic, ms in sorted(kept.items()):
+        if topic.endswith(".dlq") and ms > offsets_ms:
+            problems.append(f"the replay's position of {topic} goes after {offsets_ms / 86_400_000:g} days, "
+                            f"its dead letters after {ms / 86_400_000:g}")
     return problems
 
 

@@ -65,6 +65,28 @@ def test_every_contract_topic_has_its_kafka_topic_and_each_service_only_its_acls
     assert checks.kafka_problems(docs, specs) == []
 
 
+def test_inbox_rows_and_the_replays_position_outlive_every_event_that_can_come_back(overlay) -> None:
+    name, docs = overlay
+    assert checks.retention_problems(docs) == []
+
+
+def test_a_topic_kept_longer_than_the_inbox_and_a_replay_user_reading_more_are_caught(specs) -> None:
+    docs = checks.render(checks.K8S / "overlays" / "prod")
+    topic = next(d for d in docs if d["kind"] == "KafkaTopic" and d["spec"]["topicName"] == "matching.matches.v1")
+    topic["spec"]["config"]["retention.ms"] = str(60 * 86_400_000)
+    kafka = next(d for d in docs if d["kind"] == "Kafka")
+    del kafka["spec"]["kafka"]["config"]["offsets.retention.minutes"]  # Kafka's own 7 days
+    assert checks.retention_problems(docs) == [
+        "topic matching.matches.v1 keeps events 60 days, inbox rows go after 31",
+        *(f"the replay's position of {t}.dlq goes after 7 days, its dead letters after 30"
+          for t in sorted(checks.contract_topics()))]
+    replay = _find(docs, "KafkaUser", "dlq-replay")
+    replay["spec"]["authorization"]["acls"].append(
+        {"resource": {"type": "topic", "name": "catalog.offers.v1", "patternType": "literal"}, "operations": ["Read"]})
+    assert checks.kafka_problems(docs, specs) == [
+        "KafkaUser dlq-replay: Read on topic catalog.offers.v1 (literal) is more than it needs"]
+
+
 def test_every_setting_given_to_a_service_is_one_it_reads(overlay) -> None:
     name, docs = overlay
     assert checks.settings_problems(docs) == []

@@ -22,7 +22,7 @@ from kafka.errors import KafkaTimeoutError
 
 from contracts import TENANT_CREATED, TENANTS_TOPIC
 from deploy.local.stack import port_open, tansu_binary, wait_for
-from runtime import metrics
+from runtime import inbox, metrics
 from runtime.db import create_pool, migrate
 from runtime.errors import EventTooLarge
 from runtime.events import Event, InvalidEvent
@@ -331,8 +331,13 @@ async def test_a_handler_raising_timeout_error_is_dead_lettered_and_replayed_onc
     assert calls["slow"] == 3
 
     broken["yes"] = False
-    assert await asyncio.to_thread(replay_dead_letters, broker.bootstrap, TENANTS_TOPIC) == 1
-    assert await asyncio.to_thread(replay_dead_letters, broker.bootstrap, TENANTS_TOPIC) == 0  # resumes
+    assert await asyncio.to_thread(replay_dead_letters, settings, TENANTS_TOPIC) == 1
+    replay = await asyncio.create_subprocess_exec(  # the operators' command resumes where that one stopped
+        sys.executable, "-m", "runtime", "dlq-replay", "--topic", TENANTS_TOPIC,
+        env={**os.environ, "BR_KAFKA_BOOTSTRAP": broker.bootstrap}, stdout=asyncio.subprocess.PIPE)
+    out, _ = await replay.communicate()
+    assert (replay.returncode, out.decode().strip()) == (
+        0, f"replayed 0 event(s) from {TENANTS_TOPIC}.dlq into {TENANTS_TOPIC}")
     await _until("the replayed event handled", lambda: pool.fetchval(
         "SELECT count(*) FROM effects WHERE tenant = 'slow'"))
     duplicates = metrics.EVENTS_CONSUMED.labels("rt-timeout", TENANT_CREATED, "duplicate")
@@ -344,6 +349,37 @@ async def test_a_handler_raising_timeout_error_is_dead_lettered_and_replayed_onc
         "SELECT tenant, count(*) AS n FROM effects GROUP BY tenant")}
     assert effects == {"t-1": 1, "slow": 1}
     await pool.close()
+
+
+async def test_a_dead_letter_the_broker_does_not_take_back_is_reported_and_sent_by_the_next_replay(
+        broker, settings, monkeypatch) -> None:
+    """Before, the replay never asked its sends: kafka-python's flush only logs a failed record, so a
+    dead letter the broker refused counted as replayed and its offset was committed: lost for good."""
+    await asyncio.to_thread(broker.start)
+    letters = [_tenant_event(n, "one-key") for n in range(3)]  # one partition: offset order is send order
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    for event in letters:
+        producer.send(dead_letter_topic(TENANTS_TOPIC), key=event.key.encode(), value=event.value(),
+                      headers=[*event.headers(), ("dlq_consumer", b"rt")]).get(10)
+    producer.close()
+    refused = {letters[1].id}
+
+    class RefusingOne(KafkaProducer):  # the real producer, but the broker's answer for one record fails
+        def send(self, topic, **record):
+            if dict(record["headers"])["ce_id"].decode() in refused:
+                return _Failed()
+            return super().send(topic, **record)
+
+    monkeypatch.setattr(inbox, "KafkaProducer", RefusingOne)
+    with pytest.raises(inbox.ReplayIncomplete, match="2 dead letter"):
+        await asyncio.to_thread(replay_dead_letters, settings, TENANTS_TOPIC)
+    refused.clear()  # the broker takes it now
+    assert await asyncio.to_thread(replay_dead_letters, settings, TENANTS_TOPIC) == 2  # the refused one and the next
+    assert await asyncio.to_thread(replay_dead_letters, settings, TENANTS_TOPIC) == 0
+    back = await asyncio.to_thread(_read_all, broker.bootstrap, TENANTS_TOPIC, 4, 3_000)
+    ids = [dict(r.headers)["ce_id"].decode() for r in back]
+    assert sorted(set(ids)) == sorted(e.id for e in letters)  # none lost; the one after it came twice
+    assert ids.count(letters[1].id) == 1
 
 
 async def test_a_stale_event_never_overwrites_a_newer_state(broker, settings) -> None:
