@@ -221,6 +221,7 @@ class _Batch:
     created: list[Outgoing] = field(default_factory=list)  # the new offers' events, built with them
     updates: list[tuple[uuid.UUID, OfferIn, str]] = field(default_factory=list)
     previous: dict[uuid.UUID, str] = field(default_factory=dict)  # the updated offers' status before
+    seen: dict[uuid.UUID, tuple[int, str, str]] = field(default_factory=dict)  # their version, PRODUCT_ID, place
     last: int = 0  # the staging sequence it ends at
     size: int = 0
 
@@ -241,7 +242,7 @@ async def _read_batch(conn: asyncpg.Connection, provider_id: uuid.UUID, after: i
                       ) -> tuple[list[asyncpg.Record], dict[str, asyncpg.Record]]:
     rows = await conn.fetch(_STAGED_OFFERS, after, upto, BATCH)
     existing = {r["external_id"]: r for r in await conn.fetch(
-        "SELECT id, external_id, import_hash, status FROM offers WHERE provider_id = $1"
+        "SELECT id, external_id, import_hash, status, version FROM offers WHERE provider_id = $1"
         " AND external_id = ANY($2::text[])", provider_id, [r["product_id"] for r in rows])} if rows else {}
     return rows, existing
 
@@ -303,6 +304,7 @@ async def _prepare(rows: list[asyncpg.Record], existing: dict[str, asyncpg.Recor
         else:
             batch.updates.append((current["id"], body, digest))
             batch.previous[current["id"]] = current["status"]
+            batch.seen[current["id"]] = (current["version"], product_id, row["place"])
             report.count("updated", product_id)
     if batch.creates:
         batch.rows = store.offer_rows(writing.acting.tenant, records, batch.creates)
@@ -317,15 +319,26 @@ def _announce(events: list[Outgoing], writing: _Writing, record: dict, body: Off
         events.append(outgoing(Event(event_type, handlers.SOURCE, writing.acting.tenant, state["id"], state)))
 
 
-async def _write(conn: asyncpg.Connection, writing: _Writing, batch: _Batch) -> None:
-    """The batch's writes and events together: a few statements, not a few per offer."""
+async def _write(conn: asyncpg.Connection, writing: _Writing, batch: _Batch, report: ImportReport) -> None:
+    """The batch's writes and events together: a few statements, not a few per offer. An offer
+    someone wrote since its batch was read (withdrawn through the API, say) is left as they wrote it
+    and reported: the import decided on what it read, and must not undo a write it never saw."""
     events = batch.created
     if batch.rows:
         await store.insert_offer_rows(conn, batch.rows)
     if batch.updates:
-        # locked first, so each event's version is the one written (an API write may have come between)
+        # locked first, so each event's version is the one written
         versions = dict(await conn.fetch("SELECT id, version FROM offers WHERE id = ANY($1::uuid[])"
                                          " ORDER BY id FOR UPDATE", [u[0] for u in batch.updates]))
+        for offer_id in [u[0] for u in batch.updates if versions[u[0]] != batch.seen[u[0]][0]]:
+            _, product_id, place = batch.seen[offer_id]
+            report.counts["updated"] -= 1
+            if product_id in report.updated:
+                report.updated.remove(product_id)
+            report.reject(product_id, place, "changed by someone else while the import ran; not overwritten"
+                                             " (import again to apply the file's version)")
+        batch.updates = [u for u in batch.updates if versions[u[0]] == batch.seen[u[0]][0]]
+    if batch.updates:
         await store.update_offers(conn, writing.acting.tenant, batch.updates)
         events = list(events)
         for offer_id, body, _ in batch.updates:
@@ -378,7 +391,7 @@ class _Applier:
     async def _write(self, batch: _Batch | None) -> None:
         if batch is None:
             return
-        await _write(self.conn, self.writing, batch)
+        await _write(self.conn, self.writing, batch, self.report)
         self.written += batch.size
         if self.progress:
             self.progress("apply", self.written, self.total)

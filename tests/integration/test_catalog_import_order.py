@@ -18,7 +18,7 @@ import pytest
 
 from contracts import OFFER_PUBLISHED, OFFER_UPDATED, OFFER_WITHDRAWN
 from runtime.db import tenant_transaction
-from services.catalog import importing, openqcat, store
+from services.catalog import handlers, importing, openqcat, store
 from services.catalog.domain import Acting
 from tests.integration.catalog_setup import act_as_the_import_for_a_new_provider
 
@@ -167,3 +167,39 @@ async def test_a_new_catalog_withdraws_what_it_no_longer_lists(catalog_pool: asy
         assert sorted(w["external_id"] for w in withdrawn) == ["K1", "K2", "K3", "K4"]
         assert all(json.loads(w["payload"])["status"] == "withdrawn" and json.loads(w["payload"])["version"] == 2
                    for w in withdrawn)
+
+
+async def test_an_offer_withdrawn_while_the_import_runs_stays_withdrawn(catalog_pool: asyncpg.Pool,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The provider withdraws an offer through the API after the import has read it and before it
+    writes it. Before, the import wrote over the withdrawal (the offer published again, its event an
+    update) unnoticed; now it leaves the offer withdrawn and reports it."""
+    async with tenant_transaction(catalog_pool, TENANT) as conn:
+        provider_id = await act_as_the_import_for_a_new_provider(conn, TENANT)
+        await importing.import_catalogue(conn, ACTING, provider_id, openqcat.reader(io.BytesIO(
+            _file([_offer("A", "Schweißen MAG", "2031-02-01"), *FILLERS]))))
+        offer_id = await conn.fetchval("SELECT id FROM offers WHERE provider_id = $1 AND external_id = 'A'",
+                                       provider_id)
+    read_batch = importing._read_batch
+
+    async def withdrawn_after_the_read(conn, provider, after, upto):
+        rows, existing = await read_batch(conn, provider, after, upto)
+        if "A" in existing:  # the window: the import has decided on A as it read it
+            async with tenant_transaction(catalog_pool, TENANT) as other:
+                await store.set_acting(other, ACTING)
+                await handlers.withdraw_offer(other, ACTING, offer_id, if_match=existing["A"]["version"])
+        return rows, existing
+
+    monkeypatch.setattr(importing, "_read_batch", withdrawn_after_the_read)
+    changed = _file([_offer("A", "Schweißen MAG und WIG", "2031-02-01"), *FILLERS])
+    async with tenant_transaction(catalog_pool, TENANT) as conn:
+        await store.set_acting(conn, ACTING)
+        report = await importing.import_catalogue(conn, ACTING, provider_id, openqcat.reader(io.BytesIO(changed)))
+        row = await conn.fetchrow("SELECT status, title, version FROM offers WHERE id = $1", offer_id)
+        events = [r["event_type"] for r in await conn.fetch(
+            "SELECT event_type FROM outbox WHERE aggregate_key = $1 ORDER BY id", str(offer_id))]
+    assert dict(row) == {"status": "withdrawn", "title": "Schweißen MAG", "version": 2}
+    assert events == [OFFER_PUBLISHED, OFFER_WITHDRAWN]  # nothing after the withdrawal
+    assert report["counts"]["updated"] == 0 and "A" not in report["updated"]
+    assert [(r["product_id"], r["reason"].split(";")[0]) for r in report["rejected"]] == [
+        ("A", "changed by someone else while the import ran")]
