@@ -171,6 +171,7 @@ async def _check_offer(conn: asyncpg.Connection, acting: Acting, body: OfferIn) 
 
 async def publish_offer(conn: asyncpg.Connection, acting: Acting, body: OfferIn) -> dict:
     await _check_offer(conn, acting, body)
+    await store.hold_sharing(conn, acting.tenant)
     try:
         async with conn.transaction():
             offer_id = await store.insert_offer(conn, acting.tenant, body)
@@ -191,7 +192,8 @@ async def get_offer(conn: asyncpg.Connection, acting: Acting, offer_id: uuid.UUI
 async def _own_offer(conn: asyncpg.Connection, acting: Acting, offer_id: uuid.UUID,
                      if_match: int | None) -> asyncpg.Record:
     """The offer, locked to commit so writes of one offer are serialised, checked for ownership
-    and against the version the writer last saw."""
+    and against the version the writer last saw; the network's shares held too (store.hold_sharing)."""
+    await store.hold_sharing(conn, acting.tenant)
     row = await store.get_offer(conn, offer_id, lock=True)
     if row is None or row["tenant_id"] != acting.tenant:
         raise NotFound(f"offer {offer_id}")

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from contracts import OFFERS_TOPIC
 from runtime.events import Event
 from runtime.ids import new_id
+from runtime.models import single_line
 from runtime.outbox import Outgoing, add_many_to_outbox, outgoing
 from services.catalog import handlers, store
 from services.catalog.domain import Acting, OfferIn, RuleBroken, check_funding, offer_event_type_for
@@ -90,6 +91,19 @@ def _reason(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _unfit_id(name: str, value: str | None) -> str | None:
+    """Why a record's id cannot be an offer's or a session's (external_id: one line of at most 200)."""
+    if value is None:
+        return None
+    if len(value) > 200:
+        return f"{name} is longer than 200 characters"
+    try:
+        single_line(value)
+    except ValueError as exc:
+        return f"{name}: {exc}"
+    return None
+
+
 class _Staging:
     """The file's records in a temporary table. The next part of the file is parsed (in a thread:
     CPU work off the event loop) while the part before is staged and its offers applied. One thread
@@ -138,8 +152,16 @@ class _Staging:
             if isinstance(record, str):
                 self.report.mode = record
                 continue
+            unfit = _unfit_id("PRODUCT_ID", record.product_id) or _unfit_id("COURSE_ID", record.course_id)
+            if unfit:  # an id no offer can have (too long for its index, a NUL): refused before staging
+                self.report.reject(record.product_id[:200], record.where, unfit)
+                continue
             if record.error:
                 self.report.reject(record.product_id, record.where, record.error)
+                # staged all the same, without its data: NEW_CATALOG must not take a record the file
+                # still lists, only with an error, for one it no longer lists (and withdraw the offer)
+                self.seq += 1
+                rows.append((self.seq, "rejected", record.product_id or "", None, record.where, None))
                 continue
             self.seq += 1
             self.report.offers_in_file += record.kind == "offer"
@@ -404,7 +426,7 @@ async def _replace_rest(conn: asyncpg.Connection, acting: Acting, provider_id: u
     rows = await conn.fetch(
         "SELECT o.id, coalesce(o.external_id, o.id::text) AS product_id FROM offers o"
         " WHERE o.provider_id = $1 AND o.status <> 'withdrawn' AND NOT EXISTS"
-        " (SELECT 1 FROM import_staging s WHERE s.kind = 'offer' AND s.product_id = o.external_id)"
+        " (SELECT 1 FROM import_staging s WHERE s.kind IN ('offer', 'rejected') AND s.product_id = o.external_id)"
         " ORDER BY o.id FOR UPDATE OF o", provider_id)
     for start in range(0, len(rows), BATCH):
         batch = rows[start:start + BATCH]
@@ -473,10 +495,13 @@ async def import_catalogue(conn: asyncpg.Connection, acting: Acting, provider_id
     """Apply a delivery for one provider the actor acts for, in the caller's transaction. ``records``
     gives the file's records from its start, as often as it is called (twice when the file's order
     does not allow applying it while it is read)."""
-    at, shares = await conn.fetchrow(
-        "SELECT now(), (SELECT networks FROM network_sharing WHERE tenant_id = $1)", acting.tenant)
+    # One import of a provider at a time (a client retrying after a timeout): the second waits, then
+    # finds the first's offers. Before, both inserted them and the second failed on the unique key.
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('catalog-import'), hashtext($1))", str(provider_id))
+    shares = await store.hold_sharing(conn, acting.tenant)  # what every event of the import says
     writing = _Writing(acting, await handlers.own_provider(conn, acting, provider_id), status,
-                       visibility or {"scope": "home", "networks": []}, at, shares and list(shares))
+                       visibility or {"scope": "home", "networks": []}, await conn.fetchval("SELECT now()"),
+                       shares or None)
     if window is not None:
         try:
             async with conn.transaction():  # a savepoint

@@ -120,6 +120,17 @@ async def get_sharing(conn: asyncpg.Connection, tenant: str) -> list[str]:
     return list(await conn.fetchval("SELECT networks FROM network_sharing WHERE tenant_id = $1", tenant) or [])
 
 
+async def hold_sharing(conn: asyncpg.Connection, tenant: str) -> list[str]:
+    """The network's default shares, held to commit (a share lock) by a transaction that writes its
+    offers: each written offer derives who sees it from them (offers_keep_visible_to), and a sharing
+    change, which updates the row first, now waits for such a write to commit or the write for the
+    change. Before, an offer written while the shares changed kept the audience of the old ones,
+    and so did its event. The row is made if the network has none yet, so that even the first
+    change has a row to wait on."""
+    await conn.execute("INSERT INTO network_sharing (tenant_id) VALUES ($1) ON CONFLICT (tenant_id) DO NOTHING", tenant)
+    return list(await conn.fetchval("SELECT networks FROM network_sharing WHERE tenant_id = $1 FOR SHARE", tenant))
+
+
 async def set_sharing(conn: asyncpg.Connection, tenant: str, networks: list[str]) -> list[uuid.UUID]:
     """Store the defaults and re-derive who sees each offer; the published offers whose audience
     changed are returned (their consumers must hear of it)."""

@@ -107,7 +107,7 @@ def read(document: Any) -> Iterator[Record | str]:
                                               "lat": point.get("lat"), "lon": point.get("lon")}
                                  if (town.get("plz") or town.get("name")) else None,
                              })
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # any shape the answer should not have
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:  # any shape it should not have
             yield Record(section="new", kind="instance", product_id=str(termin.get("id", "")), where=where,
                          error=f"unreadable termin: {exc}")
 

@@ -8,6 +8,7 @@ and whole-first, and the two compared."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import uuid
@@ -18,7 +19,7 @@ import pytest
 
 from contracts import OFFER_PUBLISHED, OFFER_UPDATED, OFFER_WITHDRAWN
 from runtime.db import tenant_transaction
-from services.catalog import handlers, importing, openqcat, store
+from services.catalog import handlers, importing, openqcat, store, wbsuche
 from services.catalog.domain import Acting
 from tests.integration.catalog_setup import act_as_the_import_for_a_new_provider
 
@@ -119,6 +120,7 @@ async def test_a_product_id_twice_is_refused_in_both_copies(catalog_pool: asyncp
 
 
 KURSNET = Path(__file__).resolve().parents[3] / "shared/fixtures/openqcat/kursnet_export_real_anonymized.xml"
+WBSUCHE = KURSNET.parents[1] / "ba_wbsuche/ba_wbsuche_response_two_records.json"
 
 
 async def test_each_event_carries_the_offer_as_it_reads_back(catalog_pool: asyncpg.Pool) -> None:
@@ -203,3 +205,58 @@ async def test_an_offer_withdrawn_while_the_import_runs_stays_withdrawn(catalog_
     assert report["counts"]["updated"] == 0 and "A" not in report["updated"]
     assert [(r["product_id"], r["reason"].split(";")[0]) for r in report["rejected"]] == [
         ("A", "changed by someone else while the import ran")]
+
+
+async def _provider_import(pool: asyncpg.Pool, provider_id: uuid.UUID, xml: bytes) -> dict:
+    async with tenant_transaction(pool, TENANT) as conn:
+        await store.set_acting(conn, ACTING)
+        return await importing.import_catalogue(conn, ACTING, provider_id, openqcat.reader(io.BytesIO(xml)))
+
+
+async def test_a_record_broken_in_the_file_keeps_its_offer_on_a_new_catalogue(catalog_pool: asyncpg.Pool) -> None:
+    """NEW_CATALOG withdraws what the file no longer lists. A record the file lists but that cannot
+    be read (a date that is not one) is reported, and its offer stays as it was. Before, it counted
+    as not listed, and a typo took a published course down."""
+    async with tenant_transaction(catalog_pool, TENANT) as conn:
+        provider_id = await act_as_the_import_for_a_new_provider(conn, TENANT)
+    await _provider_import(catalog_pool, provider_id, _file([_offer("A", "Schweißen MAG", "2031-02-01"), *FILLERS]))
+    typo = _offer("A", "Schweißen MAG", "2031-02-01").replace("2031-02-01T00:00:00", "2031-02-31T00:00:00")
+    report = await _provider_import(catalog_pool, provider_id, _file([typo, *FILLERS]))
+    assert [r["product_id"] for r in report["rejected"]] == ["A"] and report["deleted"] == []
+    async with tenant_transaction(catalog_pool, TENANT) as conn:
+        assert await conn.fetchval("SELECT status FROM offers WHERE external_id = 'A'") == "published"
+
+
+async def test_ids_no_offer_can_have_are_reported_not_a_crash(catalog_pool: asyncpg.Pool) -> None:
+    """A PRODUCT_ID longer than an external_id may be (9,000 characters broke the staging table's
+    index), a national search termin whose id holds a NUL (PostgreSQL cannot store it) or whose
+    start lies in the year 9999 (past what a date holds here): each failed the whole import with a
+    500. Each record is now reported and the rest imported."""
+    async with tenant_transaction(catalog_pool, TENANT) as conn:
+        provider_id = await act_as_the_import_for_a_new_provider(conn, TENANT)
+    report = await _provider_import(catalog_pool, provider_id, _file([
+        _offer("L" * 9000, "Zu lang", "2031-02-01"), _offer("A", "Schweißen MAG", "2031-02-01")]))
+    assert report["counts"]["created"] == 1
+    assert [(r["product_id"], r["reason"]) for r in report["rejected"]] == [
+        ("L" * 200, "PRODUCT_ID is longer than 200 characters")]
+    answer = json.loads(WBSUCHE.read_text(encoding="utf-8"))
+    nul, late = answer["_embedded"]["termine"]
+    nul["id"] = "17\x009752566"
+    late["beginn"] = 253402300799999
+    async with tenant_transaction(catalog_pool, TENANT) as conn:
+        await store.set_acting(conn, ACTING)
+        report = await importing.import_catalogue(conn, ACTING, provider_id, lambda: wbsuche.read(answer))
+    reasons = {(r["product_id"].split("-")[0], r["reason"].split(":")[0]) for r in report["rejected"]}
+    assert reasons == {("17\x009752566", "PRODUCT_ID"), ("184336343", "unreadable termin"),
+                       ("14363439", "sessions"), ("14222269", "sessions")}  # the two courses, left with no date
+
+
+async def test_the_same_file_imported_twice_at_once_is_applied_once(catalog_pool: asyncpg.Pool) -> None:
+    """A client retrying an import that seemed to hang: the second waits for the first and finds its
+    offers. Before, both inserted them, and the second failed on the unique key (a 500)."""
+    async with tenant_transaction(catalog_pool, TENANT) as conn:
+        provider_id = await act_as_the_import_for_a_new_provider(conn, TENANT)
+        await store.hold_sharing(conn, TENANT)  # the network's row exists: its making does not serialise them
+    xml = _file([_offer("A", "Schweißen MAG", "2031-02-01"), *FILLERS])
+    first, second = await asyncio.gather(*(_provider_import(catalog_pool, provider_id, xml) for _ in range(2)))
+    assert sorted((r["counts"]["created"], r["counts"]["unchanged"]) for r in (first, second)) == [(0, 5), (5, 0)]
