@@ -58,7 +58,9 @@ class Fault:
 class Report:
     offers_posted: int = 0
     post_failures: int = 0
+    acknowledged: set[str] = field(default_factory=set)  # the ids of the offers the API answered 201 for
     faults: list[str] = field(default_factory=list)
+    windows: dict[str, tuple[float, float]] = field(default_factory=dict)  # each fault's wall-clock span
     unready_seen: dict[str, set[str]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -81,8 +83,10 @@ class ChaosRun:
         self.report = Report()
         self._stop_load = threading.Event()
         self._started = time.monotonic()
-        # room for 120 (short) or 600 matches, each offer making one until the demands are full
-        self.matches = 120 if short else 600
+        # room for a match (and a mail) from each offer of the whole run, so that every fault, the last
+        # one too, meets new matches and mails (with 600, the demands were full after a minute and the
+        # SMTP refusal met only what was left over)
+        self.matches = 300 if short else 2_400
 
     # ---- the stack ----------------------------------------------------------------------------
 
@@ -132,6 +136,7 @@ class ChaosRun:
                     "Authorization": f"Bearer {self.platform.token(f'{tenant}-provider')}"})  # renewed in time
                 if response.status_code == 201:
                     self.report.offers_posted += 1
+                    self.report.acknowledged.add(response.json()["id"])
                 else:
                     self.report.post_failures += 1
             except httpx.HTTPError:
@@ -177,11 +182,15 @@ class ChaosRun:
         return act
 
     def faults(self) -> list[Fault]:
+        """The broker first: the local broker keeps nothing across its restart, so every relay sends
+        again all it sent since the run began (as an operator would after a broker lost its data).
+        Placed later, that re-send would also re-deliver what a kill before it had lost, and the
+        reconciliation would not see the loss."""
         outage = 5 if self.short else None
         kills = ("matching", "celery-worker") if self.short else (*SERVICES, "celery-worker")
-        faults = [Fault(f"SIGKILL {name}", self._kill(name)) for name in kills]
+        faults = [Fault(f"broker away {outage or 20} s", self._broker_away(outage or 20), unready=SERVICES)]
+        faults += [Fault(f"SIGKILL {name}", self._kill(name)) for name in kills]
         faults += [
-            Fault(f"broker away {outage or 20} s", self._broker_away(outage or 20), unready=SERVICES),
             Fault(f"PostgreSQL away {outage or 10} s", self._postgres_away(outage or 10), unready=SERVICES),
             Fault(f"SMTP refusing {10 if self.short else 60} s", self._smtp_refusing(10 if self.short else 60)),
         ]
@@ -211,7 +220,9 @@ class ChaosRun:
             done = threading.Event()
             watcher = threading.Thread(target=self._watch_readiness, args=(fault, done), daemon=True)
             watcher.start()
+            began = time.time()
             fault.act()
+            self.report.windows[fault.name] = (began, time.time())
             done.set()
             watcher.join()
             self.report.faults.append(fault.name)
@@ -224,7 +235,11 @@ class ChaosRun:
                     self.stack.wait_ready(service, timeout=90)
                 except Exception as exc:
                     self.report.problems.append(f"{service} not ready again after {fault.name}: {exc}")
+            acknowledged = self.report.offers_posted
             time.sleep(2 if self.short else 5)
+            if self.report.offers_posted == acknowledged:
+                self.report.problems.append(f"no offer acknowledged in the seconds after {fault.name}:"
+                                            " the load stopped")
         self._stop_load.set()
         load.join()
         print("load stopped; waiting for the platform to settle …", flush=True)
@@ -235,7 +250,12 @@ class ChaosRun:
         deadline = time.monotonic() + settle_seconds
         previous = None
         while True:
-            counts, problems = asyncio.run(count_everything(self.config))
+            smtp = next(span for name, span in self.report.windows.items() if name.startswith("SMTP"))
+            # where a mail may go twice by design: the server took it, and the worker that sent it was
+            # killed, or its database was away, before it could record that
+            unrecorded = [span for name, span in self.report.windows.items()
+                          if name in ("SIGKILL celery-worker",) or name.startswith("PostgreSQL")]
+            counts, problems = asyncio.run(count_everything(self.config, self.report.acknowledged, smtp, unrecorded))
             settled = not problems and counts == previous
             if settled or time.monotonic() > deadline:
                 break
@@ -249,11 +269,21 @@ async def _admin(config: StackConfig, service: str) -> asyncpg.Connection:
     return await asyncpg.connect(config.service_admin_url(service))
 
 
-async def count_everything(config: StackConfig) -> tuple[dict[str, int], list[str]]:
+async def count_everything(config: StackConfig, acknowledged: set[str], smtp_away: tuple[float, float],
+                           unrecorded: list[tuple[float, float]]) -> tuple[dict[str, int], list[str]]:
     """Counts from the databases (as the superuser: row-level security does not hide rows from it)
-    and the SMTP sink, and what does not add up."""
+    and the SMTP sink, and what does not add up. ``acknowledged``: the offers the API answered 201
+    for, each of which must be in the catalog and in matching's read model (the other checks start
+    from the catalog's own rows, so an offer acknowledged and never stored would pass them)."""
     catalog, matching, notifications = [await _admin(config, s) for s in ("catalog", "matching", "notifications")]
     try:
+        stored = {r["id"] for r in await catalog.fetch("SELECT id::text FROM offers WHERE id = ANY($1::uuid[])",
+                                                       list(acknowledged))}
+        known = {r["id"] for r in await matching.fetch("SELECT id::text FROM offers WHERE id = ANY($1::uuid[])",
+                                                       list(acknowledged))}
+        refused = await notifications.fetchval(  # attempts the SMTP refusal failed: it met mail traffic
+            "SELECT count(*) FROM delivery_attempts WHERE outcome = 'temporary_failure'"
+            " AND at BETWEEN to_timestamp($1) AND to_timestamp($2)", *smtp_away)
         offer_events = {r["event_id"] for r in await catalog.fetch(
             "SELECT event_id::text FROM outbox WHERE topic = 'catalog.offers.v1'")}
         offers = await catalog.fetchval("SELECT count(*) FROM offers")
@@ -275,11 +305,13 @@ async def count_everything(config: StackConfig) -> tuple[dict[str, int], list[st
             await conn.close()
     mails: Counter[str] = Counter()
     message_ids: dict[str, set[str]] = {}
+    first_copy: dict[str, float] = {}  # when the sink kept a delivery's first mail
     for path in config.mail_dir.glob("*.eml"):
         message = email.message_from_bytes(path.read_bytes())
         if delivery := message.get("X-Bildungsraum-Delivery"):
             mails[delivery] += 1
             message_ids.setdefault(delivery, set()).add(message.get("Message-ID"))
+            first_copy[delivery] = min(first_copy.get(delivery, float("inf")), path.stat().st_mtime)
     sent = {d for d, (status, _) in deliveries.items() if status == "sent"}
     # A match retracted before its mail went out (a better offer took its place while the SMTP server
     # refused) is rightly never mailed; one that holds at the end must have been.
@@ -294,13 +326,23 @@ async def count_everything(config: StackConfig) -> tuple[dict[str, int], list[st
         "MatchFound events received by notifications": len(received & set(found)),
         "deliveries": len(deliveries),
         "deliveries sent": len(sent),
+        "attempts failed while SMTP refused": refused,
         "deliveries cancelled, their match retracted before the mail": len(withdrawn),
         "mails in the SMTP sink": sum(mails.values()),
         "deliveries mailed twice or more": sum(1 for n in mails.values() if n > 1),
         "  of which the same Message-ID repeated": sum(
             1 for d, n in mails.items() if n > 1 and len(message_ids[d]) == 1),
+        "  of which first sent while the worker was killed or PostgreSQL away": sum(
+            1 for d, n in mails.items() if n > 1 and len(message_ids[d]) == 1
+            and any(start - 2 <= first_copy[d] <= end + 2 for start, end in unrecorded)),
     }
     problems = []
+    if lost := acknowledged - stored:
+        problems.append(f"{len(lost)} offers acknowledged by the API missing from the catalog")
+    if lost := acknowledged - known:
+        problems.append(f"{len(lost)} offers acknowledged by the API missing from matching's read model")
+    if not refused:
+        problems.append("no mail was tried while the SMTP server refused: that fault met no traffic")
     if lost := offer_events - applied:
         problems.append(f"{len(lost)} offer events never applied by matching")
     if read_model != offers:
