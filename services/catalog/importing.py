@@ -63,6 +63,10 @@ class ImportReport:
         if isinstance(listed, list) and len(listed) < LISTED:
             listed.append(product_id)
 
+    def warn(self, product_id: str, where: str, warning: str) -> None:
+        if len(self.warnings) < 10 * LISTED:  # bounded as the rejections: a report never grows with the file
+            self.warnings.append({"product_id": product_id, "where": where, "warning": warning})
+
     def reject(self, product_id: str, where: str, reason: str) -> None:
         self.counts["rejected"] += 1
         if len(self.rejected) < 10 * LISTED:
@@ -74,7 +78,7 @@ class ImportReport:
             self.counts[what] += other.counts[what]
         self.created, self.updated, self.deleted = other.created, other.updated, other.deleted
         self.rejected += other.rejected[:max(0, 10 * LISTED - len(self.rejected))]
-        self.warnings += other.warnings
+        self.warnings += other.warnings[:max(0, 10 * LISTED - len(self.warnings))]
 
     def as_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "offers_in_file": self.offers_in_file, "sessions_in_file": self.sessions_in_file,
@@ -304,8 +308,7 @@ async def _prepare(rows: list[asyncpg.Record], existing: dict[str, asyncpg.Recor
                     check_funding(body, provider["azav"], today)
                 except RuleBroken as exc:
                     body.funding.qcg = False
-                    report.warnings.append({"product_id": product_id, "where": row["place"],
-                                            "warning": f"qcg not taken over: {exc.rule}"})
+                    report.warn(product_id, row["place"], f"qcg not taken over: {exc.rule}")
             handlers.locate_sessions(body)
         except ValidationError as exc:
             report.reject(product_id, row["place"], _reason(exc))
