@@ -135,6 +135,7 @@ class _Staging:
     async def index(self) -> None:
         await self.conn.execute("CREATE INDEX ON import_staging (course_id) WHERE kind = 'instance'")
         await self.conn.execute("CREATE INDEX ON import_staging (product_id) WHERE kind = 'offer'")
+        await self.conn.execute("CREATE INDEX ON import_staging (product_id) WHERE kind = 'instance'")
         await self.conn.execute("ANALYZE import_staging")
 
     def _parse(self) -> list[tuple[Record | str, str | None]]:
@@ -190,6 +191,13 @@ class _Staging:
 
 
 async def _orphans(conn: asyncpg.Connection, report: ImportReport) -> None:
+    """Dated instances no offer takes: one naming no offer of the file, and every copy of one whose
+    PRODUCT_ID the file holds twice (it would have given its date twice, or to two courses)."""
+    for row in await conn.fetch(
+            "SELECT i.product_id, i.place FROM import_staging i WHERE i.kind = 'instance' AND EXISTS"
+            " (SELECT 1 FROM import_staging d WHERE d.kind = 'instance' AND d.product_id = i.product_id"
+            "  AND d.seq <> i.seq) ORDER BY i.seq"):
+        report.reject(row["product_id"], row["place"], "PRODUCT_ID appears more than once in the file")
     rows = await conn.fetch(
         "SELECT i.product_id, i.course_id, i.place FROM import_staging i WHERE i.kind = 'instance' AND NOT EXISTS"
         " (SELECT 1 FROM import_staging o WHERE o.kind = 'offer' AND o.product_id = i.course_id) ORDER BY i.seq")
@@ -260,7 +268,8 @@ _STAGED_OFFERS = (
     # the instances' JSON as the staging holds it, parsed here: as jsonb, PostgreSQL parsed and
     # printed it again, on the core its inserts need
     " coalesce((SELECT array_agg(i.data ORDER BY i.seq) FROM import_staging i"
-    "  WHERE i.kind = 'instance' AND i.course_id = s.product_id), '{}') AS instances"
+    "  WHERE i.kind = 'instance' AND i.course_id = s.product_id AND NOT EXISTS (SELECT 1 FROM import_staging d"
+    "   WHERE d.kind = 'instance' AND d.product_id = i.product_id AND d.seq <> i.seq)), '{}') AS instances"
     " FROM import_staging s WHERE s.kind = 'offer' AND s.seq > $1 AND s.seq <= $2 ORDER BY s.seq LIMIT $3")
 
 
@@ -444,9 +453,11 @@ class _ReadAgain(Exception):
 
 async def _out_of_order(conn: asyncpg.Connection, applied_while_reading: int, window: int) -> bool:
     """Whether an offer applied while the file was read missed a dated instance that came later, or
-    a PRODUCT_ID came twice (every copy is refused, which needs the whole file)."""
+    an offer's or a dated instance's PRODUCT_ID came twice (every copy is refused, which needs the
+    whole file)."""
     return await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM import_staging WHERE kind = 'offer' GROUP BY product_id HAVING count(*) > 1)"
+        "SELECT EXISTS (SELECT 1 FROM import_staging WHERE kind IN ('offer', 'instance')"
+        "  GROUP BY kind, product_id HAVING count(*) > 1)"
         " OR EXISTS (SELECT 1 FROM import_staging i JOIN import_staging o ON o.kind = 'offer'"
         "  AND o.product_id = i.course_id WHERE i.kind = 'instance' AND o.seq <= $1 AND i.seq > o.seq + $2)",
         applied_while_reading, window)

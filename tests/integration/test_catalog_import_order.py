@@ -62,6 +62,10 @@ FILES = {
          _instance("A-2", "A", "2031-04-01")]), 2),
     "a PRODUCT_ID twice, far apart": (_file(
         [_offer("A", "Schweißen MAG", "2031-02-01"), *FILLERS, _offer("A", "Schweißen WIG", "2031-03-01")]), 2),
+    "a dated instance's PRODUCT_ID twice": (_file(
+        [_offer("A", "Schweißen MAG", "2031-02-01"), _instance("S1", "A", "2031-02-15"), *FILLERS,
+         _instance("S1", "A", "2031-03-15"), _offer("B", "Gabelstapler", "2031-02-01"),
+         _instance("S1", "B", "2031-04-15")]), 2),
     "an instance naming no offer": (_file(
         [_offer("A", "Schweißen MAG", "2031-02-01"), *FILLERS, _instance("X-1", "X", "2031-02-01")]), 1),
     "UPDATE_CATALOG": (_file([_offer("A", "Schweißen MAG", "2031-02-01"), *FILLERS], "UPDATE_CATALOG"), 2),
@@ -260,3 +264,10 @@ async def test_the_same_file_imported_twice_at_once_is_applied_once(catalog_pool
     xml = _file([_offer("A", "Schweißen MAG", "2031-02-01"), *FILLERS])
     first, second = await asyncio.gather(*(_provider_import(catalog_pool, provider_id, xml) for _ in range(2)))
     assert sorted((r["counts"]["created"], r["counts"]["unchanged"]) for r in (first, second)) == [(0, 5), (5, 0)]
+
+
+async def test_a_dated_instance_twice_is_refused_in_every_copy(catalog_pool: asyncpg.Pool) -> None:
+    """Before, each copy gave its date: the course had the same session twice, and another course it too."""
+    report, offers, _, _ = await _import(catalog_pool, FILES["a dated instance's PRODUCT_ID twice"][0], window=2)
+    assert (offers["A"][2], offers["B"][2]) == (["A"], ["B"])  # their own dates only
+    assert [r["product_id"] for r in report["rejected"]] == ["S1", "S1", "S1"]
