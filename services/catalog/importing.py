@@ -222,16 +222,22 @@ async def _delete_section(conn: asyncpg.Connection, acting: Acting, provider_id:
             await handlers.withdraw_offer(conn, acting, offer_id)
             report.count("deleted", row["product_id"])
             continue
-        owner = await conn.fetchval(
-            "SELECT s.offer_id FROM offer_sessions s JOIN offers o ON o.id = s.offer_id"
+        owner = await conn.fetchrow(
+            "SELECT s.offer_id, o.status, (SELECT count(*) FROM offer_sessions a WHERE a.offer_id = o.id) AS dates"
+            " FROM offer_sessions s JOIN offers o ON o.id = s.offer_id"
             " WHERE o.provider_id = $1 AND s.external_id = $2 AND o.status <> 'withdrawn'", provider_id,
             row["product_id"])
         if owner is not None:
+            if owner["dates"] == 1:  # an offer has at least one date
+                report.reject(row["product_id"], row["place"],
+                              "the course's only date is not removed: DELETE the course itself")
+                continue
             await conn.execute("DELETE FROM offer_sessions WHERE offer_id = $1 AND external_id = $2",
-                               owner, row["product_id"])
+                               owner["offer_id"], row["product_id"])
             await conn.execute("UPDATE offers SET version = version + 1, updated_at = now(), import_hash = NULL"
-                               " WHERE id = $1", owner)
-            await handlers.announce_offer(conn, acting.tenant, owner, "published")
+                               " WHERE id = $1", owner["offer_id"])
+            # a draft that stays a draft announces nothing (offer_event_type_for)
+            await handlers.announce_offer(conn, acting.tenant, owner["offer_id"], owner["status"])
             report.count("deleted", row["product_id"])
 
 

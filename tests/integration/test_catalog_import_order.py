@@ -271,3 +271,33 @@ async def test_a_dated_instance_twice_is_refused_in_every_copy(catalog_pool: asy
     report, offers, _, _ = await _import(catalog_pool, FILES["a dated instance's PRODUCT_ID twice"][0], window=2)
     assert (offers["A"][2], offers["B"][2]) == (["A"], ["B"])  # their own dates only
     assert [r["product_id"] for r in report["rejected"]] == ["S1", "S1", "S1"]
+
+
+def _update(deleted: list[str], services: list[str]) -> bytes:
+    gone = "".join(f"<SERVICE><PRODUCT_ID>{p}</PRODUCT_ID></SERVICE>" for p in deleted)
+    return (f'<?xml version="1.0" encoding="utf-8"?><OPENQCAT version="1.1"><HEADER/><UPDATE_CATALOG>'
+            f'<DELETE>{gone}</DELETE><NEW>{"".join(services)}</NEW></UPDATE_CATALOG></OPENQCAT>').encode()
+
+
+async def test_delete_keeps_a_courses_only_date_and_a_draft_stays_quiet(catalog_pool: asyncpg.Pool) -> None:
+    """UPDATE_CATALOG's DELETE of a dated instance: where it is the course's only date the course
+    would have none (before, it stayed published without a date); it is refused and reported. A
+    draft that loses one of its dates stays a draft and announces nothing (before: an update event)."""
+    async with tenant_transaction(catalog_pool, TENANT) as conn:
+        provider_id = await act_as_the_import_for_a_new_provider(conn, TENANT)
+        await store.set_acting(conn, ACTING)
+        for status, product, dates in (("published", "A", ["A-1"]), ("draft", "D", ["D-1", "D-2"])):
+            await importing.import_catalogue(conn, ACTING, provider_id, openqcat.reader(io.BytesIO(_file(
+                [_offer(product, f"Kurs {product}"), *(_instance(d, product, "2031-02-01") for d in dates)],
+                "UPDATE_CATALOG"))), status=status)
+        events_before = await conn.fetchval("SELECT count(*) FROM outbox")
+        report = await importing.import_catalogue(conn, ACTING, provider_id, openqcat.reader(io.BytesIO(
+            _update(["A-1", "D-2"], [_offer("F0", "Füllkurs 0", "2031-01-10")]))), status="draft")
+        sessions = {r["external_id"]: r["n"] for r in await conn.fetch(
+            "SELECT o.external_id, count(*) AS n FROM offer_sessions s JOIN offers o ON o.id = s.offer_id"
+            " WHERE o.provider_id = $1 GROUP BY 1", provider_id)}
+        events = await conn.fetchval("SELECT count(*) FROM outbox") - events_before
+    assert (sessions["A"], sessions["D"]) == (1, 1)
+    assert [(r["product_id"], r["reason"]) for r in report["rejected"]] == [
+        ("A-1", "the course's only date is not removed: DELETE the course itself")]
+    assert report["deleted"] == ["D-2"] and events == 0  # F0 is a new draft: no event either
