@@ -87,8 +87,12 @@ def read(document: Any) -> Iterator[Record | str]:
             continue
         try:
             if offer_id not in offered:
+                # taken as seen once it reads: a first termin the course cannot be read from leaves the
+                # course to its next termin, not its later termine without a course
+                course = Record(section="new", product_id=offer_id, where=f"{where}.angebot",
+                                data=_offer(angebot, termin))
                 offered.add(offer_id)
-                yield Record(section="new", product_id=offer_id, where=f"{where}.angebot", data=_offer(angebot, termin))
+                yield course
             address = termin.get("adresse") or {}
             town, point = address.get("ortStrasse") or {}, address.get("koordinaten") or {}
             starts = _starts(termin)
