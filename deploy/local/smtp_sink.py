@@ -8,6 +8,8 @@ written under a hidden temporary name and renamed, so a reader never sees half a
 
 A message counts as received when the sink answers 250 to its DATA: with ``--accept-delay`` the
 answer waits, and a client that disconnects meanwhile (a worker killed mid-send) has sent nothing.
+SIGUSR1 makes it refuse every message with ``451`` (a server that is up but will not take mail,
+the reply a sender must retry on) until SIGUSR2.
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ class MaildirHandler:
         self.directory = Path(directory)
         self.accept_delay = accept_delay
         self.in_progress = 0  # DATA commands received and not yet answered
+        self.refusing = False  # answer 451 to every message (SIGUSR1 / SIGUSR2 in main)
         # Called once a message is kept and before its 250 goes out (tests: a client dying in between).
         self.on_kept: Callable[[], None] | None = None
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.refusing:
+            return "451 4.3.0 Mail not accepted now, try again later"
         content = envelope.original_content or b""
         header = (
             f"X-Envelope-From: {envelope.mail_from or ''}\r\n"
@@ -102,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
+    signal.signal(signal.SIGUSR1, lambda *_: setattr(sink.handler, "refusing", True))
+    signal.signal(signal.SIGUSR2, lambda *_: setattr(sink.handler, "refusing", False))
     try:
         while not stopped.wait(0.5):
             pass

@@ -175,9 +175,13 @@ class ChaosRun:
         return act
 
     def _smtp_refusing(self, seconds: float) -> Callable:
+        """The first half, the server answers 451 to every message (up, but not taking mail); the
+        second half it is gone (connections refused). A sender must retry on both."""
         def act() -> None:
+            self.stack.processes["smtp-sink"].send_signal(signal.SIGUSR1)
+            time.sleep(seconds / 2)
             self.stack.stop("smtp-sink", signal.SIGKILL)
-            time.sleep(seconds)
+            time.sleep(seconds / 2)
             self.stack.start_smtp()
         return act
 
@@ -281,8 +285,10 @@ async def count_everything(config: StackConfig, acknowledged: set[str], smtp_awa
                                                        list(acknowledged))}
         known = {r["id"] for r in await matching.fetch("SELECT id::text FROM offers WHERE id = ANY($1::uuid[])",
                                                        list(acknowledged))}
-        refused = await notifications.fetchval(  # attempts the SMTP refusal failed: it met mail traffic
-            "SELECT count(*) FROM delivery_attempts WHERE outcome = 'temporary_failure'"
+        # attempts the SMTP refusal failed, by the server's 451 and by its closed port: it met mail traffic
+        refused, closed = await notifications.fetchrow(
+            "SELECT count(*) FILTER (WHERE smtp_code = 451), count(*) FILTER (WHERE smtp_code IS NULL)"
+            " FROM delivery_attempts WHERE outcome = 'temporary_failure'"
             " AND at BETWEEN to_timestamp($1) AND to_timestamp($2)", *smtp_away)
         offer_events = {r["event_id"] for r in await catalog.fetch(
             "SELECT event_id::text FROM outbox WHERE topic = 'catalog.offers.v1'")}
@@ -326,7 +332,8 @@ async def count_everything(config: StackConfig, acknowledged: set[str], smtp_awa
         "MatchFound events received by notifications": len(received & set(found)),
         "deliveries": len(deliveries),
         "deliveries sent": len(sent),
-        "attempts failed while SMTP refused": refused,
+        "attempts the SMTP server answered 451": refused,
+        "attempts the SMTP server was gone for": closed,
         "deliveries cancelled, their match retracted before the mail": len(withdrawn),
         "mails in the SMTP sink": sum(mails.values()),
         "deliveries mailed twice or more": sum(1 for n in mails.values() if n > 1),
@@ -341,8 +348,9 @@ async def count_everything(config: StackConfig, acknowledged: set[str], smtp_awa
         problems.append(f"{len(lost)} offers acknowledged by the API missing from the catalog")
     if lost := acknowledged - known:
         problems.append(f"{len(lost)} offers acknowledged by the API missing from matching's read model")
-    if not refused:
-        problems.append("no mail was tried while the SMTP server refused: that fault met no traffic")
+    if not refused or not closed:
+        problems.append(f"the SMTP fault met too little mail: {refused} attempts answered 451, {closed} refused"
+                        " a connection")
     if lost := offer_events - applied:
         problems.append(f"{len(lost)} offer events never applied by matching")
     if read_model != offers:
