@@ -192,13 +192,17 @@ class _Staging:
         self._thread.shutdown(wait=False)
 
 
+# A dated instance (``i``) whose PRODUCT_ID the file holds more than once: no offer takes any copy.
+_REPEATED_INSTANCE = ("EXISTS (SELECT 1 FROM import_staging d WHERE d.kind = 'instance'"
+                      " AND d.product_id = i.product_id AND d.seq <> i.seq)")
+
+
 async def _orphans(conn: asyncpg.Connection, report: ImportReport) -> None:
     """Dated instances no offer takes: one naming no offer of the file, and every copy of one whose
     PRODUCT_ID the file holds twice (it would have given its date twice, or to two courses)."""
     for row in await conn.fetch(
-            "SELECT i.product_id, i.place FROM import_staging i WHERE i.kind = 'instance' AND EXISTS"
-            " (SELECT 1 FROM import_staging d WHERE d.kind = 'instance' AND d.product_id = i.product_id"
-            "  AND d.seq <> i.seq) ORDER BY i.seq"):
+            f"SELECT i.product_id, i.place FROM import_staging i WHERE i.kind = 'instance' AND {_REPEATED_INSTANCE}"
+            " ORDER BY i.seq"):
         report.reject(row["product_id"], row["place"], "PRODUCT_ID appears more than once in the file")
     rows = await conn.fetch(
         "SELECT i.product_id, i.course_id, i.place FROM import_staging i WHERE i.kind = 'instance' AND NOT EXISTS"
@@ -255,6 +259,14 @@ def _offer_body(row: asyncpg.Record, provider_id: uuid.UUID, status: str, visibi
                                           "visibility": visibility})
 
 
+@dataclass(frozen=True)
+class _Seen:
+    status: str
+    version: int
+    product_id: str
+    place: str
+
+
 @dataclass
 class _Batch:
     """One batch of offers, validated and sorted into what to write."""
@@ -262,8 +274,7 @@ class _Batch:
     rows: store.OfferRows | None = None  # the new offers' rows, encoded with them
     created: list[Outgoing] = field(default_factory=list)  # the new offers' events, built with them
     updates: list[tuple[uuid.UUID, OfferIn, str]] = field(default_factory=list)
-    previous: dict[uuid.UUID, str] = field(default_factory=dict)  # the updated offers' status before
-    seen: dict[uuid.UUID, tuple[int, str, str]] = field(default_factory=dict)  # their version, PRODUCT_ID, place
+    seen: dict[uuid.UUID, _Seen] = field(default_factory=dict)  # each updated offer as the batch read it
     last: int = 0  # the staging sequence it ends at
     size: int = 0
 
@@ -276,8 +287,7 @@ _STAGED_OFFERS = (
     # the instances' JSON as the staging holds it, parsed here: as jsonb, PostgreSQL parsed and
     # printed it again, on the core its inserts need
     " coalesce((SELECT array_agg(i.data ORDER BY i.seq) FROM import_staging i"
-    "  WHERE i.kind = 'instance' AND i.course_id = s.product_id AND NOT EXISTS (SELECT 1 FROM import_staging d"
-    "   WHERE d.kind = 'instance' AND d.product_id = i.product_id AND d.seq <> i.seq)), '{}') AS instances"
+    f"  WHERE i.kind = 'instance' AND i.course_id = s.product_id AND NOT {_REPEATED_INSTANCE}), '{{}}') AS instances"
     " FROM import_staging s WHERE s.kind = 'offer' AND s.seq > $1 AND s.seq <= $2 ORDER BY s.seq LIMIT $3")
 
 
@@ -344,10 +354,8 @@ async def _prepare(rows: list[asyncpg.Record], existing: dict[str, asyncpg.Recor
         elif current["import_hash"] == digest and current["status"] == status:
             report.counts["unchanged"] += 1
         else:
-            batch.updates.append((current["id"], body, digest))
-            batch.previous[current["id"]] = current["status"]
-            batch.seen[current["id"]] = (current["version"], product_id, row["place"])
-            report.count("updated", product_id)
+            batch.updates.append((current["id"], body, digest))  # counted once written (_write)
+            batch.seen[current["id"]] = _Seen(current["status"], current["version"], product_id, row["place"])
     if batch.creates:
         batch.rows = store.offer_rows(writing.acting.tenant, records, batch.creates)
     return batch
@@ -372,20 +380,22 @@ async def _write(conn: asyncpg.Connection, writing: _Writing, batch: _Batch, rep
         # locked first, so each event's version is the one written
         versions = dict(await conn.fetch("SELECT id, version FROM offers WHERE id = ANY($1::uuid[])"
                                          " ORDER BY id FOR UPDATE", [u[0] for u in batch.updates]))
-        for offer_id in [u[0] for u in batch.updates if versions[u[0]] != batch.seen[u[0]][0]]:
-            _, product_id, place = batch.seen[offer_id]
-            report.counts["updated"] -= 1
-            if product_id in report.updated:
-                report.updated.remove(product_id)
-            report.reject(product_id, place, "changed by someone else while the import ran; not overwritten"
-                                             " (import again to apply the file's version)")
-        batch.updates = [u for u in batch.updates if versions[u[0]] == batch.seen[u[0]][0]]
+        unchanged_since = []
+        for update in batch.updates:
+            seen = batch.seen[update[0]]
+            if versions[update[0]] == seen.version:
+                unchanged_since.append(update)
+                report.count("updated", seen.product_id)
+            else:
+                report.reject(seen.product_id, seen.place, "changed by someone else while the import ran; not"
+                                                           " overwritten (import again to apply the file's version)")
+        batch.updates = unchanged_since
     if batch.updates:
         await store.update_offers(conn, writing.acting.tenant, batch.updates)
         events = list(events)
         for offer_id, body, _ in batch.updates:
             _announce(events, writing, store.offer_record(writing.acting.tenant, offer_id, body, None), body,
-                      versions[offer_id] + 1, batch.previous[offer_id])
+                      versions[offer_id] + 1, batch.seen[offer_id].status)
     if events:
         await add_many_to_outbox(conn, OFFERS_TOPIC, events)
 
