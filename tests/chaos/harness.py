@@ -251,14 +251,14 @@ class ChaosRun:
         return self.report
 
     def reconcile(self, settle_seconds: float) -> None:
+        smtp = next(span for name, span in self.report.windows.items() if name.startswith("SMTP"))
+        # where a mail may go twice by design: the server took it, and the worker that sent it was
+        # killed, or its database was away, before it could record that
+        unrecorded = [span for name, span in self.report.windows.items()
+                      if name == "SIGKILL celery-worker" or name.startswith("PostgreSQL")]
         deadline = time.monotonic() + settle_seconds
         previous = None
         while True:
-            smtp = next(span for name, span in self.report.windows.items() if name.startswith("SMTP"))
-            # where a mail may go twice by design: the server took it, and the worker that sent it was
-            # killed, or its database was away, before it could record that
-            unrecorded = [span for name, span in self.report.windows.items()
-                          if name in ("SIGKILL celery-worker",) or name.startswith("PostgreSQL")]
             counts, problems = asyncio.run(count_everything(self.config, self.report.acknowledged, smtp, unrecorded))
             settled = not problems and counts == previous
             if settled or time.monotonic() > deadline:
