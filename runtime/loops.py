@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
@@ -75,3 +76,16 @@ class ListeningLoop:
 
     def on_failure(self) -> None:
         """Drop whatever a failure may have spoilt."""
+
+
+class Sweep(ListeningLoop):
+    """A job run every interval, and at once on NOTIFY to its channel (tests and operators wake it)."""
+
+    def __init__(self, dsn: str, channel: str, job: Callable[[], Awaitable[object]], *, interval: float) -> None:
+        super().__init__(dsn, interval=interval)
+        self.channel = channel
+        self._job = job
+
+    async def work(self, conn: asyncpg.Connection) -> bool:
+        await self._job()
+        return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import tempfile
 from collections.abc import AsyncIterator
@@ -158,16 +159,33 @@ async def withdraw_offer(offer_id: UUID, actor: Publisher, runtime: RuntimeDep, 
 
 
 IMPORT_MAX_BYTES = 512 * 1024 * 1024  # a national provider's export is large; it is spooled to disk, never held
+# The national course search's JSON is parsed whole (it answers in pages of a few hundred termine,
+# about 12 KiB each): Python's objects take up to 50 times the text, so its bound is far lower.
+WBSUCHE_MAX_BYTES = 8 * 1024 * 1024
+# Imports one catalog process runs at once: each holds a database connection and a transaction for
+# its whole file, and the pool's ten connections also serve every other request and the events.
+IMPORTS_AT_ONCE = 2
 
 
-async def _spool(request: Request) -> tempfile.SpooledTemporaryFile:
+@asynccontextmanager
+async def _import_slot(request: Request) -> AsyncIterator[None]:
+    """One of the process's import slots, or a 503 at once (the client tries again later)."""
+    slots: asyncio.Semaphore = request.app.state.import_slots
+    if slots.locked():
+        raise Problem(503, "Busy", f"{IMPORTS_AT_ONCE} imports are running here; please try again in a minute.",
+                      headers={"Retry-After": "60"})
+    async with slots:
+        yield
+
+
+async def _spool(request: Request, limit: int = IMPORT_MAX_BYTES) -> tempfile.SpooledTemporaryFile:
     spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > IMPORT_MAX_BYTES:
+        if size > limit:
             spool.close()
-            raise Problem(413, "Payload too large", f"An import may be at most {IMPORT_MAX_BYTES // 2**20} MiB.")
+            raise Problem(413, "Payload too large", f"This import may be at most {limit // 2**20} MiB.")
         spool.write(chunk)
     spool.seek(0)
     return spool
@@ -201,37 +219,40 @@ async def import_openqcat(request: Request, actor: Publisher, runtime: RuntimeDe
                           options: ImportOptionsDep) -> dict:
     """NEW_CATALOG replaces the provider's catalogue, UPDATE_CATALOG applies DELETE then NEW. The
     answer reports created, updated, deleted and every rejected record with its place and reason."""
-    spool = await _spool(request)
-    try:
-        return await _import(runtime, actor, provider_id, openqcat.reader(spool), options)
-    except openqcat.UnreadableFile as exc:
-        raise Problem(422, "Unreadable import", f"The file cannot be imported: {exc}",
-                      errors=[{"field": "body", "message": str(exc), "type": "openqcat"}]) from None
-    finally:
-        spool.close()
+    async with _import_slot(request):
+        spool = await _spool(request)
+        try:
+            return await _import(runtime, actor, provider_id, openqcat.reader(spool), options)
+        except openqcat.UnreadableFile as exc:
+            raise Problem(422, "Unreadable import", f"The file cannot be imported: {exc}",
+                          errors=[{"field": "body", "message": str(exc), "type": "openqcat"}]) from None
+        finally:
+            spool.close()
 
 
 @router.post(
     "/imports/wbsuche", summary="Import courses in the national course search's JSON (_embedded.termine)",
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}},
 )
-@route_policy(max_body=IMPORT_MAX_BYTES, rate="30/minute")
+@route_policy(max_body=WBSUCHE_MAX_BYTES, rate="30/minute")
 async def import_wbsuche(request: Request, actor: Publisher, runtime: RuntimeDep, provider_id: UUID,
                          options: ImportOptionsDep) -> dict:
     """Each angebot becomes (or updates) an offer, each termin a dated session; nothing is deleted."""
-    spool = await _spool(request)
-    try:  # the checks every other JSON body gets from the request guard (NaN, depth, surrogates)
-        document = strict_json(spool.read())
-    except UnsafeJson as exc:
-        raise Problem(422, "Invalid request", "The body is not valid JSON.",
-                      errors=[{"field": "body", "message": str(exc), "type": "json_invalid"}]) from None
-    finally:
-        spool.close()
-    try:
-        return await _import(runtime, actor, provider_id, lambda: wbsuche.read(document), options)
-    except wbsuche.UnreadableJson as exc:
-        raise Problem(422, "Unreadable import", f"The document cannot be imported: {exc}",
-                      errors=[{"field": "body", "message": str(exc), "type": "wbsuche"}]) from None
+    async with _import_slot(request):
+        spool = await _spool(request, WBSUCHE_MAX_BYTES)
+        try:  # the checks every other JSON body gets from the request guard (NaN, depth, surrogates);
+            # on a thread: parsing megabytes would hold up every other request of the process
+            document = await asyncio.to_thread(strict_json, spool.read())
+        except UnsafeJson as exc:
+            raise Problem(422, "Invalid request", "The body is not valid JSON.",
+                          errors=[{"field": "body", "message": str(exc), "type": "json_invalid"}]) from None
+        finally:
+            spool.close()
+        try:
+            return await _import(runtime, actor, provider_id, lambda: wbsuche.read(document), options)
+        except wbsuche.UnreadableJson as exc:
+            raise Problem(422, "Unreadable import", f"The document cannot be imported: {exc}",
+                          errors=[{"field": "body", "message": str(exc), "type": "wbsuche"}]) from None
 
 
 async def offer_query(
@@ -359,5 +380,5 @@ async def public_offer(tenant: PublicTenant, offer_id: UUID, request: Request, r
 @public.get("/providers", summary="The network's education providers and their published offers (no login)")
 async def public_providers(tenant: PublicTenant, request: Request, runtime: RuntimeDep) -> Response:
     async with tenant_transaction(runtime.pool, tenant) as conn:
-        body = await handlers.public_providers(conn, tenant)
+        body = await handlers.public_providers(conn)
     return _cacheable(request, body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -10,12 +11,15 @@ from limits import parse as parse_limit
 
 from runtime.http import create_app as create_http_app
 from runtime.http import problem_response
+from runtime.loops import Sweep
 from runtime.service import ServiceRuntime
 from runtime.settings import ServiceSettings
-from services.catalog import api
+from services.catalog import api, handlers
 from services.catalog.consumers import CONSUMERS
 from services.catalog.domain import RuleBroken
 from services.catalog.handlers import Forbidden, StaleWrite
+
+QCG_CHANNEL = "catalog_qcg"
 
 
 class CatalogSettings(ServiceSettings):
@@ -25,15 +29,22 @@ class CatalogSettings(ServiceSettings):
     # narrower one trips first when a page is hammered). The portal passes its visitor's address on.
     rate_limit_public: str = "600/minute"
     rate_limit_public_page: str = "60/minute"
+    # How often offers of providers whose AZAV certification has run out lose qcg (also on NOTIFY
+    # catalog_qcg).
+    qcg_sweep_seconds: float = 3600.0
 
 
 def create_app(settings: CatalogSettings | None = None) -> FastAPI:
     settings = settings or CatalogSettings()
     runtime = ServiceRuntime(settings, Path(__file__).parent / "migrations", consumer_specs=CONSUMERS,
                              extensions=("cube", "earthdistance"))
+    # Offers of providers whose AZAV certification has run out lose qcg.
+    runtime.workers.append(Sweep(settings.database_url, QCG_CHANNEL, lambda: handlers.revoke_lapsed_qcg(runtime.pool),
+                                 interval=settings.qcg_sweep_seconds))
 
     app = create_http_app(runtime, "Bildungsraum catalog", [api.router, api.public],
                           "Providers and their offers (Angebote) with dated sessions; search.")
+    app.state.import_slots = asyncio.Semaphore(api.IMPORTS_AT_ONCE)
     app.state.public_limits = (parse_limit(settings.rate_limit_public), parse_limit(settings.rate_limit_public_page))
     install_catalog_problems(app)
     return app

@@ -208,11 +208,19 @@ class Acting:
 
 
 def check_funding(offer: OfferIn, provider_azav: dict | None, today: date) -> None:
-    """The funding flags an offer may carry (DESIGN: qcg needs AZAV and more than 120 hours)."""
+    """The funding flags an offer may carry (DESIGN: qcg needs AZAV and more than 120 hours). The
+    certification must hold today and still when the offer's last session starts: an employer is
+    told the course is fundable for whichever of its dates it books (store.revoke_qcg says the same
+    in SQL for offers already written)."""
     if offer.funding.qcg:
         azav = Azav.model_validate(provider_azav) if provider_azav else None
         if azav is None or not azav.valid_on(today):
             raise RuleBroken("funding.qcg", "qcg (§82 SGB III) needs a valid AZAV certification of the provider")
+        last_start = max(s.start for s in offer.sessions)
+        if not azav.valid_on(last_start):
+            raise RuleBroken("funding.qcg", f"qcg (§82 SGB III) needs the provider's AZAV certification to hold when"
+                                            f" the last session starts ({last_start.isoformat()}); it ends on"
+                                            f" {azav.valid_until.isoformat()}")
         if offer.hours is None or offer.hours <= QCG_MIN_HOURS:
             raise RuleBroken("funding.qcg", f"qcg (§82 SGB III) needs more than {QCG_MIN_HOURS} hours")
 

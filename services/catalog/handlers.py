@@ -7,7 +7,7 @@ import binascii
 import json
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import asyncpg
 
@@ -20,6 +20,7 @@ from contracts import (
     PROVIDERS_TOPIC,
 )
 from runtime import audit, places
+from runtime.db import tenant_transaction
 from runtime.errors import Conflict, NotFound
 from runtime.events import Event
 from runtime.outbox import add_many_to_outbox, add_to_outbox
@@ -36,6 +37,7 @@ from services.catalog.domain import (
 )
 
 SOURCE = "catalog"
+SYSTEM_SUBJECT = "system:catalog"  # the catalog itself, in the audit log (its sweeps)
 
 
 class Forbidden(Exception):
@@ -100,7 +102,41 @@ async def change_provider(conn: asyncpg.Connection, acting: Acting, provider_id:
             await store.update_provider(conn, acting.tenant, provider_id, body)
     except asyncpg.UniqueViolationError:
         raise Conflict(f"a provider with external_id {body.external_id!r} exists") from None
+    await revoke_qcg(conn, acting, [provider_id], datetime.now(UTC).date())
     return await _announce_provider(conn, acting.tenant, provider_id, PROVIDER_UPDATED)
+
+
+async def revoke_qcg(conn: asyncpg.Connection, acting: Acting, provider_ids: list[uuid.UUID], today: date) -> int:
+    """The providers' offers that may no longer say qcg (the AZAV certification ended, was withdrawn
+    or ends before a session starts) lose the flag, in the transaction that learnt it; the published
+    ones are announced, so search stops finding them as fundable and matching retracts them from
+    demands that require funding. Answers how many."""
+    await store.hold_sharing(conn, acting.tenant)
+    revoked = await store.revoke_qcg(conn, acting.tenant, provider_ids, today)
+    if not revoked:
+        return 0
+    published = [r["id"] for r in revoked if r["status"] == "published"]
+    events = [Event(OFFER_UPDATED, SOURCE, acting.tenant, state["id"], state)
+              for state in map(store.offer_state, await store.get_offers(conn, published))]
+    if events:
+        await add_many_to_outbox(conn, OFFERS_TOPIC, events)
+    await audit.record(conn, acting.tenant, acting.subject, acting.username, "offers.qcg_revoked",
+                       ",".join(sorted(map(str, provider_ids))), {"offers": sorted(str(r["id"]) for r in revoked)})
+    return len(revoked)
+
+
+async def revoke_lapsed_qcg(pool: asyncpg.Pool, today: date | None = None) -> int:
+    """Time's part of the qcg rule: offers of providers whose AZAV certification has run out lose
+    the flag, network by network (the catalog's sweep runs this; how many, answered)."""
+    today = today or datetime.now(UTC).date()
+    revoked = 0
+    for tenant in [r["id"] for r in await pool.fetch("SELECT id FROM known_tenants ORDER BY id")]:
+        async with tenant_transaction(pool, tenant) as conn:
+            system = Acting(tenant, SYSTEM_SUBJECT, None, "Bildungsraum")
+            await store.set_acting(conn, system)
+            if lapsed := await store.providers_out_of_azav(conn, tenant, today):
+                revoked += await revoke_qcg(conn, system, lapsed, today)
+    return revoked
 
 
 async def set_members(conn: asyncpg.Connection, acting: Acting, provider_id: uuid.UUID, body: MembersIn) -> dict:
@@ -245,6 +281,9 @@ async def withdraw_offers(conn: asyncpg.Connection, tenant: str, offer_ids: list
 # ---- search and the public view ----------------------------------------------------------------
 
 
+FLOAT4_MAX = 3.4028234663852886e38
+
+
 def encode_cursor(rank: float, offer_id: uuid.UUID) -> str:
     return base64.urlsafe_b64encode(json.dumps([rank, str(offer_id)]).encode()).decode().rstrip("=")
 
@@ -253,7 +292,10 @@ def decode_cursor(cursor: str) -> tuple[float, uuid.UUID]:
     """The keyset position a cursor names; anything else is a ValueError."""
     try:
         rank, offer_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return float(rank), uuid.UUID(offer_id)
+        rank = float(rank)
+        if not abs(rank) <= FLOAT4_MAX:  # a rank is a PostgreSQL real: beyond it (or NaN), no cursor of ours
+            raise ValueError(rank)
+        return rank, uuid.UUID(offer_id)
     except (ValueError, TypeError, binascii.Error) as exc:
         raise ValueError("not a cursor of this search") from exc
 
@@ -317,8 +359,9 @@ async def public_offer(conn: asyncpg.Connection, offer_id: uuid.UUID) -> dict:
     return public_offer_state(row)
 
 
-async def public_providers(conn: asyncpg.Connection, tenant: str) -> dict:
-    """The network's provider directory: its providers with published offers, and how many."""
-    rows = await store.public_providers(conn, tenant)
+async def public_providers(conn: asyncpg.Connection) -> dict:
+    """The network's provider directory: the providers of the published offers it shows (its own and
+    those shared into it by other networks), and how many of their offers it shows."""
+    rows = await store.public_providers(conn)
     return {"items": [{"id": str(r["id"]), "name": r["name"], "emails": list(r["emails"]), "address": r["address"],
                        "azav": r["azav"], "published_offers": r["published_offers"]} for r in rows]}

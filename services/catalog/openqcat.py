@@ -306,11 +306,34 @@ def _parse_apart(path: str, parts: multiprocessing.Queue) -> None:
         hand_over(UnreadableFile(f"the file cannot be read: {exc}"))
 
 
+# How far the parser may read past the last element acted on (a SERVICE's start or end, a section's):
+# lxml keeps in memory whatever it has parsed since, about 30 bytes for each byte of small elements.
+# A real SERVICE is a few KiB (a description is at most 50,000 characters); without this bound, one
+# SERVICE of millions of empty elements, or as much junk between SERVICEs, took gigabytes.
+MAX_BYTES_BETWEEN_RECORDS = 2 * 1024 * 1024
+
+
+class _Watched:
+    """The file as the parser reads it, refusing to read on MAX_BYTES_BETWEEN_RECORDS past ``mark``."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream, self.read_bytes, self.mark = stream, 0, 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self.read_bytes - self.mark > MAX_BYTES_BETWEEN_RECORDS:
+            raise UnreadableFile(f"more than {MAX_BYTES_BETWEEN_RECORDS // 1024 ** 2} MiB without a SERVICE"
+                                 f" beginning or ending (around byte {self.read_bytes:,}); a record is a few KiB")
+        data = self._stream.read(size)
+        self.read_bytes += len(data)
+        return data
+
+
 def read(stream: IO[bytes]) -> Iterator[Record | str]:
     """The records of an open-Qcat file in file order; first the catalogue mode
     (``NEW_CATALOG`` or ``UPDATE_CATALOG``) as a plain string."""
+    watched = _Watched(stream)
     parser = etree.iterparse(
-        stream, events=("start", "end"), resolve_entities=False, load_dtd=False, no_network=True,
+        watched, events=("start", "end"), resolve_entities=False, load_dtd=False, no_network=True,
         dtd_validation=False, huge_tree=False, remove_comments=True, remove_pis=True,
         # events only for the elements acted on here (the rest is still parsed into each SERVICE's
         # tree): a SERVICE has some forty elements, each two events' work in Python otherwise
@@ -319,6 +342,7 @@ def read(stream: IO[bytes]) -> Iterator[Record | str]:
     section, counts, mode = None, {"new": 0, "delete": 0}, None
     try:
         for event, element in parser:
+            watched.mark = watched.read_bytes
             tag = element.tag if isinstance(element.tag, str) else ""
             if event == "start":
                 if mode is None and tag == "OPENQCAT":

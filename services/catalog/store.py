@@ -106,11 +106,11 @@ async def add_member(conn: asyncpg.Connection, tenant: str, provider_id: uuid.UU
     )
 
 
-async def public_providers(conn: asyncpg.Connection, tenant: str) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "SELECT p.id, p.name, p.emails, p.address, p.azav, count(o.id) AS published_offers FROM providers p"
-        " JOIN offers o ON o.provider_id = p.id AND o.status = 'published' WHERE p.tenant_id = $1"
-        " GROUP BY p.id ORDER BY p.name, p.id LIMIT 2000", tenant)
+async def public_providers(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """The providers with published offers the acting network shows, its own and those of networks
+    that share offers with it, with how many (the function of migration 0027: row-level security
+    would show only the network's own providers)."""
+    return await conn.fetch("SELECT * FROM public_providers()")
 
 
 # ---- network sharing -------------------------------------------------------------------------
@@ -319,6 +319,39 @@ async def set_offer_status(conn: asyncpg.Connection, tenant: str, offer_id: uuid
         "UPDATE offers SET status = $3, version = version + 1, updated_at = now()"
         " WHERE id = $1 AND tenant_id = $2", offer_id, tenant, status,
     )
+
+
+# The AZAV rule of domain.check_funding in SQL, over a provider p and its offer o: certified, and
+# valid today and when the offer's last session starts.
+_QCG_HOLDS = (
+    "coalesce((p.azav ->> 'certified')::boolean, false) AND (p.azav ->> 'valid_until' IS NULL"
+    " OR (p.azav ->> 'valid_until')::date >= greatest($2::date,"
+    " (SELECT max(s.start_date) FROM offer_sessions s WHERE s.offer_id = o.id)))"
+)
+
+
+async def revoke_qcg(conn: asyncpg.Connection, tenant: str, provider_ids: list[uuid.UUID],
+                     today: date) -> list[asyncpg.Record]:
+    """Offers of these providers (not withdrawn) that say qcg where the rule no longer holds lose
+    the flag; their id and status are returned. The import's record of them is dropped, so that the
+    provider's next import, once certified again, writes them afresh instead of finding them
+    unchanged."""
+    return await conn.fetch(
+        "UPDATE offers o SET funding = o.funding || '{\"qcg\": false}'::jsonb, version = o.version + 1,"
+        " updated_at = now(), import_hash = NULL FROM providers p"
+        " WHERE p.id = o.provider_id AND o.tenant_id = $1 AND o.provider_id = ANY($3::uuid[])"
+        f" AND o.funding @> '{{\"qcg\": true}}' AND o.status <> 'withdrawn' AND NOT ({_QCG_HOLDS})"
+        " RETURNING o.id, o.status", tenant, today, provider_ids)
+
+
+async def providers_out_of_azav(conn: asyncpg.Connection, tenant: str, today: date) -> list[uuid.UUID]:
+    """The network's providers not AZAV-certified today that still have offers saying qcg."""
+    return [r["id"] for r in await conn.fetch(
+        "SELECT p.id FROM providers p WHERE p.tenant_id = $1"
+        " AND NOT (coalesce((p.azav ->> 'certified')::boolean, false)"
+        " AND coalesce((p.azav ->> 'valid_until')::date >= $2::date, true))"
+        " AND EXISTS (SELECT 1 FROM offers o WHERE o.provider_id = p.id"
+        " AND o.funding @> '{\"qcg\": true}' AND o.status <> 'withdrawn')", tenant, today)]
 
 
 def offer_record(tenant: str, offer_id: uuid.UUID, body: OfferIn, import_hash: str | None) -> dict[str, Any]:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import asyncpg
 from fastapi import FastAPI
 
 from runtime import heap
 from runtime.http import create_app as create_http_app
-from runtime.loops import ListeningLoop
+from runtime.loops import Sweep
 from runtime.service import ServiceRuntime
 from runtime.settings import ServiceSettings
 from services.matching import api, clusters, encoder, geo, handlers, requests
@@ -30,25 +29,13 @@ class MatchingSettings(ServiceSettings):
     expiry_sweep_seconds: float = 300.0
 
 
-class ExpirySweep(ListeningLoop):
-    """Closes demands after their start window (closed_reason "expired"), emitting the events."""
-
-    channel = EXPIRY_CHANNEL
-
-    def __init__(self, runtime: ServiceRuntime, interval: float) -> None:
-        super().__init__(runtime.settings.database_url, interval=interval)
-        self._runtime = runtime
-
-    async def work(self, conn: asyncpg.Connection) -> bool:
-        await handlers.expire_due(self._runtime.pool)
-        return False
-
-
 def create_app(settings: MatchingSettings | None = None) -> FastAPI:
     settings = settings or MatchingSettings()
     encoder.one_blas_thread()
     runtime = ServiceRuntime(settings, Path(__file__).parent / "migrations", consumer_specs=CONSUMERS)
-    runtime.workers.append(ExpirySweep(runtime, settings.expiry_sweep_seconds))
+    # Closes demands after their start window (closed_reason "expired"), emitting the events.
+    runtime.workers.append(Sweep(settings.database_url, EXPIRY_CHANNEL, lambda: handlers.expire_due(runtime.pool),
+                                 interval=settings.expiry_sweep_seconds))
 
     async def index_ready() -> str:
         """Loads the offer index and the open demands' vectors at start (readiness is asked before

@@ -16,6 +16,9 @@ from datetime import date, timedelta
 import asyncpg
 
 TENANTS = ("hellweg-hochsauerland", "westfaelisches-ruhrgebiet", "lueneburg")
+# Every generated provider is AZAV-certified without end, so that its qcg offers keep the flag (the
+# catalog's sweep takes it from offers of providers that are not).
+AZAV = json.dumps({"certified": True, "certifier": "CERTQUA"})
 
 # (title stem, skills, a sentence of description, KldB code, qualification)
 TOPICS = [
@@ -173,7 +176,7 @@ async def load_offers(admin_dsn: str, n: int, *, seed: int = 2026, batch: int = 
         async def flush() -> None:
             if providers:
                 await conn.copy_records_to_table("providers", records=providers,
-                                                 columns=["id", "tenant_id", "name", "emails"])
+                                                 columns=["id", "tenant_id", "name", "emails", "azav"])
             await conn.copy_records_to_table("bench_stage", records=offers, columns=offer_columns)
             await conn.copy_records_to_table("bench_sessions", records=sessions, columns=session_columns)
             await conn.execute(
@@ -201,7 +204,7 @@ async def load_offers(admin_dsn: str, n: int, *, seed: int = 2026, batch: int = 
             if offer["provider_id"] not in seen_providers:
                 seen_providers.add(offer["provider_id"])
                 providers.append((offer["provider_id"], offer["tenant"], f"Bildungsträger {len(seen_providers)}",
-                                  ["kurse@traeger.example"]))
+                                  ["kurse@traeger.example"], AZAV))
             offers.append((
                 offer["id"], offer["tenant"], offer["provider_id"], offer["external_id"], offer["title"],
                 offer["description"], offer["skills"], offer["qualification"], offer["format"], offer["schedule"],

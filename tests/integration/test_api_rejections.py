@@ -3,8 +3,10 @@ expired, forged or foreign tokens, wrong roles, unknown tenants."""
 
 from __future__ import annotations
 
+import base64
 import socket
 import time
+import uuid
 
 import jwt
 import pytest
@@ -72,6 +74,11 @@ def test_search_rejects_bad_query_parameters(platform: Platform) -> None:
         _assert_problem(api.get("/v1/offers", params={"funding": "lotto"}), 422)
         deep = _assert_problem(api.get("/v1/offers", params={"page": 12, "page_size": 100}), 422)
         assert deep["errors"][0]["field"] == "query.page"  # a numbered page starts at most 1,000 offers in
+        for rank in ("1e39", "NaN", "-Infinity"):  # ranks a PostgreSQL real cannot hold: no cursor of ours
+            forged = base64.urlsafe_b64encode(f'[{rank}, "{uuid.uuid4()}"]'.encode()).decode().rstrip("=")
+            for path in ("/v1/offers", "/v1/public/lueneburg/offers"):
+                problem = _assert_problem(api.get(path, params={"cursor": forged}), 422)
+                assert problem["errors"][0]["field"] == "query.cursor"
 
 
 def _post_offer_with(platform: Platform, provider: dict, token: str | None):

@@ -9,8 +9,10 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -148,6 +150,11 @@ HOSTILE = {
                        b'<OPENQCAT><NEW_CATALOG><SERVICE><PRODUCT_ID>&e;</PRODUCT_ID></SERVICE></NEW_CATALOG></OPENQCAT>',
     "deep nesting": b"<OPENQCAT><NEW_CATALOG>" + b"<a>" * 5000 + b"</a>" * 5000 + b"</NEW_CATALOG></OPENQCAT>",
     "not xml": b"Dies ist kein XML.",
+    # millions of tiny elements, which lxml holds at some 30 bytes a byte until their record ends
+    "a SERVICE of 2,000,000 elements": b"<OPENQCAT><NEW_CATALOG><SERVICE><PRODUCT_ID>x</PRODUCT_ID>"
+                                       + b"<a/>" * 2_000_000 + b"</SERVICE></NEW_CATALOG></OPENQCAT>",
+    "2,000,000 elements beside the SERVICEs": b"<OPENQCAT><NEW_CATALOG>" + b"<a/>" * 2_000_000
+                                              + b"</NEW_CATALOG></OPENQCAT>",
 }
 
 
@@ -242,6 +249,59 @@ def test_national_course_search_json_imports_as_a_second_path(platform: Platform
     consultant = offers["14222269"]
     assert consultant["format"] == "blended" and consultant["schedule"] == "part_time"
     assert [(s["start"], s["end"]) for s in consultant["sessions"]] == [("2023-07-17", "2024-03-17")]
+
+
+def test_a_national_search_document_over_its_bound_is_refused_unread(platform: Platform) -> None:
+    """The JSON is parsed whole, so its bound is 8 MiB, not the XML's 512 (a streamed body too)."""
+    provider = _provider(platform, "Ziel eines großen JSON")
+
+    def body():
+        yield b'{"_embedded": {"termine": ['
+        for _ in range(9 * 64):  # 9 MiB of termine
+            yield b'{"id": 1},' * (16 * 1024 // 10)
+        yield b'{"id": 1}]}}'
+
+    with platform.client("catalog", USER) as api:
+        try:
+            status = api.post("/v1/imports/wbsuche", params={"provider_id": provider["id"]}, content=body(),
+                              headers={"Content-Type": "application/json"}).status_code
+        except (httpx.WriteError, httpx.RemoteProtocolError):
+            status = None  # answered and closed while we were still sending
+        assert status in (413, None), status
+        assert api.get("/v1/offers", params={"provider_id": provider["id"]}).json()["items"] == []
+
+
+def test_imports_beyond_the_processs_slots_are_answered_busy_at_once(platform: Platform) -> None:
+    """Each import holds a database connection for its whole file: two run at once in a catalog
+    process, a third is told to come back (503, Retry-After) instead of taking the connections the
+    other requests need. The first two are held in their upload, so the third meets them running."""
+    provider = _provider(platform, "Drei auf einmal")
+    release, started = threading.Event(), threading.Semaphore(0)
+
+    def slow_body():
+        yield b'<?xml version="1.0" encoding="UTF-8"?><OPENQCAT version="1.1">'
+        started.release()
+        release.wait(30)
+        yield b"<NEW_CATALOG></NEW_CATALOG></OPENQCAT>"
+
+    def held_import() -> int:
+        with platform.client("catalog", USER) as api:
+            return api.post("/v1/imports/openqcat", params={"provider_id": provider["id"]}, content=slow_body(),
+                            headers={"Content-Type": "application/xml"}, timeout=60).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        held = [pool.submit(held_import) for _ in range(2)]
+        for _ in held:
+            assert started.acquire(timeout=15)
+        time.sleep(1)  # the two bodies' first bytes have reached the catalog, which holds both slots
+        third = _import(platform, provider["id"], KURSNET.read_bytes())
+        release.set()
+        assert [f.result() for f in held] == [200, 200]
+    assert third.status_code == 503, third.text
+    assert third.headers["Retry-After"] == "60"
+    with platform.client("catalog", USER) as api:  # the refused import changed nothing
+        assert api.get("/v1/offers", params={"provider_id": provider["id"]}).json()["items"] == []
+    assert _import(platform, provider["id"], KURSNET.read_bytes()).status_code == 200  # the slots are free again
 
 
 def test_the_operators_command_imports_a_large_file_and_shows_its_progress(platform: Platform, tmp_path: Path

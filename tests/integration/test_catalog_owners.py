@@ -136,6 +136,108 @@ def test_qcg_needs_azav_and_more_than_120_hours(platform: Platform, alice: dict)
         assert api.post("/v1/offers", json=offer_body(expired["id"], funding=qcg, hours=480)).status_code == 422
 
 
+QCG = {"bildungsgutschein": True, "qcg": True, "aufstiegsbafoeg": False}
+
+
+def test_qcg_needs_azav_until_the_last_session_starts(platform: Platform, alice: dict) -> None:
+    with platform.client("catalog", ALICE) as api:
+        provider = api.post("/v1/providers", json={"name": "Kurz zertifiziert", "emails": ["k@z.example"],
+                                                   "azav": {"certified": True, "valid_until": future(100)}}).json()
+        later = [{"start": future(30), "end": future(31)}, {"start": future(200), "end": future(201)}]
+        refused = api.post("/v1/offers", json=offer_body(provider["id"], funding=QCG, hours=480, format="online",
+                                                         sessions=later))
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"][0]["field"] == "body.funding.qcg"
+        assert future(200) in refused.json()["detail"] and future(100) in refused.json()["detail"]
+        within = api.post("/v1/offers", json=offer_body(provider["id"], funding=QCG, hours=480, format="online",
+                                                        sessions=later[:1]))
+        assert within.status_code == 201, within.text
+
+
+def _qcg_of(api: httpx.Client, offer: dict) -> tuple[bool, int]:
+    now = api.get(f"/v1/offers/{offer['id']}").json()
+    return now["funding"]["qcg"], now["version"]
+
+
+def test_an_offer_loses_qcg_with_its_providers_azav_everywhere(platform: Platform) -> None:
+    """A provider whose certification now ends before its offers start: they lose qcg in that very
+    change, search no longer finds them as fundable, and matching retracts them from a demand that
+    requires funding (through the broker). Another provider's offers keep theirs."""
+    from tests.platform import alone_at, demand_body, lonely_place
+
+    offer_at, demand_at = alone_at(lonely_place())
+    azav = {"certified": True, "valid_until": future(400), "certifier": "CERTQUA"}
+    with platform.client("catalog", ALICE) as api:
+        provider = api.post("/v1/providers", json={"name": "Förderschule Hellweg", "emails": ["f@h.example"],
+                                                   "azav": azav}).json()
+        other = api.post("/v1/providers", json={"name": "Zertifiziert bleibt", "emails": ["z@b.example"],
+                                                "azav": azav}).json()
+        funded = api.post("/v1/offers", json=offer_body(provider["id"], title="Staplerschein Fördertest",
+                                                        funding=QCG, hours=480, **offer_at)).json()
+        draft = api.post("/v1/offers", json=offer_body(provider["id"], funding=QCG, hours=480,
+                                                       status="draft")).json()
+        kept = api.post("/v1/offers", json=offer_body(other["id"], funding=QCG, hours=480)).json()
+    with platform.client("matching", "lueneburg-employer") as api:
+        demand = api.post("/v1/demands", json=demand_body(funding_required=True, **demand_at)).json()
+
+    def matched() -> set[str]:
+        with platform.client("matching", "lueneburg-employer") as api:
+            return {m["offer_id"] for m in api.get(f"/v1/demands/{demand['id']}/matches").json()["items"]}
+
+    def fundable() -> set[str]:
+        with platform.client("catalog", "lueneburg-employer") as api:
+            found = api.get("/v1/offers", params={"q": "Fördertest", "funding": "qcg"}).json()["items"]
+        return {o["id"] for o in found}
+
+    wait_until("the match", lambda: funded["id"] in matched())
+    assert funded["id"] in fundable()
+    with platform.client("catalog", ALICE) as api:
+        changed = api.put(f"/v1/providers/{provider['id']}", json={
+            "name": provider["name"], "emails": provider["emails"],
+            "azav": azav | {"valid_until": future(20)}})  # before the sessions, which start in 40 days
+        assert changed.status_code == 200, changed.text
+        assert _qcg_of(api, funded) == (False, funded["version"] + 1)
+        assert _qcg_of(api, draft) == (False, draft["version"] + 1)
+        assert _qcg_of(api, kept) == (True, kept["version"])
+    updates = [data for kind, data in platform.events(OFFERS_TOPIC, funded["id"]) if kind == OFFER_UPDATED]
+    assert updates and updates[-1]["funding"]["qcg"] is False
+    assert platform.events(OFFERS_TOPIC, draft["id"]) == []  # a draft's change is nobody else's business
+    assert funded["id"] not in fundable()
+    wait_until("the match retracted", lambda: funded["id"] not in matched())
+    with platform.client("catalog", ADMIN) as admin:
+        entry = next(e for e in admin.get("/v1/audit", params={"page_size": 20}).json()["items"]
+                     if e["action"] == "offers.qcg_revoked" and e["target"] == provider["id"])
+    assert sorted(entry["details"]["offers"]) == sorted([funded["id"], draft["id"]]) and entry["actor"] == ALICE
+
+
+def test_a_certificate_that_runs_out_takes_qcg_from_its_offers(platform: Platform) -> None:
+    """Time's part of the rule: the catalog's sweep (woken here by NOTIFY, as an operator may)."""
+    with platform.client("catalog", ALICE) as api:
+        provider = api.post("/v1/providers", json={"name": "Läuft ab", "emails": ["l@a.example"], "azav": {
+            "certified": True, "valid_until": future(400)}}).json()
+        funded = api.post("/v1/offers", json=offer_body(provider["id"], funding=QCG, hours=480)).json()
+
+    async def run_out() -> None:  # the certificate's end, moved into the past as time would
+        conn = await asyncpg.connect(platform.config.service_admin_url("catalog"))
+        try:
+            await conn.execute("UPDATE providers SET azav = jsonb_set(azav, '{valid_until}', to_jsonb($2::text))"
+                               " WHERE id = $1", uuid.UUID(provider["id"]), "2026-01-01")
+            await conn.execute("NOTIFY catalog_qcg")
+        finally:
+            await conn.close()
+
+    asyncio.run(run_out())
+    with platform.client("catalog", ALICE) as api:
+        wait_until("qcg taken", lambda: _qcg_of(api, funded) == (False, funded["version"] + 1))
+    updates = wait_until("the update", lambda: [d for k, d in platform.events(OFFERS_TOPIC, funded["id"])
+                                                if k == OFFER_UPDATED])
+    assert updates[-1]["funding"]["qcg"] is False and updates[-1]["status"] == "published"
+    with platform.client("catalog", ADMIN) as admin:
+        entry = next(e for e in admin.get("/v1/audit", params={"page_size": 20}).json()["items"]
+                     if e["action"] == "offers.qcg_revoked" and e["target"] == provider["id"])
+    assert entry["details"]["offers"] == [funded["id"]] and entry["actor"] == "Bildungsraum"
+
+
 def test_places_without_coordinates_are_found_offline(platform: Platform, alice: dict) -> None:
     sessions = [{"start": future(30), "location": {"zip": "59821", "city": "Arnsberg"}},
                 {"start": future(60), "location": {"zip": "00000", "city": "Meschede"}}]

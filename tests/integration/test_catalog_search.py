@@ -255,3 +255,24 @@ def test_public_network_view(platform: Platform, forklift: dict) -> None:
         assert codes[0] == 200 and 429 in codes
         limited = anonymous.get("/v1/public/lueneburg/providers", params=hammered)
         assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+
+
+def test_the_public_directory_lists_the_providers_of_offers_shared_into_the_network(
+        platform: Platform, catalog: dict, forklift: dict) -> None:
+    """Lüneburg's public list shows the Ruhr provider's offers shared with all networks, so its
+    directory lists that provider too, counting the offers Lüneburg shows; a provider whose offers
+    stay at home, or are drafts only, is not listed there."""
+    with platform.client("catalog", RUHR) as api:
+        drafting = api.post("/v1/providers", json={"name": f"Nur Entwürfe {forklift['marker']}",
+                                                   "emails": ["e@ruhr.example"]}).json()
+        api.post("/v1/offers", json=offer_body(drafting["id"], status="draft",
+                                               visibility={"scope": "all", "networks": []}))
+    with httpx.Client(base_url=platform.config.url("catalog"), timeout=15) as anonymous:
+        listed = {p["id"]: p for p in anonymous.get("/v1/public/lueneburg/providers").json()["items"]}
+        shown = anonymous.get("/v1/public/lueneburg/offers", params={"provider_id": forklift["provider_id"]}).json()
+    shared_in = listed.get(forklift["provider_id"])
+    assert shared_in is not None, "the provider of offers shown in Lüneburg is missing from its directory"
+    assert shared_in["published_offers"] == shown["total"] == 2  # the draft not counted
+    assert set(shared_in) == {"id", "name", "emails", "address", "azav", "published_offers"}
+    assert catalog["provider"]["id"] not in listed  # its offers are the Ruhr network's own
+    assert drafting["id"] not in listed
