@@ -158,3 +158,23 @@ def test_a_policy_opened_too_wide_is_caught() -> None:
     found = flows(policies)
     assert ("catalog-api", "matching-api", 8000) in found - EXPECTED
     assert ("portal-web", "redis-cache", 6379) not in found  # the portal lost its way to its sessions
+
+
+# The proxies that set X-Forwarded-For themselves (ingress-nginx replaces a visitor's own), and
+# Prometheus, which only scrapes.
+FORWARDERS = {"portal-web", "ingress", "prometheus"}
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_forwarded_addresses_are_trusted_only_where_nothing_else_may_connect(overlay: str) -> None:
+    """The catalog counts the public view's requests per visitor from X-Forwarded-For; a pod trusting
+    the header from any peer must be reachable only from the proxies, or a visitor could name itself."""
+    docs = checks.render(checks.K8S / "overlays" / overlay)
+    labels = "app.kubernetes.io/name", "app.kubernetes.io/component"
+    trusting = {"-".join(d["metadata"]["labels"][k] for k in labels) for d in docs if d["kind"] == "Deployment"
+                for c in d["spec"]["template"]["spec"]["containers"]
+                if {"name": "FORWARDED_ALLOW_IPS", "value": "*"} in c.get("env", [])}
+    assert trusting == {"catalog-api", "portal-web"}
+    reaching = {(src, dst) for src, dst, port in flows(_policies(overlay)) if dst in trusting and port == 8000}
+    assert {src for src, _ in reaching} <= FORWARDERS, reaching
+    assert {dst for _, dst in reaching} == trusting

@@ -5,6 +5,9 @@ user (429 with Retry-After); answers carry security headers."""
 
 from __future__ import annotations
 
+import contextlib
+import select
+import socket
 import uuid
 
 import httpx
@@ -45,6 +48,27 @@ def test_a_20_mb_body_is_413_on_every_service(platform: Platform, service: str) 
     method, path, user = WRITES[service]
     with platform.client(service, user, **{"Content-Type": "application/json"}) as api:
         assert api.request(method, path, content=chunks()).status_code == 413
+
+
+@pytest.mark.parametrize("where", ["url", "headers"])
+@pytest.mark.parametrize("service", ["portal", *sorted(WRITES)])
+def test_a_huge_request_head_is_431_at_once_and_the_service_goes_on(platform: Platform, service: str,
+                                                                      where: str) -> None:
+    """8 MiB of URL or of headers, before any route's guard: refused by the server itself. Unbounded,
+    uvicorn joined a URL piece by piece (a 64 MiB URL held every request of the process for 6 s)."""
+    host, port = platform.config.host, platform.config.ports[service]
+    junk, sent, answer = b"a" * (64 * 1024), 0, b""
+    with socket.create_connection((host, port), timeout=30) as conn:
+        conn.sendall(b"GET /healthz?x=" if where == "url" else b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the server closed as we sent
+            while sent < 8 * 1024 * 1024 and not select.select([conn], [], [], 0)[0]:
+                conn.sendall(junk if where == "url" else b"X-Junk-" + str(sent).encode() + b": " + junk + b"\r\n")
+                sent += len(junk)
+            while chunk := conn.recv(65536):
+                answer += chunk
+    assert sent < 8 * 1024 * 1024, "the whole head was read"
+    assert answer.startswith(b"HTTP/1.1 431") or not answer, answer[:200]  # a reset may beat the answer
+    assert httpx.get(platform.config.url(service) + "/healthz", timeout=10).status_code == 200
 
 
 def test_after_huge_bodies_an_offer_published_next_is_matched_and_mailed(platform: Platform) -> None:
