@@ -251,6 +251,26 @@ def test_national_course_search_json_imports_as_a_second_path(platform: Platform
     assert [(s["start"], s["end"]) for s in consultant["sessions"]] == [("2023-07-17", "2024-03-17")]
 
 
+def test_the_xml_declarations_encoding_is_honoured(platform: Platform) -> None:
+    """ISO-8859-15, common in provider exports: € and Œ are bytes there that mean ¤ and ¼ in
+    ISO-8859-1 and nothing in UTF-8, so a reader that ignored the declaration would garble them."""
+    title = "Schweißen für Einsteiger: Gebühr 20 € (Œuvre-Kurs)"
+    xml = ('<?xml version="1.0" encoding="ISO-8859-15"?><OPENQCAT version="1.1"><NEW_CATALOG>'
+           '<SERVICE mode="new"><PRODUCT_ID>enc-1</PRODUCT_ID><SERVICE_DETAILS>'
+           f'<TITLE>{title}</TITLE><DESCRIPTION_LONG>Größere Nähte, präzise geprüft.</DESCRIPTION_LONG>'
+           '<SERVICE_MODULE><EDUCATION type="true"><COURSE_ID>enc-1</COURSE_ID><EXTENDED_INFO>'
+           '<INSTRUCTION_FORM type="202"/></EXTENDED_INFO></EDUCATION></SERVICE_MODULE>'
+           '<SERVICE_DATE><START_DATE>2031-03-02T00:00:00+01:00</START_DATE></SERVICE_DATE></SERVICE_DETAILS>'
+           '</SERVICE></NEW_CATALOG></OPENQCAT>').encode("iso-8859-15")
+    assert "€".encode("iso-8859-15") in xml and b"\xe2\x82\xac" not in xml  # the file really is in that encoding
+    provider = _provider(platform, "Kodierung Südwest")
+    report = _import(platform, provider["id"], xml)
+    assert report.status_code == 200 and report.json()["created"] == ["enc-1"], report.text
+    with platform.client("catalog", USER) as api:
+        offer = api.get("/v1/offers", params={"provider_id": provider["id"]}).json()["items"][0]
+    assert offer["title"] == title and offer["description"] == "Größere Nähte, präzise geprüft."
+
+
 def test_a_national_search_document_over_its_bound_is_refused_unread(platform: Platform) -> None:
     """The JSON is parsed whole, so its bound is 8 MiB, not the XML's 512 (a streamed body too)."""
     provider = _provider(platform, "Ziel eines großen JSON")
