@@ -33,40 +33,35 @@ MAX_HEAD_BYTES = 64 * 1024
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP/1.1 protocol with a bound on a request's head: llhttp sets none, and uvicorn (the
-    URL) and httptools (a header) join what arrives piece by piece, so one request of a 64 MiB URL held
-    the event loop for 6 s (the work grows with the square of the length), and as many headers filled
-    the memory, before any route's guard saw them. Past the bound: 431, and the connection is closed.
-    What arrives before the head is complete is counted; a body arriving with the head is not refused."""
+    """uvicorn's HTTP/1.1 protocol with a bound on what a request sends besides its body (its line,
+    headers, chunk sizes and trailers): llhttp sets none, and uvicorn (the URL) and httptools (a
+    header or trailer) join what arrives piece by piece, so one request of a 64 MiB URL held the
+    event loop for 6 s (the work grows with the square of the length), and as many headers filled
+    the memory, before any route's guard saw them. Past the bound: 431, and the connection closed.
+    Counted as what arrives less the body handed on, reset when a request is complete (so a read
+    that ends one request and begins the next may carry one read's worth, 256 KiB, uncounted)."""
 
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def, override]
         super().connection_made(transport)
-        self._head_bytes, self._in_head = 0, True
+        self._framing = 0
 
-    def on_headers_complete(self) -> None:
-        self._in_head = False
-        super().on_headers_complete()
+    def on_body(self, body: bytes) -> None:
+        self._framing -= len(body)
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._head_bytes, self._in_head = 0, True
+        self._framing = 0
 
     def data_received(self, data: bytes) -> None:
-        if self._in_head:
-            self._head_bytes += len(data)
-            if self._head_bytes - len(data) > MAX_HEAD_BYTES:  # fed the bound and more, and still no end
-                self._refuse_head()
-                return
+        self._framing += len(data)
         super().data_received(data)
-        if self._in_head and self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
-            self._refuse_head()
-
-    def _refuse_head(self) -> None:
-        self._in_head = False  # nothing more is read from this connection
-        message = b"The request line and headers are too large."
-        self.transport.write(STATUS_LINE[431] + b"content-type: text/plain; charset=utf-8\r\ncontent-length: "
-                             + str(len(message)).encode() + b"\r\nconnection: close\r\n\r\n" + message)
-        self.transport.close()
+        if self._framing > MAX_HEAD_BYTES and not self.transport.is_closing():
+            self._framing = 0
+            message = b"The request line and headers are too large."
+            self.transport.write(STATUS_LINE[431] + b"content-type: text/plain; charset=utf-8\r\ncontent-length: "
+                                 + str(len(message)).encode() + b"\r\nconnection: close\r\n\r\n" + message)
+            self.transport.close()
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:

@@ -219,15 +219,15 @@ async def import_openqcat(request: Request, actor: Publisher, runtime: RuntimeDe
                           options: ImportOptionsDep) -> dict:
     """NEW_CATALOG replaces the provider's catalogue, UPDATE_CATALOG applies DELETE then NEW. The
     answer reports created, updated, deleted and every rejected record with its place and reason."""
-    async with _import_slot(request):
-        spool = await _spool(request)
-        try:
+    spool = await _spool(request)  # before a slot: a slow upload holds no connection, so it takes none
+    try:
+        async with _import_slot(request):
             return await _import(runtime, actor, provider_id, openqcat.reader(spool), options)
-        except openqcat.UnreadableFile as exc:
-            raise Problem(422, "Unreadable import", f"The file cannot be imported: {exc}",
-                          errors=[{"field": "body", "message": str(exc), "type": "openqcat"}]) from None
-        finally:
-            spool.close()
+    except openqcat.UnreadableFile as exc:
+        raise Problem(422, "Unreadable import", f"The file cannot be imported: {exc}",
+                      errors=[{"field": "body", "message": str(exc), "type": "openqcat"}]) from None
+    finally:
+        spool.close()
 
 
 @router.post(
@@ -238,21 +238,21 @@ async def import_openqcat(request: Request, actor: Publisher, runtime: RuntimeDe
 async def import_wbsuche(request: Request, actor: Publisher, runtime: RuntimeDep, provider_id: UUID,
                          options: ImportOptionsDep) -> dict:
     """Each angebot becomes (or updates) an offer, each termin a dated session; nothing is deleted."""
-    async with _import_slot(request):
-        spool = await _spool(request, WBSUCHE_MAX_BYTES)
-        try:  # the checks every other JSON body gets from the request guard (NaN, depth, surrogates);
-            # on a thread: parsing megabytes would hold up every other request of the process
-            document = await asyncio.to_thread(strict_json, spool.read())
-        except UnsafeJson as exc:
-            raise Problem(422, "Invalid request", "The body is not valid JSON.",
-                          errors=[{"field": "body", "message": str(exc), "type": "json_invalid"}]) from None
-        finally:
-            spool.close()
-        try:
+    spool = await _spool(request, WBSUCHE_MAX_BYTES)
+    try:  # the checks every other JSON body gets from the request guard (NaN, depth, surrogates);
+        # on a thread: parsing megabytes would hold up every other request of the process
+        document = await asyncio.to_thread(strict_json, spool.read())
+    except UnsafeJson as exc:
+        raise Problem(422, "Invalid request", "The body is not valid JSON.",
+                      errors=[{"field": "body", "message": str(exc), "type": "json_invalid"}]) from None
+    finally:
+        spool.close()
+    try:
+        async with _import_slot(request):
             return await _import(runtime, actor, provider_id, lambda: wbsuche.read(document), options)
-        except wbsuche.UnreadableJson as exc:
-            raise Problem(422, "Unreadable import", f"The document cannot be imported: {exc}",
-                          errors=[{"field": "body", "message": str(exc), "type": "wbsuche"}]) from None
+    except wbsuche.UnreadableJson as exc:
+        raise Problem(422, "Unreadable import", f"The document cannot be imported: {exc}",
+                      errors=[{"field": "body", "message": str(exc), "type": "wbsuche"}]) from None
 
 
 async def offer_query(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import uuid
 from dataclasses import replace
 from datetime import UTC, date, datetime
@@ -35,6 +36,8 @@ from services.catalog.domain import (
     check_funding,
     offer_event_type_for,
 )
+
+log = logging.getLogger(__name__)
 
 SOURCE = "catalog"
 SYSTEM_SUBJECT = "system:catalog"  # the catalog itself, in the audit log (its sweeps)
@@ -86,8 +89,10 @@ async def list_providers(conn: asyncpg.Connection, acting: Acting, *, mine: bool
     return [store.provider_state(r) for r in await store.list_providers(conn, acting.providers if mine else None)]
 
 
-async def own_provider(conn: asyncpg.Connection, acting: Acting, provider_id: uuid.UUID) -> asyncpg.Record:
-    provider = await store.get_provider(conn, provider_id)
+async def own_provider(conn: asyncpg.Connection, acting: Acting, provider_id: uuid.UUID, *,
+                       hold: bool = False) -> asyncpg.Record:
+    # (a row the actor may not update cannot be locked under row-level security: read, then refused)
+    provider = await store.get_provider(conn, provider_id, hold=hold and acting.for_provider(provider_id))
     if provider is None or provider["tenant_id"] != acting.tenant:
         raise NotFound(f"provider {provider_id}")
     if not acting.for_provider(provider_id):
@@ -96,21 +101,29 @@ async def own_provider(conn: asyncpg.Connection, acting: Acting, provider_id: uu
 
 
 async def change_provider(conn: asyncpg.Connection, acting: Acting, provider_id: uuid.UUID, body: ProviderIn) -> dict:
-    await own_provider(conn, acting, provider_id)
+    # Locks in the order every offer write takes them: the network's shares, the provider, its offers.
+    await store.hold_sharing(conn, acting.tenant)
+    current = await own_provider(conn, acting, provider_id)
+    new_azav = body.azav.model_dump(mode="json") if body.azav else None
+    if new_azav != current["azav"] and not await store.try_hold_imports(conn, provider_id):
+        # the import checked its offers' qcg against the certification it read when it began
+        raise Conflict("an import of this provider is running; change its certification once it is done")
     try:
         async with conn.transaction():
             await store.update_provider(conn, acting.tenant, provider_id, body)
     except asyncpg.UniqueViolationError:
         raise Conflict(f"a provider with external_id {body.external_id!r} exists") from None
-    await revoke_qcg(conn, acting, [provider_id], datetime.now(UTC).date())
+    if new_azav != current["azav"]:
+        await revoke_qcg(conn, acting, [provider_id], datetime.now(UTC).date())
     return await _announce_provider(conn, acting.tenant, provider_id, PROVIDER_UPDATED)
 
 
-async def revoke_qcg(conn: asyncpg.Connection, acting: Acting, provider_ids: list[uuid.UUID], today: date) -> int:
-    """The providers' offers that may no longer say qcg (the AZAV certification ended, was withdrawn
-    or ends before a session starts) lose the flag, in the transaction that learnt it; the published
-    ones are announced, so search stops finding them as fundable and matching retracts them from
-    demands that require funding. Answers how many."""
+async def revoke_qcg(conn: asyncpg.Connection, acting: Acting, provider_ids: list[uuid.UUID] | None,
+                     today: date) -> int:
+    """The providers' offers (None: the network's) that may no longer say qcg (the AZAV certification
+    ended, was withdrawn or ends before a session starts) lose the flag, in the transaction that
+    learnt it; the published ones are announced, so search stops finding them as fundable and
+    matching retracts them from demands that require funding. Answers how many."""
     await store.hold_sharing(conn, acting.tenant)
     revoked = await store.revoke_qcg(conn, acting.tenant, provider_ids, today)
     if not revoked:
@@ -121,21 +134,26 @@ async def revoke_qcg(conn: asyncpg.Connection, acting: Acting, provider_ids: lis
     if events:
         await add_many_to_outbox(conn, OFFERS_TOPIC, events)
     await audit.record(conn, acting.tenant, acting.subject, acting.username, "offers.qcg_revoked",
-                       ",".join(sorted(map(str, provider_ids))), {"offers": sorted(str(r["id"]) for r in revoked)})
+                       ",".join(sorted({str(r["provider_id"]) for r in revoked})),
+                       {"offers": sorted(str(r["id"]) for r in revoked)})
     return len(revoked)
 
 
 async def revoke_lapsed_qcg(pool: asyncpg.Pool, today: date | None = None) -> int:
-    """Time's part of the qcg rule: offers of providers whose AZAV certification has run out lose
-    the flag, network by network (the catalog's sweep runs this; how many, answered)."""
+    """Time's part of the qcg rule, and a net under it: every offer of the network that says qcg
+    where the rule does not hold (a certificate run out, or an offer written before the rule asked
+    for its last session) loses the flag, network by network (the catalog's sweep runs this; how
+    many, answered). A network that fails is logged and left to the next round; the others go on."""
     today = today or datetime.now(UTC).date()
     revoked = 0
     for tenant in [r["id"] for r in await pool.fetch("SELECT id FROM known_tenants ORDER BY id")]:
-        async with tenant_transaction(pool, tenant) as conn:
-            system = Acting(tenant, SYSTEM_SUBJECT, None, "Bildungsraum")
-            await store.set_acting(conn, system)
-            if lapsed := await store.providers_out_of_azav(conn, tenant, today):
-                revoked += await revoke_qcg(conn, system, lapsed, today)
+        try:
+            async with tenant_transaction(pool, tenant) as conn:
+                system = Acting(tenant, SYSTEM_SUBJECT, None, "Bildungsraum")
+                await store.set_acting(conn, system)
+                revoked += await revoke_qcg(conn, system, None, today)
+        except (asyncpg.PostgresError, OSError):
+            log.exception("taking qcg from the offers of %s failed; the next round tries again", tenant)
     return revoked
 
 
@@ -200,14 +218,16 @@ async def announce_offer(conn: asyncpg.Connection, tenant: str, offer_id: uuid.U
 
 
 async def _check_offer(conn: asyncpg.Connection, acting: Acting, body: OfferIn) -> None:
-    provider = await own_provider(conn, acting, body.provider_id)
+    # held to commit: a change of the provider's certification waits for this write (and then takes
+    # the offer's qcg if it no longer holds), or this write reads the changed certification
+    provider = await own_provider(conn, acting, body.provider_id, hold=True)
     check_funding(body, provider["azav"], datetime.now(UTC).date())
     locate_sessions(body)
 
 
 async def publish_offer(conn: asyncpg.Connection, acting: Acting, body: OfferIn) -> dict:
+    await store.hold_sharing(conn, acting.tenant)  # locks in one order: shares, provider, offer
     await _check_offer(conn, acting, body)
-    await store.hold_sharing(conn, acting.tenant)
     try:
         async with conn.transaction():
             offer_id = await store.insert_offer(conn, acting.tenant, body)
@@ -244,10 +264,11 @@ async def _own_offer(conn: asyncpg.Connection, acting: Acting, offer_id: uuid.UU
 
 async def change_offer(conn: asyncpg.Connection, acting: Acting, offer_id: uuid.UUID, body: OfferIn,
                        if_match: int | None = None) -> dict:
+    await store.hold_sharing(conn, acting.tenant)  # locks in one order: shares, provider, offer
+    await _check_offer(conn, acting, body)  # also: a moved offer goes only to a provider the actor acts for
     current = await _own_offer(conn, acting, offer_id, if_match)
     if current["status"] == "withdrawn":
         raise Conflict("a withdrawn offer cannot be changed")
-    await _check_offer(conn, acting, body)  # also: a moved offer goes only to a provider the actor acts for
     try:
         async with conn.transaction():
             await store.update_offer(conn, acting.tenant, offer_id, body)

@@ -529,7 +529,7 @@ async def import_catalogue(conn: asyncpg.Connection, acting: Acting, provider_id
     does not allow applying it while it is read)."""
     # One import of a provider at a time (a client retrying after a timeout): the second waits, then
     # finds the first's offers. Before, both inserted them and the second failed on the unique key.
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('catalog-import'), hashtext($1))", str(provider_id))
+    await conn.execute(store.IMPORT_LOCK.format("pg_advisory_xact_lock"), str(provider_id))
     shares = await store.hold_sharing(conn, acting.tenant)  # what every event of the import says
     writing = _Writing(acting, await handlers.own_provider(conn, acting, provider_id), status,
                        visibility or {"scope": "home", "networks": []}, await conn.fetchval("SELECT now()"),

@@ -79,8 +79,20 @@ async def touch_provider(conn: asyncpg.Connection, provider_id: uuid.UUID) -> No
     await conn.execute("UPDATE providers SET version = version + 1, updated_at = now() WHERE id = $1", provider_id)
 
 
-async def get_provider(conn: asyncpg.Connection, provider_id: uuid.UUID) -> asyncpg.Record | None:
-    return await conn.fetchrow(f"SELECT {_PROVIDER_COLUMNS} FROM providers p WHERE p.id = $1", provider_id)
+async def get_provider(conn: asyncpg.Connection, provider_id: uuid.UUID, *, hold: bool = False
+                       ) -> asyncpg.Record | None:
+    """The provider; ``hold``: in share mode to commit, so that a change of its certification waits
+    for an offer written under the one read here (or the write reads the changed one)."""
+    return await conn.fetchrow(f"SELECT {_PROVIDER_COLUMNS} FROM providers p WHERE p.id = $1"
+                               + (" FOR SHARE OF p" if hold else ""), provider_id)
+
+
+IMPORT_LOCK = "SELECT {}(hashtext('catalog-import'), hashtext($1))"  # one import of a provider at a time
+
+
+async def try_hold_imports(conn: asyncpg.Connection, provider_id: uuid.UUID) -> bool:
+    """The provider's import lock if no import of it runs, to commit; False if one does."""
+    return await conn.fetchval(IMPORT_LOCK.format("pg_try_advisory_xact_lock"), str(provider_id))
 
 
 async def list_providers(conn: asyncpg.Connection, only: frozenset[str] | None) -> list[asyncpg.Record]:
@@ -330,28 +342,21 @@ _QCG_HOLDS = (
 )
 
 
-async def revoke_qcg(conn: asyncpg.Connection, tenant: str, provider_ids: list[uuid.UUID],
+async def revoke_qcg(conn: asyncpg.Connection, tenant: str, provider_ids: list[uuid.UUID] | None,
                      today: date) -> list[asyncpg.Record]:
-    """Offers of these providers (not withdrawn) that say qcg where the rule no longer holds lose
-    the flag; their id and status are returned. The import's record of them is dropped, so that the
-    provider's next import, once certified again, writes them afresh instead of finding them
-    unchanged."""
+    """Offers of these providers (None: all of the network's, skipping those an import is writing)
+    that say qcg where the rule no longer holds lose the flag (not withdrawn ones); their id, provider
+    and status are returned. The import's record of them is dropped, so that the provider's next
+    import, once certified again, writes them afresh instead of finding them unchanged."""
     return await conn.fetch(
         "UPDATE offers o SET funding = o.funding || '{\"qcg\": false}'::jsonb, version = o.version + 1,"
         " updated_at = now(), import_hash = NULL FROM providers p"
-        " WHERE p.id = o.provider_id AND o.tenant_id = $1 AND o.provider_id = ANY($3::uuid[])"
+        " WHERE p.id = o.provider_id AND o.tenant_id = $1 AND ($3::uuid[] IS NULL OR o.provider_id = ANY($3::uuid[]))"
         f" AND o.funding @> '{{\"qcg\": true}}' AND o.status <> 'withdrawn' AND NOT ({_QCG_HOLDS})"
-        " RETURNING o.id, o.status", tenant, today, provider_ids)
-
-
-async def providers_out_of_azav(conn: asyncpg.Connection, tenant: str, today: date) -> list[uuid.UUID]:
-    """The network's providers not AZAV-certified today that still have offers saying qcg."""
-    return [r["id"] for r in await conn.fetch(
-        "SELECT p.id FROM providers p WHERE p.tenant_id = $1"
-        " AND NOT (coalesce((p.azav ->> 'certified')::boolean, false)"
-        " AND coalesce((p.azav ->> 'valid_until')::date >= $2::date, true))"
-        " AND EXISTS (SELECT 1 FROM offers o WHERE o.provider_id = p.id"
-        " AND o.funding @> '{\"qcg\": true}' AND o.status <> 'withdrawn')", tenant, today)]
+        # an import holds its provider's offers for minutes and locks them in its own order: the sweep
+        # leaves them to its next round (the import itself checked them against the same certificate)
+        " AND ($3::uuid[] IS NOT NULL OR pg_try_advisory_xact_lock(hashtext('catalog-import'), hashtext(p.id::text)))"
+        " RETURNING o.id, o.provider_id, o.status", tenant, today, provider_ids)
 
 
 def offer_record(tenant: str, offer_id: uuid.UUID, body: OfferIn, import_hash: str | None) -> dict[str, Any]:

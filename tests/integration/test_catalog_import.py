@@ -4,6 +4,7 @@ records and reports each broken one; hostile XML is refused."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -15,11 +16,13 @@ import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from kafka import KafkaConsumer
 
 from contracts import OFFERS_TOPIC
+from services.catalog import store
 from tests.bench.catalog import write_openqcat
 from tests.platform import Platform, wait_until
 
@@ -294,34 +297,39 @@ def test_a_national_search_document_over_its_bound_is_refused_unread(platform: P
 def test_imports_beyond_the_processs_slots_are_answered_busy_at_once(platform: Platform) -> None:
     """Each import holds a database connection for its whole file: two run at once in a catalog
     process, a third is told to come back (503, Retry-After) instead of taking the connections the
-    other requests need. The first two are held in their upload, so the third meets them running."""
-    provider = _provider(platform, "Drei auf einmal")
-    release, started = threading.Event(), threading.Semaphore(0)
+    other requests need. The first two are held in the database (their providers' import lock taken
+    by the test), so the third meets them running."""
+    first, second, third = (_provider(platform, f"Drei auf einmal {n}") for n in range(3))
+    held = threading.Event()
 
-    def slow_body():
-        yield b'<?xml version="1.0" encoding="UTF-8"?><OPENQCAT version="1.1">'
-        started.release()
-        release.wait(30)
-        yield b"<NEW_CATALOG></NEW_CATALOG></OPENQCAT>"
+    async def hold_imports() -> None:
+        conn = await asyncpg.connect(platform.config.service_admin_url("catalog"))
+        try:
+            async with conn.transaction():
+                for provider in (first, second):
+                    await conn.execute(store.IMPORT_LOCK.format("pg_advisory_xact_lock"), provider["id"])
+                held.set()
+                waited = 0.0
+                while waited < 30 and await conn.fetchval(  # until both imports wait for their lock
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") < 2:
+                    await asyncio.sleep(0.05)
+                    waited += 0.05
+                refused.append(_import(platform, third["id"], KURSNET.read_bytes()))
+        finally:
+            await conn.close()
 
-    def held_import() -> int:
-        with platform.client("catalog", USER) as api:
-            return api.post("/v1/imports/openqcat", params={"provider_id": provider["id"]}, content=slow_body(),
-                            headers={"Content-Type": "application/xml"}, timeout=60).status_code
-
-    with ThreadPoolExecutor(2) as pool:
-        held = [pool.submit(held_import) for _ in range(2)]
-        for _ in held:
-            assert started.acquire(timeout=15)
-        time.sleep(1)  # the two bodies' first bytes have reached the catalog, which holds both slots
-        third = _import(platform, provider["id"], KURSNET.read_bytes())
-        release.set()
-        assert [f.result() for f in held] == [200, 200]
-    assert third.status_code == 503, third.text
-    assert third.headers["Retry-After"] == "60"
+    refused: list[httpx.Response] = []
+    with ThreadPoolExecutor(3) as pool:
+        holder = pool.submit(asyncio.run, hold_imports())
+        assert held.wait(15)
+        running = [pool.submit(_import, platform, p["id"], KURSNET.read_bytes()) for p in (first, second)]
+        holder.result(timeout=60)
+        assert [f.result(timeout=60).status_code for f in running] == [200, 200]
+    assert refused[0].status_code == 503, refused[0].text
+    assert refused[0].headers["Retry-After"] == "60"
     with platform.client("catalog", USER) as api:  # the refused import changed nothing
-        assert api.get("/v1/offers", params={"provider_id": provider["id"]}).json()["items"] == []
-    assert _import(platform, provider["id"], KURSNET.read_bytes()).status_code == 200  # the slots are free again
+        assert api.get("/v1/offers", params={"provider_id": third["id"]}).json()["items"] == []
+    assert _import(platform, third["id"], KURSNET.read_bytes()).status_code == 200  # the slots are free again
 
 
 def test_the_operators_command_imports_a_large_file_and_shows_its_progress(platform: Platform, tmp_path: Path

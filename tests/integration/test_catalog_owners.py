@@ -210,18 +210,22 @@ def test_an_offer_loses_qcg_with_its_providers_azav_everywhere(platform: Platfor
     assert sorted(entry["details"]["offers"]) == sorted([funded["id"], draft["id"]]) and entry["actor"] == ALICE
 
 
-def test_a_certificate_that_runs_out_takes_qcg_from_its_offers(platform: Platform) -> None:
-    """Time's part of the rule: the catalog's sweep (woken here by NOTIFY, as an operator may)."""
+@pytest.mark.parametrize("ends", ["2026-01-01", "before the session"])
+def test_a_certificate_that_runs_out_takes_qcg_from_its_offers(platform: Platform, ends: str) -> None:
+    """Time's part of the rule, and a net under it: the catalog's sweep (woken here by NOTIFY, as an
+    operator may). "before the session": valid today but ending before the offer's session starts,
+    as for an offer written before the rule asked for its last session."""
+    ends = future(20) if ends == "before the session" else ends  # the session starts in 40 days
     with platform.client("catalog", ALICE) as api:
         provider = api.post("/v1/providers", json={"name": "Läuft ab", "emails": ["l@a.example"], "azav": {
             "certified": True, "valid_until": future(400)}}).json()
         funded = api.post("/v1/offers", json=offer_body(provider["id"], funding=QCG, hours=480)).json()
 
-    async def run_out() -> None:  # the certificate's end, moved into the past as time would
+    async def run_out() -> None:  # the certificate's end moved, behind the API's back, as time would
         conn = await asyncpg.connect(platform.config.service_admin_url("catalog"))
         try:
             await conn.execute("UPDATE providers SET azav = jsonb_set(azav, '{valid_until}', to_jsonb($2::text))"
-                               " WHERE id = $1", uuid.UUID(provider["id"]), "2026-01-01")
+                               " WHERE id = $1", uuid.UUID(provider["id"]), ends)
             await conn.execute("NOTIFY catalog_qcg")
         finally:
             await conn.close()

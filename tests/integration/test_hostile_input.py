@@ -50,19 +50,22 @@ def test_a_20_mb_body_is_413_on_every_service(platform: Platform, service: str) 
         assert api.request(method, path, content=chunks()).status_code == 413
 
 
-@pytest.mark.parametrize("where", ["url", "headers"])
+@pytest.mark.parametrize("where", ["url", "headers", "trailers"])
 @pytest.mark.parametrize("service", ["portal", *sorted(WRITES)])
 def test_a_huge_request_head_is_431_at_once_and_the_service_goes_on(platform: Platform, service: str,
                                                                       where: str) -> None:
-    """8 MiB of URL or of headers, before any route's guard: refused by the server itself. Unbounded,
-    uvicorn joined a URL piece by piece (a 64 MiB URL held every request of the process for 6 s)."""
+    """8 MiB of URL, of headers or of a chunked body's trailer, before any route's guard: refused by
+    the server itself. Unbounded, uvicorn joined a URL piece by piece (a 64 MiB URL held every request
+    of the process for 6 s), and httptools a header or trailer."""
     host, port = platform.config.host, platform.config.ports[service]
     junk, sent, answer = b"a" * (64 * 1024), 0, b""
     with socket.create_connection((host, port), timeout=30) as conn:
-        conn.sendall(b"GET /healthz?x=" if where == "url" else b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        conn.sendall({"url": b"GET /healthz?x=", "headers": b"GET /healthz HTTP/1.1\r\nHost: x\r\n",
+                      "trailers": b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                  b"4\r\nbody\r\n0\r\nX-Trailer: "}[where])
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the server closed as we sent
             while sent < 8 * 1024 * 1024 and not select.select([conn], [], [], 0)[0]:
-                conn.sendall(junk if where == "url" else b"X-Junk-" + str(sent).encode() + b": " + junk + b"\r\n")
+                conn.sendall(b"X-Junk-" + str(sent).encode() + b": " + junk + b"\r\n" if where == "headers" else junk)
                 sent += len(junk)
             while chunk := conn.recv(65536):
                 answer += chunk
