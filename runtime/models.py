@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import types
+from datetime import date
 from functools import cache
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -15,6 +16,7 @@ from annotated_types import Len
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     StrictBool,
     StringConstraints,
@@ -91,6 +93,19 @@ def Items(item: Any, max_length: int = 100, *, min_length: int = 0) -> Any:  # n
 Flag = StrictBool
 """A boolean that is `true` or `false` in JSON, never `"yes"`, `1` or `"off"`."""
 
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _iso_day(value: Any) -> Any:
+    if isinstance(value, date) or (isinstance(value, str) and _ISO_DAY.fullmatch(value)):
+        return value
+    raise ValueError("a date is written YYYY-MM-DD")
+
+
+Day = Annotated[date, BeforeValidator(_iso_day)]
+"""A date written YYYY-MM-DD and nothing else: pydantic alone also reads 0 or "0" as a Unix time,
+1 January 1970, so a number slipped in where a date belongs became a date nobody meant."""
+
 Text = Line(500)
 """A string query parameter: one bounded line."""
 
@@ -104,11 +119,31 @@ class StrictModel(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _storable(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name not in _admitting_bools(cls):
+            # pydantic alone takes true and false for 1 and 0 in a number field
+            raise ValueError("true or false is not a value of this field")
         if info.field_name in _checked_inside(cls):
             return value
         if reason := _find_unstorable(value):
             raise ValueError(reason)
         return value
+
+
+def _admits_bool(annotation: Any) -> bool:
+    if annotation is bool or annotation is Any:
+        return True
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _admits_bool(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return any(_admits_bool(arg) for arg in get_args(annotation))
+    return False
+
+
+@cache
+def _admitting_bools(model: type[StrictModel]) -> frozenset[str]:
+    """The fields a boolean is a value of (flags, and fields typed loosely)."""
+    return frozenset(name for name, f in model.model_fields.items() if _admits_bool(f.annotation))
 
 
 def _strict_models_only(annotation: Any) -> bool:

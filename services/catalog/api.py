@@ -8,7 +8,6 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import date
 from typing import Annotated
 from uuid import UUID
 
@@ -20,7 +19,7 @@ from runtime import places
 from runtime.db import tenant_transaction
 from runtime.guards import UnsafeJson, route_policy, strict_json
 from runtime.http import Actor, Problem, RuntimeDep, require_roles
-from runtime.models import Text
+from runtime.models import Day, Text
 from runtime.service import ServiceRuntime
 from services.catalog import handlers, importing, openqcat, store, wbsuche
 from services.catalog.domain import (
@@ -264,8 +263,8 @@ async def offer_query(
     format: Annotated[list[Format] | None, Query()] = None,
     schedule: Annotated[list[Schedule] | None, Query()] = None,
     qualification: Annotated[list[Qualification] | None, Query()] = None,
-    start_from: date | None = None,
-    start_to: date | None = None,
+    start_from: Day | None = None,
+    start_to: Day | None = None,
     min_hours: Annotated[float | None, Query(ge=0, le=10_000, allow_inf_nan=False)] = None,
     max_hours: Annotated[float | None, Query(ge=0, le=10_000, allow_inf_nan=False)] = None,
     max_price_eur: Annotated[float | None, Query(ge=0, le=1_000_000, allow_inf_nan=False)] = None,

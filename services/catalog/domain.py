@@ -11,7 +11,7 @@ from uuid import UUID
 from pydantic import AfterValidator, EmailStr, Field, model_validator
 
 from contracts import OFFER_PUBLISHED, OFFER_UPDATED, OFFER_WITHDRAWN
-from runtime.models import StrictModel, single_line
+from runtime.models import Day, StrictModel, single_line
 
 TENANT_SLUG = r"^[a-z0-9][a-z0-9-]{1,62}$"
 Line = Annotated[str, AfterValidator(single_line)]
@@ -78,8 +78,8 @@ class Session(StrictModel):
     """A dated session (Termin): own start, end and place; price and schedule where they differ."""
 
     external_id: Line | None = Field(default=None, max_length=200)
-    start: date
-    end: date | None = None
+    start: Day
+    end: Day | None = None
     location: Location | None = None
     price_eur: float | None = Field(default=None, ge=0, le=1_000_000, allow_inf_nan=False)
     schedule: Schedule | None = None
@@ -161,7 +161,7 @@ class Azav(StrictModel):
     """AZAV certification (Akkreditierungs- und Zulassungsverordnung Arbeitsförderung)."""
 
     certified: bool
-    valid_until: date | None = None
+    valid_until: Day | None = None
     certifier: Line | None = Field(default=None, max_length=200)
 
     def valid_on(self, day: date) -> bool:

@@ -4,6 +4,7 @@ invite and remove them), the audit log. Each route's rule is in services/identit
 from __future__ import annotations
 
 from typing import Annotated
+from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
@@ -75,8 +76,9 @@ async def invite_member(body: InviteMember, actor: Admin, runtime: RuntimeDep, d
 
 
 @router.delete("/members/{user_id}", status_code=204, summary="Remove a member from the network")
-async def remove_member(user_id: str, actor: Admin, runtime: RuntimeDep, directory: DirectoryDep) -> Response:
-    await handlers.remove_member(runtime.pool, directory, actor.tenant, user_id, actor.principal)
+async def remove_member(user_id: UUID, actor: Admin, runtime: RuntimeDep, directory: DirectoryDep) -> Response:
+    # an account's id is a UUID (Keycloak's, and the dev issuer's): anything else never reaches the directory
+    await handlers.remove_member(runtime.pool, directory, actor.tenant, str(user_id), actor.principal)
     return Response(status_code=204)
 
 

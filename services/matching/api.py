@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from runtime.authz import Authorized, Reach
 from runtime.db import tenant_transaction
 from runtime.http import Problem, RuntimeDep, server_timing
+from runtime.models import Day
 from services.matching import handlers, insights, store
 from services.matching.authz import RULES
 from services.matching.domain import DemandIn
@@ -184,8 +185,8 @@ CSV_COLUMNS = (("skill_cluster", "Themenfeld"), ("district", "Region"), ("demand
     "content": {"application/json": {}, "text/csv": {"schema": {"type": "string"}}}}},
             summary="Unmet demand against supply per skill cluster and district (JSON or CSV)")
 async def gaps(request: Request, actor: Acting, runtime: RuntimeDep,
-               from_: Annotated[date | None, Query(alias="from")] = None,
-               to: Annotated[date | None, Query()] = None,
+               from_: Annotated[Day | None, Query(alias="from")] = None,
+               to: Annotated[Day | None, Query()] = None,
                format: Annotated[Literal["json", "csv"] | None, Query()] = None) -> Response | dict:
     to = to or date.today()
     from_ = from_ or to - timedelta(days=365)

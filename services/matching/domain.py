@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import EmailStr, Field, model_validator
 
-from runtime.models import Flag, Items, Line, Paragraphs, StrictModel
+from runtime.models import Day, Flag, Items, Line, Paragraphs, StrictModel
 from runtime.places import haversine_km
 
 LOCATED_FORMATS = frozenset({"presence", "hybrid", "blended"})
@@ -48,8 +48,8 @@ class DemandIn(StrictModel):
     description: Paragraphs(20_000) = ""
     skills: Items(Line(200, min_length=1), 100) = Field(default_factory=list)
     participants: int = Field(ge=1, le=10_000)
-    start_from: date
-    start_to: date
+    start_from: Day
+    start_to: Day
     formats: Items(FormatName, 5, min_length=1)
     schedules: Items(ScheduleName, 5) = Field(default_factory=list)
     max_distance_km: float = Field(ge=0, le=1000)

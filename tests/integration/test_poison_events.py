@@ -4,21 +4,20 @@ that consumes it."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+import asyncpg
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
 
-from contracts import (
-    MATCH_FOUND,
-    MATCHES_TOPIC,
-    OFFER_PUBLISHED,
-    OFFERS_TOPIC,
-    PROVIDER_REGISTERED,
-    PROVIDERS_TOPIC,
-    TENANT_CREATED,
-    TENANTS_TOPIC,
-)
+from contracts import DEMANDS_TOPIC, MATCHES_TOPIC, OFFER_PUBLISHED, OFFERS_TOPIC, PROVIDERS_TOPIC, TENANTS_TOPIC
 from runtime.kafka import dead_letter_topic
+from runtime.service import ConsumerSpec
+from services.catalog.consumers import CONSUMERS as CATALOG_CONSUMERS
+from services.matching.consumers import CONSUMERS as MATCHING_CONSUMERS
+from services.notifications.bootstrap import create_runtime as notifications_runtime
+from services.notifications.settings import NotificationsSettings
 from tests.platform import Platform, alone_at, demand_body, lonely_place, offer_body, wait_until
 
 
@@ -69,49 +68,124 @@ def test_poison_offers_go_to_the_dead_letter_topic_and_matching_goes_on(platform
             m["offer_id"] == offer["id"] for m in api.get(f"/v1/demands/{demand['id']}/matches").json()["items"]))
 
 
-def test_every_consumer_of_every_topic_dead_letters_poison_and_moves_past_it(platform: Platform) -> None:
-    """Malformed events into every topic a service consumes: each consuming group dead-letters each
-    one with the reason and commits past it (it goes on)."""
-    bootstrap = platform.config.bootstrap
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    # Which group consumes which topic: what each has committed so far (the stack's own events).
-    groups = {g: {tp.topic for tp in admin.list_group_offsets(g)[g]}
-              for g in ("catalog", "matching", "notifications")}
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    poisoned: dict[str, list[tuple[str, TopicPartition, int]]] = {}
-    for topic, event_type in ((TENANTS_TOPIC, TENANT_CREATED), (PROVIDERS_TOPIC, PROVIDER_REGISTERED),
-                              (OFFERS_TOPIC, OFFER_PUBLISHED), (MATCHES_TOPIC, MATCH_FOUND)):
-        for value, headers in (
-            (b"\xff\xfe not json", lambda i, t=event_type: _headers(i, t)),
-            (b'{"id": 7, "status": []}', lambda i, t=event_type: _headers(i, t)),
-            (b"[1, 2, 3]", lambda i, t=event_type: _headers(i, t)),
-            (b"{}", lambda i, t=event_type: [(k, v) for k, v in _headers(i, t) if k != "ce_tenant"]),
-            (b"{}", lambda i, t=event_type: [*_headers(i, t), ("ce_sequence", b"-1")]),
-            # nested deeper than any parser likes
-            (b'{"a":' * 5000 + b"1" + b"}" * 5000, lambda i, t=event_type: _headers(i, t)),
-        ):
+def consumers() -> dict[str, tuple[str, ConsumerSpec]]:
+    """Every consumer group of the platform with the service (and database) it runs in, as the
+    services wire them; identity consumes nothing."""
+    notifications = notifications_runtime(NotificationsSettings(), dispatcher=None).consumer_specs
+    wired = {"catalog": CATALOG_CONSUMERS, "matching": MATCHING_CONSUMERS, "notifications": notifications}
+    return {spec.group: (service, spec) for service, specs in wired.items() for spec in specs}
+
+
+# Records no consumer can read, whatever their type: (value, headers of event id i and type t, what
+# the dead letter's reason says).
+MALFORMED = {
+    "not JSON": (b"\xff\xfe not json", _headers, "payload is not JSON"),
+    "not an object": (b"[1, 2, 3]", _headers, "payload must be a JSON object"),
+    "no tenant": (b"{}", lambda i, t: [h for h in _headers(i, t) if h[0] != "ce_tenant"], "ce_tenant"),
+    "bad sequence": (b"{}", lambda i, t: [*_headers(i, t), ("ce_sequence", b"-1")], "ce_sequence"),
+    "nested too deep": (b'{"a":' * 5000 + b"1" + b"}" * 5000, _headers, "payload is not JSON"),
+}
+SCHEMA_INVALID = b'{"id": 7, "tenant": []}'  # breaks every event type's schema
+
+
+def _last_record(platform: Platform, topic: str, key: str) -> ConsumerRecord | None:
+    consumer = KafkaConsumer(topic, bootstrap_servers=platform.config.bootstrap, group_id=None,
+                             auto_offset_reset="earliest", consumer_timeout_ms=700)
+    found = [r for r in consumer if r.key is not None and r.key.decode() == key]
+    consumer.close()
+    return found[-1] if found else None
+
+
+def _in_inbox(platform: Platform, service: str, group: str, event_id: str) -> bool:
+    async def look() -> bool:
+        conn = await asyncpg.connect(platform.config.service_admin_url(service))
+        try:
+            return bool(await conn.fetchval("SELECT 1 FROM inbox WHERE consumer = $1 AND event_id = $2",
+                                            group, event_id))
+        finally:
+            await conn.close()
+    return asyncio.run(look())
+
+
+def test_every_consumer_dead_letters_poison_of_every_type_it_handles_and_goes_on(platform: Platform) -> None:
+    """Into every topic a service consumes: the malformed records, and a schema-invalid event of every
+    type its consumers handle; then a valid event of the topic on the same partition. Each group
+    dead-letters the malformed records and the invalid events of its types with the reason, ignores
+    the types it does not handle, and applies the valid event after them (it goes on)."""
+    groups = consumers()
+    topics: dict[str, dict[str, set[str]]] = {}  # topic -> group -> the event types it handles
+    for group, (_, spec) in groups.items():
+        for topic in spec.topics:
+            topics.setdefault(topic, {})[group] = set(spec.handlers)
+
+    # Real events of each topic (re-sent below as the valid event after the poison): a provider, its
+    # offer, a demand it is matched to, and another demand that is closed.
+    with platform.client("catalog", "lueneburg-provider") as api:
+        provider = api.post("/v1/providers", json={"name": "Giftprobe", "emails": ["g@b.example"]}).json()
+        offer_at, demand_at = alone_at(lonely_place())
+        offer = api.post("/v1/offers", json=offer_body(provider["id"], **offer_at)).json()
+    with platform.client("matching", "lueneburg-counselor") as api:
+        matched = api.post("/v1/demands", json=demand_body(**demand_at)).json()
+        closed = api.post("/v1/demands", json=demand_body(**alone_at(lonely_place())[1])).json()
+        assert api.post(f"/v1/demands/{closed['id']}/close").status_code == 200
+    keys = {TENANTS_TOPIC: "lueneburg", PROVIDERS_TOPIC: provider["id"], OFFERS_TOPIC: offer["id"],
+            DEMANDS_TOPIC: closed["id"], MATCHES_TOPIC: matched["id"]}
+    assert set(topics) == set(keys), "a consumed topic without a valid event for this test"
+
+    def handled_by_all(topic: str) -> ConsumerRecord | None:
+        record = _last_record(platform, topic, keys[topic])
+        types = set.intersection(*topics[topic].values())
+        return record if record is not None and dict(record.headers)["ce_type"].decode() in types else None
+
+    valid = {topic: wait_until(f"an event of {topic} every consumer handles", lambda t=topic: handled_by_all(t))
+             for topic in topics}
+
+    producer = KafkaProducer(bootstrap_servers=platform.config.bootstrap, acks="all")
+    malformed: dict[str, tuple[str, str]] = {}  # event id -> (topic, what its reason says)
+    invalid: dict[str, tuple[str, str]] = {}  # event id -> (topic, event type)
+    resent: dict[str, str] = {}  # topic -> id of the valid event after the poison
+    for topic, handlers in topics.items():
+        partition = valid[topic].partition  # the valid event comes after the poison only on one partition
+
+        def send(value: bytes, headers: list[tuple[str, bytes]], key: bytes, topic: str = topic,
+                 partition: int = partition) -> None:
+            producer.send(topic, key=key, value=value, headers=headers, partition=partition).get(10)
+
+        some_type = sorted(set.union(*handlers.values()))[0]
+        for value, headers, reason in MALFORMED.values():
             event_id = str(uuid.uuid4())
-            meta = producer.send(topic, key=event_id.encode(), value=value, headers=headers(event_id)).get(10)
-            poisoned.setdefault(topic, []).append((event_id, TopicPartition(topic, meta.partition), meta.offset))
+            send(value, headers(event_id, some_type), event_id.encode())
+            malformed[event_id] = (topic, reason)
+        for event_type in sorted(set.union(*handlers.values())):
+            event_id = str(uuid.uuid4())
+            send(SCHEMA_INVALID, _headers(event_id, event_type), event_id.encode())
+            invalid[event_id] = (topic, event_type)
+        # The real event again under a new id, without its sequence number: applied, not skipped as stale.
+        resent[topic] = str(uuid.uuid4())
+        headers = [(k, resent[topic].encode() if k == "ce_id" else v) for k, v in valid[topic].headers
+                   if k != "ce_sequence"]
+        send(valid[topic].value, headers, valid[topic].key)
     producer.close()
 
-    def past_all_poison() -> bool:
-        for group, topics in groups.items():
-            committed = admin.list_group_offsets(group)[group]
-            for topic in topics & set(poisoned):
-                for _, tp, offset in poisoned[topic]:
-                    if committed.get(tp) is None or committed[tp].offset <= offset:
-                        return False
-        return True
+    for topic, handlers in topics.items():
+        for group in handlers:
+            wait_until(f"{group} applied the valid {topic} event after the poison",
+                       lambda g=group, t=topic: _in_inbox(platform, groups[g][0], g, resent[t]), timeout=60)
 
-    wait_until("every consuming group committed past the poison", past_all_poison, timeout=60)
-    admin.close()
-    for topic, items in poisoned.items():
-        consumers = {g for g, topics in groups.items() if topic in topics}
-        dlq = KafkaConsumer(dead_letter_topic(topic), bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                            consumer_timeout_ms=2000, group_id=None)
-        dead = {(r.key.decode(), dict(r.headers)["dlq_consumer"].decode()) for r in dlq
-                if dict(r.headers).get("dlq_error")}
+    dead: dict[tuple[str, str], str] = {}  # (event id, group) -> reason
+    for topic in topics:
+        dlq = KafkaConsumer(dead_letter_topic(topic), bootstrap_servers=platform.config.bootstrap,
+                            auto_offset_reset="earliest", consumer_timeout_ms=2000, group_id=None)
+        for record in dlq:
+            headers = {k: v.decode(errors="replace") for k, v in record.headers}
+            dead[headers.get("ce_id", ""), headers["dlq_consumer"]] = headers["dlq_error"]
         dlq.close()
-        for event_id, _, _ in items:
-            assert {(event_id, c) for c in consumers} <= dead, (topic, event_id)
+    for event_id, (topic, reason) in malformed.items():
+        for group in topics[topic]:
+            assert reason in dead.get((event_id, group), ""), (topic, group, reason, dead.get((event_id, group)))
+    for event_id, (topic, event_type) in invalid.items():
+        for group, handled in topics[topic].items():
+            if event_type in handled:
+                assert "payload invalid" in dead.get((event_id, group), ""), (topic, group, event_type)
+            else:  # another consumer's type: not this one's to judge
+                assert (event_id, group) not in dead, (topic, group, event_type)
