@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from runtime.db import tenant_transaction
+from runtime.errors import Conflict
 from services.catalog import handlers, store
 from services.catalog.domain import Acting, OfferIn, ProviderIn, RuleBroken
 from tests.integration.test_catalog_sharing_race import _waits_for_a_lock
@@ -106,3 +107,26 @@ async def test_a_provider_losing_azav_while_an_offer_is_written_takes_its_qcg(ca
         lambda: _in_own_transaction(catalog_pool, lambda c: handlers.change_provider(
             c, ADMIN, provider_id, _provider(WITHDRAWN))))
     assert await _funding_of(catalog_pool, provider_id) == [False]
+
+
+async def test_a_certification_change_during_an_import_of_its_provider_is_refused(catalog_pool) -> None:
+    """The import checked its offers' qcg against the certification it read when it began, and locks
+    them in its own order for minutes: a change of the certification meanwhile is a 409 (nothing
+    changed), another change of the provider goes on."""
+    provider_id = await _new_provider(catalog_pool)
+    importing = await catalog_pool.acquire()
+    tx = importing.transaction()
+    await tx.start()
+    try:
+        await importing.execute(store.IMPORT_LOCK.format("pg_advisory_xact_lock"), str(provider_id))
+        with pytest.raises(Conflict, match="import"):
+            await _in_own_transaction(catalog_pool, lambda c: handlers.change_provider(
+                c, ADMIN, provider_id, _provider(WITHDRAWN)))
+        renamed = _provider(CERTIFIED).model_copy(update={"name": "Förderträger Hellweg"})
+        await _in_own_transaction(catalog_pool, lambda c: handlers.change_provider(c, ADMIN, provider_id, renamed))
+    finally:
+        await tx.rollback()
+        await catalog_pool.release(importing)
+    async with tenant_transaction(catalog_pool, TENANT) as conn:
+        provider = await store.get_provider(conn, provider_id)
+    assert provider["name"] == "Förderträger Hellweg" and provider["azav"]["certified"] is True
