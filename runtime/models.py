@@ -122,6 +122,9 @@ class StrictModel(BaseModel):
         if isinstance(value, bool) and info.field_name not in _admitting_bools(cls):
             # pydantic alone takes true and false for 1 and 0 in a number field
             raise ValueError("true or false is not a value of this field")
+        if isinstance(value, str) and len(value) > _max_lengths(cls).get(info.field_name, len(value)):
+            # the length as sent, as the API's schema states it: pydantic checks it after trimming
+            raise ValueError(f"at most {_max_lengths(cls)[info.field_name]} characters")
         if info.field_name in _checked_inside(cls):
             return value
         if reason := _find_unstorable(value):
@@ -138,6 +141,17 @@ def _admits_bool(annotation: Any) -> bool:
     if origin in (Union, types.UnionType):
         return any(_admits_bool(arg) for arg in get_args(annotation))
     return False
+
+
+@cache
+def _max_lengths(model: type[StrictModel]) -> dict[str, int]:
+    """Each text field's greatest length, from its Field and its type's constraints alike."""
+    limits = {}
+    for name, f in model.model_fields.items():
+        found = [m.max_length for m in f.metadata if getattr(m, "max_length", None) is not None]
+        if found:
+            limits[name] = min(found)
+    return limits
 
 
 @cache

@@ -8,8 +8,9 @@ from datetime import date
 
 import pydantic
 import pytest
+from pydantic import Field
 
-from runtime.models import Day, Flag, StrictModel
+from runtime.models import Day, Flag, Line, StrictModel
 
 
 class Wish(StrictModel):
@@ -40,3 +41,18 @@ def test_true_or_false_is_no_number(field: str, value: str) -> None:
 def test_a_flag_takes_true_and_false_and_numbers_take_numbers() -> None:
     wish = Wish.model_validate_json('{"day": "2031-02-28", "score": 0.5, "hours": 40, "wanted": true}')
     assert (wish.score, wish.hours, wish.wanted) == (0.5, 40, True)
+
+
+class Note(StrictModel):
+    title: Line(20)
+    text: str = Field(default="", max_length=30)
+
+
+@pytest.mark.parametrize("field, limit", [("title", 20), ("text", 30)])
+def test_a_text_is_measured_as_sent_not_after_trimming(field: str, limit: int) -> None:
+    """The API's schema says maxLength of the text as sent; pydantic measured it after trimming, so
+    a text one character too long with a space at its end was taken (the fuzzer found it)."""
+    with pytest.raises(pydantic.ValidationError, match=f"at most {limit} characters"):
+        Note.model_validate({"title": "T", field: "x" * limit + " "})
+    trimmed = Note.model_validate({"title": "T", field: " " + "x" * (limit - 2) + " "})
+    assert getattr(trimmed, field) == "x" * (limit - 2)
