@@ -29,7 +29,7 @@ class CatalogSettings(ServiceSettings):
     # narrower one trips first when a page is hammered). The portal passes its visitor's address on.
     rate_limit_public: str = "600/minute"
     rate_limit_public_page: str = "60/minute"
-    # How often offers of providers whose AZAV certification has run out lose qcg (also on NOTIFY
+    # How often offers whose provider's AZAV certification no longer allows qcg lose it (also on NOTIFY
     # catalog_qcg).
     qcg_sweep_seconds: float = 3600.0
 
@@ -38,7 +38,7 @@ def create_app(settings: CatalogSettings | None = None) -> FastAPI:
     settings = settings or CatalogSettings()
     runtime = ServiceRuntime(settings, Path(__file__).parent / "migrations", consumer_specs=CONSUMERS,
                              extensions=("cube", "earthdistance"))
-    # Offers of providers whose AZAV certification has run out lose qcg.
+    # Offers whose provider's AZAV certification no longer allows qcg lose it (handlers.revoke_lapsed_qcg).
     runtime.workers.append(Sweep(settings.database_url, QCG_CHANNEL, lambda: handlers.revoke_lapsed_qcg(runtime.pool),
                                  interval=settings.qcg_sweep_seconds))
 

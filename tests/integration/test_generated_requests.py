@@ -47,6 +47,8 @@ USERS = {
         "GET /v1/employer-alerts", "PUT /v1/employer-alerts", "DELETE /v1/employer-alerts"]}),
 }
 
+# schemathesis' own list of statuses that reject invalid data, and 413 (a body over the route's bound)
+REJECTIONS = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]
 NOT_PAST_AUTH = {401, 403, 429}  # the token checks' answers (429: runtime.http._rate_limit)
 
 
@@ -57,7 +59,9 @@ def _config(platform: Platform, user: str, others: dict[str, list[str]]) -> str:
         token = platform.mint(username, exp=int(time.time()) + 3600)
         return f"headers = {{ Authorization = {json.dumps('Bearer ' + token)} }}"
 
-    lines = [bearer(user), "[warnings]", f"fail-on = {json.dumps(FAIL_ON)}"]
+    lines = [bearer(user), "[warnings]", f"fail-on = {json.dumps(FAIL_ON)}",
+             # a body over the route's bound is refused with 413 before it is read: a rejection too
+             "[checks.negative_data_rejection]", f"expected-statuses = {json.dumps(REJECTIONS)}"]
     for username, operations in others.items():
         lines += ["[[operations]]", f"include-name = {json.dumps(operations)}", bearer(username)]
     return "\n".join(lines) + "\n"
