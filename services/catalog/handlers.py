@@ -104,8 +104,8 @@ async def change_provider(conn: asyncpg.Connection, acting: Acting, provider_id:
     # Locks in the order every offer write takes them: the network's shares, the provider, its offers.
     await store.hold_sharing(conn, acting.tenant)
     current = await own_provider(conn, acting, provider_id)
-    new_azav = body.azav.model_dump(mode="json") if body.azav else None
-    if new_azav != current["azav"] and not await store.try_hold_imports(conn, provider_id):
+    recertified = (body.azav.model_dump(mode="json") if body.azav else None) != current["azav"]
+    if recertified and not await store.try_hold_imports(conn, provider_id):
         # the import checked its offers' qcg against the certification it read when it began
         raise Conflict("an import of this provider is running; change its certification once it is done")
     try:
@@ -113,7 +113,7 @@ async def change_provider(conn: asyncpg.Connection, acting: Acting, provider_id:
             await store.update_provider(conn, acting.tenant, provider_id, body)
     except asyncpg.UniqueViolationError:
         raise Conflict(f"a provider with external_id {body.external_id!r} exists") from None
-    if new_azav != current["azav"]:
+    if recertified:
         await revoke_qcg(conn, acting, [provider_id], datetime.now(UTC).date())
     return await _announce_provider(conn, acting.tenant, provider_id, PROVIDER_UPDATED)
 
@@ -123,8 +123,8 @@ async def revoke_qcg(conn: asyncpg.Connection, acting: Acting, provider_ids: lis
     """The providers' offers (None: the network's) that may no longer say qcg (the AZAV certification
     ended, was withdrawn or ends before a session starts) lose the flag, in the transaction that
     learnt it; the published ones are announced, so search stops finding them as fundable and
-    matching retracts them from demands that require funding. Answers how many."""
-    await store.hold_sharing(conn, acting.tenant)
+    matching retracts them from demands that require funding. Answers how many. The caller holds
+    the network's shares (store.hold_sharing), as every offer write does first."""
     revoked = await store.revoke_qcg(conn, acting.tenant, provider_ids, today)
     if not revoked:
         return 0
@@ -151,6 +151,7 @@ async def revoke_lapsed_qcg(pool: asyncpg.Pool, today: date | None = None) -> in
             async with tenant_transaction(pool, tenant) as conn:
                 system = Acting(tenant, SYSTEM_SUBJECT, None, "Bildungsraum")
                 await store.set_acting(conn, system)
+                await store.hold_sharing(conn, tenant)
                 revoked += await revoke_qcg(conn, system, None, today)
         except (asyncpg.PostgresError, OSError):
             log.exception("taking qcg from the offers of %s failed; the next round tries again", tenant)
@@ -248,8 +249,8 @@ async def get_offer(conn: asyncpg.Connection, acting: Acting, offer_id: uuid.UUI
 async def _own_offer(conn: asyncpg.Connection, acting: Acting, offer_id: uuid.UUID,
                      if_match: int | None) -> asyncpg.Record:
     """The offer, locked to commit so writes of one offer are serialised, checked for ownership
-    and against the version the writer last saw; the network's shares held too (store.hold_sharing)."""
-    await store.hold_sharing(conn, acting.tenant)
+    and against the version the writer last saw. The caller holds the network's shares first
+    (store.hold_sharing: shares, provider, offer is every write's lock order)."""
     row = await store.get_offer(conn, offer_id, lock=True)
     if row is None or row["tenant_id"] != acting.tenant:
         raise NotFound(f"offer {offer_id}")
@@ -279,6 +280,7 @@ async def change_offer(conn: asyncpg.Connection, acting: Acting, offer_id: uuid.
 
 async def withdraw_offer(conn: asyncpg.Connection, acting: Acting, offer_id: uuid.UUID,
                          if_match: int | None = None) -> dict:
+    await store.hold_sharing(conn, acting.tenant)
     current = await _own_offer(conn, acting, offer_id, if_match)
     if current["status"] == "withdrawn":
         return store.offer_state(current)
