@@ -56,7 +56,9 @@ class Event:
 
     @classmethod
     def from_record(cls, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> Event:
-        h = {k: v.decode("utf-8", "replace") for k, v in headers or []}
+        # A header may carry no value (Kafka allows it; Java clients send such), and a key any bytes:
+        # what cannot be read is the record's fault, dead-lettered, never the consumer's end.
+        h = {k: (v or b"").decode("utf-8", "replace") for k, v in headers or []}
         missing = [n for n in ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_tenant") if not h.get(n)]
         if missing:
             raise InvalidEvent(f"missing CloudEvents headers: {', '.join(missing)}")
@@ -71,8 +73,12 @@ class Event:
         sequence = h.get(SEQUENCE_HEADER)
         if sequence is not None and not (sequence.isascii() and sequence.isdigit()):
             raise InvalidEvent(f"ce_sequence must be a non-negative integer, not {sequence!r}")
+        try:
+            text_key = (key or b"").decode()
+        except UnicodeDecodeError as exc:
+            raise InvalidEvent(f"the record's key is not UTF-8: {exc}") from exc
         return cls(
-            type=h["ce_type"], source=h["ce_source"], tenant=h["ce_tenant"], key=(key or b"").decode(),
+            type=h["ce_type"], source=h["ce_source"], tenant=h["ce_tenant"], key=text_key,
             data=data, id=h["ce_id"], time=h.get("ce_time", ""),
             traceparent=h.get("traceparent") or new_traceparent(),
             sequence=int(sequence) if sequence is not None else None,

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Collection
 import asyncpg
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import KafkaTimeoutError
+from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.structs import OffsetAndMetadata
 
 from runtime import metrics
@@ -125,7 +125,7 @@ class EventConsumer:
         for record in records:
             try:
                 events.append(Event.from_record(record.key, record.value, record.headers))
-            except InvalidEvent:
+            except Exception:  # unreadable: process dead-letters it
                 continue
         try:
             await self._prepare(events)
@@ -145,6 +145,9 @@ class EventConsumer:
             validate(event)
         except InvalidEvent as exc:
             await self._dead_letter(record, str(exc))
+            return
+        except Exception as exc:  # a record shaped as no event should be: its fault, not the consumer's end
+            await self._dead_letter(record, f"unreadable record: {type(exc).__name__}: {exc}")
             return
         error, attempt, outage = "", 0, 0
         while True:
@@ -223,10 +226,17 @@ class EventConsumer:
         ]
         if self._producer is None:
             self._producer = await asyncio.to_thread(self._producer_factory)
-        future = self._producer.send(
-            dead_letter_topic(record.topic), key=record.key, value=record.value, headers=headers
-        )
-        await asyncio.to_thread(future.get, 15)
+        try:
+            await asyncio.to_thread(self._producer.send(
+                dead_letter_topic(record.topic), key=record.key, value=record.value, headers=headers).get, 15)
+        except MessageSizeTooLargeError:
+            # a record near the broker's limit has no room for the reasons: its place and reason go, the
+            # body stays in the source topic for its retention (dlq_source says where)
+            headers[-3] = ("dlq_error", f"{error[:2000]} (the record, {len(record.value or b'')} bytes,"
+                                        " was too large to dead-letter whole: read it at dlq_source)".encode())
+            await asyncio.to_thread(self._producer.send(
+                dead_letter_topic(record.topic), key=record.key, value=None,
+                headers=[h for h in headers if h[0].startswith("dlq_") or h[0].startswith("ce_")]).get, 15)
         metrics.EVENTS_CONSUMED.labels(self.name, "?", "dead_lettered").inc()
 
 
@@ -268,8 +278,14 @@ def replay_dead_letters(settings: ServiceSettings, topic: str, *, consumer: str 
                     if record.offset >= ends[tp]:
                         continue
                     headers = dict(record.headers or [])
-                    if consumer and headers.get("dlq_consumer", b"").decode() != consumer:
+                    if consumer and (headers.get("dlq_consumer") or b"").decode() != consumer:
                         sends.setdefault(tp, []).append((record.offset, None))  # not ours: passed over
+                        continue
+                    if record.value is None:  # too large to dead-letter whole: its body is at dlq_source
+                        log.error("not replaying %s/%d at offset %d: dead-lettered without its body (read it"
+                                  " at %s)", dlq, tp.partition, record.offset,
+                                  (headers.get("dlq_source") or b"?").decode(errors="replace"))
+                        sends.setdefault(tp, []).append((record.offset, None))
                         continue
                     future = producer.send(topic, key=record.key, value=record.value, headers=[
                         *((k, v) for k, v in record.headers or [] if not k.startswith("dlq_")),

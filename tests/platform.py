@@ -81,7 +81,7 @@ class Platform:
         consumer = KafkaConsumer(topic, bootstrap_servers=self.config.bootstrap, group_id=None,
                                  auto_offset_reset="earliest", consumer_timeout_ms=700)
         found = [(dict(r.headers)["ce_type"].decode(), json.loads(r.value)) for r in consumer
-                 if r.key.decode() == key]
+                 if r.key == key.encode()]  # (the poison test's keys need not be UTF-8)
         consumer.close()
         return found
 

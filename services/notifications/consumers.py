@@ -89,6 +89,7 @@ async def on_match_found(conn: asyncpg.Connection, event: Event, settings: Notif
         return
     offer = match["offer"]
     await set_tenant(conn, offer["tenant"])
+    await store.hold_provider(conn, offer["provider_id"])
     provider = await store.get_provider(conn, uuid.UUID(offer["provider_id"]))
     if provider is None:
         # The match came before the provider's registration: its deliveries are made when it comes.
@@ -132,6 +133,7 @@ async def on_match_retracted(conn: asyncpg.Connection, event: Event) -> None:
     """A match that no longer holds is not announced any more (a mail already sent stays sent)."""
     match_id = uuid.UUID(event.data["id"])
     await set_tenant(conn, event.data["offer"]["tenant"])
+    await store.hold_provider(conn, event.data["offer"]["provider_id"])
     await store.cancel_pending_for_match(conn, match_id)
     await store.forget_waiting_match(conn, match_id)
     await set_tenant(conn, event.data["tenant"])
@@ -167,6 +169,7 @@ def create_handlers(settings: NotificationsSettings) -> dict[str, EventHandler]:
     async def provider(conn: asyncpg.Connection, event: Event) -> None:
         state = event.data
         await set_tenant(conn, state["tenant"])
+        await store.hold_provider(conn, state["id"])
         if await store.upsert_provider(conn, state):
             stored = await store.get_provider(conn, uuid.UUID(state["id"]))
             created = False

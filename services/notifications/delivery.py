@@ -136,6 +136,34 @@ class SmtpSender:
             smtp.close()
 
 
+class AcceptedMarks:
+    """Where a worker notes that the SMTP server took a delivery's mail when PostgreSQL went away
+    before "accepted" was committed there: the task's retry, once the database is back, finds the
+    note and records the delivery as sent instead of sending it again. Redis, the Celery broker: the
+    retry cannot run without it either. Kept a week, longer than any retry waits."""
+
+    TTL_SECONDS = 7 * 24 * 3600
+
+    def __init__(self, redis_url: str) -> None:
+        from redis.asyncio import Redis
+
+        self._redis = Redis.from_url(redis_url)
+
+    @staticmethod
+    def _key(delivery_id: uuid.UUID) -> str:
+        return f"notifications:accepted:{delivery_id}"
+
+    async def remember(self, delivery_id: uuid.UUID, attempt: int) -> None:
+        await self._redis.set(self._key(delivery_id), attempt, ex=self.TTL_SECONDS)
+
+    async def recall(self, delivery_id: uuid.UUID) -> int | None:
+        attempt = await self._redis.get(self._key(delivery_id))
+        return int(attempt) if attempt is not None else None
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
 def _delivery_state(row: asyncpg.Record) -> dict:
     subject = row["match_id"] or row["id"]
     return {
@@ -160,19 +188,20 @@ async def _publish(conn: asyncpg.Connection, row: asyncpg.Record) -> None:
 
 async def deliver(
     settings: NotificationsSettings, pool: asyncpg.Pool, sender: SmtpSender, delivery_id: uuid.UUID,
-    tenant_id: str | None = None, *, now: datetime | None = None,
+    tenant_id: str | None = None, *, now: datetime | None = None, marks: AcceptedMarks | None = None,
 ) -> Result:
     async with pool.acquire() as conn, conn.transaction():
         # Not waiting for this commit's flush to disk: lost in a PostgreSQL crash, it is done again on
         # the next try, and the mail does not go twice, because the "accepted" mark is committed
         # (and flushed) on its own the moment the server answers 250.
         await conn.execute("SET LOCAL synchronous_commit = off")
-        return await _deliver_locked(conn, pool, settings, sender, delivery_id, tenant_id, now or datetime.now(UTC))
+        return await _deliver_locked(conn, pool, settings, sender, delivery_id, tenant_id, now or datetime.now(UTC),
+                                     marks)
 
 
 async def _deliver_locked(
     conn: asyncpg.Connection, pool: asyncpg.Pool, settings: NotificationsSettings, sender: SmtpSender,
-    delivery_id: uuid.UUID, tenant_id: str | None, now: datetime,
+    delivery_id: uuid.UUID, tenant_id: str | None, now: datetime, marks: AcceptedMarks | None,
 ) -> Result:
     tenant = tenant_id or await store.delivery_tenant(conn, delivery_id)
     if tenant is None:
@@ -188,6 +217,10 @@ async def _deliver_locked(
         # The server took this mail and the worker died before committing: done, not sent again.
         return await _sent(conn, d, d["accepted_attempt"],
                            "vom Mailserver angenommen; Abschluss nach Neustart des Workers")
+    if marks is not None and (taken := await marks.recall(d["id"])) is not None:
+        # The server took it and PostgreSQL went away before "accepted" was durable: done, not sent again.
+        # (Asked whether or not an attempt is logged as started: that log line is not flushed at once.)
+        return await _sent(conn, d, taken, "vom Mailserver angenommen; Abschluss nach Ausfall der Datenbank")
     if d["next_attempt_at"] > d["db_now"] + NOT_DUE_SLACK:
         return Result("not_due")
     if d["interrupted"]:
@@ -215,7 +248,12 @@ async def _deliver_locked(
             if failure.temporary:
                 return await _temporary(conn, settings, d, attempt, failure)
             return await _fail(conn, d, attempt, failure)
-        await accepted.commit()
+        try:
+            await accepted.commit()
+        except BaseException:
+            if marks is not None:  # the server has the mail; the retry must learn it somewhere
+                await marks.remember(d["id"], attempt)
+            raise
     note = "; ".join(f"{rcpt}: {code} {msg!r}" for rcpt, (code, msg) in refused.items()) or None
     return await _sent(conn, d, attempt, note)
 

@@ -211,6 +211,15 @@ async def reopen_cancelled(conn: asyncpg.Connection, match_id: uuid.UUID, match:
     return row["reopened"], row["told"]
 
 
+async def hold_provider(conn: asyncpg.Connection, provider_id: uuid.UUID | str) -> None:
+    """Until the transaction ends: a match waiting for its provider, the provider's arrival and a
+    match's retraction take turns (two consumer processes). Else a match could be parked while the
+    provider's arrival looked for parked matches, and never be mailed; or the arrival could make a
+    retracted match's mail while the retraction looked for mails to cancel."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('notifications-provider'), hashtext($1))",
+                       str(provider_id))
+
+
 async def wait_for_provider(conn: asyncpg.Connection, row: dict[str, Any]) -> None:
     await conn.execute(
         "INSERT INTO waiting_matches (match_id, provider_id, tenant_id, demand_id, demand_tenant, payload, traceparent)"

@@ -22,7 +22,7 @@ from celery import Celery, signals
 
 from runtime.db import create_pool
 from runtime.logs import configure_logging
-from services.notifications.delivery import SmtpSender, deliver
+from services.notifications.delivery import AcceptedMarks, SmtpSender, deliver
 from services.notifications.digests import collect_digests
 from services.notifications.settings import NotificationsSettings
 
@@ -72,7 +72,7 @@ def create_celery(settings: NotificationsSettings) -> Celery:
         for n, (delivery_id, tenant_id) in enumerate(items):
             try:
                 result = res.loop.run_until_complete(deliver(settings, res.pool, res.sender, uuid.UUID(delivery_id),
-                                                             tenant_id))
+                                                             tenant_id, marks=res.marks))
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 if self.request.retries >= INFRA_MAX_RETRIES:
                     raise
@@ -97,6 +97,7 @@ class _Resources:
         self.loop = asyncio.new_event_loop()
         self.pool = self.loop.run_until_complete(create_pool(settings, min_size=1, max_size=2))
         self.sender = SmtpSender(settings)
+        self.marks = AcceptedMarks(settings.redis_url)
 
 
 _resources: dict[int, _Resources] = {}

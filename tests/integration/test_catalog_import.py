@@ -46,7 +46,7 @@ def _import(platform: Platform, provider_id: str, body: bytes, user: str = USER)
 def _offer_events(platform: Platform, offer_ids: set[str]) -> int:
     consumer = KafkaConsumer(OFFERS_TOPIC, bootstrap_servers=platform.config.bootstrap, group_id=None,
                              auto_offset_reset="earliest", consumer_timeout_ms=1000)
-    count = sum(1 for r in consumer if r.key.decode() in offer_ids)
+    count = sum(1 for r in consumer if (r.key or b"").decode(errors="replace") in offer_ids)
     consumer.close()
     return count
 

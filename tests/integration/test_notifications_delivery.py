@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -31,7 +32,7 @@ import pytest
 import redis
 from aiosmtpd.controller import Controller
 
-from contracts import MATCH_FOUND, PROVIDER_REGISTERED, PROVIDER_UPDATED, TENANT_CREATED
+from contracts import MATCH_FOUND, MATCH_RETRACTED, PROVIDER_REGISTERED, PROVIDER_UPDATED, TENANT_CREATED
 from deploy.local.smtp_sink import SmtpSink
 from deploy.local.stack import stack_slot
 from runtime.auth import Principal
@@ -498,6 +499,61 @@ async def test_match_before_provider_is_sent_when_the_provider_arrives(system):
     await status_becomes(system.pool, T_A, delivery_id_of(event, "spaet@anbieter.example"), "sent")
 
 
+async def _open_handling(pool: asyncpg.Pool, handlers: dict, event: Event) -> tuple:
+    """``handle``'s work for one event, its transaction left open: (connection, transaction)."""
+    conn = await pool.acquire()
+    tx = conn.transaction()
+    await tx.start()
+    await conn.execute("INSERT INTO inbox (consumer, event_id, event_type) VALUES ('notifications', $1, $2)",
+                       event.id, event.type)
+    await set_tenant(conn, event.tenant)
+    await handlers[event.type](conn, event)
+    return conn, tx
+
+
+async def test_a_match_parked_while_its_provider_arrives_in_another_process_is_mailed(system):
+    """Two notifications processes: one parks a match whose provider it does not know yet, the other
+    applies the provider's registration at that moment. The registration must wait for the parked
+    match (and then mail it), not miss it: before, it looked for parked matches while the park was
+    not committed, and the match was never mailed."""
+    provider_id = str(uuid.uuid4())
+    event = match_event(provider_id)
+    parking, parked = await _open_handling(system.pool, system.handlers, event)  # not committed yet
+    try:
+        arriving = asyncio.create_task(handle(system.pool, system.handlers,
+                                              provider_event(T_A, provider_id, [address_of(provider_id)])))
+        await asyncio.sleep(0.5)  # the arrival runs while the park is open
+        await parked.commit()
+    finally:
+        await system.pool.release(parking)
+    await arriving
+    await status_becomes(system.pool, T_A, delivery_id_of(event), "sent")
+    assert len(mails_for(system.sink, event.data["id"])) == 1
+
+
+async def test_a_match_retracted_while_its_provider_arrives_in_another_process_is_not_mailed(system):
+    """The arrival makes the parked match's mail while, in another process, the match is retracted:
+    the retraction must cancel that mail, not miss it (it looked for mails before the arrival's were
+    committed, and a retracted match was mailed)."""
+    provider_id = str(uuid.uuid4())
+    # a demand of another network: the retraction's look in the demand's tenant comes too late to help
+    found = match_event(provider_id, demand_tenant=T_B, offer_tenant=T_A)
+    await handle(system.pool, system.handlers, found)  # parked: its provider is not known yet
+    retracted = Event(MATCH_RETRACTED, "matching", found.tenant, found.key, found.data | {"status": "retracted"})
+    arriving, arrived = await _open_handling(system.pool, system.handlers,
+                                             provider_event(T_A, provider_id, [address_of(provider_id)]))
+    try:
+        retracting = asyncio.create_task(handle(system.pool, system.handlers, retracted))
+        await asyncio.sleep(0.5)  # the retraction runs while the arrival's mail is not committed
+        await arrived.commit()
+    finally:
+        await system.pool.release(arriving)
+    await retracting
+    row = await status_becomes(system.pool, T_A, delivery_id_of(found), "cancelled")
+    await asyncio.sleep(1.0)  # time for a wrong mail to arrive
+    assert row is not None and mails_for(system.sink, found.data["id"]) == []
+
+
 async def test_older_provider_version_does_not_overwrite(system):
     provider_id = str(uuid.uuid4())
     await handle(system.pool, system.handlers, provider_event(
@@ -755,6 +811,43 @@ async def test_killed_between_smtp_250_and_the_accepted_commit_the_copy_has_the_
     assert len(mails) == 2 and mails[0]["Message-ID"] == mails[1]["Message-ID"]
     outcomes = [r["outcome"] for r in await attempt_log(system.pool, T_A, delivery_id_of(event))]
     assert outcomes == ["interrupted", "sent"]
+
+
+def _drop_open_transactions(settings: NotificationsSettings) -> None:
+    """PostgreSQL gone for the worker: every session of the notifications database that is inside a
+    transaction (the worker's, waiting for the server's 250) is terminated. From the SMTP server's
+    thread, so on a thread of its own with its own event loop."""
+    async def terminate() -> int:
+        conn = await asyncpg.connect(settings.postgres_admin_url, database=settings.database_name)
+        try:
+            return await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND state = 'idle in transaction' AND pid <> pg_backend_pid()")
+        finally:
+            await conn.close()
+
+    done: list[int] = []
+    thread = threading.Thread(target=lambda: done.append(asyncio.run(terminate())))
+    thread.start()
+    thread.join(10)
+    assert done and done[0] >= 1, "no worker transaction was open while the server kept the mail"
+
+
+async def test_postgres_gone_between_smtp_250_and_the_accepted_commit_sends_once(system):
+    """The server has kept the mail, and PostgreSQL goes away before the worker commits "accepted"
+    (its sessions are terminated once the mail is kept, before the 250 goes out). The task's retry
+    must not send it again: the worker noted the acceptance in Redis, and the retry records the
+    delivery as sent. Before, the retry found only a started attempt and sent the mail a second time."""
+    event = match_event(await new_provider(system))
+    system.sink.handler.on_kept = lambda: _drop_open_transactions(system.settings)
+    try:
+        await handle(system.pool, system.handlers, event)
+        row = await status_becomes(system.pool, T_A, delivery_id_of(event), "sent", 30)
+    finally:
+        system.sink.handler.on_kept = None
+    await asyncio.sleep(1.0)  # time for a wrongly repeated send to arrive
+    assert len(mails_for(system.sink, event.data["id"])) == 1
+    assert [r["outcome"] for r in await attempt_log(system.pool, T_A, row["id"])] == ["sent"]
 
 
 # ---- SMTP answers ------------------------------------------------------------------------------

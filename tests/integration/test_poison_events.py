@@ -43,7 +43,7 @@ def test_poison_offers_go_to_the_dead_letter_topic_and_matching_goes_on(platform
 
     def all_dead() -> bool:
         for record in dlq:
-            dead[record.key.decode()] = {k: v.decode() for k, v in record.headers}
+            dead[(record.key or b"").decode(errors="replace")] = {k: (v or b"").decode() for k, v in record.headers}
         return all(event_id in dead for event_id, _, _ in poison.values())
 
     wait_until("every poison event in the dead-letter topic", all_dead, timeout=30)
@@ -84,14 +84,16 @@ MALFORMED = {
     "no tenant": (b"{}", lambda i, t: [h for h in _headers(i, t) if h[0] != "ce_tenant"], "ce_tenant"),
     "bad sequence": (b"{}", lambda i, t: [*_headers(i, t), ("ce_sequence", b"-1")], "ce_sequence"),
     "nested too deep": (b'{"a":' * 5000 + b"1" + b"}" * 5000, _headers, "payload is not JSON"),
+    "key not UTF-8": (b"{}", _headers, "key is not UTF-8"),
 }
+KEYS = {"key not UTF-8": b"\xff\xfe\xfd"}  # the record's key where it is not the event id
 SCHEMA_INVALID = b'{"id": 7, "tenant": []}'  # breaks every event type's schema
 
 
 def _last_record(platform: Platform, topic: str, key: str) -> ConsumerRecord | None:
     consumer = KafkaConsumer(topic, bootstrap_servers=platform.config.bootstrap, group_id=None,
                              auto_offset_reset="earliest", consumer_timeout_ms=700)
-    found = [r for r in consumer if r.key is not None and r.key.decode() == key]
+    found = [r for r in consumer if r.key == key.encode()]
     consumer.close()
     return found[-1] if found else None
 
@@ -152,9 +154,9 @@ def test_every_consumer_dead_letters_poison_of_every_type_it_handles_and_goes_on
             producer.send(topic, key=key, value=value, headers=headers, partition=partition).get(10)
 
         some_type = sorted(set.union(*handlers.values()))[0]
-        for value, headers, reason in MALFORMED.values():
+        for name, (value, headers, reason) in MALFORMED.items():
             event_id = str(uuid.uuid4())
-            send(value, headers(event_id, some_type), event_id.encode())
+            send(value, headers(event_id, some_type), KEYS.get(name, event_id.encode()))
             malformed[event_id] = (topic, reason)
         for event_type in sorted(set.union(*handlers.values())):
             event_id = str(uuid.uuid4())
@@ -177,7 +179,7 @@ def test_every_consumer_dead_letters_poison_of_every_type_it_handles_and_goes_on
         dlq = KafkaConsumer(dead_letter_topic(topic), bootstrap_servers=platform.config.bootstrap,
                             auto_offset_reset="earliest", consumer_timeout_ms=2000, group_id=None)
         for record in dlq:
-            headers = {k: v.decode(errors="replace") for k, v in record.headers}
+            headers = {k: (v or b"").decode(errors="replace") for k, v in record.headers}
             dead[headers.get("ce_id", ""), headers["dlq_consumer"]] = headers["dlq_error"]
         dlq.close()
     for event_id, (topic, reason) in malformed.items():

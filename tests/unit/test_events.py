@@ -33,6 +33,12 @@ def test_unreadable_records_are_invalid_events() -> None:
         Event.from_record(b"k", b"{}", [("ce_id", b"1")])
     with pytest.raises(InvalidEvent, match="unknown event type"):
         validate(Event("de.bildungsraum.nothing.v9", "x", "x", "x", {}))
+    # valid Kafka that kafka-python does not send but Java clients do: a header without a value (read
+    # as absent), and any bytes as the key. Before, each stopped the consumer for good.
+    with pytest.raises(InvalidEvent, match="ce_tenant"):
+        Event.from_record(b"k", b"{}", [(k, None if k == "ce_tenant" else v) for k, v in headers])
+    with pytest.raises(InvalidEvent, match="key is not UTF-8"):
+        Event.from_record(b"\xff\xfe", b"{}", headers)
 
 
 def test_every_event_type_has_a_schema_and_a_constant() -> None:
