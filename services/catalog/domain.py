@@ -105,7 +105,9 @@ class Funding(StrictModel):
 
 class Visibility(StrictModel):
     scope: Literal["home", "networks", "all"] = "home"
-    networks: list[str] = Field(default_factory=list)
+    # network ids only: "*" here read as "every network" in search but as a network of that name in
+    # matching, and a string of any length was stored
+    networks: list[Annotated[str, Field(pattern=TENANT_SLUG)]] = Field(default_factory=list, max_length=100)
 
     @model_validator(mode="after")
     def _networks_match_scope(self) -> Visibility:

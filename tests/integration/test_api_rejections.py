@@ -66,6 +66,19 @@ def test_wrong_types_are_422_naming_each_field(platform: Platform, provider: dic
     assert {"body.title", "body.participants", "body.employer", "body.formats"} <= fields
 
 
+@pytest.mark.parametrize("networks", [["*"], ["Lüneburg"], ["x" * 300], ["lueneburg"] * 101])
+def test_an_offer_shared_with_something_not_a_network_is_422(platform: Platform, provider: dict,
+                                                              networks: list[str]) -> None:
+    """Only network ids: "*" was stored and read as "every network" by search, as a network of that
+    name by matching."""
+    before = _offer_count(platform)
+    body = offer_body(provider["id"], visibility={"scope": "networks", "networks": networks})
+    with platform.client("catalog", PROVIDER) as api:
+        problem = _assert_problem(api.post("/v1/offers", json=body), 422)
+    assert {e["field"] for e in problem["errors"]} & {"body.visibility.networks", "body.visibility.networks.0"}
+    assert _offer_count(platform) == before
+
+
 def test_search_rejects_bad_query_parameters(platform: Platform) -> None:
     with platform.client("catalog", PROVIDER) as api:
         problem = _assert_problem(api.get("/v1/offers", params={"radius_km": 5, "lat": 53.2, "lon": 10.4}), 422)

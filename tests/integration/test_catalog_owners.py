@@ -117,6 +117,41 @@ def test_row_level_security_refuses_writes_for_other_providers(platform: Platfor
     assert asyncio.run(update_as(alice["provider"]["id"])) == "UPDATE 1"
 
 
+def test_the_database_refuses_a_sharing_change_but_by_a_network_wide_role(platform: Platform, alice: dict) -> None:
+    """Even a write path that forgets the route's role check cannot change the network's default
+    shares for a provider's user; a network-wide role can, and an offer write still reads the row."""
+    dsn = platform.config.service_admin_url("catalog")
+
+    async def as_acting(acting: str | None, statement: str) -> str:
+        conn = await asyncpg.connect(dsn)
+        try:
+            async with conn.transaction():
+                await conn.execute("SET LOCAL ROLE br_catalog_app")
+                await conn.execute("SELECT set_config('app.tenant_id', $1, true)", TENANT)
+                if acting is not None:
+                    await conn.execute("SELECT set_config('app.acting_providers', $1, true)", acting)
+                await conn.execute("INSERT INTO network_sharing (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                                   TENANT)
+                answer = await conn.execute(statement)
+                raise _RolledBack(answer)  # nothing kept: the test's networks stay as they are
+        except _RolledBack as done:
+            return str(done)
+        finally:
+            await conn.close()
+
+    share = "UPDATE network_sharing SET networks = '{hellweg-hochsauerland}'"
+    for acting in (alice["provider"]["id"], None, ""):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="network-wide role"):
+            asyncio.run(as_acting(acting, share))
+    assert asyncio.run(as_acting("*", share)) == "UPDATE 1"
+    held = "SELECT networks FROM network_sharing WHERE tenant_id = current_setting('app.tenant_id') FOR SHARE"
+    assert asyncio.run(as_acting(alice["provider"]["id"], held)) == "SELECT 1"
+
+
+class _RolledBack(Exception):
+    pass
+
+
 def test_qcg_needs_azav_and_more_than_120_hours(platform: Platform, alice: dict) -> None:
     qcg = {"bildungsgutschein": True, "qcg": True, "aufstiegsbafoeg": False}
     with platform.client("catalog", ALICE) as api:

@@ -5,7 +5,6 @@ two really waited for the other. In-process, on a catalog database of the test's
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import date, timedelta
 
@@ -16,7 +15,7 @@ from runtime.db import tenant_transaction
 from runtime.errors import Conflict
 from services.catalog import handlers, store
 from services.catalog.domain import Acting, OfferIn, ProviderIn, RuleBroken
-from tests.integration.test_catalog_sharing_race import _waits_for_a_lock
+from tests.integration.catalog_setup import first_holds_second_waits
 
 TENANT = "lueneburg"
 ADMIN = Acting(TENANT, "network-admin", None)
@@ -43,27 +42,6 @@ async def _new_provider(pool: asyncpg.Pool) -> uuid.UUID:
     return uuid.UUID(provider["id"])
 
 
-async def _first_holds_second_waits(pool: asyncpg.Pool, first, second) -> object:
-    """``first`` in a transaction left open until ``second`` (another transaction) waits for a lock;
-    then ``first`` commits, and ``second``'s outcome (or its exception) is answered."""
-    conn = await pool.acquire()
-    tx = conn.transaction()
-    await tx.start()
-    try:
-        await conn.execute("SELECT set_config('app.tenant_id', $1, true)", TENANT)
-        await store.set_acting(conn, ADMIN)
-        await first(conn)
-        waiting = asyncio.create_task(second())
-        await _waits_for_a_lock(pool, waiting)
-        await tx.commit()
-        try:
-            return await waiting
-        except RuleBroken as exc:
-            return exc
-    finally:
-        await pool.release(conn)
-
-
 async def _in_own_transaction(pool: asyncpg.Pool, write):
     async with tenant_transaction(pool, TENANT) as conn:
         await store.set_acting(conn, ADMIN)
@@ -78,11 +56,12 @@ async def _funding_of(pool: asyncpg.Pool, provider_id: uuid.UUID) -> list[bool]:
 
 async def test_an_offer_written_while_its_provider_loses_azav_is_refused_its_qcg(catalog_pool) -> None:
     provider_id = await _new_provider(catalog_pool)
-    outcome = await _first_holds_second_waits(
-        catalog_pool,
-        lambda conn: handlers.change_provider(conn, ADMIN, provider_id, _provider(WITHDRAWN)),
-        lambda: _in_own_transaction(catalog_pool, lambda c: handlers.publish_offer(c, ADMIN, _funded(provider_id))))
-    assert isinstance(outcome, RuleBroken) and outcome.field == "funding.qcg"
+    with pytest.raises(RuleBroken) as refused:
+        await first_holds_second_waits(
+            catalog_pool, ADMIN,
+            lambda conn: handlers.change_provider(conn, ADMIN, provider_id, _provider(WITHDRAWN)),
+            lambda: _in_own_transaction(catalog_pool, lambda c: handlers.publish_offer(c, ADMIN, _funded(provider_id))))
+    assert refused.value.field == "funding.qcg"
     assert await _funding_of(catalog_pool, provider_id) == []
 
 
@@ -102,8 +81,8 @@ async def test_a_provider_losing_azav_while_an_offer_is_written_takes_its_qcg(ca
         else:
             await handlers.change_offer(conn, ADMIN, offer_id, _funded(provider_id))
 
-    await _first_holds_second_waits(
-        catalog_pool, writing,
+    await first_holds_second_waits(
+        catalog_pool, ADMIN, writing,
         lambda: _in_own_transaction(catalog_pool, lambda c: handlers.change_provider(
             c, ADMIN, provider_id, _provider(WITHDRAWN))))
     assert await _funding_of(catalog_pool, provider_id) == [False]

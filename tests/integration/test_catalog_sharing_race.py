@@ -7,7 +7,6 @@ database of the test's own."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import uuid
 
@@ -17,7 +16,7 @@ import orjson
 from runtime.db import tenant_transaction
 from services.catalog import handlers, importing, openqcat, store
 from services.catalog.domain import Acting, SharingIn
-from tests.integration.catalog_setup import act_as_the_import_for_a_new_provider
+from tests.integration.catalog_setup import act_as_the_import_for_a_new_provider, first_holds_second_waits
 from tests.integration.test_catalog_import_order import _file, _offer
 from tests.integration.test_catalog_search_pages import _offer as _api_offer
 
@@ -25,29 +24,9 @@ TENANT, PARTNER = "lueneburg", "hellweg-hochsauerland"
 ADMIN = Acting(TENANT, "network-admin", None)
 
 
-async def _waits_for_a_lock(pool: asyncpg.Pool, task: asyncio.Task) -> None:
-    """Until a backend waits for a lock (the write behind the sharing change), or fail."""
-    for _ in range(100):
-        assert not task.done(), "the write did not wait for the sharing change"
-        if await pool.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("no write waited for the sharing change")
-
-
 async def _written_during_a_sharing_change(pool: asyncpg.Pool, write) -> None:
-    change = await pool.acquire()
-    tx = change.transaction()
-    await tx.start()
-    try:
-        await change.execute("SELECT set_config('app.tenant_id', $1, true)", TENANT)
-        await handlers.set_sharing(change, ADMIN, SharingIn(networks=[PARTNER]))  # not committed yet
-        writing = asyncio.create_task(write())
-        await _waits_for_a_lock(pool, writing)
-        await tx.commit()
-        await writing
-    finally:
-        await pool.release(change)
+    await first_holds_second_waits(pool, ADMIN, lambda change: handlers.set_sharing(
+        change, ADMIN, SharingIn(networks=[PARTNER])), write)
 
 
 async def _seen_by(pool: asyncpg.Pool, offer_id: uuid.UUID) -> tuple[list[str], dict]:
