@@ -9,7 +9,8 @@ staged, by when its dated instances (which follow their offer in the files seen)
 that held is checked when the file is read: if an instance came later than that, or a PRODUCT_ID
 twice, everything is undone to a savepoint and the file is read again and applied only once it is
 read whole (the result is the same, only slower). UPDATE_CATALOG is always applied that way, since
-its DELETE part needs the whole file first."""
+its DELETE part needs the whole file first. UPDATE_CATALOG and the national search's pages are
+deliveries of changes: an offer keeps the dated sessions they do not name (``DELTA_MODES``)."""
 
 from __future__ import annotations
 
@@ -198,6 +199,35 @@ _REPEATED_INSTANCE = ("EXISTS (SELECT 1 FROM import_staging d WHERE d.kind = 'in
                       " AND d.product_id = i.product_id AND d.seq <> i.seq)")
 
 
+DELTA_MODES = ("UPDATE_CATALOG", "WBSUCHE")  # deliveries of changes: an offer keeps what they do not say
+# what an offer's record holds of it, as the file gives it (OfferIn's fields but those of the import)
+_KNOWN_FIELDS = ("external_id", "title", "description", "skills", "esco_skills", "occupation_codes", "qualification",
+                 "format", "schedule", "hours", "price_eur", "funding", "measure_number", "url", "language")
+
+
+async def _known_courses(conn: asyncpg.Connection, staging: _Staging, provider_id: uuid.UUID) -> None:
+    """A delivery of changes may bring dated sessions of a course an earlier delivery brought
+    ("Termine angelegt oder aktualisiert"): the provider's offer of that id is staged as a record
+    of its own, as it stands (status and visibility too), so that the sessions are added to it."""
+    named = [r["course_id"] for r in await conn.fetch(
+        "SELECT DISTINCT i.course_id FROM import_staging i WHERE i.kind = 'instance' AND NOT EXISTS"
+        " (SELECT 1 FROM import_staging o WHERE o.kind IN ('offer', 'rejected') AND o.product_id = i.course_id)")]
+    if not named:
+        return
+    ids = [r["id"] for r in await conn.fetch(
+        "SELECT id FROM offers WHERE provider_id = $1 AND external_id = ANY($2::text[]) AND status <> 'withdrawn'"
+        " ORDER BY external_id", provider_id, named)]
+    rows = []
+    for offer in map(store.offer_state, await store.get_offers(conn, ids)):
+        staging.seq += 1
+        data = {k: offer[k] for k in _KNOWN_FIELDS} | {
+            "_known": {"status": offer["status"], "visibility": offer["own_visibility"]}}
+        rows.append((staging.seq, "offer", offer["external_id"], None, "(an offer of an earlier delivery)",
+                     orjson.dumps(data).decode()))
+    if rows:
+        await conn.copy_records_to_table("import_staging", records=rows)
+
+
 async def _orphans(conn: asyncpg.Connection, report: ImportReport) -> None:
     """Dated instances no offer takes: one naming no offer of the file, and every copy of one whose
     PRODUCT_ID the file holds twice (it would have given its date twice, or to two courses)."""
@@ -251,12 +281,28 @@ async def _delete_section(conn: asyncpg.Connection, acting: Acting, provider_id:
             report.count("deleted", row["product_id"])
 
 
-def _offer_body(row: asyncpg.Record, provider_id: uuid.UUID, status: str, visibility: dict) -> OfferIn:
+def _offer_body(row: asyncpg.Record, provider_id: uuid.UUID, status: str, visibility: dict,
+                kept: list[dict] | None = None) -> OfferIn:
+    """The offer a staged record gives. ``kept``: in a delivery of changes (UPDATE_CATALOG, the
+    national search's pages), the sessions the offer has already; the file's dated sessions are
+    added to them, each replacing the one of its id, and an offer the file sends without any keeps
+    its own (its dated sessions leave by UPDATE_CATALOG's DELETE)."""
     data = orjson.loads(row["data"])
     own = data.pop("_own_session", None)
+    known = data.pop("_known", None)  # an offer of an earlier delivery, named by dated sessions of this one
+    if known:
+        status, visibility = known["status"], known["visibility"]
     sessions = [{k: v for k, v in orjson.loads(s).items() if not k.startswith("_")} for s in row["instances"]]
-    if not sessions and own:
-        sessions = [{k: v for k, v in own.items() if not k.startswith("_")}]
+    own = {k: v for k, v in own.items() if not k.startswith("_")} if own else None
+    if kept is not None:
+        merged = {session.get("external_id") or f"#{n}": session for n, session in enumerate(kept)}
+        # its own date (SERVICE_DATE) where it has no others, or in place of the one it gave before
+        given = sessions or ([own] if own and (not kept or own.get("external_id") in merged) else [])
+        for n, session in enumerate(given):
+            merged[session.get("external_id") or f"+{n}"] = session
+        sessions = list(merged.values())
+    elif not sessions and own:
+        sessions = [own]
     if not sessions:
         raise RuleBroken("sessions", "no date: neither the offer's SERVICE_DATE nor a dated instance")
     # in date order, whatever the file's: an export listing the same dates in another order changes nothing
@@ -315,13 +361,19 @@ _STAGED_OFFERS = (
     " FROM import_staging s WHERE s.kind = 'offer' AND s.seq > $1 AND s.seq <= $2 ORDER BY s.seq LIMIT $3")
 
 
-async def _read_batch(conn: asyncpg.Connection, provider_id: uuid.UUID, after: int, upto: int
-                      ) -> tuple[list[asyncpg.Record], dict[str, asyncpg.Record]]:
+async def _read_batch(conn: asyncpg.Connection, provider_id: uuid.UUID, after: int, upto: int, delta: bool
+                      ) -> tuple[list[asyncpg.Record], dict[str, asyncpg.Record], dict[str, list[dict]]]:
+    """The batch's staged offers, the provider's offers of the same ids, and (``delta``: a delivery
+    of changes) those offers' sessions by id."""
     rows = await conn.fetch(_STAGED_OFFERS, after, upto, BATCH)
     existing = {r["external_id"]: r for r in await conn.fetch(
         "SELECT id, external_id, import_hash, status, version FROM offers WHERE provider_id = $1"
         " AND external_id = ANY($2::text[])", provider_id, [r["product_id"] for r in rows])} if rows else {}
-    return rows, existing
+    sessions: dict[str, list[dict]] = {}
+    if delta and existing:
+        for offer in await store.get_offers(conn, [r["id"] for r in existing.values() if r["status"] != "withdrawn"]):
+            sessions[offer["external_id"]] = store.offer_state(offer)["sessions"]
+    return rows, existing, sessions
 
 
 @dataclass(frozen=True)
@@ -336,7 +388,7 @@ class _Writing:
 
 
 async def _prepare(rows: list[asyncpg.Record], existing: dict[str, asyncpg.Record], writing: _Writing,
-                   report: ImportReport) -> _Batch:
+                   report: ImportReport, kept: dict[str, list[dict]] | None = None) -> _Batch:
     """Validate a batch's offers and sort them into new, changed and unchanged; the new ones' rows
     and events are built here too, so that the batch's statements follow each other without Python
     work between them (which left PostgreSQL waiting a fifth of an import). Yields to the event loop
@@ -353,7 +405,8 @@ async def _prepare(rows: list[asyncpg.Record], existing: dict[str, asyncpg.Recor
             report.reject(product_id, row["place"], "PRODUCT_ID appears more than once in the file")
             continue
         try:
-            body = _offer_body(row, provider["id"], status, writing.visibility)
+            body = _offer_body(row, provider["id"], status, writing.visibility,
+                               kept.get(product_id) if kept is not None else None)
             if body.funding.qcg:
                 try:
                     check_funding(body, provider["azav"], today)
@@ -378,7 +431,7 @@ async def _prepare(rows: list[asyncpg.Record], existing: dict[str, asyncpg.Recor
         elif current["status"] == "withdrawn":  # as the API: a withdrawn offer stays withdrawn
             report.reject(product_id, row["place"], "this offer was withdrawn and is not published again;"
                                                     " give the course a new PRODUCT_ID to offer it anew")
-        elif current["import_hash"] == digest and current["status"] == status:
+        elif current["import_hash"] == digest and current["status"] == body.status:
             report.counts["unchanged"] += 1
         else:
             batch.updates.append((current["id"], body, digest))  # counted once written (_write)
@@ -437,6 +490,7 @@ class _Applier:
         self.read_to = 0  # the staging sequence through which offers are validated
         self.written = 0
         self.total = 0  # the offers in the file, once it is read
+        self.delta = False  # a delivery of changes (UPDATE_CATALOG, the national search's pages)
         self._pending: _Batch | None = None
 
     async def apply_through(self, upto: int, staged_offers: deque[int] | None = None) -> None:
@@ -452,12 +506,14 @@ class _Applier:
                 for _ in range(BATCH):
                     staged_offers.popleft()
             # One statement at a time on the connection: the next batch is read before the writes start.
-            rows, existing = await _read_batch(self.conn, self.writing.provider["id"], self.read_to, end)
+            rows, existing, kept = await _read_batch(self.conn, self.writing.provider["id"], self.read_to, end,
+                                                     self.delta)
             self.read_to = rows[-1]["seq"] if len(rows) == BATCH else max(end, self.read_to)
             previous, self._pending = self._pending, None
             writing = asyncio.ensure_future(self._write(previous))
             try:
-                self._pending = await _prepare(rows, existing, self.writing, self.report) if rows else None
+                self._pending = (await _prepare(rows, existing, self.writing, self.report, kept if self.delta else None)
+                                 if rows else None)
             finally:
                 await writing  # (also when validating failed: the connection is free before the caller rolls back)
             if staged_offers is None and len(rows) < BATCH:
@@ -521,6 +577,7 @@ async def _import(conn: asyncpg.Connection, writing: _Writing, records: Iterator
         await staging.create(applied_while_read=window is not None)
         while not staging.done:
             await staging.read_more()
+            applier.delta = report.mode in DELTA_MODES
             if window is None:
                 continue
             if report.mode == "UPDATE_CATALOG":
@@ -533,6 +590,8 @@ async def _import(conn: asyncpg.Connection, writing: _Writing, records: Iterator
     applier.total = report.offers_in_file
     if window is None:
         await staging.index()
+    if applier.delta:
+        await _known_courses(conn, staging, provider["id"])
     await _orphans(conn, report)
     if report.mode == "UPDATE_CATALOG":
         await _delete_section(conn, acting, provider["id"], applied)

@@ -159,3 +159,70 @@ async def test_one_who_may_not_import_for_a_provider_is_refused_at_once_during_i
     finally:
         await tx.rollback()
         await catalog_pool.release(running)
+
+
+def _update(new: list[str], deleted: tuple[str, ...] = ()) -> bytes:
+    """An UPDATE_CATALOG delivery (a "Differenzlieferung"): DELETE, then NEW."""
+    gone = "".join(f"<SERVICE><PRODUCT_ID>{p}</PRODUCT_ID></SERVICE>" for p in deleted)
+    return (f'<?xml version="1.0" encoding="utf-8"?><OPENQCAT version="1.1"><HEADER/><UPDATE_CATALOG>'
+            f"<DELETE>{gone}</DELETE><NEW>{''.join(new)}</NEW></UPDATE_CATALOG></OPENQCAT>").encode()
+
+
+async def test_an_update_delivery_changes_what_it_names_and_keeps_the_rest(catalog_pool: asyncpg.Pool) -> None:
+    """UPDATE_CATALOG creates or updates offers and dated sessions ("Bildungsangebote + Termine
+    angelegt oder aktualisiert"), and its DELETE removes: a course sent again without its dated
+    sessions keeps them; a dated session of a course of an earlier delivery is added to that course.
+    Before, the course was left with the file's sessions only (or its own date), and a dated session
+    of an earlier course was refused as naming no offer of the file."""
+    async with tenant_transaction(catalog_pool, TENANT) as conn:
+        provider_id = await act_as_the_import_for_a_new_provider(conn, TENANT)
+        await _import(conn, provider_id, _file([
+            _course("C", start=None), _instance("C-1", "C", "2031-02-01"), _instance("C-2", "C", "2031-03-01"),
+            _course("D")]))
+
+        renamed = await _import(conn, provider_id, _update([_course("C", start=None).replace("Kurs C", "Kurs C neu")]))
+        offers = await _offers(conn, provider_id)
+        assert renamed["counts"]["updated"] == 1 and renamed["rejected"] == []
+        assert offers["C"]["title"] == "Kurs C neu"
+        assert [s["external_id"] for s in offers["C"]["sessions"]] == ["C-1", "C-2"]
+
+        added = _update([_instance("C-3", "C", "2031-04-01"), _instance("C-2", "C", "2031-03-15")], deleted=("C-1",))
+        report = await _import(conn, provider_id, added)
+        offers = await _offers(conn, provider_id)
+        assert report["rejected"] == [] and report["counts"]["updated"] == 1
+        assert [(s["external_id"], s["start"]) for s in offers["C"]["sessions"]] == [
+            ("C-2", "2031-03-15"), ("C-3", "2031-04-01")]
+        assert offers["C"]["title"] == "Kurs C neu" and offers["D"]["status"] == "published"
+
+        events = await _events(conn, provider_id)
+        again = await _import(conn, provider_id, _update([_instance("C-3", "C", "2031-04-01")]))
+        assert not again["changed"] and again["counts"]["unchanged"] == 1
+        assert await _events(conn, provider_id) == events
+
+
+async def test_the_national_searchs_pages_add_up(catalog_pool: asyncpg.Pool) -> None:
+    """The national search answers in pages: one course's dated sessions can come on two. The second
+    page adds its sessions to the course; before, it replaced them, and importing the pages in turn
+    flipped the course back and forth, an event each time."""
+    import json
+
+    from services.catalog import wbsuche
+    from tests.integration.test_catalog_import_order import WBSUCHE
+
+    document = json.loads(WBSUCHE.read_bytes())
+    first, *rest = document["_embedded"]["termine"]
+    course = first["angebot"]["id"]
+    second = json.loads(json.dumps(first)) | {"id": 999000111, "beginn": first.get("beginn")}
+    second["beginn"] = None
+    second["bemerkungZeit"] = "<p>Starttermine: 04.01.2032</p>"
+    pages = [{"_embedded": {"termine": [first]}}, {"_embedded": {"termine": [second]}}]
+    async with tenant_transaction(catalog_pool, TENANT) as conn:
+        provider_id = await act_as_the_import_for_a_new_provider(conn, TENANT)
+        for page in (*pages, *pages):
+            await importing.import_catalogue(conn, ACTING, provider_id, lambda p=page: wbsuche.read(p))
+        offers = await _offers(conn, provider_id)
+        events = await _events(conn, provider_id)
+        await importing.import_catalogue(conn, ACTING, provider_id, lambda: wbsuche.read(pages[0]))
+        assert await _events(conn, provider_id) == events
+    sessions = offers[str(course)]["sessions"]
+    assert "2032-01-04" in [s["start"] for s in sessions] and len(sessions) > 1

@@ -188,13 +188,13 @@ async def test_an_offer_withdrawn_while_the_import_runs_stays_withdrawn(catalog_
                                        provider_id)
     read_batch = importing._read_batch
 
-    async def withdrawn_after_the_read(conn, provider, after, upto):
-        rows, existing = await read_batch(conn, provider, after, upto)
+    async def withdrawn_after_the_read(conn, provider, after, upto, delta):
+        rows, existing, kept = await read_batch(conn, provider, after, upto, delta)
         if "A" in existing:  # the window: the import has decided on A as it read it
             async with tenant_transaction(catalog_pool, TENANT) as other:
                 await store.set_acting(other, ACTING)
                 await handlers.withdraw_offer(other, ACTING, offer_id, if_match=existing["A"]["version"])
-        return rows, existing
+        return rows, existing, kept
 
     monkeypatch.setattr(importing, "_read_batch", withdrawn_after_the_read)
     changed = _file([_offer("A", "Schweißen MAG und WIG", "2031-02-01"), *FILLERS])
