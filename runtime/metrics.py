@@ -13,6 +13,4 @@ OUTBOX_PENDING = Gauge("outbox_pending_rows", "Outbox rows neither sent nor skip
 OUTBOX_OLDEST_PENDING_AGE = Gauge("outbox_oldest_pending_age_seconds", "Age of the oldest pending outbox row")
 OUTBOX_STUCK = Gauge("outbox_stuck_rows", "Pending outbox rows that failed at least 3 times")
 # Measured from the outbox table by the process that relays it (alerts: deploy/k8s/components/monitoring).
-OUTBOX_UNSENT = Gauge("outbox_unsent_rows", "Outbox rows not yet published")
-OUTBOX_OLDEST_UNSENT = Gauge("outbox_oldest_unsent_seconds", "Age of the oldest unpublished outbox row")
 OUTBOX_RECENT = Gauge("outbox_events_last_hour", "Events written to the outbox in the last hour", ["event_type"])

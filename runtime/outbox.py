@@ -156,6 +156,10 @@ class OutboxRelay(ListeningLoop):
         self._measured_at = 0.0
 
     async def acquire(self, conn: asyncpg.Connection) -> bool:
+        # Only the relay holding the lock measures the backlog: a replica waiting for it shows none,
+        # not what it last saw (alerts take the maximum over the replicas).
+        for gauge in (metrics.OUTBOX_PENDING, metrics.OUTBOX_OLDEST_PENDING_AGE, metrics.OUTBOX_STUCK):
+            gauge.set(0)
         while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext('outbox-relay'))"):
             if await self.sleep():
                 return False

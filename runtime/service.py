@@ -94,11 +94,6 @@ class ServiceRuntime:
         as a growing backlog, failed mail as delivery.failed events (alerts in deploy/k8s)."""
         while not self._stopping.is_set():
             try:
-                row = await self.pool.fetchrow(
-                    "SELECT count(*) AS unsent, coalesce(extract(epoch FROM now() - min(created_at)), 0) AS oldest"
-                    " FROM outbox WHERE sent_at IS NULL AND skipped_at IS NULL")
-                metrics.OUTBOX_UNSENT.set(row["unsent"])
-                metrics.OUTBOX_OLDEST_UNSENT.set(float(row["oldest"]))
                 recent = await self.pool.fetch(
                     "SELECT event_type, count(*) AS n FROM outbox"
                     " WHERE created_at > now() - interval '1 hour' GROUP BY event_type")

@@ -180,3 +180,30 @@ def test_the_realm_import_is_the_realm_of_deploy_keycloak() -> None:
                                                                      "provider", "employer"}
     else:
         assert imported == json.loads(source.read_text(encoding="utf-8")), "run `make k8s-realm`"
+
+
+def test_every_alert_reads_metrics_the_services_export_and_has_its_runbook_line() -> None:
+    """An alert on a metric nobody exports never fires, and one the runbook does not name leaves the
+    operator guessing (the README named three alerts that did not exist, and the backlog alert read a
+    second copy of the relay's gauge)."""
+    import re
+    from pathlib import Path
+
+    import yaml
+    from prometheus_client import REGISTRY
+
+    from runtime import metrics  # noqa: F401 - registers the services' metrics
+
+    root = Path(__file__).resolve().parents[2]
+    rules = [doc for doc in yaml.safe_load_all((root / "deploy/k8s/components/monitoring/monitoring.yaml").read_text())
+             if doc and doc["kind"] == "PrometheusRule"]
+    alerts = [rule for doc in rules for group in doc["spec"]["groups"] for rule in group["rules"]]
+    families = list(REGISTRY.collect())
+    exported = {family.name + ("_total" if family.type == "counter" else "") for family in families}
+    runbook = (root / "deploy/README.md").read_text()
+    ours = re.compile(r"\b((?:outbox|events|http)_[a-z_]+)\b")  # the services' own; kafka_* is Strimzi's exporter
+    for alert in alerts:
+        assert f"`{alert['alert']}`" in runbook, f"{alert['alert']} has no line in deploy/README.md (Alerts)"
+        for name in ours.findall(alert["expr"]):
+            assert name in exported, f"{alert['alert']} reads {name}, which no service exports"
+    assert {"BildungsraumOutboxRowStuck", "BildungsraumOutboxBacklog"} <= {a["alert"] for a in alerts}
