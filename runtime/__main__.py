@@ -3,6 +3,7 @@
   python -m runtime outbox-stuck --service catalog            rows the relay could not send
   python -m runtime outbox-skip  --service catalog --id 42 --reason "…"   step over one for good
   python -m runtime outbox-resend --service catalog --since-seconds 600   after the broker lost data
+  python -m runtime outbox-restored --service catalog     once after restoring its database to an earlier time
   python -m runtime dlq-replay   --topic catalog.offers.v1 [--consumer matching]
 """
 
@@ -16,7 +17,7 @@ import sys
 import asyncpg
 
 from runtime.inbox import ReplayIncomplete, replay_dead_letters
-from runtime.outbox import resend_since, skip_row, stuck_rows
+from runtime.outbox import raise_epoch, resend_since, skip_row, stuck_rows
 from runtime.settings import ServiceSettings
 
 
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     resend = commands.add_parser("outbox-resend", help="publish again what was sent lately")
     resend.add_argument("--service", required=True)
     resend.add_argument("--since-seconds", type=float, required=True)
+    restored = commands.add_parser("outbox-restored", help="after a restore: number new events above all before")
+    restored.add_argument("--service", required=True)
     replay = commands.add_parser("dlq-replay", help="publish a dead-letter topic back into its source")
     replay.add_argument("--topic", required=True, help="the source topic, e.g. catalog.offers.v1")
     replay.add_argument("--consumer", help="only what this consumer group dead-lettered")
@@ -66,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "outbox-resend":
         count = asyncio.run(_with_database(args.service, lambda conn: resend_since(conn, args.since_seconds)))
         print(f"{count} outbox row(s) of {args.service} will be published again")
+    elif args.command == "outbox-restored":
+        epoch = asyncio.run(_with_database(args.service, raise_epoch))
+        print(f"events of {args.service} are numbered from {epoch + 1} on: consumers apply them, not skip them")
     elif args.command == "dlq-replay":
         try:  # with the brokers' address and credentials of BR_KAFKA_* (deploy/README.md: the dlq-replay user)
             count = replay_dead_letters(ServiceSettings(), args.topic, consumer=args.consumer)

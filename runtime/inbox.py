@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Collection
 import asyncpg
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, RecordListTooLargeError
 from kafka.structs import OffsetAndMetadata
 
 from runtime import metrics
@@ -219,7 +219,8 @@ class EventConsumer:
 
     async def _dead_letter(self, record: ConsumerRecord, error: str) -> None:
         log.error("dead-lettering record from %s: %s", record.topic, error, extra={"consumer": self.name})
-        headers = list(record.headers or []) + [
+        # a header without a value (Java clients send such) as empty: kafka-python sends bytes only
+        headers = [(k, v or b"") for k, v in record.headers or []] + [
             ("dlq_error", error[:4000].encode()),
             ("dlq_consumer", self.name.encode()),
             ("dlq_source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
@@ -229,17 +230,18 @@ class EventConsumer:
         try:
             await asyncio.to_thread(self._producer.send(
                 dead_letter_topic(record.topic), key=record.key, value=record.value, headers=headers).get, 15)
-        except MessageSizeTooLargeError:
+        except (MessageSizeTooLargeError, RecordListTooLargeError):
             # a record near the broker's limit has no room for the reasons: its place and reason go, the
             # body stays in the source topic for its retention (dlq_source says where)
-            headers[-3] = ("dlq_error", f"{error[:2000]} (the record, {len(record.value or b'')} bytes,"
-                                        " was too large to dead-letter whole: read it at dlq_source)".encode())
+            headers[-3] = ("dlq_error", f"{error[:2000]} {TOO_LARGE_TO_DEAD_LETTER} ({len(record.value or b'')}"
+                                        " bytes: read it at dlq_source)".encode())
             await asyncio.to_thread(self._producer.send(
-                dead_letter_topic(record.topic), key=record.key, value=None,
+                dead_letter_topic(record.topic), key=record.key, value=b"",
                 headers=[h for h in headers if h[0].startswith("dlq_") or h[0].startswith("ce_")]).get, 15)
         metrics.EVENTS_CONSUMED.labels(self.name, "?", "dead_lettered").inc()
 
 
+TOO_LARGE_TO_DEAD_LETTER = "[dead-lettered without its body: too large]"  # the replay passes such ones over
 REPLAY_GROUPS = "dlq-replay."  # the prefix of the replay's consumer groups (the dlq-replay KafkaUser reads them)
 
 
@@ -281,14 +283,14 @@ def replay_dead_letters(settings: ServiceSettings, topic: str, *, consumer: str 
                     if consumer and (headers.get("dlq_consumer") or b"").decode() != consumer:
                         sends.setdefault(tp, []).append((record.offset, None))  # not ours: passed over
                         continue
-                    if record.value is None:  # too large to dead-letter whole: its body is at dlq_source
+                    if TOO_LARGE_TO_DEAD_LETTER in (headers.get("dlq_error") or b"").decode(errors="replace"):
                         log.error("not replaying %s/%d at offset %d: dead-lettered without its body (read it"
                                   " at %s)", dlq, tp.partition, record.offset,
                                   (headers.get("dlq_source") or b"?").decode(errors="replace"))
                         sends.setdefault(tp, []).append((record.offset, None))
                         continue
                     future = producer.send(topic, key=record.key, value=record.value, headers=[
-                        *((k, v) for k, v in record.headers or [] if not k.startswith("dlq_")),
+                        *((k, v or b"") for k, v in record.headers or [] if not k.startswith("dlq_")),
                         ("dlq_replayed_from", f"{record.topic}/{record.partition}/{record.offset}".encode())])
                     sends.setdefault(tp, []).append((record.offset, future))
         try:

@@ -79,14 +79,27 @@ async def add_to_outbox(conn: asyncpg.Connection, topic: str, event: Event) -> i
     return await _stage(conn, topic, outgoing(event))
 
 
+# Each aggregate's next number, above the epoch an operator raises after a restore (migration 0005).
+_NEXT_SEQUENCE = (
+    "INSERT INTO outbox_sequences AS q (topic, aggregate_key, last_sequence)"
+    " SELECT $1, k, e.epoch + 1 FROM unnest($2::text[]) k, outbox_epoch e"
+    " ON CONFLICT (topic, aggregate_key) DO UPDATE"
+    " SET last_sequence = greatest(q.last_sequence, (SELECT epoch FROM outbox_epoch)) + 1"
+    " RETURNING aggregate_key, last_sequence")
+RESTORE_EPOCH_STEP = 10**12  # more events than any aggregate has between a restore point and the restore
+
+
+async def raise_epoch(conn: asyncpg.Connection) -> int:
+    """After a restore to an earlier time: every number given from now on lies above any this
+    database gave before the restore (and so above what consumers applied). Returns the new epoch."""
+    return await conn.fetchval(
+        "UPDATE outbox_epoch SET epoch = greatest(epoch, (SELECT coalesce(max(last_sequence), 0)"
+        " FROM outbox_sequences)) + $1 RETURNING epoch", RESTORE_EPOCH_STEP)
+
+
 async def _stage(conn: asyncpg.Connection, topic: str, item: Outgoing) -> int:
     # The sequence row is locked to commit: an aggregate's events get their numbers in commit order.
-    sequence = await conn.fetchval(
-        "INSERT INTO outbox_sequences (topic, aggregate_key, last_sequence) VALUES ($1, $2, 1)"
-        " ON CONFLICT (topic, aggregate_key) DO UPDATE SET last_sequence = outbox_sequences.last_sequence + 1"
-        " RETURNING last_sequence",
-        topic, item.event.key,
-    )
+    sequence = (await conn.fetchrow(_NEXT_SEQUENCE, topic, [item.event.key]))["last_sequence"]
     await conn.execute(_INSERT_ROW, *_row(topic, item, sequence))
     # Delivered at commit, and only if the transaction commits.
     await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
@@ -103,12 +116,7 @@ async def add_many_to_outbox(conn: asyncpg.Connection, topic: str, events: Seque
         for item in items:
             await _stage(conn, topic, item)
         return
-    rows = await conn.fetch(
-        "INSERT INTO outbox_sequences (topic, aggregate_key, last_sequence) SELECT $1, k, 1 FROM unnest($2::text[]) k"
-        " ON CONFLICT (topic, aggregate_key) DO UPDATE SET last_sequence = outbox_sequences.last_sequence + 1"
-        " RETURNING aggregate_key, last_sequence",
-        topic, [i.event.key for i in items],
-    )
+    rows = await conn.fetch(_NEXT_SEQUENCE, topic, [i.event.key for i in items])
     sequences = {r["aggregate_key"]: r["last_sequence"] for r in rows}
     staged = [_row(topic, item, sequences[item.event.key]) for item in items]
     if staged:
@@ -119,7 +127,7 @@ async def add_many_to_outbox(conn: asyncpg.Connection, topic: str, events: Seque
         await conn.execute(
             "INSERT INTO outbox (topic, event_id, event_type, tenant_id, aggregate_key, headers, payload, sequence)"
             " SELECT t, e, y, n, k, h::jsonb, p, s FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[],"
-            " $5::text[], $6::text[], $7::bytea[], $8::int[]) AS r(t, e, y, n, k, h, p, s)", *columns)
+            " $5::text[], $6::text[], $7::bytea[], $8::bigint[]) AS r(t, e, y, n, k, h, p, s)", *columns)
         await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
 
 
@@ -156,11 +164,11 @@ class OutboxRelay(ListeningLoop):
         self._measured_at = 0.0
 
     async def acquire(self, conn: asyncpg.Connection) -> bool:
-        # Only the relay holding the lock measures the backlog: a replica waiting for it shows none,
-        # not what it last saw (alerts take the maximum over the replicas).
-        for gauge in (metrics.OUTBOX_PENDING, metrics.OUTBOX_OLDEST_PENDING_AGE, metrics.OUTBOX_STUCK):
-            gauge.set(0)
         while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext('outbox-relay'))"):
+            # Only the relay holding the lock measures the backlog: a replica waiting for it shows
+            # none, not what it last saw (alerts take the maximum over the replicas).
+            for gauge in (metrics.OUTBOX_PENDING, metrics.OUTBOX_OLDEST_PENDING_AGE, metrics.OUTBOX_STUCK):
+                gauge.set(0)
             if await self.sleep():
                 return False
         return True

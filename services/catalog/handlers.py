@@ -289,10 +289,12 @@ async def withdraw_offer(conn: asyncpg.Connection, acting: Acting, offer_id: uui
 
 
 async def withdraw_offers(conn: asyncpg.Connection, tenant: str, offer_ids: list[uuid.UUID]) -> list[uuid.UUID]:
-    """``withdraw_offer`` for many offers the caller has checked are the actor's (a replaced
-    catalogue): one update, one read, one outbox batch. Returns those withdrawn now."""
+    """``withdraw_offer`` for many offers an import withdraws, which the caller has checked are the
+    actor's (a replaced catalogue, UPDATE_CATALOG's DELETE): one update, one read, one outbox batch.
+    Marked as the import's: a later file that lists one again publishes it again. Returns those
+    withdrawn now."""
     withdrawn = [r["id"] for r in await conn.fetch(
-        "UPDATE offers SET status = 'withdrawn', version = version + 1, updated_at = now()"
+        "UPDATE offers SET status = 'withdrawn', withdrawn_by_import = true, version = version + 1, updated_at = now()"
         " WHERE id = ANY($1::uuid[]) AND status <> 'withdrawn' RETURNING id", offer_ids)]
     events = [Event(OFFER_WITHDRAWN, SOURCE, tenant, state["id"], state)
               for state in map(store.offer_state, await store.get_offers(conn, withdrawn))]

@@ -259,16 +259,18 @@ async def _delete_section(conn: asyncpg.Connection, acting: Acting, provider_id:
             "SELECT id FROM offers WHERE provider_id = $1 AND external_id = $2 AND status <> 'withdrawn'",
             provider_id, row["product_id"])
         if offer_id is not None:
-            await handlers.withdraw_offer(conn, acting, offer_id)
+            await handlers.withdraw_offers(conn, acting.tenant, [offer_id])
             report.count("deleted", row["product_id"])
             continue
         owner = await conn.fetchrow(
-            "SELECT s.offer_id, o.status, (SELECT count(*) FROM offer_sessions a WHERE a.offer_id = o.id) AS dates"
-            " FROM offer_sessions s JOIN offers o ON o.id = s.offer_id"
+            "SELECT s.offer_id, o.status, (SELECT count(*) FROM offer_sessions a WHERE a.offer_id = o.id) AS dates,"
+            # the dates NEW gives the course (a date moved: DELETE the old, NEW the new)
+            " (SELECT count(*) FROM import_staging n WHERE n.kind = 'instance' AND n.course_id = o.external_id)"
+            "  AS coming FROM offer_sessions s JOIN offers o ON o.id = s.offer_id"
             " WHERE o.provider_id = $1 AND s.external_id = $2 AND o.status <> 'withdrawn'", provider_id,
             row["product_id"])
         if owner is not None:
-            if owner["dates"] == 1:  # an offer has at least one date
+            if owner["dates"] == 1 and not owner["coming"]:  # an offer has at least one date
                 report.reject(row["product_id"], row["place"],
                               "the course's only date is not removed: DELETE the course itself")
                 continue
@@ -295,6 +297,8 @@ def _offer_body(row: asyncpg.Record, provider_id: uuid.UUID, status: str, visibi
     sessions = [{k: v for k, v in orjson.loads(s).items() if not k.startswith("_")} for s in row["instances"]]
     own = {k: v for k, v in own.items() if not k.startswith("_")} if own else None
     if kept is not None:
+        if sessions:  # dated sessions now: the course's own date of before (its id is the course's) goes
+            kept = [k for k in kept if k.get("external_id") != row["product_id"]]
         merged = {session.get("external_id") or f"#{n}": session for n, session in enumerate(kept)}
         # its own date (SERVICE_DATE) where it has no others, or in place of the one it gave before
         given = sessions or ([own] if own and (not kept or own.get("external_id") in merged) else [])
@@ -367,7 +371,7 @@ async def _read_batch(conn: asyncpg.Connection, provider_id: uuid.UUID, after: i
     of changes) those offers' sessions by id."""
     rows = await conn.fetch(_STAGED_OFFERS, after, upto, BATCH)
     existing = {r["external_id"]: r for r in await conn.fetch(
-        "SELECT id, external_id, import_hash, status, version FROM offers WHERE provider_id = $1"
+        "SELECT id, external_id, import_hash, status, withdrawn_by_import, version FROM offers WHERE provider_id = $1"
         " AND external_id = ANY($2::text[])", provider_id, [r["product_id"] for r in rows])} if rows else {}
     sessions: dict[str, list[dict]] = {}
     if delta and existing:
@@ -428,9 +432,11 @@ async def _prepare(rows: list[asyncpg.Record], existing: dict[str, asyncpg.Recor
             batch.creates.append((offer_id, body, digest))
             _announce(batch.created, writing, records[-1], body, 1, None)
             report.count("created", product_id)
-        elif current["status"] == "withdrawn":  # as the API: a withdrawn offer stays withdrawn
-            report.reject(product_id, row["place"], "this offer was withdrawn and is not published again;"
-                                                    " give the course a new PRODUCT_ID to offer it anew")
+        elif current["status"] == "withdrawn" and not current["withdrawn_by_import"]:
+            # withdrawn by a person (the API, the portal), it stays withdrawn, as the API keeps it; one
+            # an earlier file no longer listed comes back with the file that lists it again
+            report.reject(product_id, row["place"], "this offer was withdrawn in Bildungsraum and is not published"
+                                                    " again; give the course a new PRODUCT_ID to offer it anew")
         elif current["import_hash"] == digest and current["status"] == body.status:
             report.counts["unchanged"] += 1
         else:

@@ -269,7 +269,8 @@ _INSERT_OFFERS = (f"INSERT INTO offers (id, tenant_id, provider_id, {_OFFER_FIEL
                   " FROM jsonb_array_elements($1) e, jsonb_populate_record(NULL::offers, e) r")
 _UPDATE_OFFERS = (
     "UPDATE offers o SET provider_id = r.provider_id, " + ", ".join(f"{c} = r.{c}" for c in _OFFER_NAMES)
-    + ", reach = offer_reach(r.format, e->'sessions'), version = o.version + 1, updated_at = now()"
+    + ", reach = offer_reach(r.format, e->'sessions'), withdrawn_by_import = false, version = o.version + 1,"
+    " updated_at = now()"
     " FROM jsonb_array_elements($1) e, jsonb_populate_record(NULL::offers, e) r"
     " WHERE o.id = r.id AND o.tenant_id = r.tenant_id")
 _INSERT_SESSIONS = (f"INSERT INTO offer_sessions ({_SESSION_FIELDS}) SELECT {_SESSION_FIELDS}"

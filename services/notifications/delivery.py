@@ -147,7 +147,8 @@ class AcceptedMarks:
     def __init__(self, redis_url: str) -> None:
         from redis.asyncio import Redis
 
-        self._redis = Redis.from_url(redis_url)
+        # bounded waits: a hung Redis must not hold the delivery's row lock
+        self._redis = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
 
     @staticmethod
     def _key(delivery_id: uuid.UUID) -> str:
@@ -252,7 +253,11 @@ async def _deliver_locked(
             await accepted.commit()
         except BaseException:
             if marks is not None:  # the server has the mail; the retry must learn it somewhere
-                await marks.remember(d["id"], attempt)
+                try:
+                    await marks.remember(d["id"], attempt)
+                except Exception:  # both stores gone: the retry may send it again (README)
+                    log.exception("delivery %s was accepted by the SMTP server but could be recorded nowhere",
+                                  d["id"])
             raise
     note = "; ".join(f"{rcpt}: {code} {msg!r}" for rcpt, (code, msg) in refused.items()) or None
     return await _sent(conn, d, attempt, note)

@@ -18,6 +18,7 @@ import uuid
 from datetime import UTC, datetime
 
 import asyncpg
+import redis
 from celery import Celery, signals
 
 from runtime.db import create_pool
@@ -73,7 +74,7 @@ def create_celery(settings: NotificationsSettings) -> Celery:
             try:
                 result = res.loop.run_until_complete(deliver(settings, res.pool, res.sender, uuid.UUID(delivery_id),
                                                              tenant_id, marks=res.marks))
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, redis.RedisError) as exc:
                 if self.request.retries >= INFRA_MAX_RETRIES:
                     raise
                 log.warning("delivery %s: infrastructure error, retrying: %s", delivery_id, exc)

@@ -130,6 +130,23 @@ async def test_an_import_does_not_publish_a_withdrawn_offer_again(catalog_pool: 
     assert not again["changed"]
 
 
+async def test_an_offer_the_import_withdrew_comes_back_when_a_file_lists_it_again(catalog_pool: asyncpg.Pool) -> None:
+    """A course missing from one export (a season off) is withdrawn by that import; the next export
+    that lists it publishes it again, under its PRODUCT_ID. Only a person's withdrawal is final."""
+    async with tenant_transaction(catalog_pool, TENANT) as conn:
+        provider_id = await act_as_the_import_for_a_new_provider(conn, TENANT)
+        await _import(conn, provider_id, _file([_course("K1"), _course("K2")]))
+        await _import(conn, provider_id, _file([_course("K2")]))  # NEW_CATALOG: K1 withdrawn
+        await _import(conn, provider_id, _update([], deleted=("K2",)))  # UPDATE_CATALOG's DELETE: K2 withdrawn
+        gone = await _offers(conn, provider_id)
+        back = await _import(conn, provider_id, _file([_course("K1"), _course("K2")]))
+        offers = await _offers(conn, provider_id)
+    assert {p: o["status"] for p, o in gone.items()} == {"K1": "withdrawn", "K2": "withdrawn"}
+    assert back["rejected"] == [] and sorted(back["updated"]) == ["K1", "K2"]
+    assert {p: o["status"] for p, o in offers.items()} == {"K1": "published", "K2": "published"}
+    assert {p: o["id"] for p, o in offers.items()} == {p: o["id"] for p, o in gone.items()}
+
+
 async def test_dated_sessions_of_a_rejected_course_say_so(catalog_pool: asyncpg.Pool) -> None:
     broken = _course("X").replace("<TITLE>Kurs X</TITLE>", "<TITLE></TITLE>")
     async with tenant_transaction(catalog_pool, TENANT) as conn:
@@ -198,6 +215,17 @@ async def test_an_update_delivery_changes_what_it_names_and_keeps_the_rest(catal
         again = await _import(conn, provider_id, _update([_instance("C-3", "C", "2031-04-01")]))
         assert not again["changed"] and again["counts"]["unchanged"] == 1
         assert await _events(conn, provider_id) == events
+
+        # a course's only dated session moved: DELETE the old, NEW the new (refused before as "the
+        # course's only date", and the merge would have kept it)
+        await _import(conn, provider_id, _update([_course("E", start=None), _instance("E-1", "E", "2031-02-01")]))
+        moved = await _import(conn, provider_id, _update([_instance("E-2", "E", "2031-06-01")], deleted=("E-1",)))
+        # a course that had its own date (SERVICE_DATE) gets dated sessions: its own date goes
+        dated = await _import(conn, provider_id, _update([_instance("D-1", "D", "2031-07-01")]))
+        offers = await _offers(conn, provider_id)
+        assert moved["rejected"] == [] and dated["rejected"] == []
+        assert [(s["external_id"], s["start"]) for s in offers["E"]["sessions"]] == [("E-2", "2031-06-01")]
+        assert [(s["external_id"], s["start"]) for s in offers["D"]["sessions"]] == [("D-1", "2031-07-01")]
 
 
 async def test_the_national_searchs_pages_add_up(catalog_pool: asyncpg.Pool) -> None:

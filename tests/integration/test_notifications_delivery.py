@@ -814,15 +814,15 @@ async def test_killed_between_smtp_250_and_the_accepted_commit_the_copy_has_the_
 
 
 def _drop_open_transactions(settings: NotificationsSettings) -> None:
-    """PostgreSQL gone for the worker: every session of the notifications database that is inside a
-    transaction (the worker's, waiting for the server's 250) is terminated. From the SMTP server's
-    thread, so on a thread of its own with its own event loop."""
+    """PostgreSQL gone for the worker: the worker's session that holds "accepted" uncommitted, waiting
+    for the server's 250, is terminated (no other: the dispatcher of this process goes on). From the
+    SMTP server's thread, so on a thread of its own with its own event loop."""
     async def terminate() -> int:
         conn = await asyncpg.connect(settings.postgres_admin_url, database=settings.database_name)
         try:
             return await conn.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND state = 'idle in transaction' AND pid <> pg_backend_pid()")
+                " AND state = 'idle in transaction' AND query LIKE '%SET outcome = ''accepted''%'")
         finally:
             await conn.close()
 

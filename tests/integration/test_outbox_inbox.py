@@ -421,6 +421,45 @@ async def test_a_stale_event_never_overwrites_a_newer_state(broker, settings) ->
     await pool.close()
 
 
+async def test_after_a_restore_new_events_are_numbered_above_what_consumers_applied(settings) -> None:
+    """A database restored to an earlier time gives its aggregates numbers again that consumers have
+    applied already (their inboxes are not restored): every new event was skipped as stale. Once the
+    operator runs `python -m runtime outbox-restored`, new numbers lie above all given before, for
+    aggregates the restored database knows and for those it lost."""
+    from runtime.__main__ import main as operator_command
+
+    pool = await create_pool(settings)
+
+    async def publish(key: str) -> int:
+        async with pool.acquire() as conn, conn.transaction():
+            return await add_to_outbox(conn, TENANTS_TOPIC, Event(TENANT_CREATED, "test", key, key,
+                                                                  {"id": key, "name": key, "status": "active"}))
+
+    async def applied(sequence: int, key: str) -> bool:  # what a consumer of these events does
+        async with pool.acquire() as conn, conn.transaction():
+            return await apply_if_newer(conn, "consumer", f"{TENANTS_TOPIC}/{key}", sequence)
+
+    for key in ("kept", "kept", "kept", "lost", "lost"):
+        assert await applied(await publish(key), key)
+    # the restore: back to when "kept" had one event and "lost" did not exist
+    await pool.execute("UPDATE outbox_sequences SET last_sequence = 1 WHERE aggregate_key = 'kept'")
+    await pool.execute("DELETE FROM outbox_sequences WHERE aggregate_key = 'lost'")
+    assert not await applied(await publish("kept"), "kept")  # the fault: skipped as stale
+
+    env = {"BR_DATABASE_PREFIX": settings.database_prefix, "BR_POSTGRES_HOST": settings.postgres_host,
+           "BR_POSTGRES_PORT": str(settings.postgres_port)}
+    os.environ.update(env)
+    try:
+        assert await asyncio.to_thread(operator_command, ["outbox-restored", "--service", settings.service]) == 0
+    finally:
+        for name in env:
+            os.environ.pop(name)
+    assert await applied(await publish("kept"), "kept")
+    assert await applied(await publish("lost"), "lost")
+    assert await applied(await publish("lost"), "lost")  # and on in order
+    await pool.close()
+
+
 class RefusingProducer:
     """A real producer to the real broker, except that the broker's answer for the chosen records is
     a failure the first ``times`` times (a leader lost for one batch, a request timed out)."""

@@ -191,3 +191,25 @@ def test_every_consumer_dead_letters_poison_of_every_type_it_handles_and_goes_on
                 assert "payload invalid" in dead.get((event_id, group), ""), (topic, group, event_type)
             else:  # another consumer's type: not this one's to judge
                 assert (event_id, group) not in dead, (topic, group, event_type)
+
+
+def test_a_record_with_a_header_without_value_is_dead_lettered_and_the_consumer_goes_on(platform: Platform) -> None:
+    """Valid Kafka that kafka-python cannot send but Java clients do: a header without a value. The
+    record is made here as the consumer would receive it; its dead letter goes to the real broker.
+    Before, reading it raised outside InvalidEvent, and then the dead-lettering itself failed
+    (kafka-python sends bytes only): the consumer read the same record again every second."""
+    from runtime.inbox import EventConsumer
+
+    event_id = str(uuid.uuid4())
+    headers = [(k, None if k == "ce_tenant" else v) for k, v in _headers(event_id)] + [("x-java-null", None)]
+    record = ConsumerRecord(OFFERS_TOPIC, 0, -1, 10**9, 0, 0, event_id.encode(), b"{}", headers, None, 36, 2, -1)
+    consumer = EventConsumer(name="matching", pool=None, handlers={OFFER_PUBLISHED: None},  # type: ignore[arg-type]
+                             consumer_factory=lambda: None,  # type: ignore[arg-type,return-value]
+                             producer_factory=lambda: KafkaProducer(bootstrap_servers=platform.config.bootstrap,
+                                                                    acks="all"))
+    asyncio.run(consumer.process(record))  # returns: the record is dead-lettered, not raised
+
+    dead = _last_record(platform, dead_letter_topic(OFFERS_TOPIC), event_id)
+    assert dead is not None
+    reasons = {k: (v or b"").decode() for k, v in dead.headers}
+    assert "ce_tenant" in reasons["dlq_error"] and reasons["x-java-null"] == ""
