@@ -333,8 +333,8 @@ async def search_offers(conn: asyncpg.Connection, query: store.OfferQuery, *, wi
     all offers, and searching every split of every long word made such searches 5–10 times as costly."""
     if query.q and store.text_query(query.q) is None:  # nothing searchable in the text: nothing found
         empty = {"items": [], "page_size": query.page_size, "next_cursor": None, "total": 0, "total_exceeds": False}
-        return empty | ({"facets": {"format": {}, "schedule": {}, "qualification": {}, "funding": {}}}
-                        if with_facets else {})
+        return empty | ({"facets": {"format": {}, "schedule": {}, "qualification": {}, "funding": {}},
+                         "facets_complete": True} if with_facets else {})
     facets, total, hits = await _counted(conn, query, with_facets)
     if total == 0 and store.splits_compounds(query.q) and not await store.count_offers(
             conn, store.OfferQuery(q=query.q), bound=1):  # the text itself, whatever the filters
@@ -356,6 +356,9 @@ async def search_offers(conn: asyncpg.Connection, query: store.OfferQuery, *, wi
     }
     if with_facets:
         answer["facets"] = facets
+        # beyond the bound the counts are those of the first hits counted (or a sample of them), as
+        # the total is then "more than": a page says so rather than show them as every hit's
+        answer["facets_complete"] = total <= store.TOTAL_BOUND
     return answer
 
 

@@ -284,13 +284,19 @@ async def _delete_section(conn: asyncpg.Connection, acting: Acting, provider_id:
 
 
 def _offer_body(row: asyncpg.Record, provider_id: uuid.UUID, status: str, visibility: dict,
-                kept: list[dict] | None = None) -> OfferIn:
-    """The offer a staged record gives. ``kept``: in a delivery of changes (UPDATE_CATALOG, the
-    national search's pages), the sessions the offer has already; the file's dated sessions are
-    added to them, each replacing the one of its id, and an offer the file sends without any keeps
-    its own (its dated sessions leave by UPDATE_CATALOG's DELETE)."""
+                existing: dict | None = None) -> OfferIn:
+    """The offer a staged record gives. ``existing``: in a delivery of changes (UPDATE_CATALOG, the
+    national search's pages), the offer as it stands; the file's dated sessions are added to its
+    sessions, each replacing the one of its id, and an offer the file sends without any keeps its
+    own (its dated sessions leave by UPDATE_CATALOG's DELETE). Fields the record took from one of
+    its dated sessions (``_per_session``: the national search gives format and Maßnahmenummer per
+    termin, and a page's first termin of a course differs from page to page) keep their value."""
     data = orjson.loads(row["data"])
     own = data.pop("_own_session", None)
+    per_session = data.pop("_per_session", ())
+    for name in per_session if existing else ():
+        data[name] = existing[name]
+    kept = existing["sessions"] if existing else None
     known = data.pop("_known", None)  # an offer of an earlier delivery, named by dated sessions of this one
     if known:
         status, visibility = known["status"], known["visibility"]
@@ -366,18 +372,18 @@ _STAGED_OFFERS = (
 
 
 async def _read_batch(conn: asyncpg.Connection, provider_id: uuid.UUID, after: int, upto: int, delta: bool
-                      ) -> tuple[list[asyncpg.Record], dict[str, asyncpg.Record], dict[str, list[dict]]]:
+                      ) -> tuple[list[asyncpg.Record], dict[str, asyncpg.Record], dict[str, dict]]:
     """The batch's staged offers, the provider's offers of the same ids, and (``delta``: a delivery
-    of changes) those offers' sessions by id."""
+    of changes) those offers as they stand, by id."""
     rows = await conn.fetch(_STAGED_OFFERS, after, upto, BATCH)
     existing = {r["external_id"]: r for r in await conn.fetch(
         "SELECT id, external_id, import_hash, status, withdrawn_by_import, version FROM offers WHERE provider_id = $1"
         " AND external_id = ANY($2::text[])", provider_id, [r["product_id"] for r in rows])} if rows else {}
-    sessions: dict[str, list[dict]] = {}
+    states: dict[str, dict] = {}
     if delta and existing:
         for offer in await store.get_offers(conn, [r["id"] for r in existing.values() if r["status"] != "withdrawn"]):
-            sessions[offer["external_id"]] = store.offer_state(offer)["sessions"]
-    return rows, existing, sessions
+            states[offer["external_id"]] = store.offer_state(offer)
+    return rows, existing, states
 
 
 @dataclass(frozen=True)
@@ -392,7 +398,7 @@ class _Writing:
 
 
 async def _prepare(rows: list[asyncpg.Record], existing: dict[str, asyncpg.Record], writing: _Writing,
-                   report: ImportReport, kept: dict[str, list[dict]] | None = None) -> _Batch:
+                   report: ImportReport, kept: dict[str, dict] | None = None) -> _Batch:
     """Validate a batch's offers and sort them into new, changed and unchanged; the new ones' rows
     and events are built here too, so that the batch's statements follow each other without Python
     work between them (which left PostgreSQL waiting a fifth of an import). Yields to the event loop

@@ -149,5 +149,7 @@ def _offer(angebot: dict, termin: dict) -> dict:
         "funding": {"bildungsgutschein": "bildungsgutschein" in funding,
                     "qcg": "beschäftigte" in funding, "aufstiegsbafoeg": aufstiegs_bafoeg(funding)},
         "measure_number": termin.get("massnahmeNummer") or None,
+        # taken from this termin (the course's first on the page): an offer already imported keeps them
+        "_per_session": ["format", "schedule", "price_eur", "measure_number"],
         "url": angebot.get("link") if str(angebot.get("link") or "").startswith("http") else None,
     }

@@ -96,8 +96,10 @@ class Backends:
     async def call(self, service: str, method: str, path: str, *, token: str | None = None,
                    tenant: str | None = None, params: Any = None, json: Any = None,
                    content: bytes | None = None, content_type: str | None = None,
-                   accept: str = "application/json") -> Reply:
+                   accept: str = "application/json", if_match: str | None = None) -> Reply:
         headers = {"Accept": accept}
+        if if_match:
+            headers["If-Match"] = if_match
         if token:
             headers["Authorization"] = f"Bearer {token}"
         if tenant:

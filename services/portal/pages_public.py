@@ -64,6 +64,7 @@ async def search(request: Request, tenant: TenantSlug, portal: PortalDep):
     return render(request, "search.html", tenant=tenant, tenant_info=network, form=form, errors=errors,
                   items=items, total=total, total_exceeds=(result or {}).get("total_exceeds", False), pages=pages,
                   facets=(result or {}).get("facets") or {}, next_cursor=(result or {}).get("next_cursor"),
+                  facets_complete=(result or {}).get("facets_complete", True),
                   has_more=bool((result or {}).get("next_cursor")),
                   providers=providers, unavailable=unavailable, title="Weiterbildung finden")
 

@@ -355,6 +355,23 @@ def _offer_values(form) -> tuple[dict, domain.FormErrors]:
     return body, errors
 
 
+def _changed_offer(current: dict, body: dict, form) -> dict:
+    """The offer as the form changes it: what the form does not show stays as it is (the import's
+    PRODUCT_ID, the Maßnahmenummer, occupation codes, the other dates, a sharing with named networks).
+    Before, saving the form wrote the offer with its first date only and without those: an imported
+    course lost its other dates, and the next import no longer knew it."""
+    kept = {k: current[k] for k in ("external_id", "esco_skills", "occupation_codes", "measure_number", "url",
+                                    "language") if current.get(k) is not None}
+    sessions = list(current.get("sessions") or [])
+    first = {**(sessions[0] if sessions else {}), **{k: v for k, v in body["sessions"][0].items()}}
+    if first.get("location") is None:
+        first.pop("location", None)
+    changed = kept | body | {"sessions": [first, *sessions[1:]]}
+    if form.get("visibility") not in ("home", "all"):  # a sharing the form cannot show: kept
+        changed["visibility"] = current.get("own_visibility") or current["visibility"]
+    return changed
+
+
 def _values_of(offer: dict) -> dict:
     first = (offer.get("sessions") or [{}])[0]
     loc = first.get("location") or {}
@@ -405,7 +422,22 @@ async def save_offer(request: Request, portal: PortalDep, session: SessionDep, o
         return render(request, "offer_form.html", 400, providers=providers, values=values, errors=errors,
                       offer_id=offer_id, title="Fehler: Angebot")
     if offer_id:
-        saved = await portal.backends.put("catalog", f"/v1/offers/{offer_id}", token=me.token, json=body)
+        current = await portal.backends.get("catalog", f"/v1/offers/{offer_id}", token=me.token)
+        seen = (form.get("version") or "").strip()
+        try:
+            if seen.isdigit() and int(seen) != current["version"]:
+                raise BackendError("catalog", 412, None)
+            saved = await portal.backends.put("catalog", f"/v1/offers/{offer_id}", token=me.token,
+                                              json=_changed_offer(current, body, form),
+                                              if_match=f'"{seen}"' if seen.isdigit() else None)
+        except BackendError as exc:
+            if exc.status not in (409, 412):
+                raise
+            errors.add("title", "Jemand hat das Angebot geändert, während Sie es bearbeitet haben. Ihre Änderungen"
+                                " sind nicht gespeichert: Laden Sie die Seite neu und tragen Sie sie noch einmal ein."
+                       if exc.status == 412 else "Das Angebot ist zurückgezogen und kann nicht mehr geändert werden.")
+            return render(request, "offer_form.html", 409, providers=providers, values=values, errors=errors,
+                          offer_id=offer_id, title="Fehler: Angebot")
     else:
         saved = await portal.backends.post("catalog", "/v1/offers", token=me.token, json=body)
     session.flash("Das Angebot ist gespeichert." if saved.get("status") != "draft" else "Der Entwurf ist gespeichert.")

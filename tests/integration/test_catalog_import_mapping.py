@@ -243,6 +243,9 @@ async def test_the_national_searchs_pages_add_up(catalog_pool: asyncpg.Pool) -> 
     second = json.loads(json.dumps(first)) | {"id": 999000111, "beginn": first.get("beginn")}
     second["beginn"] = None
     second["bemerkungZeit"] = "<p>Starttermine: 04.01.2032</p>"
+    # the search gives form and Maßnahmenummer per termin: this one differs from the first's
+    second["unterrichtsform"] = {"id": 101, "bezeichnung": "Präsenzveranstaltung"}
+    second["massnahmeNummer"] = "955/4711/2032"
     pages = [{"_embedded": {"termine": [first]}}, {"_embedded": {"termine": [second]}}]
     async with tenant_transaction(catalog_pool, TENANT) as conn:
         provider_id = await act_as_the_import_for_a_new_provider(conn, TENANT)
@@ -250,7 +253,9 @@ async def test_the_national_searchs_pages_add_up(catalog_pool: asyncpg.Pool) -> 
             await importing.import_catalogue(conn, ACTING, provider_id, lambda p=page: wbsuche.read(p))
         offers = await _offers(conn, provider_id)
         events = await _events(conn, provider_id)
-        await importing.import_catalogue(conn, ACTING, provider_id, lambda: wbsuche.read(pages[0]))
-        assert await _events(conn, provider_id) == events
-    sessions = offers[str(course)]["sessions"]
-    assert "2032-01-04" in [s["start"] for s in sessions] and len(sessions) > 1
+        for page in pages:
+            await importing.import_catalogue(conn, ACTING, provider_id, lambda p=page: wbsuche.read(p))
+        assert await _events(conn, provider_id) == events  # neither page is news any more
+    offer = offers[str(course)]
+    assert "2032-01-04" in [s["start"] for s in offer["sessions"]] and len(offer["sessions"]) > 1
+    assert offer["format"] == "hybrid"  # as the course came first, not flipped by the second page

@@ -79,7 +79,7 @@ async def test_the_bounded_total_is_exact_however_it_is_counted(catalog_pool: as
                 assert online == min(_visible(word, ("online",)), bound + 1), (word, bound)
         async with tenant_transaction(catalog_pool, TENANT) as conn:
             page = await handlers.search_offers(conn, store.OfferQuery(q=word, page_size=10), with_facets=True)
-            assert (page["total"], page["total_exceeds"]) == (visible, False)
+            assert (page["total"], page["total_exceeds"], page["facets_complete"]) == (visible, False, True)
     # the eighth's own index answered some of these counts (else this test compared one way with itself)
     assert sampled > 0
 
@@ -101,3 +101,17 @@ async def test_the_bounded_total_is_exact_however_it_is_counted(catalog_pool: as
                     facets, page = await store.facets_and_page(conn, query, bound)
                     assert sum(facets["format"].values()) == min(visible, bound), (word, radius, bound)
     assert quartered > 0
+
+
+async def test_facets_beyond_the_bound_say_they_are_not_every_hits(catalog_pool: asyncpg.Pool,
+                                                                   monkeypatch) -> None:
+    """Past the bound the total is "more than" it, and the facets count the hits counted, not all:
+    the answer says so (before, a page showed them as if they were every hit's)."""
+    monkeypatch.setattr(store, "TOTAL_BOUND", 100)
+    await _add(catalog_pool, TENANT, OURS)
+    async with tenant_transaction(catalog_pool, TENANT) as conn:
+        many = await handlers.search_offers(conn, store.OfferQuery(q="Schlosser"), with_facets=True)
+        few = await handlers.search_offers(conn, store.OfferQuery(q="Dreher"), with_facets=True)
+    assert (many["total"], many["total_exceeds"], many["facets_complete"]) == (100, True, False)
+    assert sum(many["facets"]["format"].values()) <= 101
+    assert (few["total"], few["total_exceeds"], few["facets_complete"]) == (6, False, True)
