@@ -176,10 +176,25 @@ class ChaosRun:
 
     def _smtp_refusing(self, seconds: float) -> Callable:
         """The first half, the server answers 451 to every message (up, but not taking mail); the
-        second half it is gone (connections refused). A sender must retry on both."""
+        second half it is gone (connections refused). A sender must retry on both. The first half
+        lasts until the server has refused a message (30 s at most): the short form's thin load, its
+        mail held back by retries after the outage before, once sent none in five seconds."""
+        def refused_one(since: float) -> bool:
+            async def count() -> int:
+                conn = await asyncpg.connect(self.config.service_admin_url("notifications"), timeout=2)
+                try:
+                    return await conn.fetchval("SELECT count(*) FROM delivery_attempts WHERE smtp_code = 451"
+                                               " AND at >= to_timestamp($1)", since)
+                finally:
+                    await conn.close()
+            return asyncio.run(count()) > 0
+
         def act() -> None:
+            began = time.time()
             self.stack.processes["smtp-sink"].send_signal(signal.SIGUSR1)
             time.sleep(seconds / 2)
+            while not refused_one(began) and time.time() < began + seconds / 2 + 30:
+                time.sleep(0.5)
             self.stack.stop("smtp-sink", signal.SIGKILL)
             time.sleep(seconds / 2)
             self.stack.start_smtp()

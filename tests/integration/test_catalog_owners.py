@@ -95,61 +95,48 @@ def test_claim_and_membership_set_by_the_network_admin_grant(platform: Platform,
     assert event
 
 
+async def _as_the_app(dsn: str, acting: str | None, *statements: str) -> str:
+    """The statements in one transaction as the service's role in the test's network, acting for
+    ``acting`` (app.acting_providers; None: unsaid), rolled back; the last one's status."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            await conn.execute("SET LOCAL ROLE br_catalog_app")
+            await conn.execute("SELECT set_config('app.tenant_id', $1, true)", TENANT)
+            if acting is not None:
+                await conn.execute("SELECT set_config('app.acting_providers', $1, true)", acting)
+            for statement in statements:
+                answer = await conn.execute(statement)
+            return answer
+        finally:
+            await tx.rollback()
+    finally:
+        await conn.close()
+
+
 def test_row_level_security_refuses_writes_for_other_providers(platform: Platform, alice: dict) -> None:
     """Even a query that forgets the ownership check cannot change another provider's offer."""
     dsn = platform.config.service_admin_url("catalog")
-
-    async def update_as(acting: str | None) -> str:
-        conn = await asyncpg.connect(dsn)
-        try:
-            async with conn.transaction():
-                await conn.execute("SET LOCAL ROLE br_catalog_app")
-                await conn.execute("SELECT set_config('app.tenant_id', $1, true)", TENANT)
-                if acting is not None:
-                    await conn.execute("SELECT set_config('app.acting_providers', $1, true)", acting)
-                return await conn.execute("UPDATE offers SET title = title WHERE id = $1",
-                                          uuid.UUID(alice["offer"]["id"]))
-        finally:
-            await conn.close()
-
-    assert asyncio.run(update_as(str(uuid.uuid4()))) == "UPDATE 0"
-    assert asyncio.run(update_as(None)) == "UPDATE 0"  # nobody said whom it acts for: nothing
-    assert asyncio.run(update_as(alice["provider"]["id"])) == "UPDATE 1"
+    touch = f"UPDATE offers SET title = title WHERE id = '{uuid.UUID(alice['offer']['id'])}'"
+    assert asyncio.run(_as_the_app(dsn, str(uuid.uuid4()), touch)) == "UPDATE 0"
+    assert asyncio.run(_as_the_app(dsn, None, touch)) == "UPDATE 0"  # nobody said whom it acts for: nothing
+    assert asyncio.run(_as_the_app(dsn, alice["provider"]["id"], touch)) == "UPDATE 1"
 
 
 def test_the_database_refuses_a_sharing_change_but_by_a_network_wide_role(platform: Platform, alice: dict) -> None:
     """Even a write path that forgets the route's role check cannot change the network's default
     shares for a provider's user; a network-wide role can, and an offer write still reads the row."""
     dsn = platform.config.service_admin_url("catalog")
-
-    async def as_acting(acting: str | None, statement: str) -> str:
-        conn = await asyncpg.connect(dsn)
-        try:
-            async with conn.transaction():
-                await conn.execute("SET LOCAL ROLE br_catalog_app")
-                await conn.execute("SELECT set_config('app.tenant_id', $1, true)", TENANT)
-                if acting is not None:
-                    await conn.execute("SELECT set_config('app.acting_providers', $1, true)", acting)
-                await conn.execute("INSERT INTO network_sharing (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING",
-                                   TENANT)
-                answer = await conn.execute(statement)
-                raise _RolledBack(answer)  # nothing kept: the test's networks stay as they are
-        except _RolledBack as done:
-            return str(done)
-        finally:
-            await conn.close()
-
+    row = f"INSERT INTO network_sharing (tenant_id) VALUES ('{TENANT}') ON CONFLICT DO NOTHING"
     share = "UPDATE network_sharing SET networks = '{hellweg-hochsauerland}'"
     for acting in (alice["provider"]["id"], None, ""):
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="network-wide role"):
-            asyncio.run(as_acting(acting, share))
-    assert asyncio.run(as_acting("*", share)) == "UPDATE 1"
+            asyncio.run(_as_the_app(dsn, acting, row, share))
+    assert asyncio.run(_as_the_app(dsn, "*", row, share)) == "UPDATE 1"
     held = "SELECT networks FROM network_sharing WHERE tenant_id = current_setting('app.tenant_id') FOR SHARE"
-    assert asyncio.run(as_acting(alice["provider"]["id"], held)) == "SELECT 1"
-
-
-class _RolledBack(Exception):
-    pass
+    assert asyncio.run(_as_the_app(dsn, alice["provider"]["id"], row, held)) == "SELECT 1"
 
 
 def test_qcg_needs_azav_and_more_than_120_hours(platform: Platform, alice: dict) -> None:
