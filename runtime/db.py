@@ -14,6 +14,19 @@ import orjson
 
 from runtime.settings import ServiceSettings
 
+# Failures of the ground under a handler, not of its work: a consumer retries them with backoff
+# without limit, never dead-letters them; a request gets a 503 to try again (runtime.http).
+# Deadlocks and serialization failures are PostgreSQL telling us to try again.
+TRANSIENT_DATABASE_ERRORS = (
+    asyncpg.TransactionRollbackError,  # deadlock_detected, serialization_failure
+    asyncpg.LockNotAvailableError,
+    asyncpg.PostgresConnectionError,  # includes a connection lost mid-transaction
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
 log = logging.getLogger(__name__)
 
 # Every tenant-owned table's policy reads this setting; it is set per transaction (SET LOCAL).

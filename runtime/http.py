@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime import heap, metrics
 from runtime.auth import InvalidToken, IssuerUnavailable, Principal
+from runtime.db import TRANSIENT_DATABASE_ERRORS
 from runtime.errors import Conflict, EventTooLarge, NotFound
 from runtime.guards import RateLimits, RequestGuard, policy_of, route_policies
 from runtime.service import ServiceRuntime
@@ -128,6 +129,23 @@ def install_problem_handlers(app: FastAPI) -> None:
                                     "The request took too long and was stopped; narrow it or try again later.")
         response.headers["Retry-After"] = "10"
         return response
+
+    async def _database_away(_: Request, exc: Exception) -> JSONResponse:
+        # PostgreSQL restarting, failing over or out of connections: not the client's fault, and
+        # nothing was changed (the transaction did not commit). Before, such a request got a 500.
+        response = problem_response(503, "Service unavailable",
+                                    "The database cannot be reached just now; please try again in a moment.")
+        response.headers["Retry-After"] = "5"
+        return response
+
+    for unavailable in (*TRANSIENT_DATABASE_ERRORS, ConnectionError, asyncpg.ConnectionDoesNotExistError):
+        app.add_exception_handler(unavailable, _database_away)
+
+    @app.exception_handler(asyncpg.InterfaceError)
+    async def _connection_gone(request: Request, exc: asyncpg.InterfaceError) -> JSONResponse:
+        if "connection is closed" in str(exc) or "connection was closed" in str(exc):
+            return await _database_away(request, exc)
+        raise exc  # a programming error: a 500, as before
 
     @app.exception_handler(IssuerUnavailable)
     async def _issuer_down(_: Request, exc: IssuerUnavailable) -> JSONResponse:

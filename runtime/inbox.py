@@ -15,25 +15,13 @@ from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, RecordList
 from kafka.structs import OffsetAndMetadata
 
 from runtime import metrics
-from runtime.db import set_tenant
+from runtime.db import TRANSIENT_DATABASE_ERRORS, set_tenant
 from runtime.events import Event, InvalidEvent, validate
 from runtime.kafka import STATE_TOPICS, connection_options, dead_letter_topic
 from runtime.settings import ServiceSettings
 from runtime.tracing import continue_trace
 
 log = logging.getLogger(__name__)
-
-# Failures of the ground under a handler, not of the event: retried with backoff without limit,
-# never dead-lettered. Deadlocks and serialization failures are PostgreSQL telling us to try again.
-TRANSIENT_DATABASE_ERRORS = (
-    asyncpg.TransactionRollbackError,  # deadlock_detected, serialization_failure
-    asyncpg.LockNotAvailableError,
-    asyncpg.PostgresConnectionError,  # includes a connection lost mid-transaction
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-)
 
 EventHandler = Callable[[asyncpg.Connection, Event], Awaitable[None]]
 # Called with a polled batch's events before they are handled one by one, outside any transaction:

@@ -66,13 +66,15 @@ class Report:
     acknowledged: set[str] = field(default_factory=set)  # the ids of the offers the API answered 201 for
     faults: list[str] = field(default_factory=list)
     windows: dict[str, tuple[float, float]] = field(default_factory=dict)  # each fault's wall-clock span
+    server_errors: Counter = field(default_factory=Counter)  # answers of 5xx but 503 (a dependency away)
     unready_seen: dict[str, set[str]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     def render(self) -> str:
         lines = [f"offers acknowledged by the API: {self.offers_posted} (requests refused meanwhile: "
-                 f"{self.post_failures})", "faults: " + "; ".join(self.faults)]
+                 f"{self.post_failures}, of them server errors but 503: {sum(self.server_errors.values())})",
+                 "faults: " + "; ".join(self.faults)]
         lines += [f"  not ready during {f}: {', '.join(sorted(s)) or '-'}" for f, s in self.unready_seen.items()]
         lines += [f"{k:>44}: {v}" for k, v in self.counts.items()]
         lines += ["PROBLEM: " + p for p in self.problems] or ["no loss, no duplicate"]
@@ -144,6 +146,8 @@ class ChaosRun:
                     self.report.acknowledged.add(response.json()["id"])
                 else:
                     self.report.post_failures += 1
+                    if response.status_code >= 500 and response.status_code != 503:  # 503: try again
+                        self.report.server_errors[response.status_code] += 1
             except httpx.HTTPError:
                 self.report.post_failures += 1  # the catalog is down or restarting: a client retries later
             n += 1
@@ -275,6 +279,9 @@ class ChaosRun:
                                             " the load stopped")
         self._stop_load.set()
         load.join()
+        if self.report.server_errors:  # a fault is a 503 to try again, never the server's own error
+            self.report.problems.append("the API answered " + ", ".join(
+                f"{n} × {status}" for status, n in sorted(self.report.server_errors.items())) + " during the faults")
         print("load stopped; waiting for the platform to settle …", flush=True)
         self.reconcile(settle_seconds=180 if self.short else 300)
         return self.report
